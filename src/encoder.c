@@ -1,0 +1,118 @@
+/*
+ * The frame encoder: a byte queue that frames are appended to and that a
+ * writer drains from the front (see include/appmsg/encoder.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void appmsg_encoder_init(struct appmsg_encoder *e) {
+  memset(e, 0, sizeof *e);
+}
+
+void appmsg_encoder_cleanup(struct appmsg_encoder *e) {
+  free(e->_buf);
+  memset(e, 0, sizeof *e);
+}
+
+/* Makes room for extra more bytes at the end of the queue, first sliding
+ * the unsent bytes to the front when that is enough. */
+static int reserve(struct appmsg_encoder *e, size_t extra) {
+  size_t pending = e->_len - e->_pos;
+  if (extra > SIZE_MAX / 2 - pending)
+    return -ENOMEM;
+  if (e->_cap - e->_len >= extra)
+    return 0;
+  if (e->_pos > 0 && e->_cap - pending >= extra && pending <= e->_pos) {
+    memcpy(e->_buf, e->_buf + e->_pos, pending); /* no overlap: pending <= _pos */
+    e->_pos = 0;
+    e->_len = pending;
+    return 0;
+  }
+  size_t cap = e->_cap ? e->_cap : 256;
+  while (cap < pending + extra)
+    cap *= 2;
+  unsigned char *nb = malloc(cap);
+  if (nb == NULL)
+    return -ENOMEM;
+  if (pending)
+    memcpy(nb, e->_buf + e->_pos, pending);
+  free(e->_buf);
+  e->_buf = nb;
+  e->_cap = cap;
+  e->_pos = 0;
+  e->_len = pending;
+  return 0;
+}
+
+long appmsg_frame_head(const struct appmsg_header *h, uint64_t content_length, void *out,
+                       size_t cap) {
+  if (content_length > APPMSG_CONTENT_LENGTH_MAX)
+    return APPMSG_E_CONTENT_TOO_LARGE;
+  unsigned char *o = out;
+  long hlen = appmsg_header_write(h, content_length, cap >= 2 ? (char *)o + 2 : NULL,
+                                  cap >= 2 ? cap - 2 : 0);
+  if (hlen < 0)
+    return hlen;
+  if (hlen > (long)APPMSG_HEADER_LENGTH_MAX)
+    return APPMSG_E_HEADER_TOO_LARGE;
+  if (cap >= 2) {
+    o[0] = (unsigned char)(hlen >> 8);
+    o[1] = (unsigned char)(hlen & 0xFF);
+  }
+  return hlen + 2;
+}
+
+int appmsg_encoder_push(struct appmsg_encoder *e, const struct appmsg_header *h,
+                        const void *content, size_t len) {
+  /* Most headers fit a guess; measure first only when they do not. */
+  size_t guess = 256;
+  for (;;) {
+    int rc = reserve(e, guess + len);
+    if (rc)
+      return rc;
+    long n = appmsg_frame_head(h, len, e->_buf + e->_len, guess);
+    if (n < 0)
+      return (int)n;
+    if ((size_t)n <= guess) {
+      if (len)
+        memcpy(e->_buf + e->_len + n, content, len);
+      e->_len += (size_t)n + len;
+      return 0;
+    }
+    guess = (size_t)n;
+  }
+}
+
+int appmsg_encoder_push_raw(struct appmsg_encoder *e, const void *data, size_t len) {
+  if (len == 0)
+    return 0;
+  int rc = reserve(e, len);
+  if (rc)
+    return rc;
+  memcpy(e->_buf + e->_len, data, len);
+  e->_len += len;
+  return 0;
+}
+
+const void *appmsg_encoder_peek(const struct appmsg_encoder *e, size_t *len) {
+  *len = e->_len - e->_pos;
+  return e->_buf ? (const void *)(e->_buf + e->_pos) : (const void *)"";
+}
+
+void appmsg_encoder_advance(struct appmsg_encoder *e, size_t n) {
+  size_t pending = e->_len - e->_pos;
+  e->_pos += n < pending ? n : pending;
+  if (e->_pos == e->_len) {
+    /* Empty: give the memory back, an idle connection should cost nothing. */
+    free(e->_buf);
+    e->_buf = NULL;
+    e->_cap = e->_len = e->_pos = 0;
+  }
+}
+
+size_t appmsg_encoder_pending(const struct appmsg_encoder *e) {
+  return e->_len - e->_pos;
+}

@@ -1,0 +1,75 @@
+/* Error names and texts, all from the one table in include/appmsg/error.h. */
+#include <errno.h>
+#include <string.h>
+
+#include "appmsg/appmsg.h"
+
+/* Names of the errno values a network program meets; others are "ESYSTEM". */
+#define ERRNO_NAMES(X)                                                                             \
+  X(EPERM)                                                                                         \
+  X(ENOENT) X(EINTR) X(EIO) X(EBADF) X(EAGAIN) X(ENOMEM) X(EACCES) X(EFAULT) X(EBUSY) X(EEXIST)    \
+      X(EINVAL) X(ENFILE) X(EMFILE) X(ENOSPC) X(EPIPE) X(ERANGE) X(ENAMETOOLONG) X(ENOTSOCK)       \
+          X(EMSGSIZE) X(EPROTONOSUPPORT) X(EOPNOTSUPP) X(EAFNOSUPPORT) X(EADDRINUSE)               \
+              X(EADDRNOTAVAIL) X(ENETDOWN) X(ENETUNREACH) X(ECONNABORTED) X(ECONNRESET) X(ENOBUFS) \
+                  X(EISCONN) X(ENOTCONN) X(ETIMEDOUT) X(ECONNREFUSED) X(EHOSTUNREACH) X(EALREADY)  \
+                      X(EINPROGRESS)
+
+const char *appmsg_strerror(int err) {
+  switch (err) {
+  case APPMSG_OK:
+    return "success";
+#define TEXT_CASE(name, value, text)                                                               \
+  case APPMSG_E_##name:                                                                            \
+    return text;
+    APPMSG_ERROR_TABLE(TEXT_CASE)
+#undef TEXT_CASE
+  default:
+    break;
+  }
+  if (err < 0 && err > -4096)
+    return strerror(-err);
+  return "unknown error";
+}
+
+const char *appmsg_errname(int err) {
+  switch (err) {
+  case APPMSG_OK:
+    return "OK";
+#define NAME_CASE(name, value, text)                                                               \
+  case APPMSG_E_##name:                                                                            \
+    return #name;
+    APPMSG_ERROR_TABLE(NAME_CASE)
+#undef NAME_CASE
+  default:
+    break;
+  }
+  if (err < 0 && err > -4096) {
+    switch (-err) {
+#define ERRNO_CASE(e)                                                                              \
+  case e:                                                                                          \
+    return #e;
+      ERRNO_NAMES(ERRNO_CASE)
+#undef ERRNO_CASE
+    default:
+      return "ESYSTEM";
+    }
+  }
+  return "UNKNOWN";
+}
+
+int appmsg_errcode(const char *name) {
+  if (name == NULL)
+    return 0;
+  if (strncmp(name, "APPMSG_E_", 9) == 0)
+    name += 9;
+#define CODE_CMP(ename, value, text)                                                               \
+  if (strcmp(name, #ename) == 0)                                                                   \
+    return value;
+  APPMSG_ERROR_TABLE(CODE_CMP)
+#undef CODE_CMP
+  return 0;
+}
+
+const char *appmsg_version(void) {
+  return APPMSG_VERSION_STRING;
+}

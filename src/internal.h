@@ -1,0 +1,74 @@
+/* Declarations shared between appmsg's source files; not installed. */
+#ifndef APPMSG_INTERNAL_H
+#define APPMSG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "appmsg/appmsg.h"
+
+/* JSON value kinds as the scanner reports them. */
+enum appmsg__json_type {
+  APPMSG__JSON_STRING,
+  APPMSG__JSON_NUMBER,
+  APPMSG__JSON_OBJECT,
+  APPMSG__JSON_ARRAY,
+  APPMSG__JSON_TRUE,
+  APPMSG__JSON_FALSE,
+  APPMSG__JSON_NULL,
+};
+
+/* One member of the top-level object, as raw spans of the scanned text. */
+struct appmsg__json_member {
+  const char *key;             /* key bytes between the quotes, still escaped */
+  size_t key_len;              /* their count */
+  int key_escaped;             /* 1 if the key contains a backslash escape */
+  const char *val;             /* the value's bytes (a string without its quotes) */
+  size_t val_len;              /* their count */
+  int val_escaped;             /* for strings: 1 if the value contains an escape */
+  int val_plain_int;           /* for numbers: 1 if written as digits only */
+  enum appmsg__json_type type; /* the value's kind */
+};
+
+/* Called for each member of the top-level object, in order. */
+typedef void (*appmsg__json_member_cb)(void *ud, const struct appmsg__json_member *m);
+
+/* Where and why a scan failed. */
+struct appmsg__json_error {
+  int code;           /* APPMSG_E_HEADER_{JSON,DEPTH,TRAILING,NOT_OBJECT,UTF8} */
+  size_t offset;      /* offending byte, relative to the scanned text */
+  const char *reason; /* static text */
+};
+
+/*
+ * Strictly validates p[0..n) (PROTOCOL.md 2.3) as one JSON value; with
+ * object_only, the value must be an object.  Does not check UTF-8 (see
+ * appmsg__utf8_check) but rejects bytes >= 0x80 outside strings.
+ * Reports top-level object members to cb when cb is not NULL.
+ * Returns 0, or the error code with *err filled in.
+ */
+int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
+                      appmsg__json_member_cb cb, void *ud, struct appmsg__json_error *err);
+
+/* Returns n when p[0..n) is well-formed UTF-8, else the offset of the
+ * first byte of the first ill-formed sequence. */
+size_t appmsg__utf8_check(const unsigned char *p, size_t n);
+
+/* Unescapes the inside of a JSON string already validated by the scanner
+ * into dst (room for n bytes; dst may equal src).  Returns the length. */
+size_t appmsg__json_unescape(const char *src, size_t n, char *dst);
+
+/* Parses a header already received whole: UTF-8, JSON and field rules of
+ * PROTOCOL.md section 5, steps 3-5.  buf is modified (strings are
+ * unescaped in place) and h's strings point into it (h must be released
+ * with appmsg__header_release_borrowed).  Returns 0 or a negative code,
+ * with *err filled in; on CONTENT_TOO_LARGE *claimed holds the
+ * content-length as written (digits, NUL-terminated, cut at 31). */
+int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appmsg_header *h,
+                         struct appmsg__json_error *err, char claimed[32]);
+
+/* Frees what a header filled in by appmsg__header_parse owns (its extras),
+ * without freeing its borrowed strings; leaves it zeroed. */
+void appmsg__header_release_borrowed(struct appmsg_header *h);
+
+#endif

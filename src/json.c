@@ -1,0 +1,535 @@
+/*
+ * A strict JSON scanner (RFC 8259 plus the rules of PROTOCOL.md 2.3), UTF-8
+ * validation, string unescaping and Python-style quoting.
+ *
+ * The scanner validates without building anything: it reports the members
+ * of the top-level object as spans of the input, so reading the four
+ * required header fields needs no allocation.  Errors point at the first
+ * byte where the text stops being the beginning of a valid one, which is
+ * what a recursive-descent reader that never backs up sees naturally.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+struct scan {
+  const char *p;                  /* the text */
+  size_t n;                       /* its length */
+  size_t i;                       /* the next byte to read */
+  int depth;                      /* current nesting */
+  int max_depth;                  /* refuse deeper nesting */
+  appmsg__json_member_cb cb;      /* top-level member callback or NULL */
+  void *ud;                       /* its user data */
+  struct appmsg__json_error *err; /* where to report */
+};
+
+/* Per-member facts the value parsers hand back to the object parser. */
+struct valinfo {
+  enum appmsg__json_type type;
+  int escaped;
+  int plain_int;
+};
+
+static int fail(struct scan *s, int code, size_t at, const char *reason) {
+  s->err->code = code;
+  s->err->offset = at;
+  s->err->reason = reason;
+  return code;
+}
+
+static int bad(struct scan *s, const char *reason) {
+  return fail(s, APPMSG_E_HEADER_JSON, s->i, reason);
+}
+
+static int is_ws(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static void skip_ws(struct scan *s) {
+  while (s->i < s->n && is_ws((unsigned char)s->p[s->i]))
+    s->i++;
+}
+
+static int hexval(unsigned char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Reads the 4 hex digits of a \u escape (s->i at the first digit). */
+static int read_hex4(struct scan *s, unsigned *out) {
+  unsigned v = 0;
+  for (int k = 0; k < 4; k++) {
+    if (s->i >= s->n)
+      return bad(s, "unexpected end inside a \\u escape");
+    int h = hexval((unsigned char)s->p[s->i]);
+    if (h < 0)
+      return bad(s, "\\u escape needs 4 hex digits");
+    v = v << 4 | (unsigned)h;
+    s->i++;
+  }
+  *out = v;
+  return 0;
+}
+
+/* A \u escape, s->i just past the 'u'.  Surrogates must come in pairs and
+ * U+0000 is refused; both errors point at the escape's last hex digit. */
+static int scan_u_escape(struct scan *s) {
+  unsigned cp;
+  int rc = read_hex4(s, &cp);
+  if (rc)
+    return rc;
+  if (cp == 0)
+    return fail(s, APPMSG_E_HEADER_JSON, s->i - 1, "\\u0000 is not allowed in a string");
+  if (cp >= 0xDC00 && cp <= 0xDFFF)
+    return fail(s, APPMSG_E_HEADER_JSON, s->i - 1, "lone low surrogate in a \\u escape");
+  if (cp < 0xD800 || cp > 0xDBFF)
+    return 0;
+  if (s->i >= s->n)
+    return bad(s, "unexpected end after a high surrogate");
+  if (s->p[s->i] != '\\')
+    return bad(s, "high surrogate not followed by a low surrogate");
+  s->i++;
+  if (s->i >= s->n)
+    return bad(s, "unexpected end after a high surrogate");
+  if (s->p[s->i] != 'u')
+    return bad(s, "high surrogate not followed by a low surrogate");
+  s->i++;
+  unsigned lo;
+  rc = read_hex4(s, &lo);
+  if (rc)
+    return rc;
+  if (lo < 0xDC00 || lo > 0xDFFF)
+    return fail(s, APPMSG_E_HEADER_JSON, s->i - 1,
+                "high surrogate not followed by a low surrogate");
+  return 0;
+}
+
+/* A string, s->i at the opening quote; leaves s->i past the closing one. */
+static int scan_string(struct scan *s, int *escaped) {
+  s->i++;
+  *escaped = 0;
+  for (;;) {
+    /* Fast path over plain bytes. */
+    while (s->i < s->n) {
+      unsigned char c = (unsigned char)s->p[s->i];
+      if (c == '"' || c == '\\' || c < 0x20)
+        break;
+      s->i++;
+    }
+    if (s->i >= s->n)
+      return bad(s, "unexpected end inside a string");
+    unsigned char c = (unsigned char)s->p[s->i];
+    if (c == '"') {
+      s->i++;
+      return 0;
+    }
+    if (c < 0x20)
+      return bad(s, "raw control character in a string");
+    /* A backslash escape. */
+    *escaped = 1;
+    s->i++;
+    if (s->i >= s->n)
+      return bad(s, "unexpected end inside an escape");
+    c = (unsigned char)s->p[s->i];
+    if (c == 'u') {
+      s->i++;
+      int rc = scan_u_escape(s);
+      if (rc)
+        return rc;
+      continue;
+    }
+    if (!strchr("\"\\/bfnrt", c) || c == 0)
+      return bad(s, "invalid escape in a string");
+    s->i++;
+  }
+}
+
+static int is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* A number, s->i at '-' or a digit. */
+static int scan_number(struct scan *s, int *plain_int) {
+  *plain_int = 1;
+  if (s->p[s->i] == '-') {
+    *plain_int = 0;
+    s->i++;
+  }
+  if (s->i >= s->n)
+    return bad(s, "unexpected end inside a number");
+  if (s->p[s->i] == '0') {
+    s->i++; /* a following digit is refused by the caller: no leading zeros */
+  } else if (is_digit((unsigned char)s->p[s->i])) {
+    while (s->i < s->n && is_digit((unsigned char)s->p[s->i]))
+      s->i++;
+  } else {
+    return bad(s, "a minus sign must be followed by a digit");
+  }
+  if (s->i < s->n && s->p[s->i] == '.') {
+    *plain_int = 0;
+    s->i++;
+    if (s->i >= s->n)
+      return bad(s, "unexpected end inside a number");
+    if (!is_digit((unsigned char)s->p[s->i]))
+      return bad(s, "a decimal point must be followed by a digit");
+    while (s->i < s->n && is_digit((unsigned char)s->p[s->i]))
+      s->i++;
+  }
+  if (s->i < s->n && (s->p[s->i] == 'e' || s->p[s->i] == 'E')) {
+    *plain_int = 0;
+    s->i++;
+    if (s->i < s->n && (s->p[s->i] == '+' || s->p[s->i] == '-'))
+      s->i++;
+    if (s->i >= s->n)
+      return bad(s, "unexpected end inside a number");
+    if (!is_digit((unsigned char)s->p[s->i]))
+      return bad(s, "an exponent needs digits");
+    while (s->i < s->n && is_digit((unsigned char)s->p[s->i]))
+      s->i++;
+  }
+  return 0;
+}
+
+static int scan_literal(struct scan *s, const char *word) {
+  for (const char *w = word; *w; w++) {
+    if (s->i >= s->n)
+      return bad(s, "unexpected end inside a literal");
+    if (s->p[s->i] != *w)
+      return bad(s, "unexpected character");
+    s->i++;
+  }
+  return 0;
+}
+
+static int scan_value(struct scan *s, struct valinfo *vi);
+
+/* An object or array, s->i at its opening bracket. */
+static int scan_container(struct scan *s, int is_object) {
+  if (s->depth >= s->max_depth)
+    return fail(s, APPMSG_E_HEADER_DEPTH, s->i, "nested too deeply");
+  s->depth++;
+  int top = s->depth == 1;
+  char close = is_object ? '}' : ']';
+  s->i++;
+  skip_ws(s);
+  if (s->i < s->n && s->p[s->i] == close) {
+    s->i++;
+    s->depth--;
+    return 0;
+  }
+  for (;;) {
+    struct appmsg__json_member m = {0};
+    if (is_object) {
+      if (s->i >= s->n)
+        return bad(s, "unexpected end inside an object");
+      if (s->p[s->i] != '"')
+        return bad(s, "expected a string key");
+      size_t k0 = s->i + 1;
+      int rc = scan_string(s, &m.key_escaped);
+      if (rc)
+        return rc;
+      m.key = s->p + k0;
+      m.key_len = s->i - 1 - k0;
+      skip_ws(s);
+      if (s->i >= s->n)
+        return bad(s, "unexpected end inside an object");
+      if (s->p[s->i] != ':')
+        return bad(s, "expected ':' after a key");
+      s->i++;
+      skip_ws(s);
+    }
+    size_t v0 = s->i;
+    struct valinfo vi;
+    int rc = scan_value(s, &vi);
+    if (rc)
+      return rc;
+    if (top && is_object && s->cb) {
+      m.type = vi.type;
+      m.val_escaped = vi.escaped;
+      m.val_plain_int = vi.plain_int;
+      m.val = s->p + v0;
+      m.val_len = s->i - v0;
+      if (vi.type == APPMSG__JSON_STRING) {
+        m.val++;
+        m.val_len -= 2;
+      }
+      s->cb(s->ud, &m);
+    }
+    skip_ws(s);
+    if (s->i >= s->n)
+      return bad(s,
+                 is_object ? "unexpected end inside an object" : "unexpected end inside an array");
+    if (s->p[s->i] == ',') {
+      s->i++;
+      skip_ws(s);
+      continue;
+    }
+    if (s->p[s->i] == close) {
+      s->i++;
+      s->depth--;
+      return 0;
+    }
+    return bad(s, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
+  }
+}
+
+static int scan_value(struct scan *s, struct valinfo *vi) {
+  vi->escaped = 0;
+  vi->plain_int = 0;
+  if (s->i >= s->n)
+    return bad(s, "unexpected end where a value was expected");
+  switch (s->p[s->i]) {
+  case '{':
+    vi->type = APPMSG__JSON_OBJECT;
+    return scan_container(s, 1);
+  case '[':
+    vi->type = APPMSG__JSON_ARRAY;
+    return scan_container(s, 0);
+  case '"':
+    vi->type = APPMSG__JSON_STRING;
+    return scan_string(s, &vi->escaped);
+  case 't':
+    vi->type = APPMSG__JSON_TRUE;
+    return scan_literal(s, "true");
+  case 'f':
+    vi->type = APPMSG__JSON_FALSE;
+    return scan_literal(s, "false");
+  case 'n':
+    vi->type = APPMSG__JSON_NULL;
+    return scan_literal(s, "null");
+  default:
+    if (s->p[s->i] == '-' || is_digit((unsigned char)s->p[s->i])) {
+      vi->type = APPMSG__JSON_NUMBER;
+      return scan_number(s, &vi->plain_int);
+    }
+    return bad(s, "unexpected character where a value was expected");
+  }
+}
+
+int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
+                      appmsg__json_member_cb cb, void *ud, struct appmsg__json_error *err) {
+  struct scan s = {p, n, 0, 0, max_depth, cb, ud, err};
+  skip_ws(&s);
+  if (s.i >= n)
+    return fail(&s, APPMSG_E_HEADER_NOT_OBJECT, n, "empty: no JSON value");
+  if (object_only && p[s.i] != '{')
+    return fail(&s, APPMSG_E_HEADER_NOT_OBJECT, s.i, "must be a JSON object");
+  struct valinfo vi;
+  int rc = scan_value(&s, &vi);
+  if (rc)
+    return rc;
+  skip_ws(&s);
+  if (s.i < n)
+    return fail(&s, APPMSG_E_HEADER_TRAILING, s.i, "bytes after the JSON value");
+  return 0;
+}
+
+size_t appmsg__utf8_check(const unsigned char *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    /* ASCII fast path, eight bytes at a time. */
+    while (i + 8 <= n) {
+      uint64_t w;
+      memcpy(&w, p + i, 8);
+      if (w & 0x8080808080808080ULL)
+        break;
+      i += 8;
+    }
+    if (i >= n)
+      break;
+    unsigned char c = p[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the 2nd byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0)
+        lo = 0xA0; /* no overlong forms */
+      else if (c == 0xED)
+        hi = 0x9F; /* no surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0)
+        lo = 0x90;
+      else if (c == 0xF4)
+        hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+      return i; /* 80..C1, F5..FF never start a sequence */
+    }
+    if (i + 1 >= n || p[i + 1] < lo || p[i + 1] > hi)
+      return i;
+    for (size_t k = 2; k < len; k++)
+      if (i + k >= n || (p[i + k] & 0xC0) != 0x80)
+        return i;
+    i += len;
+  }
+  return n;
+}
+
+static size_t put_utf8(char *dst, unsigned cp) {
+  unsigned char *d = (unsigned char *)dst;
+  if (cp < 0x80) {
+    d[0] = (unsigned char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    d[0] = (unsigned char)(0xC0 | cp >> 6);
+    d[1] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    d[0] = (unsigned char)(0xE0 | cp >> 12);
+    d[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+    d[2] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  d[0] = (unsigned char)(0xF0 | cp >> 18);
+  d[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+  d[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+  d[3] = (unsigned char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+static unsigned hex4(const char *p) {
+  unsigned v = 0;
+  for (int k = 0; k < 4; k++)
+    v = v << 4 | (unsigned)hexval((unsigned char)p[k]);
+  return v;
+}
+
+size_t appmsg__json_unescape(const char *src, size_t n, char *dst) {
+  size_t i = 0, o = 0;
+  while (i < n) {
+    char c = src[i];
+    if (c != '\\') {
+      dst[o++] = c;
+      i++;
+      continue;
+    }
+    c = src[i + 1];
+    i += 2;
+    switch (c) {
+    case 'b':
+      dst[o++] = '\b';
+      break;
+    case 'f':
+      dst[o++] = '\f';
+      break;
+    case 'n':
+      dst[o++] = '\n';
+      break;
+    case 'r':
+      dst[o++] = '\r';
+      break;
+    case 't':
+      dst[o++] = '\t';
+      break;
+    case 'u': {
+      unsigned cp = hex4(src + i);
+      i += 4;
+      if (cp >= 0xD800 && cp <= 0xDBFF) { /* the scanner saw the low half */
+        unsigned lo = hex4(src + i + 2);
+        i += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      }
+      o += put_utf8(dst + o, cp);
+      break;
+    }
+    default: /* '"', '\\', '/' */
+      dst[o++] = c;
+      break;
+    }
+  }
+  return o;
+}
+
+size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+#define PUT(ch)                                                                                    \
+  do {                                                                                             \
+    if (o < cap)                                                                                   \
+      out[o] = (ch);                                                                               \
+    o++;                                                                                           \
+  } while (0)
+  PUT('"');
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      PUT((char)c);
+      continue;
+    }
+    PUT('\\');
+    switch (c) {
+    case '"':
+      PUT('"');
+      break;
+    case '\\':
+      PUT('\\');
+      break;
+    case '\b':
+      PUT('b');
+      break;
+    case '\f':
+      PUT('f');
+      break;
+    case '\n':
+      PUT('n');
+      break;
+    case '\r':
+      PUT('r');
+      break;
+    case '\t':
+      PUT('t');
+      break;
+    default:
+      PUT('u');
+      PUT('0');
+      PUT('0');
+      PUT(hex[c >> 4]);
+      PUT(hex[c & 15]);
+      break;
+    }
+  }
+  PUT('"');
+#undef PUT
+  return o;
+}
+
+int appmsg_json_check(const void *buf, size_t n, int max_depth, size_t *err_offset,
+                      const char **reason) {
+  const unsigned char *p = buf;
+  size_t bad_utf8 = appmsg__utf8_check(p, n);
+  struct appmsg__json_error e = {0, 0, NULL};
+  int rc = 0;
+  if (bad_utf8 < n) {
+    rc = APPMSG_E_CONTENT_UTF8;
+    e.offset = bad_utf8;
+    e.reason = "content is not valid UTF-8";
+  } else if (appmsg__json_scan(buf, n, max_depth > 0 ? max_depth : 1, 0, NULL, NULL, &e) != 0) {
+    rc = APPMSG_E_CONTENT_JSON;
+    if (e.code == APPMSG_E_HEADER_DEPTH)
+      e.reason = "content nested too deeply";
+    else if (e.code == APPMSG_E_HEADER_TRAILING)
+      e.reason = "bytes after the content's JSON value";
+    else if (e.code == APPMSG_E_HEADER_NOT_OBJECT)
+      e.reason = "content is empty";
+  }
+  if (rc) {
+    if (err_offset)
+      *err_offset = e.offset;
+    if (reason)
+      *reason = e.reason;
+  }
+  return rc;
+}

@@ -1,0 +1,670 @@
+/*
+ * Unit tests of the message module: decoder, encoder, header, JSON check
+ * and the error table.  Byte-exact cases live in proto/vectors and are run
+ * by test_vectors; these tests cover the API around them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+/* Builds one frame from header text and content. */
+static size_t frame(unsigned char *out, const char *hdr, const void *content, size_t clen) {
+  size_t h = strlen(hdr);
+  out[0] = (unsigned char)(h >> 8);
+  out[1] = (unsigned char)h;
+  memcpy(out + 2, hdr, h);
+  memcpy(out + 2 + h, content, clen);
+  return 2 + h + clen;
+}
+
+static void make_header(struct appmsg_header *h, const char *type, const char *enc) {
+  appmsg_header_init(h);
+  ck_assert_int_eq(appmsg_header_set(h, type, enc), 0);
+}
+
+/* Drains an encoder into a string. */
+static struct tu_str drain(struct appmsg_encoder *e, size_t step) {
+  struct tu_str s = {0};
+  while (appmsg_encoder_pending(e) > 0) {
+    size_t n;
+    const void *p = appmsg_encoder_peek(e, &n);
+    ck_assert_uint_gt(n, 0);
+    size_t k = n < step ? n : step;
+    tu_str_add(&s, p, k);
+    appmsg_encoder_advance(e, k);
+  }
+  return s;
+}
+
+/* --- decoder ----------------------------------------------------------- */
+
+START_TEST(several_frames_in_one_buffer) {
+  unsigned char buf[1024];
+  const char *h1 = "{\"byteorder\": \"little\", \"content-type\": \"a\", "
+                   "\"content-encoding\": \"b\", \"content-length\": 3}";
+  const char *h2 = "{\"byteorder\": \"big\", \"content-type\": \"c\", "
+                   "\"content-encoding\": \"d\", \"content-length\": 0}";
+  size_t n1 = frame(buf, h1, "xyz", 3);
+  size_t n2 = frame(buf + n1, h2, "", 0);
+  size_t n3 = frame(buf + n1 + n2, h1, "123", 3);
+  size_t total = n1 + n2 + n3;
+  struct appmsg_decoder d;
+  ck_assert_int_eq(appmsg_decoder_init(&d, NULL), 0);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, total, &used), APPMSG_MESSAGE);
+  ck_assert_uint_eq(used, n1);
+  size_t len;
+  ck_assert_mem_eq(appmsg_decoder_content(&d, &len), "xyz", 3);
+  ck_assert_str_eq(appmsg_decoder_header(&d)->content_type, "a");
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf + n1, total - n1, &used), APPMSG_MESSAGE);
+  ck_assert_uint_eq(used, n2);
+  ck_assert_int_eq(appmsg_decoder_header(&d)->byteorder, APPMSG_BYTEORDER_BIG);
+  ck_assert_ptr_nonnull(appmsg_decoder_content(&d, &len));
+  ck_assert_uint_eq(len, 0);
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf + n1 + n2, n3, &used), APPMSG_MESSAGE);
+  ck_assert_uint_eq(used, n3);
+  ck_assert_mem_eq(appmsg_decoder_content(&d, &len), "123", 3);
+  ck_assert_uint_eq(d.offset, total);
+  /* An empty feed after a message releases it and asks for more. */
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, 0, &used), APPMSG_NEED_MORE);
+  ck_assert_ptr_null(appmsg_decoder_header(&d));
+  ck_assert_int_eq(appmsg_decoder_finish(&d), 0);
+  appmsg_decoder_cleanup(&d);
+}
+END_TEST
+
+START_TEST(errors_are_sticky_until_reset) {
+  unsigned char bad[] = {0, 0, 0, 5};
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, NULL);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, bad, sizeof bad, &used), APPMSG_ERROR);
+  ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_EMPTY);
+  ck_assert_uint_eq(appmsg_decoder_error_offset(&d), 0);
+  ck_assert_ptr_nonnull(appmsg_decoder_reason(&d));
+  ck_assert_int_eq(appmsg_decoder_feed(&d, bad, sizeof bad, &used), APPMSG_ERROR);
+  ck_assert_uint_eq(used, 0);
+  ck_assert_int_eq(appmsg_decoder_finish(&d), APPMSG_E_HEADER_EMPTY);
+  appmsg_decoder_reset(&d);
+  ck_assert_int_eq(appmsg_decoder_error(&d), 0);
+  ck_assert_ptr_null(appmsg_decoder_reason(&d));
+  unsigned char buf[256];
+  size_t n = frame(buf,
+                   "{\"byteorder\": \"little\", \"content-type\": \"\", "
+                   "\"content-encoding\": \"\", \"content-length\": 1}",
+                   "!", 1);
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, n, &used), APPMSG_MESSAGE);
+  appmsg_decoder_cleanup(&d);
+}
+END_TEST
+
+START_TEST(limits_are_validated) {
+  struct appmsg_decoder d;
+  struct appmsg_limits lim;
+  appmsg_limits_default(&lim);
+  ck_assert_uint_eq(lim.max_content_length, 1048576);
+  ck_assert_uint_eq(lim.max_header_length, 65535);
+  lim.max_header_length = 0;
+  ck_assert_int_eq(appmsg_decoder_init(&d, &lim), -EINVAL);
+  lim.max_header_length = 65536;
+  ck_assert_int_eq(appmsg_decoder_init(&d, &lim), -EINVAL);
+  lim.max_header_length = 100;
+  lim.max_content_length = APPMSG_CONTENT_LENGTH_MAX + 1;
+  ck_assert_int_eq(appmsg_decoder_init(&d, &lim), -EINVAL);
+  lim.max_content_length = APPMSG_CONTENT_LENGTH_MAX;
+  ck_assert_int_eq(appmsg_decoder_init(&d, &lim), 0);
+  appmsg_decoder_cleanup(&d);
+}
+END_TEST
+
+/* The content-length limit is checked when the header's last byte arrives,
+ * before the content: the decoder never waits for, or allocates, it. */
+START_TEST(limit_checked_before_content) {
+  unsigned char buf[256];
+  size_t n = frame(buf,
+                   "{\"byteorder\": \"little\", \"content-type\": \"t\", "
+                   "\"content-encoding\": \"e\", \"content-length\": 1000000000000000}",
+                   "", 0);
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, NULL);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, n - 1, &used), APPMSG_NEED_MORE);
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf + n - 1, 1, &used), APPMSG_ERROR);
+  ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_CONTENT_TOO_LARGE);
+  ck_assert_ptr_nonnull(strstr(appmsg_decoder_reason(&d), "1000000000000000"));
+  ck_assert_ptr_nonnull(strstr(appmsg_decoder_reason(&d), "1048576"));
+  appmsg_decoder_cleanup(&d);
+}
+END_TEST
+
+/* With the limit at its maximum, a claim the machine cannot hold fails
+ * with -ENOMEM instead of crashing. */
+START_TEST(unallocatable_content_is_enomem) {
+  unsigned char buf[256];
+  size_t n = frame(buf,
+                   "{\"byteorder\": \"little\", \"content-type\": \"t\", "
+                   "\"content-encoding\": \"e\", \"content-length\": 9007199254740991}",
+                   "", 0);
+  struct appmsg_limits lim;
+  appmsg_limits_default(&lim);
+  lim.max_content_length = APPMSG_CONTENT_LENGTH_MAX;
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, &lim);
+  size_t used;
+  enum appmsg_status st = appmsg_decoder_feed(&d, buf, n, &used);
+  /* Some allocators (overcommit) grant 8 PiB of address space; accept either. */
+  if (st == APPMSG_ERROR)
+    ck_assert_int_eq(appmsg_decoder_error(&d), -ENOMEM);
+  else
+    ck_assert_int_eq(st, APPMSG_NEED_MORE);
+  appmsg_decoder_cleanup(&d);
+}
+END_TEST
+
+START_TEST(header_length_boundaries) {
+  /* 65535: the object padded with whitespace to the largest length. */
+  const char *obj = "{\"byteorder\": \"little\", \"content-type\": \"t\", "
+                    "\"content-encoding\": \"e\", \"content-length\": 2}";
+  size_t total = 2 + 65535 + 2;
+  unsigned char *buf = malloc(total);
+  buf[0] = 0xFF;
+  buf[1] = 0xFF;
+  memset(buf + 2, ' ', 65535);
+  memcpy(buf + 2, obj, strlen(obj));
+  memcpy(buf + 2 + 65535, "ok", 2);
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, NULL);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, total, &used), APPMSG_MESSAGE);
+  ck_assert_uint_eq(used, total);
+  /* The same with a 65534 limit is refused on the prefix alone. */
+  struct appmsg_limits lim = {1048576, 65534};
+  appmsg_decoder_cleanup(&d);
+  appmsg_decoder_init(&d, &lim);
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, total, &used), APPMSG_ERROR);
+  ck_assert_uint_eq(used, 2);
+  ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_TOO_LARGE);
+  appmsg_decoder_cleanup(&d);
+  /* Length 1: "{" alone ends inside the object. */
+  unsigned char one[] = {0, 1, '{'};
+  appmsg_decoder_init(&d, NULL);
+  ck_assert_int_eq(appmsg_decoder_feed(&d, one, 3, &used), APPMSG_ERROR);
+  ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_JSON);
+  ck_assert_uint_eq(appmsg_decoder_error_offset(&d), 3);
+  appmsg_decoder_cleanup(&d);
+  free(buf);
+}
+END_TEST
+
+START_TEST(content_length_boundaries) {
+  struct appmsg_limits lim = {16, 65535};
+  char hdr[256];
+  unsigned char buf[512];
+  for (unsigned len = 0; len <= 17; len++) {
+    snprintf(hdr, sizeof hdr,
+             "{\"byteorder\": \"little\", \"content-type\": \"t\", "
+             "\"content-encoding\": \"e\", \"content-length\": %u}",
+             len);
+    size_t n = frame(buf, hdr, "0123456789abcdefg", len);
+    struct appmsg_decoder d;
+    appmsg_decoder_init(&d, &lim);
+    size_t used;
+    enum appmsg_status st = appmsg_decoder_feed(&d, buf, n, &used);
+    if (len <= 16) {
+      ck_assert_int_eq(st, APPMSG_MESSAGE);
+      size_t clen;
+      const void *c = appmsg_decoder_content(&d, &clen);
+      ck_assert_uint_eq(clen, len);
+      ck_assert_mem_eq(c, "0123456789abcdefg", len);
+    } else {
+      ck_assert_int_eq(st, APPMSG_ERROR);
+      ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_CONTENT_TOO_LARGE);
+    }
+    appmsg_decoder_cleanup(&d);
+  }
+}
+END_TEST
+
+START_TEST(finish_and_in_frame) {
+  unsigned char buf[256];
+  size_t n = frame(buf,
+                   "{\"byteorder\": \"little\", \"content-type\": \"t\", "
+                   "\"content-encoding\": \"e\", \"content-length\": 4}",
+                   "abcd", 4);
+  for (size_t cut = 0; cut <= n; cut++) {
+    struct appmsg_decoder d;
+    appmsg_decoder_init(&d, NULL);
+    size_t used;
+    ck_assert_int_eq(appmsg_decoder_in_frame(&d), 0);
+    enum appmsg_status st = appmsg_decoder_feed(&d, buf, cut, &used);
+    if (cut == 0 || cut == n) {
+      ck_assert_int_eq(appmsg_decoder_in_frame(&d), 0);
+      ck_assert_int_eq(appmsg_decoder_finish(&d), 0);
+      ck_assert_int_eq(st, cut == n ? APPMSG_MESSAGE : APPMSG_NEED_MORE);
+    } else {
+      ck_assert_int_eq(st, APPMSG_NEED_MORE);
+      ck_assert_int_eq(appmsg_decoder_in_frame(&d), 1);
+      ck_assert_int_eq(appmsg_decoder_finish(&d), APPMSG_E_TRUNCATED);
+      ck_assert_uint_eq(appmsg_decoder_error_offset(&d), cut);
+    }
+    appmsg_decoder_cleanup(&d);
+  }
+}
+END_TEST
+
+START_TEST(take_content) {
+  unsigned char buf[256];
+  size_t n = frame(buf,
+                   "{\"byteorder\": \"little\", \"content-type\": \"t\", "
+                   "\"content-encoding\": \"e\", \"content-length\": 4}",
+                   "abcd", 4);
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, NULL);
+  size_t used, len;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, n, &used), APPMSG_MESSAGE);
+  char *c = appmsg_decoder_take_content(&d, &len);
+  ck_assert_uint_eq(len, 4);
+  ck_assert_mem_eq(c, "abcd", 4);
+  ck_assert_ptr_null(appmsg_decoder_content(&d, &len));
+  ck_assert_ptr_null(appmsg_decoder_take_content(&d, &len));
+  ck_assert_ptr_nonnull(appmsg_decoder_header(&d));
+  appmsg_decoder_cleanup(&d);
+  free(c);
+}
+END_TEST
+
+START_TEST(sniffs_other_protocols) {
+  struct {
+    const char *bytes;
+    size_t len;
+    const char *hint;
+  } cases[] = {
+      {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, "HTTP"},
+      {"POST /x HTTP/1.1\r\n", 18, "HTTP"},
+      {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11, "TLS"},
+      {"{\"action\": \"search\", \"value\": \"x\"}", 34, "without the 2-byte length"},
+      {"SSH-2.0-OpenSSH_9.2\r\n", 21, "SSH"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    struct appmsg_decoder d;
+    appmsg_decoder_init(&d, NULL);
+    size_t used;
+    ck_assert_int_eq(appmsg_decoder_feed(&d, cases[k].bytes, cases[k].len, &used), APPMSG_ERROR);
+    ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_NOT_OBJECT);
+    ck_assert_msg(strstr(appmsg_decoder_reason(&d), cases[k].hint), "case %zu: %s", k,
+                  appmsg_decoder_reason(&d));
+    appmsg_decoder_cleanup(&d);
+  }
+  /* With a small header limit, the prefix alone already tells. */
+  struct appmsg_limits lim = {1024, 4096};
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, &lim);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, "GET / HTTP/1.1\r\n", 16, &used), APPMSG_ERROR);
+  ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_TOO_LARGE);
+  ck_assert_ptr_nonnull(strstr(appmsg_decoder_reason(&d), "another protocol"));
+  appmsg_decoder_cleanup(&d);
+}
+END_TEST
+
+START_TEST(extras_are_kept) {
+  unsigned char buf[512];
+  size_t n =
+      frame(buf,
+            "{\"byteorder\": \"little\", \"x-id\": 7, \"content-type\": \"t\", "
+            "\"content-encoding\": \"e\", \"content-length\": 0, \"x-tag\": \"\\u00e9t\\u00e9\", "
+            "\"\xf0\x9f\x90\xb6\": [true, null, {\"k\": -1.5e3}]}",
+            "", 0);
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, NULL);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(&d, buf, n, &used), APPMSG_MESSAGE);
+  const struct appmsg_header *h = appmsg_decoder_header(&d);
+  ck_assert_uint_eq(appmsg_header_extra_count(h), 3);
+  ck_assert_str_eq(appmsg_header_extra_key(h, 0), "x-id");
+  ck_assert_str_eq(appmsg_header_extra_key(h, 1), "x-tag");
+  ck_assert_str_eq(appmsg_header_extra_key(h, 2), "\xf0\x9f\x90\xb6");
+  ck_assert_ptr_null(appmsg_header_extra_key(h, 3));
+  ck_assert_str_eq(appmsg_header_extra_string(h, "x-tag"), "\xc3\xa9t\xc3\xa9");
+  ck_assert_ptr_null(appmsg_header_extra_string(h, "x-id"));
+  char *j = appmsg_header_extra_json(h, "x-id");
+  ck_assert_str_eq(j, "7");
+  free(j);
+  j = appmsg_header_extra_json(h, "\xf0\x9f\x90\xb6");
+  ck_assert_str_eq(j, "[true,null,{\"k\":-1500}]");
+  free(j);
+  ck_assert_ptr_null(appmsg_header_extra_json(h, "nope"));
+  /* A copy outlives the decoder's message. */
+  struct appmsg_header copy;
+  ck_assert_int_eq(appmsg_header_copy(&copy, h), 0);
+  appmsg_decoder_cleanup(&d);
+  ck_assert_str_eq(copy.content_type, "t");
+  ck_assert_str_eq(appmsg_header_extra_string(&copy, "x-tag"), "\xc3\xa9t\xc3\xa9");
+  appmsg_header_cleanup(&copy);
+}
+END_TEST
+
+/* --- encoder ----------------------------------------------------------- */
+
+/* Our encoder writes the guide's request byte for byte (on a little-endian
+ * machine, as the recording was made on one). */
+START_TEST(encoder_matches_guide_bytes) {
+  const char *hex =
+      "00677b22627974656f72646572223a20226c6974746c65222c2022636f6e74656e742d74797065223a2022"
+      "746578742f6a736f6e222c2022636f6e74656e742d656e636f64696e67223a20227574662d38222c202263"
+      "6f6e74656e742d6c656e677468223a2034317d7b22616374696f6e223a2022736561726368222c20227661"
+      "6c7565223a20226d6f727068657573227d";
+  unsigned char want[512];
+  long wn = tu_unhex(hex, want, sizeof want);
+  struct appmsg_header h;
+  make_header(&h, "text/json", "utf-8");
+  h.byteorder = APPMSG_BYTEORDER_LITTLE;
+  const char *body = "{\"action\": \"search\", \"value\": \"morpheus\"}";
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, body, strlen(body)), 0);
+  struct tu_str got = drain(&e, 1); /* advanced one byte at a time */
+  ck_assert_uint_eq(got.len, (size_t)wn);
+  ck_assert_mem_eq(got.p, want, (size_t)wn);
+  tu_str_free(&got);
+  appmsg_encoder_cleanup(&e);
+  appmsg_header_cleanup(&h);
+}
+END_TEST
+
+START_TEST(encoder_queue_and_partial_writes) {
+  struct appmsg_header h;
+  make_header(&h, "binary/custom-client-binary-type", "binary");
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  size_t n;
+  ck_assert_ptr_nonnull(appmsg_encoder_peek(&e, &n));
+  ck_assert_uint_eq(n, 0);
+  unsigned char big[5000];
+  for (size_t i = 0; i < sizeof big; i++)
+    big[i] = (unsigned char)(i * 7);
+  struct tu_str want = {0};
+  /* Interleave pushes with partial drains of odd sizes. */
+  struct tu_str got = {0};
+  for (int k = 0; k < 20; k++) {
+    size_t len = (size_t)(k * 250);
+    ck_assert_int_eq(appmsg_encoder_push(&e, &h, big, len), 0);
+    unsigned char head[512];
+    long hl = appmsg_frame_head(&h, len, head, sizeof head);
+    ck_assert_int_gt(hl, 2);
+    tu_str_add(&want, head, (size_t)hl);
+    tu_str_add(&want, big, len);
+    size_t step = (size_t)(k * 37 % 300 + 1);
+    const void *p = appmsg_encoder_peek(&e, &n);
+    size_t k2 = n < step ? n : step;
+    tu_str_add(&got, p, k2);
+    appmsg_encoder_advance(&e, k2);
+  }
+  struct tu_str rest = drain(&e, 333);
+  tu_str_add(&got, rest.p, rest.len);
+  ck_assert_uint_eq(got.len, want.len);
+  ck_assert_mem_eq(got.p, want.p, want.len);
+  /* Advancing past the end is capped; the empty queue holds no memory. */
+  appmsg_encoder_advance(&e, 10);
+  ck_assert_uint_eq(appmsg_encoder_pending(&e), 0);
+  ck_assert_ptr_null(e._buf);
+  tu_str_free(&got);
+  tu_str_free(&want);
+  tu_str_free(&rest);
+  appmsg_encoder_cleanup(&e);
+  appmsg_header_cleanup(&h);
+}
+END_TEST
+
+START_TEST(encoder_refuses_bad_headers) {
+  struct appmsg_header h;
+  appmsg_header_init(&h);
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, "x", 1), APPMSG_E_FIELD_MISSING);
+  ck_assert_int_eq(appmsg_header_set(&h, "t", "e"), 0);
+  h.byteorder = APPMSG_BYTEORDER_UNSET;
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, "x", 1), APPMSG_E_BYTEORDER);
+  h.byteorder = APPMSG_BYTEORDER_BIG;
+  ck_assert_int_eq(appmsg_header_set(&h, "\xff", NULL), -EINVAL);
+  /* A header over 65535 bytes cannot be framed. */
+  char *huge = malloc(70000);
+  memset(huge, 'a', 69999);
+  huge[69999] = '\0';
+  ck_assert_int_eq(appmsg_header_set(&h, huge, NULL), 0);
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, "x", 1), APPMSG_E_HEADER_TOO_LARGE);
+  ck_assert_uint_eq(appmsg_encoder_pending(&e), 0);
+  free(huge);
+  appmsg_encoder_cleanup(&e);
+  appmsg_header_cleanup(&h);
+}
+END_TEST
+
+START_TEST(header_write_escapes_like_python) {
+  struct appmsg_header h;
+  make_header(&h, "a\"b\\c\n\t\x01\x7f\xc3\xa9", "utf-8");
+  h.byteorder = APPMSG_BYTEORDER_BIG;
+  char out[256];
+  long n = appmsg_header_write(&h, 12, out, sizeof out);
+  ck_assert_int_gt(n, 0);
+  out[n] = '\0';
+  ck_assert_str_eq(out, "{\"byteorder\": \"big\", \"content-type\": "
+                        "\"a\\\"b\\\\c\\n\\t\\u0001\x7f\xc3\xa9\", \"content-encoding\": "
+                        "\"utf-8\", \"content-length\": 12}");
+  /* Measuring with cap 0 gives the same length; a short cap is not overrun. */
+  ck_assert_int_eq(appmsg_header_write(&h, 12, NULL, 0), n);
+  char small[10];
+  memset(small, 'Z', sizeof small);
+  ck_assert_int_eq(appmsg_header_write(&h, 12, small, 5), n);
+  ck_assert_int_eq(small[5], 'Z');
+  appmsg_header_cleanup(&h);
+}
+END_TEST
+
+/* Encode then decode, at many sizes, with non-ASCII everywhere. */
+START_TEST(round_trips) {
+  const char *types[] = {"text/json", "\xf0\x9f\x90\xb6/\xf0\x9f\x90\xbe", "", "x\ny\"z"};
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  unsigned char *content = malloc(70000);
+  for (size_t i = 0; i < 70000; i++)
+    content[i] = (unsigned char)(i * 131 + 7);
+  size_t sizes[] = {0, 1, 2, 255, 256, 4096, 65537, 70000};
+  struct appmsg_header *hs = calloc(4 * 8, sizeof *hs);
+  for (size_t t = 0; t < 4; t++)
+    for (size_t s = 0; s < 8; s++) {
+      struct appmsg_header *h = &hs[t * 8 + s];
+      make_header(h, types[t], s % 2 ? "binary" : "utf-8");
+      h->byteorder = s % 2 ? APPMSG_BYTEORDER_BIG : APPMSG_BYTEORDER_LITTLE;
+      ck_assert_int_eq(
+          appmsg_header_set_extra_string(h, "\xf0\x9f\x8e\x88 key", "v\xf0\x9f\x8f\x90"), 0);
+      ck_assert_int_eq(appmsg_header_set_extra_json(h, "n", "[1, {\"a\": \"\\ud83d\\ude00\"}]"), 0);
+      ck_assert_int_eq(appmsg_encoder_push(&e, h, content, sizes[s]), 0);
+    }
+  size_t n;
+  const unsigned char *p = appmsg_encoder_peek(&e, &n);
+  struct appmsg_decoder d;
+  appmsg_decoder_init(&d, NULL);
+  size_t k = 0;
+  for (size_t off = 0, used; off < n; off += used) {
+    size_t chunk = (off * 7 + 13) % 4000 + 1; /* irregular chunks */
+    if (chunk > n - off)
+      chunk = n - off;
+    enum appmsg_status st = appmsg_decoder_feed(&d, p + off, chunk, &used);
+    ck_assert_int_ne(st, APPMSG_ERROR);
+    if (st != APPMSG_MESSAGE)
+      continue;
+    const struct appmsg_header *got = appmsg_decoder_header(&d);
+    struct appmsg_header *want = &hs[k];
+    ck_assert_int_eq(got->byteorder, want->byteorder);
+    ck_assert_str_eq(got->content_type, want->content_type);
+    ck_assert_str_eq(got->content_encoding, want->content_encoding);
+    ck_assert_uint_eq(got->content_length, sizes[k % 8]);
+    size_t clen;
+    const void *c = appmsg_decoder_content(&d, &clen);
+    ck_assert_uint_eq(clen, sizes[k % 8]);
+    ck_assert_mem_eq(c, content, clen);
+    ck_assert_str_eq(appmsg_header_extra_string(got, "\xf0\x9f\x8e\x88 key"), "v\xf0\x9f\x8f\x90");
+    char *j = appmsg_header_extra_json(got, "n");
+    ck_assert_str_eq(j, "[1,{\"a\":\"\xf0\x9f\x98\x80\"}]");
+    free(j);
+    k++;
+  }
+  ck_assert_uint_eq(k, 32);
+  ck_assert_int_eq(appmsg_decoder_finish(&d), 0);
+  appmsg_decoder_cleanup(&d);
+  for (size_t i = 0; i < 32; i++)
+    appmsg_header_cleanup(&hs[i]);
+  free(hs);
+  free(content);
+  appmsg_encoder_cleanup(&e);
+}
+END_TEST
+
+/* --- header API ---------------------------------------------------------- */
+
+START_TEST(header_extras_api) {
+  struct appmsg_header h;
+  make_header(&h, "t", "e");
+  ck_assert_uint_eq(appmsg_header_extra_count(&h), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_string(&h, "content-length", "1"), -EINVAL);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "byteorder", "1"), -EINVAL);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "a", "{"), APPMSG_E_CONTENT_JSON);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "a", "NaN"), APPMSG_E_CONTENT_JSON);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "a", "\"\xc0\x80\""), APPMSG_E_CONTENT_UTF8);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "a", "1"), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "a", "2"), 0); /* replaces */
+  ck_assert_int_eq(appmsg_header_set_extra_string(&h, "b", "x"), 0);
+  ck_assert_uint_eq(appmsg_header_extra_count(&h), 2);
+  char out[256];
+  long n = appmsg_header_write(&h, 0, out, sizeof out);
+  out[n] = '\0';
+  ck_assert_str_eq(out,
+                   "{\"byteorder\": \"little\", \"content-type\": \"t\", \"content-encoding\": "
+                   "\"e\", \"content-length\": 0, \"a\": 2, \"b\": \"x\"}");
+  ck_assert_int_eq(appmsg_header_remove_extra(&h, "a"), 0);
+  ck_assert_int_eq(appmsg_header_remove_extra(&h, "a"), -ENOENT);
+  ck_assert_uint_eq(appmsg_header_extra_count(&h), 1);
+  appmsg_header_cleanup(&h);
+  appmsg_header_cleanup(&h); /* twice is safe */
+  struct appmsg_header z;
+  memset(&z, 0, sizeof z);
+  appmsg_header_cleanup(&z); /* zeroed is safe */
+}
+END_TEST
+
+START_TEST(byteorder_host) {
+  const unsigned x = 1;
+  int little = *(const unsigned char *)&x == 1;
+  ck_assert_int_eq(appmsg_byteorder_host(),
+                   little ? APPMSG_BYTEORDER_LITTLE : APPMSG_BYTEORDER_BIG);
+  ck_assert_str_eq(appmsg_byteorder_name(APPMSG_BYTEORDER_BIG), "big");
+  ck_assert_str_eq(appmsg_byteorder_name(APPMSG_BYTEORDER_LITTLE), "little");
+}
+END_TEST
+
+/* --- content check ------------------------------------------------------- */
+
+START_TEST(json_check) {
+  struct {
+    const char *text;
+    int depth;
+    int code;
+    size_t off;
+  } cases[] = {
+      {"{\"action\": \"search\", \"value\": \"x\"}", 8, 0, 0},
+      {" [1, 2.5e-3, -0, true, false, null, \"\\u00e9\", {}] ", 8, 0, 0},
+      {"\"\xf0\x9f\x90\xb6\"", 8, 0, 0},
+      {"0", 8, 0, 0},
+      {"", 8, APPMSG_E_CONTENT_JSON, 0},
+      {"   ", 8, APPMSG_E_CONTENT_JSON, 3},
+      {"{}x", 8, APPMSG_E_CONTENT_JSON, 2},
+      {"[[[]]]", 2, APPMSG_E_CONTENT_JSON, 2},
+      {"[[[]]]", 3, 0, 0},
+      {"\"a\xed\xa0\x80\"", 8, APPMSG_E_CONTENT_UTF8, 2},
+      {"\"\x01\"", 8, APPMSG_E_CONTENT_JSON, 1},
+      {"01", 8, APPMSG_E_CONTENT_JSON, 1},
+      {"\"\\ud800x\"", 8, APPMSG_E_CONTENT_JSON, 7},
+      {"\"\\u0000\"", 8, APPMSG_E_CONTENT_JSON, 6},
+      {"{\"a\" 1}", 8, APPMSG_E_CONTENT_JSON, 5},
+      {"[1,]", 8, APPMSG_E_CONTENT_JSON, 3},
+      {"tru", 8, APPMSG_E_CONTENT_JSON, 3},
+      {"Infinity", 8, APPMSG_E_CONTENT_JSON, 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    size_t off = 999;
+    const char *reason = NULL;
+    int rc = appmsg_json_check(cases[k].text, strlen(cases[k].text), cases[k].depth, &off, &reason);
+    ck_assert_msg(rc == cases[k].code, "case %zu: got %s", k, appmsg_errname(rc));
+    if (rc) {
+      ck_assert_msg(off == cases[k].off, "case %zu: offset %zu", k, off);
+      ck_assert_ptr_nonnull(reason);
+    }
+  }
+}
+END_TEST
+
+START_TEST(json_quote) {
+  char out[64];
+  size_t n = appmsg_json_quote("a\"\\\b\f\n\r\t\x1f\xc3\xa9", 11, out, sizeof out);
+  out[n] = '\0';
+  ck_assert_str_eq(out, "\"a\\\"\\\\\\b\\f\\n\\r\\t\\u001f\xc3\xa9\"");
+  ck_assert_uint_eq(appmsg_json_quote("abc", 3, NULL, 0), 5);
+}
+END_TEST
+
+/* --- error table ----------------------------------------------------------- */
+
+START_TEST(error_table) {
+#define CHECK_ONE(name, value, text)                                                               \
+  ck_assert_str_eq(appmsg_errname(APPMSG_E_##name), #name);                                        \
+  ck_assert_str_eq(appmsg_strerror(APPMSG_E_##name), text);                                        \
+  ck_assert_int_eq(appmsg_errcode(#name), APPMSG_E_##name);                                        \
+  ck_assert_int_eq(appmsg_errcode("APPMSG_E_" #name), APPMSG_E_##name);                            \
+  ck_assert_int_lt(APPMSG_E_##name, APPMSG_E_BASE);
+  APPMSG_ERROR_TABLE(CHECK_ONE)
+#undef CHECK_ONE
+  ck_assert_str_eq(appmsg_errname(0), "OK");
+  ck_assert_str_eq(appmsg_errname(-ECONNRESET), "ECONNRESET");
+  ck_assert_str_eq(appmsg_strerror(-ECONNRESET), strerror(ECONNRESET));
+  ck_assert_str_eq(appmsg_errname(12345), "UNKNOWN");
+  ck_assert_ptr_nonnull(appmsg_strerror(-99999));
+  ck_assert_int_eq(appmsg_errcode("NO_SUCH"), 0);
+  ck_assert_str_eq(appmsg_version(), APPMSG_VERSION_STRING);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("codec");
+  TCase *dec = tcase_create("decoder");
+  tcase_add_test(dec, several_frames_in_one_buffer);
+  tcase_add_test(dec, errors_are_sticky_until_reset);
+  tcase_add_test(dec, limits_are_validated);
+  tcase_add_test(dec, limit_checked_before_content);
+  tcase_add_test(dec, unallocatable_content_is_enomem);
+  tcase_add_test(dec, header_length_boundaries);
+  tcase_add_test(dec, content_length_boundaries);
+  tcase_add_test(dec, finish_and_in_frame);
+  tcase_add_test(dec, take_content);
+  tcase_add_test(dec, sniffs_other_protocols);
+  tcase_add_test(dec, extras_are_kept);
+  suite_add_tcase(s, dec);
+  TCase *enc = tcase_create("encoder");
+  tcase_add_test(enc, encoder_matches_guide_bytes);
+  tcase_add_test(enc, encoder_queue_and_partial_writes);
+  tcase_add_test(enc, encoder_refuses_bad_headers);
+  tcase_add_test(enc, header_write_escapes_like_python);
+  tcase_add_test(enc, round_trips);
+  suite_add_tcase(s, enc);
+  TCase *hdr = tcase_create("header");
+  tcase_add_test(hdr, header_extras_api);
+  tcase_add_test(hdr, byteorder_host);
+  tcase_add_test(hdr, json_check);
+  tcase_add_test(hdr, json_quote);
+  tcase_add_test(hdr, error_table);
+  suite_add_tcase(s, hdr);
+  return tu_run_suite(s);
+}
