@@ -60,15 +60,26 @@ static int hexval(unsigned char c) {
   return -1;
 }
 
-/* Reads the 4 hex digits of a \u escape (s->i at the first digit). */
-static int read_hex4(struct scan *s, unsigned *out) {
+/*
+ * Reads the 4 hex digits of a \u escape (s->i at the first digit).  Every
+ * byte is checked as it comes, so an error points at the first byte no
+ * valid text could have there: with low_only (the second half of a pair)
+ * the digits must start "dc".."df"; otherwise "dc".."df" is a lone low
+ * surrogate, refused at its second digit.
+ */
+static int read_hex4(struct scan *s, int low_only, unsigned *out) {
   unsigned v = 0;
   for (int k = 0; k < 4; k++) {
     if (s->i >= s->n)
       return bad(s, "unexpected end inside a \\u escape");
-    int h = hexval((unsigned char)s->p[s->i]);
+    unsigned char c = (unsigned char)s->p[s->i];
+    int h = hexval(c);
+    if (low_only && ((k == 0 && h != 0xD) || (k == 1 && h < 0xC)))
+      return bad(s, "high surrogate not followed by a low surrogate");
     if (h < 0)
       return bad(s, "\\u escape needs 4 hex digits");
+    if (!low_only && k == 1 && v == 0xD && h >= 0xC)
+      return bad(s, "lone low surrogate in a \\u escape");
     v = v << 4 | (unsigned)h;
     s->i++;
   }
@@ -76,37 +87,25 @@ static int read_hex4(struct scan *s, unsigned *out) {
   return 0;
 }
 
-/* A \u escape, s->i just past the 'u'.  Surrogates must come in pairs and
- * U+0000 is refused; both errors point at the escape's last hex digit. */
+/* A \u escape, s->i just past the 'u'.  Surrogates must come in pairs;
+ * U+0000 is refused at the escape's last digit. */
 static int scan_u_escape(struct scan *s) {
   unsigned cp;
-  int rc = read_hex4(s, &cp);
+  int rc = read_hex4(s, 0, &cp);
   if (rc)
     return rc;
   if (cp == 0)
     return fail(s, APPMSG_E_HEADER_JSON, s->i - 1, "\\u0000 is not allowed in a string");
-  if (cp >= 0xDC00 && cp <= 0xDFFF)
-    return fail(s, APPMSG_E_HEADER_JSON, s->i - 1, "lone low surrogate in a \\u escape");
   if (cp < 0xD800 || cp > 0xDBFF)
     return 0;
-  if (s->i >= s->n)
-    return bad(s, "unexpected end after a high surrogate");
-  if (s->p[s->i] != '\\')
-    return bad(s, "high surrogate not followed by a low surrogate");
-  s->i++;
-  if (s->i >= s->n)
-    return bad(s, "unexpected end after a high surrogate");
-  if (s->p[s->i] != 'u')
-    return bad(s, "high surrogate not followed by a low surrogate");
-  s->i++;
-  unsigned lo;
-  rc = read_hex4(s, &lo);
-  if (rc)
-    return rc;
-  if (lo < 0xDC00 || lo > 0xDFFF)
-    return fail(s, APPMSG_E_HEADER_JSON, s->i - 1,
-                "high surrogate not followed by a low surrogate");
-  return 0;
+  for (const char *want = "\\u"; *want; want++) {
+    if (s->i >= s->n)
+      return bad(s, "unexpected end after a high surrogate");
+    if (s->p[s->i] != *want)
+      return bad(s, "high surrogate not followed by a low surrogate");
+    s->i++;
+  }
+  return read_hex4(s, 1, &cp);
 }
 
 /* A string, s->i at the opening quote; leaves s->i past the closing one. */
