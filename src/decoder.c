@@ -181,6 +181,10 @@ static int finish_header(struct appmsg_decoder *d) {
               (unsigned long long)d->limits.max_content_length);
     return -1;
   }
+  if (rc && e.offset == 0 && rc != APPMSG_E_HEADER_UTF8 && rc != APPMSG_E_HEADER_JSON) {
+    set_error(d, rc, hstart, "%s", e.reason); /* a field error: about the header as a whole */
+    return -1;
+  }
   if (rc) {
     set_error(d, rc, hstart + e.offset, "%s (header byte %zu)", e.reason, e.offset);
     return -1;

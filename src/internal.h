@@ -71,4 +71,38 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appms
  * without freeing its borrowed strings; leaves it zeroed. */
 void appmsg__header_release_borrowed(struct appmsg_header *h);
 
+/* A framed connection (conn.c); server.c reads its list links and flags. */
+#include "appmsg/conn.h"
+struct appmsg_conn {
+  struct appmsg_decoder dec;               /* what arrives */
+  struct appmsg_encoder enc;               /* what leaves */
+  struct appmsg_timer timer;               /* the one timer (see above) */
+  struct appmsg_loop *loop;                /* the loop it runs on */
+  const struct appmsg_conn_opts *opts;     /* shared options (caller's) */
+  const struct appmsg_conn_callbacks *cbs; /* shared callbacks (caller's) */
+  void *ud;                                /* the caller's pointer */
+  uint64_t last_rx;                        /* loop time of the last byte received */
+  uint64_t last_tx;                        /* loop time output last moved (or was queued) */
+  uint64_t timer_due;                      /* when the timer is set to fire */
+  uint64_t linger_until;                   /* end of the closing linger */
+  struct appmsg_conn *_prev, *_next;       /* a server's list of connections */
+  void *_server;                           /* the server that owns it, if any */
+  int fd;                                  /* the socket */
+  int reason;                              /* why it is closing (0: clean) */
+  unsigned busy;                           /* callbacks of this connection running */
+  unsigned connecting : 1;                 /* a connect is in progress */
+  unsigned eof : 1;                        /* the peer finished sending */
+  unsigned closing : 1;                    /* no more messages: flush, then close */
+  unsigned shut : 1;                       /* our write side is shut down */
+  unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
+  unsigned when_idle : 1;                  /* close once the current frame is answered */
+  unsigned refused : 1;                    /* accepted over the limit, only to say so */
+};
+
+void appmsg__conn_link(struct appmsg_conn *c, void *server, struct appmsg_conn **head);
+void appmsg__conn_unlink(struct appmsg_conn *c, struct appmsg_conn **head);
+struct appmsg_conn *appmsg__conn_next(const struct appmsg_conn *c);
+/* Called by a connection of a server as it ends, before its on_close. */
+void appmsg__server_conn_closed(void *server, struct appmsg_conn *c);
+
 #endif

@@ -1,0 +1,420 @@
+/*
+ * app-server: the guide's application server in C.
+ *
+ *   app-server [options] [HOST [PORT]]     (defaults 127.0.0.1 65432)
+ *
+ * Answers any number of framed requests per connection, in order:
+ *   text/json {"action": "search", "value": KEY} -> text/json {"result": ANSWER}
+ *   any other content-type -> binary/custom-server-binary-type,
+ *     "First 10 bytes of request: " + the first 10 bytes of the content.
+ * A bad frame gets a text/json error reply (PROTOCOL.md 5.2), then the
+ * connection is closed; a bad request gets an error reply and the
+ * connection goes on.  SIGINT/SIGTERM: stop accepting, finish the replies
+ * in flight, exit 0.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+
+#include "appmsg/appmsg.h"
+#include "appmsg/conn.h"
+#include "appmsg/loop.h"
+#include "appmsg/net.h"
+#include "appmsg/server.h"
+#include "common.h"
+
+static const char usage[] =
+    "[--data FILE] [--max-content BYTES] [--idle-timeout S] [--frame-timeout S] "
+    "[--max-conns N] [-v] [HOST [PORT]]";
+
+/* ---- the dataset: an open-addressing hash table of string -> string ---- */
+
+struct entry {
+  uint64_t hash;     /* 0 marks an empty slot */
+  const char *key;   /* NUL-terminated UTF-8 */
+  const char *value; /* NUL-terminated UTF-8 */
+};
+
+struct dataset {
+  struct entry *slots;
+  size_t mask; /* slot count - 1, a power of two minus one */
+  size_t count;
+  cJSON *tree; /* owns the strings of a loaded file */
+};
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 32;
+  return h ? h : 1;
+}
+
+static int dataset_init(struct dataset *d, size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2)
+    cap *= 2;
+  d->slots = calloc(cap, sizeof *d->slots);
+  d->mask = cap - 1;
+  d->count = 0;
+  d->tree = NULL;
+  return d->slots ? 0 : -ENOMEM;
+}
+
+static void dataset_put(struct dataset *d, const char *key, const char *value) {
+  uint64_t h = hash_str(key);
+  for (size_t i = h & d->mask;; i = (i + 1) & d->mask) {
+    struct entry *e = &d->slots[i];
+    if (e->hash == 0) {
+      *e = (struct entry){h, key, value};
+      d->count++;
+      return;
+    }
+    if (e->hash == h && strcmp(e->key, key) == 0) {
+      e->value = value; /* a later duplicate wins, as in a JSON object read by Python */
+      return;
+    }
+  }
+}
+
+static const char *dataset_get(const struct dataset *d, const char *key) {
+  uint64_t h = hash_str(key);
+  for (size_t i = h & d->mask;; i = (i + 1) & d->mask) {
+    const struct entry *e = &d->slots[i];
+    if (e->hash == 0)
+      return NULL;
+    if (e->hash == h && strcmp(e->key, key) == 0)
+      return e->value;
+  }
+}
+
+static int dataset_builtin(struct dataset *d) {
+  if (dataset_init(d, 3))
+    return -ENOMEM;
+  dataset_put(d, "morpheus", "Follow the white rabbit. \xf0\x9f\x90\xb0");
+  dataset_put(d, "ring", "In the caves beneath the Misty Mountains. \xf0\x9f\x92\x8d");
+  dataset_put(d, "\xf0\x9f\x90\xb6", "\xf0\x9f\x90\xbe Playing ball! \xf0\x9f\x8f\x90");
+  return 0;
+}
+
+/* Loads a JSON object of string -> string; prints why not and returns -1. */
+static int dataset_load(struct dataset *d, const char *path) {
+  size_t len = 0, cap = 1 << 16;
+  char *buf = malloc(cap);
+  FILE *f = fopen(path, "rb");
+  if (!f || !buf) {
+    logf_("cannot read dataset '%s': %s", path, strerror(errno));
+    free(buf);
+    if (f)
+      fclose(f);
+    return -1;
+  }
+  size_t k;
+  while ((k = fread(buf + len, 1, cap - len, f)) > 0) {
+    len += k;
+    if (len == cap) {
+      char *nb = realloc(buf, cap *= 2);
+      if (!nb) {
+        logf_("dataset '%s': out of memory", path);
+        free(buf);
+        fclose(f);
+        return -1;
+      }
+      buf = nb;
+    }
+  }
+  fclose(f);
+  size_t off;
+  const char *why;
+  int rc = appmsg_json_check(buf, len, 64, &off, &why);
+  if (rc) {
+    logf_("dataset '%s' is not valid JSON: %s at byte %zu", path, why, off);
+    free(buf);
+    return -1;
+  }
+  cJSON *tree = cJSON_ParseWithLength(buf, len);
+  free(buf);
+  if (!cJSON_IsObject(tree)) {
+    logf_("dataset '%s' must be a JSON object of string keys to string values", path);
+    cJSON_Delete(tree);
+    return -1;
+  }
+  if (dataset_init(d, (size_t)cJSON_GetArraySize(tree))) {
+    logf_("dataset '%s': out of memory", path);
+    cJSON_Delete(tree);
+    return -1;
+  }
+  d->tree = tree;
+  for (cJSON *it = tree->child; it; it = it->next) {
+    if (!cJSON_IsString(it)) {
+      logf_("dataset '%s': the value of '%s' is not a string", path, it->string);
+      return -1;
+    }
+    dataset_put(d, it->string, it->valuestring);
+  }
+  return 0;
+}
+
+static void dataset_free(struct dataset *d) {
+  free(d->slots);
+  cJSON_Delete(d->tree);
+}
+
+/* ---- serving ------------------------------------------------------------ */
+
+static struct dataset data;
+static int verbose;
+static struct appmsg_header json_header;   /* text/json, utf-8 */
+static struct appmsg_header binary_header; /* binary/custom-server-binary-type, binary */
+
+/* Sends {"result": TEXT} exactly as the guide's json.dumps writes it. */
+static void reply_result(struct appmsg_conn *c, const char *text) {
+  size_t n = strlen(text);
+  char stack[1024];
+  size_t need = 12 + appmsg_json_quote(text, n, NULL, 0) + 1;
+  char *body = need <= sizeof stack ? stack : malloc(need);
+  if (!body) {
+    appmsg_conn_abort(c, -ENOMEM);
+    return;
+  }
+  memcpy(body, "{\"result\": ", 11);
+  size_t len = 11 + appmsg_json_quote(text, n, body + 11, need - 11);
+  body[len++] = '}';
+  appmsg_conn_send(c, &json_header, body, len);
+  if (body != stack)
+    free(body);
+}
+
+static void reply_bad_request(struct appmsg_conn *c, int err, const char *reason, long long off) {
+  if (verbose)
+    logf_("%s: bad request: %s", appmsg_conn_peer(c), reason);
+  appmsg_conn_send_error(c, err, reason, off);
+}
+
+static int is_utf8_name(const char *enc) {
+  return !strcasecmp(enc, "utf-8") || !strcasecmp(enc, "utf8");
+}
+
+static void handle_json(struct appmsg_conn *c, const struct appmsg_header *h, const char *content,
+                        size_t len) {
+  char msg[512];
+  if (!is_utf8_name(h->content_encoding)) {
+    snprintf(msg, sizeof msg, "text/json content must be in utf-8, not '%.100s'",
+             h->content_encoding);
+    reply_bad_request(c, APPMSG_E_CONTENT_UTF8, msg, -1);
+    return;
+  }
+  size_t off;
+  const char *why;
+  int rc = appmsg_json_check(content, len, 64, &off, &why);
+  if (rc) {
+    snprintf(msg, sizeof msg, "request content is not valid JSON: %s at byte %zu", why, off);
+    reply_bad_request(c, rc, msg, (long long)off);
+    return;
+  }
+  cJSON *req = cJSON_ParseWithLength(content, len);
+  if (req == NULL) {
+    appmsg_conn_abort(c, -ENOMEM);
+    return;
+  }
+  cJSON *action = cJSON_GetObjectItemCaseSensitive(req, "action");
+  cJSON *value = cJSON_GetObjectItemCaseSensitive(req, "value");
+  if (!cJSON_IsObject(req)) {
+    reply_result(c, "Error: the request must be a JSON object like "
+                    "{\"action\": \"search\", \"value\": \"morpheus\"}.");
+  } else if (!cJSON_IsString(action)) {
+    reply_result(c, "Error: the request needs an \"action\" string.");
+  } else if (strcmp(action->valuestring, "search") != 0) {
+    /* The guide's wording, byte for byte. */
+    snprintf(msg, sizeof msg, "Error: invalid action '%.400s'.", action->valuestring);
+    reply_result(c, msg);
+  } else if (!cJSON_IsString(value)) {
+    reply_result(c, "Error: \"search\" needs a \"value\" string.");
+  } else {
+    const char *answer = dataset_get(&data, value->valuestring);
+    if (answer) {
+      reply_result(c, answer);
+    } else {
+      char *text;
+      if (asprintf(&text, "No match for '%s'.", value->valuestring) < 0) {
+        appmsg_conn_abort(c, -ENOMEM);
+      } else {
+        reply_result(c, text);
+        free(text);
+      }
+    }
+  }
+  cJSON_Delete(req);
+}
+
+static void handle_binary(struct appmsg_conn *c, const void *content, size_t len) {
+  static const char prefix[] = "First 10 bytes of request: ";
+  unsigned char body[sizeof prefix - 1 + 10];
+  size_t k = len < 10 ? len : 10;
+  memcpy(body, prefix, sizeof prefix - 1);
+  memcpy(body + sizeof prefix - 1, content, k);
+  appmsg_conn_send(c, &binary_header, body, sizeof prefix - 1 + k);
+}
+
+static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
+                       size_t len, void *ud) {
+  (void)ud;
+  if (strcmp(h->content_type, "text/json") == 0)
+    handle_json(c, h, content, len);
+  else
+    handle_binary(c, content, len);
+}
+
+static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_t offset,
+                     void *ud) {
+  (void)ud;
+  logf_("%s: %s at stream offset %llu: %s; closing", appmsg_conn_peer(c), appmsg_errname(err),
+        (unsigned long long)offset, reason ? reason : appmsg_strerror(err));
+  appmsg_conn_send_error(c, err, reason, (long long)offset);
+}
+
+static void on_close(struct appmsg_conn *c, int reason, void *ud) {
+  (void)ud;
+  if (reason == APPMSG_E_TIMEOUT)
+    logf_("%s: closed: timed out", appmsg_conn_peer(c));
+  else if (reason == APPMSG_E_OUTPUT_FULL)
+    logf_("%s: closed: it does not read its replies (output cap reached)", appmsg_conn_peer(c));
+  else if (reason < 0 && reason != -ECONNRESET && reason != -EPIPE && verbose)
+    logf_("%s: closed: %s", appmsg_conn_peer(c), appmsg_strerror(reason));
+  else if (verbose)
+    logf_("%s: closed", appmsg_conn_peer(c));
+}
+
+static void on_accept(struct appmsg_server *s, struct appmsg_conn *c, void *ud) {
+  (void)s;
+  (void)ud;
+  if (verbose)
+    logf_("accepted connection from %s", appmsg_conn_peer(c));
+}
+
+static void on_refuse(struct appmsg_server *s, int err, void *ud) {
+  (void)s;
+  (void)ud;
+  static unsigned long count;
+  if (count++ % 1000 == 0) /* rate-limited: a flood must not flood the log */
+    logf_("refusing connections: %s (%lu so far)", appmsg_strerror(err), count);
+}
+
+/* ---- options --------------------------------------------------------------- */
+
+static unsigned long parse_num(const char *opt, const char *text, unsigned long max) {
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(text ? text : "", &end, 10);
+  if (!text || !*text || *end || errno || v > max || text[0] == '-') {
+    logf_("%s needs a number up to %lu, not '%s'", opt, max, text ? text : "");
+    usage_error(usage);
+  }
+  return v;
+}
+
+/* Lets the process hold as many connections as the hard limit allows. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int main(int argc, char **argv) {
+  prog_init(argv[0]);
+  static const char *const known[] = {"--data",         "--max-content",
+                                      "--idle-timeout", "--frame-timeout",
+                                      "--max-conns",    "-v",
+                                      "--verbose",      NULL};
+  handle_std_options(argc, argv, usage, known);
+  struct appmsg_server_opts opts;
+  appmsg_server_opts_default(&opts);
+  opts.conn.idle_timeout_ms = 60000;
+  opts.conn.frame_timeout_ms = 10000;
+  const char *data_path = NULL, *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
+  int npos = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--data"))
+      data_path = argv[++i] ? argv[i] : (usage_error(usage), NULL);
+    else if (!strcmp(a, "--max-content"))
+      opts.conn.limits.max_content_length = parse_num(a, argv[++i], 1UL << 52);
+    else if (!strcmp(a, "--idle-timeout"))
+      opts.conn.idle_timeout_ms = (uint32_t)parse_num(a, argv[++i], 86400) * 1000;
+    else if (!strcmp(a, "--frame-timeout"))
+      opts.conn.frame_timeout_ms = (uint32_t)parse_num(a, argv[++i], 86400) * 1000;
+    else if (!strcmp(a, "--max-conns"))
+      opts.max_conns = parse_num(a, argv[++i], 10000000);
+    else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
+      verbose = 1;
+    else if (npos < 2)
+      pos[npos++] = a;
+    else
+      usage_error(usage);
+  }
+  if (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data))
+    return 1;
+  appmsg_header_init(&json_header);
+  appmsg_header_init(&binary_header);
+  if (appmsg_header_set(&json_header, "text/json", "utf-8") ||
+      appmsg_header_set(&binary_header, "binary/custom-server-binary-type", "binary"))
+    return 1;
+  appmsg_ignore_sigpipe();
+  raise_fd_limit();
+
+  struct appmsg_loop *loop;
+  int rc = appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT);
+  if (rc) {
+    logf_("cannot create the event loop: %s", appmsg_strerror(rc));
+    return 1;
+  }
+  static const struct appmsg_conn_callbacks cbs = {
+      .on_message = on_message, .on_error = on_error, .on_close = on_close};
+  static const struct appmsg_server_callbacks scbs = {.on_accept = on_accept,
+                                                      .on_refuse = on_refuse};
+  struct appmsg_server *srv;
+  char err[APPMSG_NET_ERRLEN];
+  rc = appmsg_server_new(&srv, loop, pos[0], pos[1], &opts, &cbs, &scbs, NULL, err, sizeof err);
+  if (rc) {
+    logf_("%s", err);
+    if (rc == -EADDRINUSE)
+      logf_("is another server already running on that port? pick another with: app-server "
+            "%s PORT",
+            pos[0]);
+    return 1;
+  }
+  const int sigs[] = {SIGINT, SIGTERM};
+  appmsg_loop_stop_on_signals(loop, sigs, 2);
+  logf_("listening on %s (%zu keys, %s loop)", appmsg_server_address(srv), data.count,
+        appmsg_loop_backend_name(loop));
+  rc = appmsg_loop_run(loop);
+  if (rc)
+    logf_("event loop failed: %s", appmsg_strerror(rc));
+
+  /* Drain: no new connections; finish what is in flight, for at most 10 s. */
+  int sig = appmsg_loop_signal(loop);
+  appmsg_loop_stop_on_signals(loop, NULL, 0); /* a second Ctrl-C kills at once */
+  logf_("%s: finishing %zu connection(s)", sig == SIGINT ? "interrupted" : "terminated",
+        appmsg_server_conn_count(srv));
+  appmsg_server_drain(srv);
+  uint64_t until = appmsg_loop_now(loop) + 10000;
+  while (appmsg_server_conn_count(srv) > 0 && appmsg_loop_now(loop) < until)
+    if (appmsg_loop_run_once(loop, 100) < 0)
+      break;
+  appmsg_server_free(srv);
+  appmsg_loop_free(loop);
+  appmsg_header_cleanup(&json_header);
+  appmsg_header_cleanup(&binary_header);
+  dataset_free(&data);
+  logf_("bye");
+  return rc ? 1 : 0;
+}

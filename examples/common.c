@@ -1,0 +1,71 @@
+/* Small helpers shared by the example programs. */
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "appmsg/appmsg.h"
+
+static const char *prog = "appmsg";
+
+void prog_init(const char *name) {
+  const char *slash = strrchr(name, '/');
+  prog = slash ? slash + 1 : name;
+}
+
+void logf_(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "%s: %s\n", prog, line);
+}
+
+void usage_error(const char *usage) {
+  fprintf(stderr, "usage: %s %s\n", prog, usage);
+  exit(2);
+}
+
+void handle_std_options(int argc, char **argv, const char *usage, const char *const *known) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      printf("usage: %s %s\n", prog, usage);
+      exit(0);
+    }
+    if (!strcmp(a, "--version")) {
+      printf("%s (appmsg) %s\n", prog, appmsg_version());
+      exit(0);
+    }
+    if (!strcmp(a, "--"))
+      return;
+    if (a[0] == '-' && a[1] != '\0') {
+      int ok = 0;
+      for (const char *const *k = known; k && *k && !ok; k++)
+        ok = !strncmp(a, *k, strlen(*k));
+      if (!ok && !(a[1] >= '0' && a[1] <= '9')) {
+        fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+        usage_error(usage);
+      }
+    }
+  }
+}
+
+const char *connect_hint(int err) {
+  switch (err) {
+  case -ECONNREFUSED:
+    return "connection refused";
+  case -ETIMEDOUT:
+  case APPMSG_E_TIMEOUT:
+    return "timed out";
+  case -EHOSTUNREACH:
+  case -ENETUNREACH:
+    return "no route to host";
+  default:
+    return appmsg_strerror(err);
+  }
+}

@@ -1,0 +1,157 @@
+/*
+ * A framed connection: a non-blocking socket, a decoder for what arrives,
+ * a queue for what leaves, one timer, and callbacks.
+ *
+ *   static void on_message(struct appmsg_conn *c, const struct appmsg_header *h,
+ *                          const void *content, size_t len, void *ud) {
+ *     appmsg_conn_send(c, &reply_header, reply, reply_len);   // queued, in order
+ *   }
+ *   struct appmsg_conn_callbacks cbs = {.on_message = on_message, .on_close = on_close};
+ *   appmsg_conn_new(&c, loop, fd, &opts, &cbs, userdata);
+ *
+ * Reading.  Each time the socket is readable the connection reads up to
+ * 64 KiB into a buffer shared by all connections of the thread and feeds
+ * it to the decoder; every complete message goes to on_message, in order,
+ * several per read when a peer pipelines.  Content is copied once, from
+ * that buffer into the message's own buffer; an idle connection holds no
+ * buffer at all.
+ *
+ * Writing.  appmsg_conn_send() appends a frame to the queue.  Replies made
+ * while a read is being handled are sent together, with one send() after
+ * the read (pipelined replies batch naturally); otherwise the queue is
+ * written at once.  What the kernel does not take waits for the socket to
+ * be writable.  Sends use MSG_NOSIGNAL: a vanished peer never raises
+ * SIGPIPE.
+ *
+ * Protections (struct appmsg_conn_opts): the decoder's limits; a timeout
+ * for a connection idle between messages and a shorter one for a frame
+ * (or a reply) that stops moving; a cap on queued output - reading pauses
+ * while more than read_pause bytes wait to be sent (a peer that does not
+ * read its replies stops being served), and a send that would queue more
+ * than max_output bytes closes the connection.
+ *
+ * Ending.  on_close(c, reason, ud) is called exactly once, after which the
+ * connection is freed: reason 0 for a clean end (the peer closed between
+ * frames and every reply was sent, or appmsg_conn_close() finished), or
+ * the error that ended it (APPMSG_E_TRUNCATED, APPMSG_E_TIMEOUT,
+ * APPMSG_E_OUTPUT_FULL, a decoder error, -ECONNRESET, ...).  A peer that
+ * half-closes after its last request still gets every reply.  When the
+ * decoder fails, on_error is called first, while the connection can still
+ * send one last reply; the connection then stops reading, sends what is
+ * queued, and closes.
+ *
+ * Ownership: the library allocates and frees the connection; the caller
+ * must not use the pointer after on_close returns.  opts must outlive the
+ * connection (one struct is usually shared by all connections of a
+ * server).  Not thread-safe: one loop, one thread.
+ */
+#ifndef APPMSG_CONN_H
+#define APPMSG_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "decoder.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct appmsg_conn;
+
+struct appmsg_conn_opts {
+  struct appmsg_limits limits; /* frame limits (decoder) */
+  uint32_t idle_timeout_ms;    /* close a connection idle between frames; 0: never */
+  uint32_t frame_timeout_ms;   /* close when a frame, or queued output, stops moving; 0: never */
+  size_t read_pause;           /* stop reading while more output than this is queued */
+  size_t max_output;           /* a send beyond this much queued output closes (0: no cap) */
+  int raw;                     /* 1: no framing, on_data gets the bytes (guide's multiconn) */
+};
+
+/* Fills in the defaults: 1 MiB content, idle 300 s, frame 30 s, pause at 256 KiB, cap 16 MiB. */
+void appmsg_conn_opts_default(struct appmsg_conn_opts *o);
+
+struct appmsg_conn_callbacks {
+  /* A complete message.  header and content are borrowed until it returns
+   * (appmsg_header_copy() or copy the content to keep them). */
+  void (*on_message)(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
+                     size_t len, void *ud);
+  /* Raw mode only: bytes as they arrive. */
+  void (*on_data)(struct appmsg_conn *c, const void *data, size_t len, void *ud);
+  /* A framing error or a stalled frame (err, reason, stream offset): the
+   * last chance to send a reply.  Optional. */
+  void (*on_error)(struct appmsg_conn *c, int err, const char *reason, uint64_t offset, void *ud);
+  /* An outgoing connection finished connecting: err 0, or why it failed
+   * (on_close follows a failure).  Optional. */
+  void (*on_connect)(struct appmsg_conn *c, int err, void *ud);
+  /* The peer finished sending (end of stream between frames); replies
+   * still queued will be sent, then on_close(0).  Optional. */
+  void (*on_eof)(struct appmsg_conn *c, void *ud);
+  /* The end; the connection is freed when this returns.  Optional. */
+  void (*on_close)(struct appmsg_conn *c, int reason, void *ud);
+};
+
+/*
+ * Wraps a connected socket (made non-blocking here).  The connection owns
+ * fd from now on, even when this fails.  Returns 0 and *c, or -ENOMEM /
+ * the loop's error.
+ */
+int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                    const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
+                    void *ud);
+
+/*
+ * Starts a non-blocking connect to host:port (see net.h for the forms) and
+ * wraps it; on_connect reports the outcome.  Returns 0 and *c, or an
+ * immediate failure (APPMSG_E_ADDRESS, -ECONNREFUSED ...) with a sentence
+ * in err (if not NULL).  Only the first resolved address is tried; use
+ * appmsg_connect_timeout() + appmsg_conn_new() to try them all.
+ */
+int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const char *host,
+                        const char *port, const struct appmsg_conn_opts *opts,
+                        const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
+                        size_t errlen);
+
+/*
+ * Queues one frame (see appmsg_encoder_push()).  Returns 0; a negative
+ * code for a bad header; APPMSG_E_CLOSED once the connection is closing;
+ * or APPMSG_E_OUTPUT_FULL, after which the connection closes (the peer
+ * does not read).  Safe to call from any callback of this connection.
+ */
+int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
+                     size_t len);
+
+/* Queues raw bytes (raw mode, or hand-made frames).  As appmsg_conn_send(). */
+int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len);
+
+/*
+ * Closes gracefully: stops reading new messages, sends what is queued,
+ * shuts down the write side, waits briefly for the peer to close (so that
+ * unread input cannot turn the close into a reset that destroys the last
+ * reply), then calls on_close(0).  Idempotent.
+ */
+void appmsg_conn_close(struct appmsg_conn *c);
+
+/* Closes at once, dropping queued output; on_close(reason) runs before it
+ * returns unless called from this connection's own callback (then right
+ * after that callback). */
+void appmsg_conn_abort(struct appmsg_conn *c, int reason);
+
+/* Closes when the current frame (if any) has been answered and sent:
+ * used to drain a server on SIGTERM. */
+void appmsg_conn_close_when_idle(struct appmsg_conn *c);
+
+/* Accessors. */
+int appmsg_conn_fd(const struct appmsg_conn *c);
+void *appmsg_conn_userdata(const struct appmsg_conn *c);
+void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud);
+size_t appmsg_conn_pending(const struct appmsg_conn *c); /* bytes queued for sending */
+/* The peer as text ("127.0.0.1:5555", "[::1]:5555", "unix:"), in a buffer
+ * of the calling thread that the next call overwrites. */
+const char *appmsg_conn_peer(const struct appmsg_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

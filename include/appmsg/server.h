@@ -1,0 +1,89 @@
+/*
+ * A server: a listening socket whose connections become framed
+ * connections (conn.h), with a connection limit, descriptor-exhaustion
+ * handling, and a drain for a clean shutdown.
+ *
+ *   struct appmsg_server_opts o;
+ *   appmsg_server_opts_default(&o);
+ *   appmsg_server_new(&srv, loop, "127.0.0.1", "65432", &o, &conn_callbacks, NULL, err, sizeof
+ * err); appmsg_loop_stop_on_signals(loop, (int[]){SIGINT, SIGTERM}, 2); appmsg_loop_run(loop); //
+ * until a signal appmsg_server_drain(srv);                // stop accepting; finish replies in
+ * flight while (appmsg_server_conn_count(srv) && ...) appmsg_loop_run_once(loop, 100);
+ *   appmsg_server_free(srv);
+ *
+ * Over the connection limit, a new connection is accepted only to be told
+ * so: it gets one error reply (PROTOCOL.md 5.2, TOO_MANY_CONNS) and is
+ * closed.  When the process runs out of descriptors, pending connections
+ * are accepted and closed at once with a reserve descriptor, and accepting
+ * pauses briefly, so the loop never spins.
+ */
+#ifndef APPMSG_SERVER_H
+#define APPMSG_SERVER_H
+
+#include <stddef.h>
+
+#include "conn.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct appmsg_server;
+
+struct appmsg_server_opts {
+  struct appmsg_conn_opts conn; /* options of every connection */
+  size_t max_conns;             /* connections served at once; more are refused (0: no limit) */
+  int backlog;                  /* listen() backlog */
+};
+
+/* Defaults: appmsg_conn_opts_default(), 10000 connections, backlog 511. */
+void appmsg_server_opts_default(struct appmsg_server_opts *o);
+
+struct appmsg_server_callbacks {
+  /* A connection was accepted (log it, set its userdata).  Optional. */
+  void (*on_accept)(struct appmsg_server *s, struct appmsg_conn *c, void *ud);
+  /* A connection was refused: err is APPMSG_E_TOO_MANY_CONNS, -EMFILE... Optional. */
+  void (*on_refuse)(struct appmsg_server *s, int err, void *ud);
+};
+
+/*
+ * Listens on host:port (see net.h; port "0" picks a free one) and serves.
+ * conn_cbs are every connection's callbacks (their ud is the server's ud
+ * until a callback changes it); srv_cbs may be NULL.  opts, conn_cbs and
+ * srv_cbs must outlive the server.  Returns 0 and *s, or a negative code
+ * with a sentence in err (if not NULL).
+ */
+int appmsg_server_new(struct appmsg_server **s, struct appmsg_loop *loop, const char *host,
+                      const char *port, const struct appmsg_server_opts *opts,
+                      const struct appmsg_conn_callbacks *conn_cbs,
+                      const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
+                      size_t errlen);
+
+/* The listening address as text ("127.0.0.1:65432"), thread buffer. */
+const char *appmsg_server_address(const struct appmsg_server *s);
+
+/* The listening socket. */
+int appmsg_server_fd(const struct appmsg_server *s);
+
+/* Connections open now (refused ones not counted). */
+size_t appmsg_server_conn_count(const struct appmsg_server *s);
+
+/* Stops accepting (closes the listener) and asks every connection to close
+ * once its current frame is answered and sent.  Idempotent. */
+void appmsg_server_drain(struct appmsg_server *s);
+
+/* Aborts the remaining connections (their on_close runs) and frees. */
+void appmsg_server_free(struct appmsg_server *s);
+
+/*
+ * Sends the standard error reply of PROTOCOL.md 5.2 on c: a text/json
+ * message {"result": "Error: REASON", "error": "NAME", "offset": OFFSET}
+ * ("offset" only when offset >= 0).  Returns what appmsg_conn_send() does.
+ */
+int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

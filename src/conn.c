@@ -1,0 +1,459 @@
+/*
+ * The framed connection (see include/appmsg/conn.h).
+ *
+ * One timer per connection, re-armed lazily: reads only record the time;
+ * the timer, when it fires, works out which deadline applies now (linger,
+ * output stalled, frame stalled, idle) and either acts or sleeps again
+ * until the remaining time is up.  A change to a stricter state (a frame
+ * starts, output queues) pulls the timer in if it was set for later.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "appmsg/conn.h"
+#include "appmsg/net.h"
+#include "internal.h"
+
+#define READ_CHUNK 65536
+#define LINGER_MS 2000 /* how long a closing connection waits for the peer's EOF */
+
+static _Thread_local unsigned char rbuf[READ_CHUNK];
+
+void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
+  memset(o, 0, sizeof *o);
+  appmsg_limits_default(&o->limits);
+  o->idle_timeout_ms = 300000;
+  o->frame_timeout_ms = 30000;
+  o->read_pause = 256 * 1024;
+  o->max_output = 16 * 1024 * 1024;
+}
+
+static uint64_t now_ms(const struct appmsg_conn *c) {
+  return appmsg_loop_now(c->loop);
+}
+
+/* Frees everything; the end of every connection. */
+static void finish(struct appmsg_conn *c) {
+  appmsg_timer_stop(c->loop, &c->timer);
+  appmsg_loop_unwatch(c->loop, c->fd);
+  if (c->_server)
+    appmsg__server_conn_closed(c->_server, c);
+  if (c->cbs->on_close)
+    c->cbs->on_close(c, c->reason, c->ud);
+  close(c->fd);
+  appmsg_decoder_cleanup(&c->dec);
+  appmsg_encoder_cleanup(&c->enc);
+  free(c);
+}
+
+void appmsg_conn_abort(struct appmsg_conn *c, int reason) {
+  if (!c->dead) {
+    c->dead = 1;
+    if (!c->reason)
+      c->reason = reason;
+  }
+  if (c->busy == 0)
+    finish(c);
+}
+
+/* The earliest deadline the current state calls for, 0 if none. */
+static uint64_t deadline(const struct appmsg_conn *c) {
+  const struct appmsg_conn_opts *o = c->opts;
+  if (c->shut)
+    return c->linger_until;
+  if (c->connecting)
+    return o->frame_timeout_ms ? c->last_tx + o->frame_timeout_ms : 0;
+  uint64_t d = 0;
+  if (appmsg_encoder_pending(&c->enc) > 0 && o->frame_timeout_ms)
+    d = c->last_tx + o->frame_timeout_ms;
+  uint64_t r = 0;
+  if (appmsg_decoder_in_frame(&c->dec) && o->frame_timeout_ms)
+    r = c->last_rx + o->frame_timeout_ms;
+  else if (!c->closing && !c->eof && o->idle_timeout_ms)
+    r = c->last_rx + o->idle_timeout_ms;
+  if (r && (!d || r < d))
+    d = r;
+  return d;
+}
+
+/* Pulls the timer in when the state asks for an earlier deadline. */
+static void rearm(struct appmsg_conn *c) {
+  uint64_t due = deadline(c);
+  if (!due)
+    return;
+  if (appmsg_timer_active(&c->timer) && c->timer_due <= due)
+    return;
+  uint64_t now = now_ms(c);
+  c->timer_due = due;
+  appmsg_timer_start(c->loop, &c->timer, due > now ? due - now : 0, 0);
+}
+
+static void update_interest(struct appmsg_conn *c) {
+  unsigned ev = 0;
+  size_t pending = appmsg_encoder_pending(&c->enc);
+  if (c->connecting) {
+    ev = APPMSG_EV_WRITE;
+  } else {
+    int paused = c->opts->read_pause && pending > c->opts->read_pause;
+    if (c->shut || (!c->eof && !c->closing && !paused))
+      ev |= APPMSG_EV_READ;
+    if (pending)
+      ev |= APPMSG_EV_WRITE;
+  }
+  appmsg_loop_modify(c->loop, c->fd, ev);
+}
+
+/* Writes what the kernel takes.  Returns 0, or a negative errno when the
+ * connection broke (the caller aborts). */
+static int flush(struct appmsg_conn *c) {
+  while (appmsg_encoder_pending(&c->enc) > 0) {
+    size_t n;
+    const void *p = appmsg_encoder_peek(&c->enc, &n);
+    ssize_t w = appmsg_send(c->fd, p, n);
+    if (w == -EAGAIN)
+      return 0;
+    if (w < 0)
+      return (int)w;
+    appmsg_encoder_advance(&c->enc, (size_t)w);
+    c->last_tx = now_ms(c);
+  }
+  return 0;
+}
+
+/* Moves a closing connection along: once the output is out, shut the
+ * write side and linger for the peer's EOF (so our unread input cannot
+ * turn into a reset that destroys the last reply). */
+static void progress_close(struct appmsg_conn *c) {
+  if (c->dead || !c->closing || appmsg_encoder_pending(&c->enc) > 0)
+    return;
+  if (!c->shut) {
+    shutdown(c->fd, SHUT_WR);
+    c->shut = 1;
+    c->linger_until = now_ms(c) + LINGER_MS;
+  }
+  if (c->eof)
+    appmsg_conn_abort(c, 0); /* nothing more can come or go: done */
+}
+
+/* After any event: settle flags, output, interest and timer.  The work is
+ * done "busy" so that an abort inside it is only recorded; the connection
+ * is freed here, last, if it ended. */
+static void settle(struct appmsg_conn *c) {
+  if (!c->dead) {
+    c->busy++;
+    int rc = flush(c);
+    if (rc < 0) {
+      appmsg_conn_abort(c, rc);
+    } else {
+      if (c->when_idle && !c->closing && !appmsg_decoder_in_frame(&c->dec))
+        c->closing = 1;
+      progress_close(c);
+    }
+    c->busy--;
+  }
+  if (c->dead) {
+    if (c->busy == 0)
+      finish(c);
+    return;
+  }
+  update_interest(c);
+  rearm(c);
+}
+
+/* Begins a graceful close that will report reason. */
+static void begin_close(struct appmsg_conn *c, int reason) {
+  if (!c->reason)
+    c->reason = reason;
+  c->closing = 1;
+}
+
+static void protocol_error(struct appmsg_conn *c, int err, const char *reason, uint64_t off) {
+  if (c->cbs->on_error) {
+    c->busy++;
+    c->cbs->on_error(c, err, reason, off, c->ud);
+    c->busy--;
+  }
+  begin_close(c, err);
+}
+
+static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
+  if (c->opts->raw) {
+    if (c->cbs->on_data) {
+      c->busy++;
+      c->cbs->on_data(c, p, n, c->ud);
+      c->busy--;
+    }
+    return;
+  }
+  for (size_t off = 0, used; off < n && !c->closing && !c->dead; off += used) {
+    enum appmsg_status st = appmsg_decoder_feed(&c->dec, p + off, n - off, &used);
+    if (st == APPMSG_MESSAGE) {
+      size_t len;
+      const void *content = appmsg_decoder_content(&c->dec, &len);
+      if (c->cbs->on_message) {
+        c->busy++;
+        c->cbs->on_message(c, appmsg_decoder_header(&c->dec), content, len, c->ud);
+        c->busy--;
+      }
+      if (c->when_idle)
+        c->closing = 1;
+    } else if (st == APPMSG_ERROR) {
+      protocol_error(c, appmsg_decoder_error(&c->dec), appmsg_decoder_reason(&c->dec),
+                     appmsg_decoder_error_offset(&c->dec));
+    }
+  }
+}
+
+static void on_readable(struct appmsg_conn *c) {
+  ssize_t n = appmsg_recv(c->fd, rbuf, sizeof rbuf);
+  if (n == -EAGAIN)
+    return;
+  if (n < 0) {
+    appmsg_conn_abort(c, (int)n);
+    return;
+  }
+  c->last_rx = now_ms(c);
+  if (n > 0) {
+    if (!c->closing && !c->eof)
+      deliver(c, rbuf, (size_t)n);
+    return; /* a closing connection discards what still arrives */
+  }
+  /* End of stream. */
+  c->eof = 1;
+  if (c->shut) {
+    appmsg_conn_abort(c, 0);
+    return;
+  }
+  if (c->closing)
+    return;
+  int rc = c->opts->raw ? 0 : appmsg_decoder_finish(&c->dec);
+  if (rc) {
+    protocol_error(c, rc, appmsg_decoder_reason(&c->dec), appmsg_decoder_error_offset(&c->dec));
+    return;
+  }
+  if (c->cbs->on_eof) {
+    c->busy++;
+    c->cbs->on_eof(c, c->ud);
+    c->busy--;
+  }
+  begin_close(c, 0);
+}
+
+static void on_connected(struct appmsg_conn *c) {
+  int rc = appmsg_connect_result(c->fd);
+  c->connecting = 0;
+  c->last_rx = c->last_tx = now_ms(c);
+  if (c->cbs->on_connect) {
+    c->busy++;
+    c->cbs->on_connect(c, rc, c->ud);
+    c->busy--;
+  }
+  if (rc)
+    appmsg_conn_abort(c, rc);
+}
+
+static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  (void)fd;
+  struct appmsg_conn *c = ud;
+  c->busy++;
+  if (c->connecting) {
+    on_connected(c);
+  } else {
+    if (events & APPMSG_EV_WRITE) {
+      int rc = flush(c);
+      if (rc < 0)
+        appmsg_conn_abort(c, rc);
+    }
+    if (!c->dead && (events & (APPMSG_EV_READ | APPMSG_EV_HUP | APPMSG_EV_ERROR)))
+      on_readable(c);
+  }
+  c->busy--;
+  settle(c);
+}
+
+static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  struct appmsg_conn *c = ud;
+  uint64_t now = now_ms(c), due = deadline(c);
+  if (due == 0 || due > now) {
+    if (due) {
+      c->timer_due = due;
+      appmsg_timer_start(c->loop, &c->timer, due - now, 0);
+    }
+    return;
+  }
+  c->busy++;
+  if (c->shut) {
+    appmsg_conn_abort(c, 0); /* lingered long enough */
+  } else if (c->connecting) {
+    c->connecting = 0;
+    if (c->cbs->on_connect)
+      c->cbs->on_connect(c, APPMSG_E_TIMEOUT, c->ud);
+    appmsg_conn_abort(c, APPMSG_E_TIMEOUT);
+  } else if (appmsg_encoder_pending(&c->enc) > 0 && c->last_tx + c->opts->frame_timeout_ms <= now) {
+    appmsg_conn_abort(c, APPMSG_E_TIMEOUT); /* the peer does not read its replies */
+  } else if (appmsg_decoder_in_frame(&c->dec)) {
+    protocol_error(c, APPMSG_E_TIMEOUT, "the rest of the frame did not arrive in time",
+                   c->dec.offset);
+  } else {
+    begin_close(c, APPMSG_E_TIMEOUT); /* idle */
+  }
+  c->busy--;
+  settle(c);
+}
+
+static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
+                     const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
+                     void *ud, int connecting) {
+  struct appmsg_conn *c = calloc(1, sizeof *c);
+  int rc = c ? appmsg_set_nonblock(fd, 1) : -ENOMEM;
+  if (rc == 0)
+    rc = appmsg_decoder_init(&c->dec, &opts->limits);
+  if (rc == 0)
+    rc = appmsg_loop_watch(loop, fd, connecting ? APPMSG_EV_WRITE : APPMSG_EV_READ, on_io, c);
+  if (rc) {
+    free(c);
+    close(fd);
+    return rc;
+  }
+  appmsg_set_nodelay(fd, 1);
+  c->loop = loop;
+  c->fd = fd;
+  c->opts = opts;
+  c->cbs = cbs;
+  c->ud = ud;
+  c->connecting = connecting ? 1 : 0;
+  c->last_rx = c->last_tx = appmsg_loop_now(loop);
+  appmsg_timer_init(&c->timer, on_timer, c);
+  rearm(c);
+  *out = c;
+  return 0;
+}
+
+int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                    const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
+                    void *ud) {
+  return make_conn(c, loop, fd, opts, cbs, ud, 0);
+}
+
+int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const char *host,
+                        const char *port, const struct appmsg_conn_opts *opts,
+                        const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
+                        size_t errlen) {
+  int fd, pending;
+  int rc = appmsg_connect(host, port, &fd, &pending, err, errlen);
+  if (rc)
+    return rc;
+  return make_conn(c, loop, fd, opts, cbs, ud, 1);
+}
+
+/* Whether queuing more bytes breaks the output cap. */
+static int over_cap(const struct appmsg_conn *c, size_t more) {
+  size_t pending = appmsg_encoder_pending(&c->enc);
+  return c->opts->max_output && pending > 0 && pending + more > c->opts->max_output;
+}
+
+/* Outside the connection's own callbacks, a queued frame is written at
+ * once; inside them, after the callback (batching pipelined replies). */
+static int after_queue(struct appmsg_conn *c) {
+  if (c->busy == 0 && !c->connecting)
+    settle(c);
+  return 0;
+}
+
+int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
+                     size_t len) {
+  if (c->dead || c->closing)
+    return APPMSG_E_CLOSED;
+  if (over_cap(c, len)) {
+    appmsg_conn_abort(c, APPMSG_E_OUTPUT_FULL);
+    return APPMSG_E_OUTPUT_FULL;
+  }
+  if (appmsg_encoder_pending(&c->enc) == 0)
+    c->last_tx = now_ms(c);
+  int rc = appmsg_encoder_push(&c->enc, h, content, len);
+  if (rc)
+    return rc;
+  return after_queue(c);
+}
+
+int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len) {
+  if (c->dead || c->closing)
+    return APPMSG_E_CLOSED;
+  if (over_cap(c, len)) {
+    appmsg_conn_abort(c, APPMSG_E_OUTPUT_FULL);
+    return APPMSG_E_OUTPUT_FULL;
+  }
+  if (appmsg_encoder_pending(&c->enc) == 0)
+    c->last_tx = now_ms(c);
+  int rc = appmsg_encoder_push_raw(&c->enc, data, len);
+  if (rc)
+    return rc;
+  return after_queue(c);
+}
+
+void appmsg_conn_close(struct appmsg_conn *c) {
+  if (c->dead || c->closing)
+    return;
+  begin_close(c, 0);
+  if (c->busy == 0)
+    settle(c);
+}
+
+void appmsg_conn_close_when_idle(struct appmsg_conn *c) {
+  c->when_idle = 1;
+  if (c->busy == 0)
+    settle(c);
+}
+
+int appmsg_conn_fd(const struct appmsg_conn *c) {
+  return c->fd;
+}
+
+void *appmsg_conn_userdata(const struct appmsg_conn *c) {
+  return c->ud;
+}
+
+void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud) {
+  c->ud = ud;
+}
+
+size_t appmsg_conn_pending(const struct appmsg_conn *c) {
+  return appmsg_encoder_pending(&c->enc);
+}
+
+const char *appmsg_conn_peer(const struct appmsg_conn *c) {
+  static _Thread_local char buf[APPMSG_ADDRSTRLEN];
+  if (appmsg_peername(c->fd, buf, sizeof buf) < 0)
+    strcpy(buf, "?");
+  return buf;
+}
+
+void appmsg__conn_link(struct appmsg_conn *c, void *server, struct appmsg_conn **head) {
+  c->_server = server;
+  c->_prev = NULL;
+  c->_next = *head;
+  if (*head)
+    (*head)->_prev = c;
+  *head = c;
+}
+
+void appmsg__conn_unlink(struct appmsg_conn *c, struct appmsg_conn **head) {
+  if (c->_prev)
+    c->_prev->_next = c->_next;
+  else
+    *head = c->_next;
+  if (c->_next)
+    c->_next->_prev = c->_prev;
+  c->_prev = c->_next = NULL;
+  c->_server = NULL;
+}
+
+struct appmsg_conn *appmsg__conn_next(const struct appmsg_conn *c) {
+  return c->_next;
+}

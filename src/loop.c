@@ -1,0 +1,550 @@
+/*
+ * The event loop's common part: the per-fd watch table, dispatch with
+ * generation checks, the timer heap and the signal self-pipe.  The
+ * readiness mechanisms live in loop_epoll.c and loop_poll.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loop_internal.h"
+
+#define EV_INTEREST (APPMSG_EV_READ | APPMSG_EV_WRITE)
+#define WATCH_MIN 64
+
+_Static_assert(sizeof(struct appmsg__watch) <= 24, "keep the per-fd slot small");
+
+/* ---- clock ------------------------------------------------------------- */
+
+static uint64_t clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t update_now(struct appmsg_loop *loop) {
+  loop->now = clock_ns() / 1000000u;
+  return loop->now;
+}
+
+uint64_t appmsg_loop_now(const struct appmsg_loop *loop) {
+  return loop->now;
+}
+
+/* ---- creation ---------------------------------------------------------- */
+
+static int pick_backend(enum appmsg_loop_backend which, const struct appmsg__backend **out) {
+  if (which == APPMSG_LOOP_DEFAULT) {
+    const char *env = getenv("APPMSG_LOOP_BACKEND");
+    if (env == NULL || *env == '\0')
+#ifdef APPMSG__HAVE_EPOLL
+      which = APPMSG_LOOP_EPOLL;
+#else
+      which = APPMSG_LOOP_POLL;
+#endif
+    else if (strcasecmp(env, "epoll") == 0)
+      which = APPMSG_LOOP_EPOLL;
+    else if (strcasecmp(env, "poll") == 0)
+      which = APPMSG_LOOP_POLL;
+    else
+      return -EINVAL;
+  }
+  switch (which) {
+  case APPMSG_LOOP_EPOLL:
+#ifdef APPMSG__HAVE_EPOLL
+    *out = &appmsg__loop_epoll;
+    return 0;
+#else
+    return -ENOSYS;
+#endif
+  case APPMSG_LOOP_POLL:
+    *out = &appmsg__loop_poll;
+    return 0;
+  default:
+    return -EINVAL;
+  }
+}
+
+int appmsg_loop_new(struct appmsg_loop **loopp, enum appmsg_loop_backend which) {
+  const struct appmsg__backend *backend;
+  *loopp = NULL;
+  int rc = pick_backend(which, &backend);
+  if (rc < 0)
+    return rc;
+  struct appmsg_loop *loop = calloc(1, sizeof *loop);
+  if (loop == NULL)
+    return -ENOMEM;
+  loop->backend = backend;
+  loop->epfd = -1;
+  loop->sig_rfd = loop->sig_wfd = -1;
+  update_now(loop);
+  rc = appmsg__loop_ready_reserve(loop, 64);
+  if (rc == 0)
+    rc = backend->init(loop);
+  if (rc < 0) {
+    appmsg_loop_free(loop);
+    return rc;
+  }
+  *loopp = loop;
+  return 0;
+}
+
+static void signals_teardown(struct appmsg_loop *loop);
+
+void appmsg_loop_free(struct appmsg_loop *loop) {
+  if (loop == NULL)
+    return;
+  signals_teardown(loop);
+  for (uint32_t i = 0; i < loop->nheap; i++)
+    loop->heap[i]->_index = 0;
+  if (loop->backend != NULL)
+    loop->backend->cleanup(loop);
+  free(loop->heap);
+  free(loop->watch);
+  free(loop->ready);
+#ifdef APPMSG__HAVE_EPOLL
+  free(loop->ep_events);
+#endif
+  free(loop);
+}
+
+const char *appmsg_loop_backend_name(const struct appmsg_loop *loop) {
+  return loop->backend->name;
+}
+
+int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {
+  if (n <= loop->ready_cap)
+    return 0;
+  struct appmsg__ready *r = realloc(loop->ready, (size_t)n * sizeof *r);
+  if (r == NULL)
+    return -ENOMEM;
+  loop->ready = r;
+#ifdef APPMSG__HAVE_EPOLL
+  /* The epoll buffer always has the same length as ready[]. */
+  struct epoll_event *e = realloc(loop->ep_events, (size_t)n * sizeof *e);
+  if (e == NULL)
+    return -ENOMEM;
+  loop->ep_events = e;
+#endif
+  loop->ready_cap = n;
+  return 0;
+}
+
+/* ---- watches ----------------------------------------------------------- */
+
+/* Makes watch[fd] exist; new slots are zeroed (not watched, generation 0). */
+static int watch_reserve(struct appmsg_loop *loop, int fd) {
+  if (fd < loop->watch_cap)
+    return 0;
+  size_t cap = loop->watch_cap < WATCH_MIN ? WATCH_MIN : (size_t)loop->watch_cap;
+  while (cap <= (size_t)fd)
+    cap += cap / 2;
+  if (cap > INT_MAX)
+    cap = INT_MAX;
+  struct appmsg__watch *w = realloc(loop->watch, cap * sizeof *w);
+  if (w == NULL)
+    return -ENOMEM;
+  memset(w + loop->watch_cap, 0, (cap - (size_t)loop->watch_cap) * sizeof *w);
+  loop->watch = w;
+  loop->watch_cap = (int)cap;
+  return 0;
+}
+
+static struct appmsg__watch *watched(const struct appmsg_loop *loop, int fd) {
+  if (fd < 0 || fd >= loop->watch_cap || loop->watch[fd].cb == NULL)
+    return NULL;
+  return &loop->watch[fd];
+}
+
+static int watch_flags(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
+                       void *userdata, unsigned flags) {
+  if (fd < 0)
+    return -EBADF;
+  if (cb == NULL || (events & ~EV_INTEREST) != 0)
+    return -EINVAL;
+  if (watched(loop, fd) != NULL)
+    return -EEXIST;
+  int rc = watch_reserve(loop, fd);
+  if (rc < 0)
+    return rc;
+  struct appmsg__watch *w = &loop->watch[fd];
+  w->cb = cb;
+  w->userdata = userdata;
+  w->events = (uint8_t)events;
+  w->flags = (uint8_t)flags;
+  w->pidx = -1;
+  w->gen++;
+  rc = loop->backend->add(loop, fd);
+  if (rc < 0) {
+    w->cb = NULL;
+    return rc;
+  }
+  if (!(flags & APPMSG__WATCH_INTERNAL))
+    loop->nwatch++;
+  return 0;
+}
+
+int appmsg_loop_watch(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
+                      void *userdata) {
+  return watch_flags(loop, fd, events, cb, userdata, 0);
+}
+
+int appmsg_loop_modify(struct appmsg_loop *loop, int fd, unsigned events) {
+  struct appmsg__watch *w = watched(loop, fd);
+  if (w == NULL)
+    return -ENOENT;
+  if ((events & ~EV_INTEREST) != 0)
+    return -EINVAL;
+  if (w->events == events)
+    return 0;
+  uint8_t old = w->events;
+  w->events = (uint8_t)events;
+  int rc = loop->backend->mod(loop, fd);
+  if (rc < 0)
+    w->events = old;
+  return rc;
+}
+
+int appmsg_loop_unwatch(struct appmsg_loop *loop, int fd) {
+  struct appmsg__watch *w = watched(loop, fd);
+  if (w == NULL)
+    return -ENOENT;
+  loop->backend->del(loop, fd);
+  if (!(w->flags & APPMSG__WATCH_INTERNAL))
+    loop->nwatch--;
+  w->cb = NULL;
+  w->userdata = NULL;
+  w->gen++;
+  return 0;
+}
+
+int appmsg_loop_events(const struct appmsg_loop *loop, int fd) {
+  const struct appmsg__watch *w = watched(loop, fd);
+  return w == NULL ? -ENOENT : (int)w->events;
+}
+
+/* Calls the callbacks for the n entries of loop->ready; returns how many ran. */
+static int dispatch(struct appmsg_loop *loop, int n) {
+  int calls = 0;
+  for (int i = 0; i < n; i++) {
+    /* Re-read everything: an earlier callback may have grown or changed the table. */
+    const struct appmsg__ready *r = &loop->ready[i];
+    struct appmsg__watch *w = watched(loop, r->fd);
+    if (w == NULL || w->gen != r->gen)
+      continue; /* unwatched, or watched anew, since the readiness was collected */
+    unsigned ev = r->events & (w->events | APPMSG_EV_ERROR | APPMSG_EV_HUP);
+    if (ev == 0)
+      continue; /* interest dropped by an earlier callback */
+    w->cb(loop, r->fd, ev, w->userdata);
+    calls++;
+  }
+  return calls;
+}
+
+/* ---- timers: a binary min-heap of pointers, each timer knowing its slot ---- */
+
+static int timer_less(const struct appmsg_timer *a, const struct appmsg_timer *b) {
+  return a->_due < b->_due || (a->_due == b->_due && a->_seq < b->_seq);
+}
+
+static void heap_set(struct appmsg_loop *loop, uint32_t i, struct appmsg_timer *t) {
+  loop->heap[i] = t;
+  t->_index = i + 1;
+}
+
+static void sift_up(struct appmsg_loop *loop, uint32_t i) {
+  struct appmsg_timer *t = loop->heap[i];
+  while (i > 0) {
+    uint32_t parent = (i - 1) / 2;
+    if (!timer_less(t, loop->heap[parent]))
+      break;
+    heap_set(loop, i, loop->heap[parent]);
+    i = parent;
+  }
+  heap_set(loop, i, t);
+}
+
+static void sift_down(struct appmsg_loop *loop, uint32_t i) {
+  struct appmsg_timer *t = loop->heap[i];
+  for (;;) {
+    uint32_t child = 2 * i + 1;
+    if (child >= loop->nheap)
+      break;
+    if (child + 1 < loop->nheap && timer_less(loop->heap[child + 1], loop->heap[child]))
+      child++;
+    if (!timer_less(loop->heap[child], t))
+      break;
+    heap_set(loop, i, loop->heap[child]);
+    i = child;
+  }
+  heap_set(loop, i, t);
+}
+
+/* Restores the heap order around slot i after its timer changed. */
+static void heap_fix(struct appmsg_loop *loop, uint32_t i) {
+  if (i > 0 && timer_less(loop->heap[i], loop->heap[(i - 1) / 2]))
+    sift_up(loop, i);
+  else
+    sift_down(loop, i);
+}
+
+static void heap_remove(struct appmsg_loop *loop, struct appmsg_timer *t) {
+  uint32_t i = t->_index - 1;
+  t->_index = 0;
+  struct appmsg_timer *last = loop->heap[--loop->nheap];
+  if (i < loop->nheap) {
+    heap_set(loop, i, last);
+    heap_fix(loop, i);
+  }
+}
+
+static int heap_insert(struct appmsg_loop *loop, struct appmsg_timer *t) {
+  if (loop->nheap == loop->heap_cap) {
+    uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 16;
+    if (cap <= loop->heap_cap)
+      return -ENOMEM;
+    struct appmsg_timer **h = realloc(loop->heap, cap * sizeof *h);
+    if (h == NULL)
+      return -ENOMEM;
+    loop->heap = h;
+    loop->heap_cap = cap;
+  }
+  loop->heap[loop->nheap] = t;
+  t->_index = ++loop->nheap;
+  sift_up(loop, loop->nheap - 1);
+  return 0;
+}
+
+void appmsg_timer_init(struct appmsg_timer *timer, appmsg_timer_cb cb, void *userdata) {
+  memset(timer, 0, sizeof *timer);
+  timer->cb = cb;
+  timer->userdata = userdata;
+}
+
+int appmsg_timer_start(struct appmsg_loop *loop, struct appmsg_timer *t, uint64_t timeout_ms,
+                       uint64_t repeat_ms) {
+  if (t->cb == NULL)
+    return -EINVAL;
+  /* Round the start up to the next millisecond so a timer never fires early
+     (timeout 0 means "due now", not "at the next millisecond"). */
+  uint64_t ns = clock_ns();
+  uint64_t start = timeout_ms == 0 ? ns / 1000000u : (ns + 999999u) / 1000000u;
+  t->_due = timeout_ms > UINT64_MAX - start ? UINT64_MAX : start + timeout_ms;
+  t->_repeat = repeat_ms;
+  t->_seq = loop->timer_seq++;
+  if (t->_index != 0) {
+    heap_fix(loop, t->_index - 1);
+    return 0;
+  }
+  return heap_insert(loop, t);
+}
+
+void appmsg_timer_stop(struct appmsg_loop *loop, struct appmsg_timer *t) {
+  if (t->_index != 0)
+    heap_remove(loop, t);
+}
+
+int appmsg_timer_active(const struct appmsg_timer *t) {
+  return t->_index != 0;
+}
+
+/* Fires the timers due at loop->now; returns how many callbacks ran. */
+static int run_timers(struct appmsg_loop *loop) {
+  /* Timers armed from here on (by callbacks) wait for the next iteration. */
+  uint64_t seq_limit = loop->timer_seq;
+  uint64_t now = loop->now;
+  int calls = 0;
+  while (loop->nheap > 0) {
+    struct appmsg_timer *t = loop->heap[0];
+    if (t->_due > now || t->_seq >= seq_limit)
+      break;
+    if (t->_repeat > 0) {
+      /* Re-arm before the callback, which may stop the timer and free it. */
+      uint64_t next = t->_due + t->_repeat;
+      t->_due = next > now ? next : now + t->_repeat;
+      t->_seq = loop->timer_seq++;
+      sift_down(loop, 0);
+    } else {
+      heap_remove(loop, t);
+    }
+    t->cb(loop, t, t->userdata);
+    calls++;
+  }
+  return calls;
+}
+
+/* ---- running ----------------------------------------------------------- */
+
+int appmsg_loop_alive(const struct appmsg_loop *loop) {
+  return loop->nwatch > 0 || loop->nheap > 0;
+}
+
+/* The wait in ms allowed by timeout_ms (-1: none) and the next timer. */
+static int wait_ms(const struct appmsg_loop *loop, int timeout_ms) {
+  if (loop->nheap == 0)
+    return timeout_ms;
+  uint64_t due = loop->heap[0]->_due;
+  uint64_t until = due > loop->now ? due - loop->now : 0;
+  if (until > INT_MAX)
+    until = INT_MAX;
+  return timeout_ms < 0 || (uint64_t)timeout_ms > until ? (int)until : timeout_ms;
+}
+
+int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms) {
+  update_now(loop);
+  int ms = wait_ms(loop, timeout_ms);
+  if (ms < 0 && !appmsg_loop_alive(loop))
+    return 0; /* nothing could ever wake us */
+  uint64_t deadline = ms < 0 ? 0 : loop->now + (uint64_t)ms;
+  int n;
+  /* A signal handler interrupting the wait is not an error: wait out the rest. */
+  while ((n = loop->backend->wait(loop, ms)) == -EINTR) {
+    if (ms > 0) {
+      uint64_t now = update_now(loop);
+      ms = now >= deadline ? 0 : (int)(deadline - now);
+    }
+  }
+  if (n < 0)
+    return n;
+  update_now(loop);
+  int calls = dispatch(loop, n);
+  if (n == loop->ready_cap && n < 4096)
+    (void)appmsg__loop_ready_reserve(loop, n * 2); /* busy: collect more per wait */
+  return calls + run_timers(loop);
+}
+
+int appmsg_loop_run(struct appmsg_loop *loop) {
+  int rc = 0;
+  while (!loop->stop && appmsg_loop_alive(loop)) {
+    rc = appmsg_loop_run_once(loop, -1);
+    if (rc < 0)
+      break;
+  }
+  loop->stop = 0;
+  return rc < 0 ? rc : 0;
+}
+
+void appmsg_loop_stop(struct appmsg_loop *loop) {
+  loop->stop = 1;
+}
+
+/* ---- signals: a self-pipe written by a process-wide handler ------------ */
+
+static volatile sig_atomic_t sig_pipe_wfd = -1; /* read by the handler */
+static volatile pid_t sig_pid;                  /* the process that set the handler up */
+static struct appmsg_loop *sig_owner;           /* the loop that owns the handler */
+
+static void on_signal(int signo) {
+  int saved = errno;
+  if (getpid() != sig_pid) {
+    /* A forked child without a loop of its own: do what it would have done. */
+    signal(signo, SIG_DFL);
+    raise(signo);
+    errno = saved;
+    return;
+  }
+  unsigned char b = (unsigned char)signo;
+  int fd = sig_pipe_wfd;
+  if (fd >= 0)
+    (void)!write(fd, &b, 1); /* a full pipe already holds a wake-up */
+  errno = saved;
+}
+
+static void on_sig_pipe(struct appmsg_loop *loop, int fd, unsigned events, void *userdata) {
+  (void)events;
+  (void)userdata;
+  unsigned char buf[64];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0)
+      loop->last_signal = buf[n - 1];
+  appmsg_loop_stop(loop);
+}
+
+static void restore_dispositions(struct appmsg_loop *loop) {
+  for (size_t i = 0; i < loop->nsaved; i++)
+    sigaction(loop->saved[i].signo, &loop->saved[i].prev, NULL);
+  free(loop->saved);
+  loop->saved = NULL;
+  loop->nsaved = 0;
+}
+
+static void signals_teardown(struct appmsg_loop *loop) {
+  restore_dispositions(loop);
+  if (sig_owner == loop) {
+    sig_pipe_wfd = -1;
+    sig_owner = NULL;
+  }
+  if (loop->sig_rfd >= 0) {
+    appmsg_loop_unwatch(loop, loop->sig_rfd);
+    close(loop->sig_rfd);
+    close(loop->sig_wfd);
+    loop->sig_rfd = loop->sig_wfd = -1;
+  }
+}
+
+static int signals_setup_pipe(struct appmsg_loop *loop) {
+  int p[2];
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+    return -errno;
+  int rc = watch_flags(loop, p[0], APPMSG_EV_READ, on_sig_pipe, NULL, APPMSG__WATCH_INTERNAL);
+  if (rc < 0) {
+    close(p[0]);
+    close(p[1]);
+    return rc;
+  }
+  loop->sig_rfd = p[0];
+  loop->sig_wfd = p[1];
+  return 0;
+}
+
+int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, size_t n) {
+  if (sig_owner != NULL && sig_owner != loop)
+    return -EBUSY;
+  for (size_t i = 0; i < n; i++)
+    if (signals[i] <= 0 || signals[i] >= NSIG || signals[i] == SIGKILL || signals[i] == SIGSTOP)
+      return -EINVAL;
+  if (n == 0) {
+    signals_teardown(loop);
+    return 0;
+  }
+  restore_dispositions(loop);
+  if (loop->sig_rfd < 0) {
+    int rc = signals_setup_pipe(loop);
+    if (rc < 0)
+      return rc;
+  }
+  loop->saved = calloc(n, sizeof *loop->saved);
+  if (loop->saved == NULL) {
+    signals_teardown(loop);
+    return -ENOMEM;
+  }
+  sig_owner = loop;
+  sig_pid = getpid();
+  sig_pipe_wfd = loop->sig_wfd;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;
+  sigfillset(&sa.sa_mask);
+  for (size_t i = 0; i < n; i++) {
+    struct appmsg__sigsave *s = &loop->saved[loop->nsaved];
+    if (sigaction(signals[i], &sa, &s->prev) < 0) {
+      int err = -errno;
+      signals_teardown(loop);
+      return err;
+    }
+    s->signo = signals[i];
+    loop->nsaved++;
+  }
+  return 0;
+}
+
+int appmsg_loop_signal(const struct appmsg_loop *loop) {
+  return loop->last_signal;
+}

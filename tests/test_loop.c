@@ -1,0 +1,812 @@
+/*
+ * The event loop: readiness, interest changes, watch changes from inside
+ * callbacks, timers, stopping (from a callback and from a signal) and
+ * EINTR.  Every loop test runs once per backend: _i 0 is epoll, 1 is poll.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "appmsg/error.h"
+#include "appmsg/loop.h"
+#include "testutil.h"
+
+static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+
+static struct appmsg_loop *new_loop(int i) {
+  struct appmsg_loop *loop = NULL;
+  ck_assert_int_eq(appmsg_loop_new(&loop, backends[i]), 0);
+  ck_assert_str_eq(appmsg_loop_backend_name(loop), i == 0 ? "epoll" : "poll");
+  return loop;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void make_pair(int sv[2]) {
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+    ck_abort_msg("socketpair: %s", strerror(errno));
+}
+
+/* What an I/O callback saw. */
+struct seen {
+  int calls;
+  unsigned last;
+  int fd;
+};
+
+static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  struct seen *s = ud;
+  s->calls++;
+  s->last = events;
+  s->fd = fd;
+}
+
+/* Runs iterations until want callbacks ran (a wait may return only part of the ready fds). */
+static int run_until(struct appmsg_loop *loop, int want) {
+  int total = 0;
+  for (int i = 0; i < 100 && total < want; i++) {
+    int n = appmsg_loop_run_once(loop, 1000);
+    ck_assert_int_ge(n, 0);
+    total += n;
+  }
+  return total;
+}
+
+/* Reads what is there, so the fd stops being ready. */
+static void on_drain(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  char buf[64];
+  on_io(loop, fd, events, ud);
+  while (read(fd, buf, sizeof buf) > 0)
+    ;
+}
+
+/* ---- backend selection --------------------------------------------------- */
+
+START_TEST(test_backend_env) {
+  struct appmsg_loop *loop;
+  const char *old = getenv("APPMSG_LOOP_BACKEND");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("APPMSG_LOOP_BACKEND", "poll", 1);
+  ck_assert_int_eq(appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT), 0);
+  ck_assert_str_eq(appmsg_loop_backend_name(loop), "poll");
+  appmsg_loop_free(loop);
+  setenv("APPMSG_LOOP_BACKEND", "EPOLL", 1);
+  ck_assert_int_eq(appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT), 0);
+  ck_assert_str_eq(appmsg_loop_backend_name(loop), "epoll");
+  appmsg_loop_free(loop);
+  setenv("APPMSG_LOOP_BACKEND", "select", 1);
+  ck_assert_int_eq(appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT), -EINVAL);
+  ck_assert_ptr_null(loop);
+  unsetenv("APPMSG_LOOP_BACKEND");
+  ck_assert_int_eq(appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT), 0);
+  ck_assert_str_eq(appmsg_loop_backend_name(loop), "epoll");
+  appmsg_loop_free(loop);
+  ck_assert_int_eq(appmsg_loop_new(&loop, (enum appmsg_loop_backend)42), -EINVAL);
+  if (saved) {
+    setenv("APPMSG_LOOP_BACKEND", saved, 1);
+    free(saved);
+  }
+  appmsg_loop_free(NULL);
+}
+END_TEST
+
+/* ---- readiness ------------------------------------------------------------ */
+
+START_TEST(test_readiness_and_interest) {
+  struct appmsg_loop *loop = new_loop(_i);
+  int sv[2];
+  make_pair(sv);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_WRITE, on_io, &s), 0);
+  ck_assert_int_eq(appmsg_loop_events(loop, sv[0]), APPMSG_EV_WRITE);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 1);
+  ck_assert_uint_eq(s.last, APPMSG_EV_WRITE);
+  ck_assert_int_eq(s.fd, sv[0]);
+
+  /* Level-triggered: reported again while still writable. */
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 1);
+  ck_assert_int_eq(s.calls, 2);
+
+  /* Read interest only, nothing to read: no call. */
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[0], APPMSG_EV_READ), 0);
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[0], APPMSG_EV_READ), 0); /* no-op */
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
+  ck_assert_int_eq(s.calls, 2);
+
+  ck_assert_int_eq(write(sv[1], "x", 1), 1);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 1000), 1);
+  ck_assert_uint_eq(s.last, APPMSG_EV_READ);
+
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[0], APPMSG_EV_READ | APPMSG_EV_WRITE), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 1);
+  ck_assert_uint_eq(s.last, APPMSG_EV_READ | APPMSG_EV_WRITE);
+
+  /* Empty interest: readable data is not reported. */
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[0], 0), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, sv[0]), 0);
+  ck_assert_int_eq(appmsg_loop_events(loop, sv[0]), -ENOENT);
+  ck_assert_int_eq(appmsg_loop_alive(loop), 0);
+  close(sv[0]);
+  close(sv[1]);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_write_blocks_then_resumes) {
+  struct appmsg_loop *loop = new_loop(_i);
+  int sv[2];
+  make_pair(sv);
+  char buf[65536];
+  memset(buf, 'z', sizeof buf);
+  while (write(sv[0], buf, sizeof buf) > 0)
+    ;
+  ck_assert_int_eq(errno, EAGAIN);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_WRITE, on_io, &s), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 20), 0);
+  while (read(sv[1], buf, sizeof buf) > 0)
+    ;
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 1000), 1);
+  ck_assert_uint_eq(s.last, APPMSG_EV_WRITE);
+  appmsg_loop_unwatch(loop, sv[0]);
+  close(sv[0]);
+  close(sv[1]);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_hangup_always_reported) {
+  struct appmsg_loop *loop = new_loop(_i);
+  int sv[2];
+  make_pair(sv);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], 0, on_io, &s), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
+  close(sv[1]);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 1000), 1);
+  ck_assert_uint_eq(s.last, APPMSG_EV_HUP);
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[0], APPMSG_EV_READ), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 1);
+  ck_assert_uint_eq(s.last, APPMSG_EV_READ | APPMSG_EV_HUP);
+  appmsg_loop_unwatch(loop, sv[0]);
+  close(sv[0]);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_watch_errors) {
+  struct appmsg_loop *loop = new_loop(_i);
+  int sv[2];
+  make_pair(sv);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_loop_watch(loop, -1, APPMSG_EV_READ, on_io, &s), -EBADF);
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_READ, NULL, &s), -EINVAL);
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], 0x40, on_io, &s), -EINVAL);
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_READ, on_io, &s), 0);
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_READ, on_io, &s), -EEXIST);
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[0], 0x40), -EINVAL);
+  ck_assert_int_eq(appmsg_loop_modify(loop, sv[1], APPMSG_EV_READ), -ENOENT);
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, sv[1]), -ENOENT);
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, 100000), -ENOENT);
+  ck_assert_int_eq(appmsg_loop_alive(loop), 1);
+  /* Closing before unwatching is tolerated by unwatch. */
+  close(sv[0]);
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, sv[0]), 0);
+  if (_i == 0) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(appmsg_loop_watch(loop, fd, APPMSG_EV_READ, on_io, &s), -EPERM);
+    ck_assert_int_eq(appmsg_loop_events(loop, fd), -ENOENT);
+    close(fd);
+  }
+  close(sv[1]);
+  ck_assert_int_eq(appmsg_loop_alive(loop), 0);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+/* ---- changing watches from inside callbacks --------------------------------- */
+
+struct killer {
+  struct appmsg_loop *loop;
+  int *victim; /* the other pair's fd, to unwatch and close */
+  int spare;   /* a readable fd to dup2() onto the victim's number */
+  int *kills;  /* shared count of killer callbacks */
+  int *who;    /* the fd whose killer callback ran */
+  struct seen *reborn;
+};
+
+static void on_kill_other(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)events;
+  struct killer *k = ud;
+  (*k->kills)++;
+  *k->who = fd;
+  int victim = *k->victim;
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, victim), 0);
+  close(victim);
+  /* Reuse the number for a new, readable socket with another callback. */
+  ck_assert_int_eq(dup2(k->spare, victim), victim);
+  ck_assert_int_eq(appmsg_loop_watch(loop, victim, APPMSG_EV_READ, on_io, k->reborn), 0);
+}
+
+START_TEST(test_unwatch_other_in_callback) {
+  struct appmsg_loop *loop = new_loop(_i);
+  int a[2], b[2], spare[2];
+  make_pair(a);
+  make_pair(b);
+  make_pair(spare);
+  ck_assert_int_eq(write(a[1], "a", 1), 1);
+  ck_assert_int_eq(write(b[1], "b", 1), 1);
+  ck_assert_int_eq(write(spare[1], "s", 1), 1);
+  int kills = 0, survivor = -1;
+  struct seen reborn = {0};
+  struct killer ka = {loop, &b[0], spare[0], &kills, &survivor, &reborn};
+  struct killer kb = {loop, &a[0], spare[0], &kills, &survivor, &reborn};
+  ck_assert_int_eq(appmsg_loop_watch(loop, a[0], APPMSG_EV_READ, on_kill_other, &ka), 0);
+  ck_assert_int_eq(appmsg_loop_watch(loop, b[0], APPMSG_EV_READ, on_kill_other, &kb), 0);
+  /* Both are ready; whichever runs first kills the other, whose stale
+     readiness - now for a new socket with the same number - must be dropped. */
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 1000), 1);
+  ck_assert_int_eq(kills, 1);
+  ck_assert_int_eq(reborn.calls, 0);
+  /* The survivor: unwatch it so that only the reborn fd is left. */
+  ck_assert(survivor == a[0] || survivor == b[0]);
+  int reborn_fd = survivor == a[0] ? b[0] : a[0];
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, survivor), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 1000), 1);
+  ck_assert_int_eq(reborn.calls, 1);
+  ck_assert_int_eq(reborn.fd, reborn_fd);
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, reborn_fd), 0);
+  for (int i = 0; i < 2; i++) {
+    close(a[i]);
+    close(b[i]);
+    close(spare[i]);
+  }
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+/* Marks which fds were reported; counts each fd once. */
+struct marks {
+  unsigned char hit[4096];
+  int distinct;
+};
+
+static void on_mark(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  (void)events;
+  struct marks *m = ud;
+  ck_assert_int_lt(fd, 4096);
+  if (!m->hit[fd]++)
+    m->distinct++;
+}
+
+/* Runs iterations until m->distinct reaches want (or 100 iterations pass). */
+static int run_until_marked(struct appmsg_loop *loop, struct marks *m, int want) {
+  for (int i = 0; i < 100 && m->distinct < want; i++)
+    ck_assert_int_ge(appmsg_loop_run_once(loop, 1000), 0);
+  return m->distinct;
+}
+
+struct adder {
+  int src;      /* a readable fd to dup */
+  int fds[200]; /* the duplicates, watched from the callback */
+  int n;
+  struct marks added;
+};
+
+static void on_add_many(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)events;
+  struct adder *ad = ud;
+  ck_assert_int_eq(appmsg_loop_unwatch(loop, fd), 0);
+  /* Enough watches, at high enough numbers, to regrow every table mid-dispatch. */
+  for (ad->n = 0; ad->n < 200; ad->n++) {
+    int d = fcntl(ad->src, F_DUPFD_CLOEXEC, 1000 + 3 * ad->n);
+    ck_assert_int_ge(d, 0);
+    ad->fds[ad->n] = d;
+    ck_assert_int_eq(appmsg_loop_watch(loop, d, APPMSG_EV_READ, on_mark, &ad->added), 0);
+  }
+}
+
+START_TEST(test_watch_in_callback) {
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 2000) {
+    rl.rlim_cur = rl.rlim_max < 2000 ? rl.rlim_max : 2000;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur < 2000) {
+    printf("test_watch_in_callback: RLIMIT_NOFILE %lu < 2000, using low fd numbers\n",
+           (unsigned long)rl.rlim_cur);
+  }
+  struct appmsg_loop *loop = new_loop(_i);
+  int sv[2];
+  make_pair(sv);
+  ck_assert_int_eq(write(sv[1], "x", 1), 1);
+  static struct adder ad;
+  memset(&ad, 0, sizeof ad);
+  ad.src = sv[0];
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_READ, on_add_many, &ad), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 1000), 1);
+  ck_assert_int_eq(ad.added.distinct, 0); /* added during dispatch: not seen until the next wait */
+  ck_assert_int_eq(run_until_marked(loop, &ad.added, 200), 200);
+  for (int i = 0; i < ad.n; i++)
+    ck_assert(ad.added.hit[ad.fds[i]]);
+  for (int i = 0; i < ad.n; i++) {
+    ck_assert_int_eq(appmsg_loop_unwatch(loop, ad.fds[i]), 0);
+    close(ad.fds[i]);
+  }
+  ck_assert_int_eq(appmsg_loop_alive(loop), 0);
+  close(sv[0]);
+  close(sv[1]);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+/* 10,000 watched fds: only the ready ones are called; unwatching is cheap. */
+START_TEST(test_many_fds) {
+  enum { PAIRS = 5000 };
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rlim_t want = 2 * PAIRS + 64;
+  if (rl.rlim_cur < want) {
+    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  int pairs = PAIRS;
+  if (rl.rlim_cur < want) {
+    pairs = (int)(rl.rlim_cur - 64) / 2;
+    printf("test_many_fds: RLIMIT_NOFILE is %lu, using %d pairs instead of %d\n",
+           (unsigned long)rl.rlim_cur, pairs, PAIRS);
+  }
+  struct appmsg_loop *loop = new_loop(_i);
+  int(*sv)[2] = calloc((size_t)pairs, sizeof *sv);
+  struct seen s = {0};
+  /* Check records every passing assertion, so hot loops count failures instead. */
+  int bad = 0;
+  for (int i = 0; i < pairs; i++) {
+    make_pair(sv[i]);
+    bad += appmsg_loop_watch(loop, sv[i][0], APPMSG_EV_READ, on_drain, &s) != 0;
+    bad += appmsg_loop_watch(loop, sv[i][1], APPMSG_EV_READ, on_drain, &s) != 0;
+  }
+  ck_assert_int_eq(bad, 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
+  for (int i = 0; i < pairs; i += 50)
+    bad += write(sv[i][1], "x", 1) != 1;
+  ck_assert_int_eq(bad, 0);
+  ck_assert_int_eq(run_until(loop, (pairs + 49) / 50), (pairs + 49) / 50);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
+  for (int i = 0; i < pairs; i++) {
+    bad += appmsg_loop_unwatch(loop, sv[i][1]) != 0;
+    bad += appmsg_loop_unwatch(loop, sv[i][0]) != 0;
+    close(sv[i][0]);
+    close(sv[i][1]);
+  }
+  ck_assert_int_eq(bad, 0);
+  ck_assert_int_eq(appmsg_loop_alive(loop), 0);
+  free(sv);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+/* ---- timers ------------------------------------------------------------------ */
+
+struct fired {
+  int order[16];
+  int n;
+  uint64_t at[16];
+};
+
+struct tag {
+  struct fired *log;
+  int id;
+};
+
+static void on_tag(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)t;
+  struct tag *tg = ud;
+  tg->log->at[tg->log->n] = appmsg_loop_now(loop);
+  tg->log->order[tg->log->n++] = tg->id;
+}
+
+START_TEST(test_timer_order) {
+  struct appmsg_loop *loop = new_loop(_i);
+  struct fired log = {0};
+  struct tag tags[4];
+  struct appmsg_timer t[4];
+  const uint64_t ms[4] = {30, 10, 20, 10};
+  uint64_t t0 = mono_ms();
+  for (int i = 0; i < 4; i++) {
+    tags[i] = (struct tag){&log, i};
+    appmsg_timer_init(&t[i], on_tag, &tags[i]);
+    ck_assert_int_eq(appmsg_timer_active(&t[i]), 0);
+    ck_assert_int_eq(appmsg_timer_start(loop, &t[i], ms[i], 0), 0);
+    ck_assert_int_eq(appmsg_timer_active(&t[i]), 1);
+  }
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(log.n, 4);
+  /* Equal deadlines fire in arming order. */
+  ck_assert_int_eq(log.order[0], 1);
+  ck_assert_int_eq(log.order[1], 3);
+  ck_assert_int_eq(log.order[2], 2);
+  ck_assert_int_eq(log.order[3], 0);
+  for (int i = 0; i < 4; i++) {
+    ck_assert_uint_ge(log.at[i], t0 + ms[log.order[i]]); /* never early */
+    ck_assert_int_eq(appmsg_timer_active(&t[i]), 0);
+  }
+  ck_assert_uint_lt(mono_ms() - t0, 500);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_timer_cancel_rearm) {
+  struct appmsg_loop *loop = new_loop(_i);
+  struct fired log = {0};
+  struct tag ta = {&log, 0}, tb = {&log, 1}, tc = {&log, 2};
+  struct appmsg_timer a, b, c;
+  appmsg_timer_init(&a, on_tag, &ta);
+  appmsg_timer_init(&b, on_tag, &tb);
+  appmsg_timer_init(&c, on_tag, &tc);
+  uint64_t t0 = mono_ms();
+  ck_assert_int_eq(appmsg_timer_start(loop, &a, 10, 0), 0);
+  ck_assert_int_eq(appmsg_timer_start(loop, &b, 20, 0), 0);
+  ck_assert_int_eq(appmsg_timer_start(loop, &c, 15, 0), 0);
+  appmsg_timer_stop(loop, &b);
+  appmsg_timer_stop(loop, &b); /* idle: fine */
+  ck_assert_int_eq(appmsg_timer_active(&b), 0);
+  /* Re-arm a (moves it later, past c) - the idle-timeout pattern. */
+  ck_assert_int_eq(appmsg_timer_start(loop, &a, 40, 0), 0);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(log.n, 2);
+  ck_assert_int_eq(log.order[0], 2);
+  ck_assert_int_eq(log.order[1], 0);
+  ck_assert_uint_ge(log.at[1], t0 + 40);
+  /* A zeroed timer with a callback is valid too. */
+  struct appmsg_timer z;
+  memset(&z, 0, sizeof z);
+  ck_assert_int_eq(appmsg_timer_start(loop, &z, 0, 0), -EINVAL);
+  z.cb = on_tag;
+  z.userdata = &tb;
+  ck_assert_int_eq(appmsg_timer_start(loop, &z, 0, 0), 0);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(log.n, 3);
+  ck_assert_int_eq(log.order[2], 1);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+struct ticker {
+  int ticks;
+  int stop_at;
+  uint64_t first, last;
+};
+
+static void on_tick(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  struct ticker *tk = ud;
+  ck_assert_int_eq(appmsg_timer_active(t), 1); /* a repeating timer is re-armed first */
+  if (tk->ticks++ == 0)
+    tk->first = appmsg_loop_now(loop);
+  tk->last = appmsg_loop_now(loop);
+  if (tk->ticks == tk->stop_at)
+    appmsg_timer_stop(loop, t);
+}
+
+START_TEST(test_timer_repeat) {
+  struct appmsg_loop *loop = new_loop(_i);
+  struct ticker tk = {.stop_at = 5};
+  struct appmsg_timer t;
+  appmsg_timer_init(&t, on_tick, &tk);
+  uint64_t t0 = mono_ms();
+  ck_assert_int_eq(appmsg_timer_start(loop, &t, 5, 10), 0);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(tk.ticks, 5);
+  ck_assert_uint_ge(tk.first, t0 + 5);
+  ck_assert_uint_ge(tk.last, t0 + 5 + 40); /* five ticks, 10 ms apart, never early */
+  ck_assert_uint_lt(mono_ms() - t0, 1000);
+  ck_assert_int_eq(appmsg_timer_active(&t), 0);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+/* A timer re-armed with timeout 0 from its own callback waits for the next iteration. */
+static void on_rearm_zero(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  int *n = ud;
+  if (++*n < 1000)
+    appmsg_timer_start(loop, t, 0, 0);
+}
+
+START_TEST(test_timer_zero_rearm_no_starvation) {
+  struct appmsg_loop *loop = new_loop(_i);
+  int n = 0;
+  struct appmsg_timer t;
+  appmsg_timer_init(&t, on_rearm_zero, &n);
+  ck_assert_int_eq(appmsg_timer_start(loop, &t, 0, 0), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 1);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(n, 1000);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+enum { MANY = 10000 };
+
+struct many {
+  struct appmsg_timer t[MANY];
+  int cancelled[MANY];
+  int fired[MANY];
+  uint64_t last_due;
+  int nfired;
+  int bad_order, early;
+};
+
+static void on_many(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  struct many *m = ud;
+  int i = (int)(t - m->t);
+  /* _due is private; the test reads it to check the heap's order. */
+  if (t->_due < m->last_due)
+    m->bad_order++;
+  if (appmsg_loop_now(loop) < t->_due)
+    m->early++;
+  m->last_due = t->_due;
+  m->fired[i]++;
+  m->nfired++;
+}
+
+START_TEST(test_many_timers) {
+  struct appmsg_loop *loop = new_loop(_i);
+  struct many *m = calloc(1, sizeof *m);
+  srand(12345);
+  /* Check records every passing assertion, so hot loops count failures instead. */
+  int bad = 0;
+  for (int i = 0; i < MANY; i++) {
+    appmsg_timer_init(&m->t[i], on_many, m);
+    bad += appmsg_timer_start(loop, &m->t[i], (uint64_t)(rand() % 100), 0) != 0;
+  }
+  /* Many cheap re-arms (the per-read idle timeout), then some cancellations. */
+  uint64_t t0 = mono_ms();
+  for (int r = 0; r < 20; r++)
+    for (int i = 0; i < MANY; i++)
+      bad += appmsg_timer_start(loop, &m->t[i], (uint64_t)(rand() % 100), 0) != 0;
+  uint64_t rearm_ms = mono_ms() - t0;
+  ck_assert_int_eq(bad, 0);
+  int expect = MANY;
+  for (int i = 0; i < MANY; i += 7) {
+    appmsg_timer_stop(loop, &m->t[i]);
+    m->cancelled[i] = 1;
+    expect--;
+  }
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(m->nfired, expect);
+  ck_assert_int_eq(m->bad_order, 0);
+  ck_assert_int_eq(m->early, 0);
+  for (int i = 0; i < MANY; i++)
+    bad += m->fired[i] != !m->cancelled[i];
+  ck_assert_int_eq(bad, 0);
+  ck_assert_uint_lt(rearm_ms, 1000); /* 200,000 re-arms */
+  ck_assert_uint_lt(mono_ms() - t0, 1500);
+  free(m);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+/* ---- stopping ------------------------------------------------------------------ */
+
+static void on_stop_every_3(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)t;
+  int *n = ud;
+  if (++*n % 3 == 0)
+    appmsg_loop_stop(loop);
+}
+
+START_TEST(test_stop_from_callback) {
+  struct appmsg_loop *loop = new_loop(_i);
+  /* Nothing to do: run returns at once. */
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, -1), 0);
+
+  int sv[2];
+  make_pair(sv);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_loop_watch(loop, sv[0], APPMSG_EV_READ, on_io, &s), 0);
+  int n = 0;
+  struct appmsg_timer t;
+  appmsg_timer_init(&t, on_stop_every_3, &n);
+  ck_assert_int_eq(appmsg_timer_start(loop, &t, 1, 1), 0);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(n, 3);
+  ck_assert_int_eq(appmsg_loop_alive(loop), 1);
+  /* The stop flag is cleared: the loop runs again, to the next stop. */
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(n, 6);
+  /* stop() before run(): run() returns without an iteration. */
+  n = 100;
+  appmsg_loop_stop(loop);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(n, 100);
+  appmsg_timer_stop(loop, &t);
+  appmsg_loop_unwatch(loop, sv[0]);
+  close(sv[0]);
+  close(sv[1]);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+static void on_raise(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  raise(*(int *)ud);
+}
+
+static void on_fail(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  (void)ud;
+  ck_abort_msg("the signal did not stop the loop");
+}
+
+START_TEST(test_stop_on_signal) {
+  struct appmsg_loop *loop = new_loop(_i);
+  struct sigaction before_int, before_term, sa;
+  sigaction(SIGINT, NULL, &before_int);
+  sigaction(SIGTERM, NULL, &before_term);
+  const int sigs[] = {SIGINT, SIGTERM};
+  ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, sigs, 2), 0);
+  ck_assert_int_eq(appmsg_loop_signal(loop), 0);
+  /* The self-pipe alone does not keep the loop alive. */
+  ck_assert_int_eq(appmsg_loop_alive(loop), 0);
+
+  /* A forked child gets the default action and does not touch our pipe. */
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    raise(SIGTERM);
+    _exit(0);
+  }
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
+  ck_assert_int_eq(appmsg_loop_signal(loop), 0);
+
+  int term = SIGTERM;
+  struct appmsg_timer fire, guard;
+  appmsg_timer_init(&fire, on_raise, &term);
+  appmsg_timer_init(&guard, on_fail, NULL);
+  ck_assert_int_eq(appmsg_timer_start(loop, &fire, 10, 0), 0);
+  ck_assert_int_eq(appmsg_timer_start(loop, &guard, 1500, 0), 0);
+  uint64_t t0 = mono_ms();
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_uint_lt(mono_ms() - t0, 1000);
+  ck_assert_int_eq(appmsg_loop_signal(loop), SIGTERM);
+  ck_assert_int_eq(appmsg_timer_active(&guard), 1);
+
+  /* A signal that arrives while the loop is not running stops the next run. */
+  kill(getpid(), SIGINT);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(appmsg_loop_signal(loop), SIGINT);
+  ck_assert_int_eq(appmsg_timer_active(&guard), 1);
+
+  /* Only one loop may own the signals; SIGKILL cannot be caught. */
+  struct appmsg_loop *other = new_loop(_i);
+  ck_assert_int_eq(appmsg_loop_stop_on_signals(other, sigs, 2), -EBUSY);
+  const int kill9 = SIGKILL;
+  ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, &kill9, 1), -EINVAL);
+  appmsg_loop_free(other);
+
+  /* Drain: give the dispositions back, then run to completion. */
+  ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, NULL, 0), 0);
+  sigaction(SIGTERM, NULL, &sa);
+  ck_assert(sa.sa_handler == before_term.sa_handler);
+  appmsg_timer_stop(loop, &guard);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+
+  /* appmsg_loop_free() restores them as well. */
+  ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, sigs, 1), 0);
+  sigaction(SIGINT, NULL, &sa);
+  ck_assert(sa.sa_handler != before_int.sa_handler);
+  appmsg_loop_free(loop);
+  sigaction(SIGINT, NULL, &sa);
+  ck_assert(sa.sa_handler == before_int.sa_handler);
+}
+END_TEST
+
+/* ---- EINTR -------------------------------------------------------------------- */
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int signo) {
+  (void)signo;
+  alarms++;
+}
+
+static void on_done(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)t;
+  *(uint64_t *)ud = appmsg_loop_now(loop);
+}
+
+START_TEST(test_eintr_retried) {
+  struct appmsg_loop *loop = new_loop(_i);
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm; /* no SA_RESTART: every tick interrupts the wait */
+  sigemptyset(&sa.sa_mask);
+  ck_assert_int_eq(sigaction(SIGALRM, &sa, &old), 0);
+  struct itimerval it = {{0, 2000}, {0, 2000}};
+  alarms = 0;
+  ck_assert_int_eq(setitimer(ITIMER_REAL, &it, NULL), 0);
+
+  /* run_once() waits its whole timeout despite the interruptions. */
+  uint64_t t0 = mono_ms();
+  ck_assert_int_eq(appmsg_loop_run_once(loop, 60), 0);
+  ck_assert_uint_ge(mono_ms() - t0, 59);
+
+  /* run() is not ended by them either. */
+  uint64_t done = 0;
+  struct appmsg_timer t;
+  appmsg_timer_init(&t, on_done, &done);
+  t0 = mono_ms();
+  ck_assert_int_eq(appmsg_timer_start(loop, &t, 60, 0), 0);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_uint_ge(done, t0 + 60);
+
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  sigaction(SIGALRM, &old, NULL);
+  ck_assert_int_gt(alarms, 5);
+  appmsg_loop_free(loop);
+}
+END_TEST
+
+static Suite *loop_suite(void) {
+  Suite *s = suite_create("loop");
+  TCase *tc = tcase_create("backend");
+  tcase_add_test(tc, test_backend_env);
+  suite_add_tcase(s, tc);
+
+  /* Each test below runs twice: _i == 0 with epoll, _i == 1 with poll. */
+  tc = tcase_create("io");
+  tcase_add_loop_test(tc, test_readiness_and_interest, 0, 2);
+  tcase_add_loop_test(tc, test_write_blocks_then_resumes, 0, 2);
+  tcase_add_loop_test(tc, test_hangup_always_reported, 0, 2);
+  tcase_add_loop_test(tc, test_watch_errors, 0, 2);
+  tcase_add_loop_test(tc, test_unwatch_other_in_callback, 0, 2);
+  tcase_add_loop_test(tc, test_watch_in_callback, 0, 2);
+  tcase_add_loop_test(tc, test_many_fds, 0, 2);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("timers");
+  tcase_add_loop_test(tc, test_timer_order, 0, 2);
+  tcase_add_loop_test(tc, test_timer_cancel_rearm, 0, 2);
+  tcase_add_loop_test(tc, test_timer_repeat, 0, 2);
+  tcase_add_loop_test(tc, test_timer_zero_rearm_no_starvation, 0, 2);
+  tcase_add_loop_test(tc, test_many_timers, 0, 2);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("stop");
+  tcase_add_loop_test(tc, test_stop_from_callback, 0, 2);
+  tcase_add_loop_test(tc, test_stop_on_signal, 0, 2);
+  tcase_add_loop_test(tc, test_eintr_retried, 0, 2);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run_suite(loop_suite());
+}

@@ -1,0 +1,603 @@
+/*
+ * Socket helpers over loopback only: listen/connect/accept round trips on
+ * IPv4, IPv6, host names and Unix paths, stale socket files, resolution and
+ * connect errors, timeouts, and shedding connections when out of
+ * descriptors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "appmsg/error.h"
+#include "appmsg/loop.h"
+#include "appmsg/net.h"
+#include "testutil.h"
+
+/* Waits for events on fd; returns revents (0 on timeout). */
+static short wait_fd(int fd, short events, int ms) {
+  struct pollfd p = {.fd = fd, .events = events};
+  int n;
+  while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
+    ;
+  ck_assert_int_ge(n, 0);
+  return n == 0 ? 0 : p.revents;
+}
+
+/* Accepts one connection, waiting up to a second for it. */
+static int accept_one(int lfd) {
+  int fd = -1;
+  ck_assert(wait_fd(lfd, POLLIN, 1000) & POLLIN);
+  ck_assert_int_eq(appmsg_accept(lfd, &fd), 0);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_ne(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+  ck_assert_int_ne(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+  return fd;
+}
+
+/* Sends a message each way between two connected sockets. */
+static void exchange(int a, int b) {
+  char buf[16];
+  ck_assert_int_eq(appmsg_send(a, "ping", 4), 4);
+  ck_assert(wait_fd(b, POLLIN, 1000) & POLLIN);
+  ck_assert_int_eq(appmsg_recv(b, buf, sizeof buf), 4);
+  ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+  ck_assert_int_eq(appmsg_send(b, "pong!", 5), 5);
+  ck_assert(wait_fd(a, POLLIN, 1000) & POLLIN);
+  ck_assert_int_eq(appmsg_recv(a, buf, sizeof buf), 5);
+  ck_assert_int_eq(memcmp(buf, "pong!", 5), 0);
+}
+
+/*
+ * Listens on host port 0, connects non-blocking to the printed address,
+ * accepts, checks both ends' names and exchanges messages.  prefix is what
+ * appmsg_sockname() must start with.
+ */
+static void roundtrip(const char *listen_host, const char *connect_host, const char *prefix) {
+  char err[APPMSG_NET_ERRLEN] = "", name[APPMSG_ADDRSTRLEN], port[16];
+  int lfd;
+  int rc = appmsg_listen(listen_host, "0", 16, &lfd, err, sizeof err);
+  ck_assert_msg(rc == 0, "listen on %s: %s (%s)", listen_host, appmsg_strerror(rc), err);
+  ck_assert_int_gt(appmsg_sockname(lfd, name, sizeof name), 0);
+  ck_assert_msg(strncmp(name, prefix, strlen(prefix)) == 0, "sockname %s", name);
+  int p = appmsg_sockport(lfd);
+  ck_assert_int_gt(p, 0);
+  snprintf(port, sizeof port, "%d", p);
+  /* The printed address ends in the port. */
+  ck_assert_str_eq(name + strlen(name) - strlen(port), port);
+
+  int cfd, pending;
+  ck_assert_int_eq(appmsg_connect(connect_host, port, &cfd, &pending, err, sizeof err), 0);
+  if (pending) {
+    ck_assert(wait_fd(cfd, POLLOUT, 1000) & POLLOUT);
+    ck_assert_int_eq(appmsg_connect_result(cfd), 0);
+  }
+  int sfd = accept_one(lfd);
+  char local[APPMSG_ADDRSTRLEN], peer[APPMSG_ADDRSTRLEN];
+  ck_assert_int_gt(appmsg_sockname(cfd, local, sizeof local), 0);
+  ck_assert_int_gt(appmsg_peername(sfd, peer, sizeof peer), 0);
+  ck_assert_str_eq(local, peer);
+  ck_assert_int_eq(appmsg_set_nodelay(cfd, 1), 0);
+  ck_assert_int_eq(appmsg_set_nodelay(sfd, 1), 0);
+  exchange(cfd, sfd);
+  close(cfd);
+  close(sfd);
+  close(lfd);
+}
+
+/* ---- endpoints -------------------------------------------------------------- */
+
+START_TEST(test_endpoint_parse) {
+  static const struct {
+    const char *text, *host, *port;
+    int rc;
+  } cases[] = {
+      {"127.0.0.1:65432", "127.0.0.1", "65432", 0},
+      {"localhost:80", "localhost", "80", 0},
+      {"[::1]:65432", "::1", "65432", 0},
+      {"[::1]", "::1", "9999", 0},
+      {"::1", "::1", "9999", 0},
+      {"fe80::1%lo", "fe80::1%lo", "9999", 0},
+      {"localhost", "localhost", "9999", 0},
+      {"65432", "dflt", "65432", 0},
+      {":65432", "dflt", "65432", 0},
+      {"unix:/tmp/app.sock", "unix:/tmp/app.sock", "", 0},
+      {"unix:@abstract", "unix:@abstract", "", 0},
+      {"", "", "", -EINVAL},
+      {"host:", "", "", -EINVAL},
+      {"[::1", "", "", -EINVAL},
+      {"[]:80", "", "", -EINVAL},
+      {"[::1]x", "", "", -EINVAL},
+      {"[::1]:", "", "", -EINVAL},
+      {"unix:", "", "", -EINVAL},
+  };
+  struct appmsg_endpoint ep;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int rc = appmsg_endpoint_parse(cases[i].text, "dflt", "9999", &ep);
+    ck_assert_msg(rc == cases[i].rc, "'%s': rc %d", cases[i].text, rc);
+    if (rc == 0) {
+      ck_assert_str_eq(ep.host, cases[i].host);
+      ck_assert_str_eq(ep.port, cases[i].port);
+    }
+  }
+  char longpath[200];
+  memset(longpath, 'a', sizeof longpath);
+  memcpy(longpath, "unix:/", 6);
+  longpath[sizeof longpath - 1] = '\0';
+  ck_assert_int_eq(appmsg_endpoint_parse(longpath, NULL, NULL, &ep), -ENAMETOOLONG);
+  ck_assert_int_eq(appmsg_endpoint_parse("localhost", NULL, NULL, &ep), 0);
+  ck_assert_str_eq(ep.port, "");
+}
+END_TEST
+
+/* ---- round trips ----------------------------------------------------------- */
+
+START_TEST(test_ipv4_roundtrip) {
+  roundtrip("127.0.0.1", "127.0.0.1", "127.0.0.1:");
+}
+END_TEST
+
+/* Whether this kernel can make IPv6 sockets and bind ::1; says why not. */
+static int ipv6_usable(void) {
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) {
+    printf("NOTE: IPv6 is not available here (socket(AF_INET6): %s): the ::1 checks are "
+           "skipped and pass\n",
+           strerror(errno));
+    return 0;
+  }
+  struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  if (!ok)
+    printf("NOTE: ::1 cannot be bound here (%s): the ::1 checks are skipped and pass\n",
+           strerror(errno));
+  close(fd);
+  return ok;
+}
+
+START_TEST(test_ipv6_roundtrip) {
+  if (!ipv6_usable())
+    return;
+  roundtrip("::1", "::1", "[::1]:");
+  roundtrip("[::1]", "[::1]", "[::1]:");
+}
+END_TEST
+
+START_TEST(test_localhost) {
+  char err[APPMSG_NET_ERRLEN] = "", port[16];
+  int lfd, cfd;
+  ck_assert_int_eq(appmsg_listen("localhost", "0", 0, &lfd, err, sizeof err), 0);
+  snprintf(port, sizeof port, "%d", appmsg_sockport(lfd));
+  /* Whatever localhost resolves to, the timeout connect tries each address. */
+  int rc = appmsg_connect_timeout("localhost", port, 1000, &cfd, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_int_eq(fcntl(cfd, F_GETFL) & O_NONBLOCK, 0); /* handed back blocking */
+  int sfd = accept_one(lfd);
+  exchange(cfd, sfd);
+  close(cfd);
+  close(sfd);
+  close(lfd);
+}
+END_TEST
+
+START_TEST(test_wildcard) {
+  char err[APPMSG_NET_ERRLEN] = "", name[APPMSG_ADDRSTRLEN], port[16];
+  int lfd, cfd;
+  ck_assert_int_eq(appmsg_listen(NULL, "0", 0, &lfd, err, sizeof err), 0);
+  ck_assert_int_gt(appmsg_sockname(lfd, name, sizeof name), 0);
+  ck_assert_msg(strncmp(name, "[::]:", 5) == 0 || strncmp(name, "0.0.0.0:", 8) == 0, "%s", name);
+  snprintf(port, sizeof port, "%d", appmsg_sockport(lfd));
+  /* Dual-stack (or IPv4-only): IPv4 loopback clients get through. */
+  ck_assert_int_eq(appmsg_connect_timeout("127.0.0.1", port, 1000, &cfd, err, sizeof err), 0);
+  int sfd = accept_one(lfd);
+  exchange(cfd, sfd);
+  close(cfd);
+  close(sfd);
+  close(lfd);
+  ck_assert_int_eq(appmsg_listen("*", "0", 0, &lfd, err, sizeof err), 0);
+  close(lfd);
+}
+END_TEST
+
+/* A fresh directory under /tmp for Unix socket files; removed by cleanup_dir(). */
+static void make_dir(char *dir, size_t len) {
+  snprintf(dir, len, "/tmp/appmsg-test-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+START_TEST(test_unix_roundtrip) {
+  char dir[64], host[128], err[APPMSG_NET_ERRLEN] = "", name[APPMSG_ADDRSTRLEN];
+  make_dir(dir, sizeof dir);
+  snprintf(host, sizeof host, "unix:%s/s.sock", dir);
+  int lfd, cfd, pending;
+  ck_assert_int_eq(appmsg_listen(host, NULL, 0, &lfd, err, sizeof err), 0);
+  ck_assert_int_gt(appmsg_sockname(lfd, name, sizeof name), 0);
+  ck_assert_str_eq(name, host);
+  ck_assert_int_eq(appmsg_connect(host, NULL, &cfd, &pending, err, sizeof err), 0);
+  ck_assert_int_eq(pending, 0); /* Unix connects complete at once */
+  int sfd = accept_one(lfd);
+  ck_assert_int_gt(appmsg_peername(cfd, name, sizeof name), 0);
+  ck_assert_str_eq(name, host);
+  ck_assert_int_gt(appmsg_peername(sfd, name, sizeof name), 0);
+  ck_assert_str_eq(name, "unix:");                 /* the client is unnamed */
+  ck_assert_int_eq(appmsg_set_nodelay(sfd, 1), 0); /* a no-op on Unix sockets */
+  ck_assert_int_eq(appmsg_sockport(sfd), -EAFNOSUPPORT);
+  exchange(cfd, sfd);
+  close(cfd);
+  close(sfd);
+
+  /* A second server on a live socket: refused, and the first keeps working. */
+  int lfd2;
+  ck_assert_int_eq(appmsg_listen(host, NULL, 0, &lfd2, err, sizeof err), -EADDRINUSE);
+  ck_assert_int_eq(lfd2, -1);
+  ck_assert_msg(strstr(err, "a server is accepting on it") != NULL, "%s", err);
+  ck_assert_int_eq(appmsg_connect_timeout(host, NULL, 1000, &cfd, err, sizeof err), 0);
+  close(cfd);
+
+  /* The server dies without unlinking: the stale file is replaced. */
+  close(lfd);
+  struct stat st;
+  ck_assert_int_eq(lstat(host + 5, &st), 0);
+  ck_assert(S_ISSOCK(st.st_mode));
+  ck_assert_int_eq(appmsg_listen(host, NULL, 0, &lfd, err, sizeof err), 0);
+  ck_assert_int_eq(appmsg_connect_timeout(host, NULL, 1000, &cfd, err, sizeof err), 0);
+  sfd = accept_one(lfd);
+  exchange(cfd, sfd);
+  close(cfd);
+  close(sfd);
+  close(lfd);
+  unlink(host + 5);
+
+  /* A regular file in the way is never removed. */
+  int f = open(host + 5, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ck_assert_int_ge(f, 0);
+  close(f);
+  ck_assert_int_eq(appmsg_listen(host, NULL, 0, &lfd, err, sizeof err), -EADDRINUSE);
+  ck_assert_msg(strstr(err, "not a socket") != NULL, "%s", err);
+  ck_assert_int_eq(lstat(host + 5, &st), 0);
+  ck_assert(S_ISREG(st.st_mode));
+  unlink(host + 5);
+
+  /* Nobody there: -ENOENT; a path too long for sockaddr_un: -ENAMETOOLONG. */
+  ck_assert_int_eq(appmsg_connect(host, NULL, &cfd, &pending, err, sizeof err), -ENOENT);
+  ck_assert_msg(strstr(err, host) != NULL, "%s", err);
+  char longhost[200];
+  memset(longhost, 'a', sizeof longhost);
+  memcpy(longhost, "unix:/", 6);
+  longhost[sizeof longhost - 1] = '\0';
+  ck_assert_int_eq(appmsg_listen(longhost, NULL, 0, &lfd, err, sizeof err), -ENAMETOOLONG);
+  ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+START_TEST(test_unix_abstract) {
+  char host[64], err[APPMSG_NET_ERRLEN], name[APPMSG_ADDRSTRLEN];
+  snprintf(host, sizeof host, "unix:@appmsg-test-%ld", (long)getpid());
+  int lfd, cfd, pending;
+  ck_assert_int_eq(appmsg_listen(host, NULL, 0, &lfd, err, sizeof err), 0);
+  ck_assert_int_gt(appmsg_sockname(lfd, name, sizeof name), 0);
+  ck_assert_str_eq(name, host);
+  ck_assert_int_eq(appmsg_connect(host, NULL, &cfd, &pending, err, sizeof err), 0);
+  int sfd = accept_one(lfd);
+  exchange(cfd, sfd);
+  close(cfd);
+  close(sfd);
+  close(lfd);
+}
+END_TEST
+
+/* ---- errors ------------------------------------------------------------------ */
+
+START_TEST(test_unknown_host) {
+  char err[APPMSG_NET_ERRLEN] = "";
+  int fd = 42, pending = 42;
+  const char *want = "cannot resolve 'nohost.invalid': ";
+  ck_assert_int_eq(appmsg_connect("nohost.invalid", "80", &fd, &pending, err, sizeof err),
+                   APPMSG_E_ADDRESS);
+  ck_assert_int_eq(fd, -1);
+  ck_assert_msg(strncmp(err, want, strlen(want)) == 0 && strlen(err) > strlen(want), "%s", err);
+  printf("reason as a program would print it: %s\n", err);
+  err[0] = '\0';
+  ck_assert_int_eq(appmsg_connect_timeout("nohost.invalid", "80", 100, &fd, err, sizeof err),
+                   APPMSG_E_ADDRESS);
+  ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+  err[0] = '\0';
+  ck_assert_int_eq(appmsg_listen("nohost.invalid", "0", 0, &fd, err, sizeof err), APPMSG_E_ADDRESS);
+  ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+  struct addrinfo *res = (struct addrinfo *)&fd;
+  ck_assert_int_eq(appmsg_resolve("nohost.invalid", "80", 0, &res, NULL, 0), APPMSG_E_ADDRESS);
+  ck_assert_ptr_null(res);
+  /* A bad service name, and no port at all. */
+  ck_assert_int_eq(appmsg_connect("127.0.0.1", "no-such-service", &fd, &pending, err, sizeof err),
+                   APPMSG_E_ADDRESS);
+  ck_assert_msg(strstr(err, "port 'no-such-service'") != NULL, "%s", err);
+  ck_assert_int_eq(appmsg_connect("127.0.0.1", NULL, &fd, &pending, err, sizeof err), -EINVAL);
+  /* Resolving works: localhost and a bracketed literal. */
+  ck_assert_int_eq(appmsg_resolve("localhost", "80", 0, &res, NULL, 0), 0);
+  freeaddrinfo(res);
+  ck_assert_int_eq(appmsg_resolve("[::1]", "80", 0, &res, NULL, 0), 0);
+  ck_assert_int_eq(res->ai_family, AF_INET6);
+  freeaddrinfo(res);
+}
+END_TEST
+
+/* A loopback port nobody listens on. */
+static void closed_port(char *port, size_t len) {
+  int lfd;
+  ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 0, &lfd, NULL, 0), 0);
+  snprintf(port, len, "%d", appmsg_sockport(lfd));
+  close(lfd);
+}
+
+START_TEST(test_connection_refused) {
+  char port[16], err[APPMSG_NET_ERRLEN] = "";
+  closed_port(port, sizeof port);
+  int fd, pending;
+  int rc = appmsg_connect("127.0.0.1", port, &fd, &pending, err, sizeof err);
+  if (rc == 0) {
+    ck_assert_int_eq(pending, 1);
+    short ev = wait_fd(fd, POLLOUT, 1000);
+    ck_assert(ev & (POLLOUT | POLLERR | POLLHUP));
+    ck_assert_int_eq(appmsg_connect_result(fd), -ECONNREFUSED);
+    close(fd);
+  } else {
+    ck_assert_int_eq(rc, -ECONNREFUSED); /* some kernels refuse at once on loopback */
+  }
+  rc = appmsg_connect_timeout("127.0.0.1", port, 1000, &fd, err, sizeof err);
+  ck_assert_int_eq(rc, -ECONNREFUSED);
+  ck_assert_int_eq(fd, -1);
+  char want[64];
+  snprintf(want, sizeof want, "cannot connect to 127.0.0.1:%s: ", port);
+  ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+}
+END_TEST
+
+START_TEST(test_connect_timeout_expires) {
+  /* A backlog of 1 holds about two connections; after that SYNs are dropped. */
+  char port[16], err[APPMSG_NET_ERRLEN];
+  int lfd, fds[8], n = 0, rc = 0;
+  ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 1, &lfd, NULL, 0), 0);
+  snprintf(port, sizeof port, "%d", appmsg_sockport(lfd));
+  struct timespec t0, t1;
+  for (; n < 8; n++) {
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = appmsg_connect_timeout("127.0.0.1", port, 100, &fds[n], err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc != 0)
+      break;
+  }
+  ck_assert_int_eq(rc, APPMSG_E_TIMEOUT);
+  ck_assert_msg(strstr(err, "timed out") != NULL, "%s", err);
+  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  ck_assert_int_ge(ms, 95);
+  ck_assert_int_lt(ms, 600);
+  while (n-- > 0)
+    close(fds[n]);
+  close(lfd);
+}
+END_TEST
+
+START_TEST(test_accept_empty) {
+  int lfd, fd = 42;
+  ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 0, &lfd, NULL, 0), 0);
+  ck_assert_int_eq(appmsg_accept(lfd, &fd), -EAGAIN);
+  ck_assert_int_eq(fd, -1);
+  struct appmsg_acceptor acc;
+  ck_assert_int_eq(appmsg_acceptor_init(&acc, lfd), 0);
+  ck_assert_int_gt(acc.reserve_fd, 2);
+  ck_assert_int_eq(appmsg_acceptor_accept(&acc, &fd), -EAGAIN);
+  appmsg_acceptor_cleanup(&acc);
+  appmsg_acceptor_cleanup(&acc);
+  ck_assert_int_eq(acc.reserve_fd, -1);
+  close(lfd);
+  struct appmsg_acceptor zero;
+  memset(&zero, 0, sizeof zero);
+  appmsg_acceptor_cleanup(&zero); /* a zeroed acceptor owns nothing, not even fd 0 */
+  ck_assert_int_ge(fcntl(0, F_GETFD), 0);
+}
+END_TEST
+
+/* ---- EMFILE ------------------------------------------------------------------ */
+
+struct shed_state {
+  struct appmsg_acceptor acc;
+  int readable_calls; /* listener callbacks */
+  int accepted, shed, eagain, other;
+};
+
+static void on_listener(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  (void)fd;
+  (void)events;
+  struct shed_state *s = ud;
+  s->readable_calls++;
+  for (;;) {
+    int cfd, rc = appmsg_acceptor_accept(&s->acc, &cfd);
+    if (rc == 0) {
+      s->accepted++;
+      close(cfd);
+    } else if (rc == APPMSG_E_TOO_MANY_CONNS) {
+      s->shed++;
+    } else if (rc == -EAGAIN) {
+      s->eagain++;
+      return;
+    } else {
+      s->other++;
+      return;
+    }
+  }
+}
+
+/* The child's body: returns 0 when every check passed, else the failing step. */
+static int emfile_child(void) {
+  int lfd, cfd, pending;
+  if (appmsg_listen("127.0.0.1", "0", 0, &lfd, NULL, 0) < 0)
+    return 1;
+  char port[16];
+  snprintf(port, sizeof port, "%d", appmsg_sockport(lfd));
+  struct shed_state s = {0};
+  if (appmsg_acceptor_init(&s.acc, lfd) < 0)
+    return 2;
+  struct appmsg_loop *loop;
+  if (appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT) < 0)
+    return 3;
+  if (appmsg_loop_watch(loop, lfd, APPMSG_EV_READ, on_listener, &s) < 0)
+    return 4;
+  /* The client connects first: the kernel completes the handshake and queues it. */
+  if (appmsg_connect("127.0.0.1", port, &cfd, &pending, NULL, 0) < 0)
+    return 5;
+  if (pending && !(wait_fd(cfd, POLLOUT, 1000) & POLLOUT))
+    return 6;
+
+  /* Now use up every descriptor. */
+  struct rlimit rl = {128, 128};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = 128;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+    return 7;
+  int filled = 0;
+  while (dup(0) >= 0)
+    filled++;
+  if (errno != EMFILE || filled == 0)
+    return 8;
+
+  /* Plain accept reports EMFILE and leaves the connection queued. */
+  int fd;
+  if (appmsg_accept(lfd, &fd) != -EMFILE)
+    return 9;
+  /* The loop's callback sheds it through the reserve descriptor. */
+  if (appmsg_loop_run_once(loop, 1000) != 1)
+    return 10;
+  if (s.shed != 1 || s.accepted != 0 || s.eagain != 1 || s.other != 0 || s.acc.shed != 1)
+    return 11;
+  if (s.acc.reserve_fd < 0)
+    return 12; /* reopened */
+  /* The client sees end of stream. */
+  char c;
+  if (!(wait_fd(cfd, POLLIN, 1000) & (POLLIN | POLLHUP)) || read(cfd, &c, 1) != 0)
+    return 13;
+  /* And the loop does not spin: the listener is quiet now. */
+  int calls = 0;
+  for (int i = 0; i < 5; i++)
+    calls += appmsg_loop_run_once(loop, 10);
+  if (calls != 0 || s.readable_calls != 1)
+    return 14;
+  appmsg_loop_free(loop);
+  appmsg_acceptor_cleanup(&s.acc);
+  return 0;
+}
+
+START_TEST(test_emfile_shed) {
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    alarm(5); /* bounded, whatever happens */
+    _exit(emfile_child());
+  }
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status), "child died with signal %d", WTERMSIG(status));
+  ck_assert_msg(WEXITSTATUS(status) == 0, "child failed at step %d", WEXITSTATUS(status));
+}
+END_TEST
+
+/* ---- options and I/O ------------------------------------------------------------ */
+
+START_TEST(test_options_and_io) {
+  int sv[2];
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  ck_assert_int_eq(appmsg_set_nonblock(sv[0], 1), 0);
+  ck_assert_int_ne(fcntl(sv[0], F_GETFL) & O_NONBLOCK, 0);
+  char buf[8];
+  ck_assert_int_eq(appmsg_recv(sv[0], buf, sizeof buf), -EAGAIN);
+  ck_assert_int_eq(appmsg_set_nonblock(sv[0], 0), 0);
+  ck_assert_int_eq(fcntl(sv[0], F_GETFL) & O_NONBLOCK, 0);
+  ck_assert_int_eq(appmsg_set_nonblock(-1, 1), -EBADF);
+  close(sv[1]);
+  ck_assert_int_eq(appmsg_recv(sv[0], buf, sizeof buf), 0);
+  /* MSG_NOSIGNAL: -EPIPE instead of death by SIGPIPE. */
+  ck_assert_int_eq(appmsg_send(sv[0], "x", 1), -EPIPE);
+  close(sv[0]);
+
+  /* Non-sockets fall back to write(). */
+  int p[2];
+  ck_assert_int_eq(pipe(p), 0);
+  ck_assert_int_eq(appmsg_send(p[1], "abc", 3), 3);
+  ck_assert_int_eq(appmsg_recv(p[0], buf, sizeof buf), 3);
+  close(p[0]);
+  close(p[1]);
+
+  /* TCP_NODELAY really set. */
+  int lfd, cfd, pending, on = 0;
+  socklen_t len = sizeof on;
+  char port[16];
+  ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 0, &lfd, NULL, 0), 0);
+  snprintf(port, sizeof port, "%d", appmsg_sockport(lfd));
+  ck_assert_int_eq(appmsg_connect("127.0.0.1", port, &cfd, &pending, NULL, 0), 0);
+  ck_assert_int_eq(appmsg_set_nodelay(cfd, 1), 0);
+  getsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &on, &len);
+  ck_assert_int_eq(on, 1);
+  ck_assert_int_eq(appmsg_set_nodelay(-1, 1), -EBADF);
+  close(cfd);
+  close(lfd);
+
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
+  struct sigaction sa;
+  sigaction(SIGPIPE, NULL, &sa);
+  ck_assert(sa.sa_handler == SIG_IGN);
+
+  /* Formatting: a too-small buffer and an unknown family. */
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(65432)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  char small[8], name[APPMSG_ADDRSTRLEN];
+  ck_assert_int_eq(appmsg_addr_format((struct sockaddr *)&a, sizeof a, small, sizeof small),
+                   -ENOSPC);
+  ck_assert_int_eq(appmsg_addr_format((struct sockaddr *)&a, sizeof a, name, sizeof name), 15);
+  ck_assert_str_eq(name, "127.0.0.1:65432");
+  struct sockaddr bogus = {.sa_family = AF_APPLETALK};
+  ck_assert_int_eq(appmsg_addr_format(&bogus, sizeof bogus, name, sizeof name), -EAFNOSUPPORT);
+}
+END_TEST
+
+static Suite *net_suite(void) {
+  Suite *s = suite_create("net");
+  TCase *tc = tcase_create("addresses");
+  tcase_add_test(tc, test_endpoint_parse);
+  tcase_add_test(tc, test_unknown_host);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("roundtrip");
+  tcase_add_test(tc, test_ipv4_roundtrip);
+  tcase_add_test(tc, test_ipv6_roundtrip);
+  tcase_add_test(tc, test_localhost);
+  tcase_add_test(tc, test_wildcard);
+  tcase_add_test(tc, test_unix_roundtrip);
+  tcase_add_test(tc, test_unix_abstract);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("errors");
+  tcase_add_test(tc, test_connection_refused);
+  tcase_add_test(tc, test_connect_timeout_expires);
+  tcase_add_test(tc, test_accept_empty);
+  tcase_add_test(tc, test_emfile_shed);
+  tcase_add_test(tc, test_options_and_io);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  return tu_run_suite(net_suite());
+}
