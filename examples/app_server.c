@@ -233,8 +233,13 @@ static void handle_json(struct appmsg_conn *c, const struct appmsg_header *h, co
     reply_result(c, "Error: the request needs an \"action\" string.");
   } else if (strcmp(action->valuestring, "search") != 0) {
     /* The guide's wording, byte for byte. */
-    snprintf(msg, sizeof msg, "Error: invalid action '%.400s'.", action->valuestring);
-    reply_result(c, msg);
+    char *text; /* the guide's wording, byte for byte, however long the action */
+    if (asprintf(&text, "Error: invalid action '%s'.", action->valuestring) < 0) {
+      appmsg_conn_abort(c, -ENOMEM);
+    } else {
+      reply_result(c, text);
+      free(text);
+    }
   } else if (!cJSON_IsString(value)) {
     reply_result(c, "Error: \"search\" needs a \"value\" string.");
   } else {
@@ -390,6 +395,8 @@ int main(int argc, char **argv) {
       logf_("is another server already running on that port? pick another with: app-server "
             "%s PORT",
             pos[0]);
+    appmsg_loop_free(loop);
+    dataset_free(&data);
     return 1;
   }
   const int sigs[] = {SIGINT, SIGTERM};

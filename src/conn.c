@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,6 +34,33 @@ void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
 
 static uint64_t now_ms(const struct appmsg_conn *c) {
   return appmsg_loop_now(c->loop);
+}
+
+/* Keeps the peer's address in 24 bytes, to name it even after it left. */
+static void remember_peer(struct appmsg_conn *c, const struct sockaddr *sa, socklen_t len) {
+  c->peer_family = 0;
+  if (sa == NULL || len < sizeof(sa_family_t))
+    return;
+  if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    memcpy(c->peer_addr, &in->sin_addr, 4);
+    c->peer_port = in->sin_port;
+  } else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    memcpy(c->peer_addr, &in6->sin6_addr, 16);
+    c->peer_port = in6->sin6_port;
+    c->peer_scope = in6->sin6_scope_id;
+  } else if (sa->sa_family != AF_UNIX) {
+    return;
+  }
+  c->peer_family = sa->sa_family;
+}
+
+static void lookup_peer(struct appmsg_conn *c) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0)
+    remember_peer(c, (struct sockaddr *)&ss, len);
 }
 
 /* Frees everything; the end of every connection. */
@@ -245,6 +273,8 @@ static void on_readable(struct appmsg_conn *c) {
 static void on_connected(struct appmsg_conn *c) {
   int rc = appmsg_connect_result(c->fd);
   c->connecting = 0;
+  if (rc == 0)
+    lookup_peer(c);
   c->last_rx = c->last_tx = now_ms(c);
   if (c->cbs->on_connect) {
     c->busy++;
@@ -335,10 +365,23 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
   return 0;
 }
 
+int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                              const struct appmsg_conn_opts *opts,
+                              const struct appmsg_conn_callbacks *cbs, void *ud,
+                              const struct sockaddr *peer, unsigned peer_len) {
+  int rc = make_conn(c, loop, fd, opts, cbs, ud, 0);
+  if (rc == 0)
+    remember_peer(*c, peer, peer_len);
+  return rc;
+}
+
 int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
                     const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
                     void *ud) {
-  return make_conn(c, loop, fd, opts, cbs, ud, 0);
+  int rc = make_conn(c, loop, fd, opts, cbs, ud, 0);
+  if (rc == 0)
+    lookup_peer(*c);
+  return rc;
 }
 
 int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const char *host,
@@ -429,8 +472,27 @@ size_t appmsg_conn_pending(const struct appmsg_conn *c) {
 
 const char *appmsg_conn_peer(const struct appmsg_conn *c) {
   static _Thread_local char buf[APPMSG_ADDRSTRLEN];
-  if (appmsg_peername(c->fd, buf, sizeof buf) < 0)
-    strcpy(buf, "?");
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t len = 0;
+  if (c->peer_family == AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    in->sin_family = AF_INET;
+    in->sin_port = c->peer_port;
+    memcpy(&in->sin_addr, c->peer_addr, 4);
+    len = sizeof *in;
+  } else if (c->peer_family == AF_INET6) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = c->peer_port;
+    in6->sin6_scope_id = c->peer_scope;
+    memcpy(&in6->sin6_addr, c->peer_addr, 16);
+    len = sizeof *in6;
+  } else if (c->peer_family == AF_UNIX) {
+    return "unix:";
+  }
+  if (len == 0 || appmsg_addr_format((struct sockaddr *)&ss, len, buf, sizeof buf) < 0)
+    return "?";
   return buf;
 }
 

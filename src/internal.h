@@ -89,6 +89,10 @@ struct appmsg_conn {
   void *_server;                           /* the server that owns it, if any */
   int fd;                                  /* the socket */
   int reason;                              /* why it is closing (0: clean) */
+  uint32_t peer_scope;                     /* the peer's IPv6 scope id */
+  uint16_t peer_family;                    /* AF_INET, AF_INET6, AF_UNIX; 0 unknown */
+  uint16_t peer_port;                      /* network order */
+  unsigned char peer_addr[16];             /* kept so a vanished peer can still be named */
   unsigned busy;                           /* callbacks of this connection running */
   unsigned connecting : 1;                 /* a connect is in progress */
   unsigned eof : 1;                        /* the peer finished sending */
@@ -102,6 +106,12 @@ struct appmsg_conn {
 void appmsg__conn_link(struct appmsg_conn *c, void *server, struct appmsg_conn **head);
 void appmsg__conn_unlink(struct appmsg_conn *c, struct appmsg_conn **head);
 struct appmsg_conn *appmsg__conn_next(const struct appmsg_conn *c);
+/* appmsg_conn_new() for a socket just accepted from peer (no getpeername). */
+struct sockaddr;
+int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                              const struct appmsg_conn_opts *opts,
+                              const struct appmsg_conn_callbacks *cbs, void *ud,
+                              const struct sockaddr *peer, unsigned peer_len);
 /* Called by a connection of a server as it ends, before its on_close. */
 void appmsg__server_conn_closed(void *server, struct appmsg_conn *c);
 

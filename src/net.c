@@ -454,9 +454,16 @@ int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, i
 /* ---- accepting ----------------------------------------------------------- */
 
 int appmsg_accept(int listen_fd, int *fdp) {
+  return appmsg_accept_peer(listen_fd, fdp, NULL, NULL);
+}
+
+int appmsg_accept_peer(int listen_fd, int *fdp, struct sockaddr *addr, socklen_t *addrlen) {
   *fdp = -1;
+  socklen_t room = addrlen ? *addrlen : 0;
   for (;;) {
-    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (addrlen)
+      *addrlen = room;
+    int fd = accept4(listen_fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       *fdp = fd;
       return 0;
@@ -511,7 +518,10 @@ int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd) {
 int appmsg_acceptor_accept(struct appmsg_acceptor *a, int *fdp) {
   if (a->reserve_fd < 0)
     a->reserve_fd = open_reserve();
-  int rc = appmsg_accept(a->listen_fd, fdp);
+  a->peer_len = sizeof a->peer;
+  int rc = appmsg_accept_peer(a->listen_fd, fdp, (struct sockaddr *)&a->peer, &a->peer_len);
+  if (rc)
+    a->peer_len = 0;
   if ((rc != -EMFILE && rc != -ENFILE) || a->reserve_fd < 0)
     return rc;
   int shed = appmsg_accept_shed(a->listen_fd, &a->reserve_fd);

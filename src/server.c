@@ -86,7 +86,8 @@ static void refuse(struct appmsg_server *s, int fd) {
     return;
   }
   struct appmsg_conn *c;
-  if (appmsg_conn_new(&c, s->loop, fd, &s->opts->conn, &refuse_cbs, NULL) != 0)
+  if (appmsg__conn_new_accepted(&c, s->loop, fd, &s->opts->conn, &refuse_cbs, NULL,
+                                (struct sockaddr *)&s->acc.peer, s->acc.peer_len) != 0)
     return;
   c->refused = 1;
   s->refusing++;
@@ -131,7 +132,8 @@ static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *u
       continue;
     }
     struct appmsg_conn *c;
-    if (appmsg_conn_new(&c, loop, cfd, &s->opts->conn, s->conn_cbs, s->ud) != 0)
+    if (appmsg__conn_new_accepted(&c, loop, cfd, &s->opts->conn, s->conn_cbs, s->ud,
+                                  (struct sockaddr *)&s->acc.peer, s->acc.peer_len) != 0)
       continue; /* out of memory: the connection is closed */
     s->count++;
     appmsg__conn_link(c, s, &s->head);

@@ -141,6 +141,10 @@ int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, i
  */
 int appmsg_accept(int listen_fd, int *fd);
 
+/* appmsg_accept() that also stores the peer's address (as accept4() gives
+ * it, at no extra cost) in addr, of room *addrlen, updated to its length. */
+int appmsg_accept_peer(int listen_fd, int *fd, struct sockaddr *addr, socklen_t *addrlen);
+
 /*
  * The descriptor-exhaustion escape hatch (the libev/libuv "reserve fd"
  * pattern): closes *reserve_fd to free one descriptor, accepts the pending
@@ -168,9 +172,11 @@ int appmsg_accept_shed(int listen_fd, int *reserve_fd);
  *     }
  */
 struct appmsg_acceptor {
-  int listen_fd;      /* the listening socket (caller's) */
-  int reserve_fd;     /* spare descriptor kept open for shedding, -1 if none */
-  unsigned long shed; /* connections accepted-and-closed for want of descriptors */
+  int listen_fd;                /* the listening socket (caller's) */
+  int reserve_fd;               /* spare descriptor kept open for shedding, -1 if none */
+  unsigned long shed;           /* connections accepted-and-closed for want of descriptors */
+  struct sockaddr_storage peer; /* the peer of the connection last accepted */
+  socklen_t peer_len;           /* its length (0 if unknown) */
 };
 
 /* Sets up an acceptor for listen_fd and opens the reserve. Returns 0 or a negated errno. */
