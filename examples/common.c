@@ -69,3 +69,28 @@ const char *connect_hint(int err) {
     return appmsg_strerror(err);
   }
 }
+
+void bytes_repr(const unsigned char *p, size_t n, size_t max, char *out) {
+  size_t shown = n < max ? n : max;
+  int squote = memchr(p, '\'', shown) != NULL, dquote = memchr(p, '"', shown) != NULL;
+  char quote = squote && !dquote ? '"' : '\'';
+  char *o = out;
+  *o++ = 'b';
+  *o++ = quote;
+  for (size_t i = 0; i < shown; i++) {
+    unsigned char ch = p[i];
+    if (ch == (unsigned char)quote || ch == '\\') {
+      *o++ = '\\';
+      *o++ = (char)ch;
+    } else if (ch == '\t' || ch == '\n' || ch == '\r') {
+      *o++ = '\\';
+      *o++ = ch == '\t' ? 't' : ch == '\n' ? 'n' : 'r';
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      o += sprintf(o, "\\x%02x", ch);
+    } else {
+      *o++ = (char)ch;
+    }
+  }
+  *o++ = quote;
+  strcpy(o, shown < n ? "..." : "");
+}

@@ -25,4 +25,13 @@ void usage_error(const char *usage) __attribute__((noreturn));
 /* A human hint for a failed connect: "is the server running on H:P?". */
 const char *connect_hint(int err);
 
+/*
+ * Writes Python's repr() of (at most max bytes of) a bytes object into out:
+ * b'...' with the quote and backslash escaped, \t \n \r, other bytes
+ * outside printable ASCII as \xNN, double quotes when the bytes hold ' but
+ * no "; "..." follows when it was cut short.  out needs 4 * max + 8 bytes.
+ */
+#include <stddef.h>
+void bytes_repr(const unsigned char *p, size_t n, size_t max, char *out);
+
 #endif

@@ -55,19 +55,19 @@ static int required_index(const char *key, size_t len) {
 }
 
 struct collect {
-  struct appmsg__json_member field[F_COUNT]; /* the required members found */
-  int seen[F_COUNT];                         /* how often each was found */
-  size_t extras;                             /* members that are not required */
+  struct appmsg_json_member field[F_COUNT]; /* the required members found */
+  int seen[F_COUNT];                        /* how often each was found */
+  size_t extras;                            /* members that are not required */
 };
 
-static void collect_member(void *ud, const struct appmsg__json_member *m) {
+static void collect_member(void *ud, const struct appmsg_json_member *m) {
   struct collect *c = ud;
   int f;
   if (!m->key_escaped) {
     f = required_index(m->key, m->key_len);
   } else if (m->key_len <= 96) { /* longer cannot unescape to a required name */
     char tmp[96];
-    f = required_index(tmp, appmsg__json_unescape(m->key, m->key_len, tmp));
+    f = required_index(tmp, appmsg_json_unescape(m->key, m->key_len, tmp));
   } else {
     f = -1;
   }
@@ -79,48 +79,117 @@ static void collect_member(void *ud, const struct appmsg__json_member *m) {
     c->field[f] = *m;
 }
 
-static int cmp_keys(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
+/*
+ * The extra keys of a header.  A header built to be sent keeps them as a
+ * cJSON object; a received one keeps only the header text and builds the
+ * object the first time the application asks: as a tree, a 64 KiB header
+ * of extras would cost some 40 times its size, and most programs never
+ * look at extras at all.
+ */
+struct extras {
+  cJSON *tree;     /* the extra keys as an object, or NULL until built */
+  const char *raw; /* the received header text (borrowed), while tree is NULL */
+  size_t raw_len;  /* its length */
+  char *strings;   /* a received header's content-type and content-encoding */
+};
+
+static void extras_free(struct extras *e) {
+  if (e) {
+    cJSON_Delete(e->tree);
+    free(e->strings);
+    free(e);
+  }
 }
 
-/* Builds the extras object from the whole (validated) header text and
- * checks the extra keys for duplicates.  Returns 0, 1 on a duplicate,
- * -ENOMEM. */
-static int build_extras(const char *buf, size_t n, size_t count, cJSON **out) {
-  cJSON *root = cJSON_ParseWithLength(buf, n);
-  if (root == NULL)
-    return -ENOMEM; /* the scanner accepted it, so only memory can fail */
-  for (int f = 0; f < F_COUNT; f++)
-    while (cJSON_GetObjectItemCaseSensitive(root, field_name[f]))
+/* The extras object of h, built from the received text on first use (the
+ * header is logically const: building it changes no observable value). */
+static cJSON *tree_of(const struct appmsg_header *h) {
+  struct extras *e = h->_extras;
+  if (e == NULL)
+    return NULL;
+  if (e->tree == NULL && e->raw != NULL) {
+    cJSON *root = cJSON_ParseWithLength(e->raw, e->raw_len);
+    if (root == NULL)
+      return NULL; /* the scanner accepted the text, so only memory can fail */
+    for (int f = 0; f < F_COUNT; f++)
       cJSON_DeleteItemFromObjectCaseSensitive(root, field_name[f]);
-  const char **keys = malloc(count * sizeof *keys);
-  if (keys == NULL) {
-    cJSON_Delete(root);
-    return -ENOMEM;
+    e->tree = root;
+    e->raw = NULL;
   }
-  size_t k = 0;
-  for (cJSON *it = root->child; it && k < count; it = it->next)
-    keys[k++] = it->string;
-  qsort(keys, k, sizeof *keys, cmp_keys);
-  int dup = 0;
-  for (size_t i = 1; i < k && !dup; i++)
-    dup = strcmp(keys[i - 1], keys[i]) == 0;
-  free(keys);
-  if (dup) {
-    cJSON_Delete(root);
-    return 1;
+  return e->tree;
+}
+
+/* Collects the extra keys' spans for the duplicate check. */
+struct keyspan {
+  const char *p;
+  size_t len;
+};
+
+struct keys {
+  struct keyspan *v; /* room for every extra key */
+  size_t n;          /* how many so far */
+  char *arena;       /* unescaped copies of escaped keys */
+  size_t used;       /* bytes of arena used */
+};
+
+static void collect_key(void *ud, const struct appmsg_json_member *m) {
+  struct keys *k = ud;
+  const char *key = m->key;
+  size_t len = m->key_len;
+  if (m->key_escaped) {
+    char *dst = k->arena + k->used;
+    len = appmsg_json_unescape(m->key, m->key_len, dst);
+    key = dst;
+    k->used += len;
   }
-  *out = root;
-  return 0;
+  if (required_index(key, len) >= 0)
+    return;
+  k->v[k->n].p = key;
+  k->v[k->n].len = len;
+  k->n++;
+}
+
+static int cmp_span(const void *a, const void *b) {
+  const struct keyspan *x = a, *y = b;
+  int c = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Whether two extra keys are equal after unescaping: O(k log k) in time,
+ * transient memory bounded by the header's size.  -ENOMEM if it cannot
+ * tell. */
+static int extras_have_duplicate(const char *buf, size_t n, size_t count) {
+  struct keys k = {malloc(count * sizeof *k.v), 0, malloc(n ? n : 1), 0};
+  int dup = -ENOMEM;
+  if (k.v && k.arena) {
+    struct appmsg__json_error e;
+    appmsg__json_scan(buf, n, APPMSG_HEADER_DEPTH_MAX, 1, NULL, collect_key, &k, &e);
+    qsort(k.v, k.n, sizeof *k.v, cmp_span);
+    dup = 0;
+    for (size_t i = 1; i < k.n && !dup; i++)
+      dup = cmp_span(&k.v[i - 1], &k.v[i]) == 0;
+  }
+  free(k.v);
+  free(k.arena);
+  return dup;
 }
 
 /* Unescapes a string member in place and NUL-terminates it (the closing
  * quote, or an earlier byte, takes the NUL). */
-static char *string_in_place(const struct appmsg__json_member *m) {
+static char *string_in_place(const struct appmsg_json_member *m) {
   char *v = (char *)m->val;
-  size_t len = m->val_escaped ? appmsg__json_unescape(v, m->val_len, v) : m->val_len;
+  size_t len = m->val_escaped ? appmsg_json_unescape(v, m->val_len, v) : m->val_len;
   v[len] = '\0';
   return v;
+}
+
+/* Unescapes a string member into dst (room for val_len + 1), with a NUL. */
+static char *string_copy(const struct appmsg_json_member *m, char *dst) {
+  size_t len = m->val_escaped ? appmsg_json_unescape(m->val, m->val_len, dst) : m->val_len;
+  if (!m->val_escaped)
+    memcpy(dst, m->val, len);
+  dst[len] = '\0';
+  return dst;
 }
 
 static int perr(struct appmsg__json_error *err, int code, size_t off, const char *reason) {
@@ -138,42 +207,56 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appms
     return perr(err, APPMSG_E_HEADER_UTF8, bad, "header is not valid UTF-8");
   struct collect c;
   memset(&c, 0, sizeof c);
-  int rc = appmsg__json_scan(buf, n, APPMSG_HEADER_DEPTH_MAX, 1, collect_member, &c, err);
+  int rc = appmsg__json_scan(buf, n, APPMSG_HEADER_DEPTH_MAX, 1, NULL, collect_member, &c, err);
   if (rc)
     return rc;
 
-  cJSON *extras = NULL;
   for (int f = 0; f < F_COUNT; f++)
     if (c.seen[f] > 1)
       return perr(err, APPMSG_E_HEADER_DUPLICATE, 0, "duplicate key in header");
+  struct extras *extras = NULL;
   if (c.extras > 0) {
-    rc = build_extras(buf, n, c.extras, &extras);
+    rc = extras_have_duplicate(buf, n, c.extras);
     if (rc == 1)
       return perr(err, APPMSG_E_HEADER_DUPLICATE, 0, "duplicate key in header");
-    if (rc < 0)
-      return perr(err, rc, 0, "out of memory");
+    /* With extras the text must stay as received (they are built from it
+     * later), so the two strings are unescaped into a buffer of their own. */
+    size_t room = (c.seen[F_TYPE] ? c.field[F_TYPE].val_len : 0) +
+                  (c.seen[F_ENCODING] ? c.field[F_ENCODING].val_len : 0) + 2;
+    extras = rc == 0 ? calloc(1, sizeof *extras) : NULL;
+    if (extras)
+      extras->strings = malloc(room);
+    if (extras == NULL || extras->strings == NULL) {
+      extras_free(extras);
+      return perr(err, -ENOMEM, 0, "out of memory");
+    }
+    extras->raw = buf;
+    extras->raw_len = n;
   }
+  char *strings = extras ? extras->strings : NULL;
 
   /* The four fields, in the order PROTOCOL.md section 5 gives. */
   for (int f = 0; f < F_COUNT; f++) {
-    const struct appmsg__json_member *m = &c.field[f];
-    enum appmsg__json_type want = f == F_LENGTH ? APPMSG__JSON_NUMBER : APPMSG__JSON_STRING;
+    const struct appmsg_json_member *m = &c.field[f];
+    enum appmsg_json_type want = f == F_LENGTH ? APPMSG_JSON_NUMBER : APPMSG_JSON_STRING;
     if (!c.seen[f])
       rc = perr(err, APPMSG_E_FIELD_MISSING, 0, missing_reason[f]);
     else if (m->type != want)
       rc = perr(err, APPMSG_E_FIELD_TYPE, 0, type_reason[f]);
     else if (f == F_BYTEORDER) {
-      const char *v = string_in_place(m);
+      char tmp[64]; /* longer cannot unescape to "little" or "big" */
+      const char *v = m->val_len < sizeof tmp ? string_copy(m, tmp) : "";
       if (strcmp(v, "little") == 0)
         h->byteorder = APPMSG_BYTEORDER_LITTLE;
       else if (strcmp(v, "big") == 0)
         h->byteorder = APPMSG_BYTEORDER_BIG;
       else
         rc = perr(err, APPMSG_E_BYTEORDER, 0, "\"byteorder\" must be \"little\" or \"big\"");
-    } else if (f == F_TYPE) {
-      h->content_type = string_in_place(m);
-    } else if (f == F_ENCODING) {
-      h->content_encoding = string_in_place(m);
+    } else if (f == F_TYPE || f == F_ENCODING) {
+      char *v = strings ? string_copy(m, strings) : string_in_place(m);
+      if (strings)
+        strings += strlen(v) + 1;
+      *(f == F_TYPE ? &h->content_type : &h->content_encoding) = v;
     } else if (!m->val_plain_int) {
       rc = perr(err, APPMSG_E_CONTENT_LENGTH, 0,
                 "\"content-length\" must be written as a non-negative integer (digits only)");
@@ -193,7 +276,7 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appms
       break;
   }
   if (rc) {
-    cJSON_Delete(extras);
+    extras_free(extras);
     memset(h, 0, sizeof *h);
     return rc;
   }
@@ -203,7 +286,7 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appms
 }
 
 void appmsg__header_release_borrowed(struct appmsg_header *h) {
-  cJSON_Delete(h->_extras);
+  extras_free(h->_extras);
   memset(h, 0, sizeof *h);
 }
 
@@ -217,7 +300,7 @@ void appmsg_header_cleanup(struct appmsg_header *h) {
     free(h->content_type);
     free(h->content_encoding);
   }
-  cJSON_Delete(h->_extras);
+  extras_free(h->_extras);
   memset(h, 0, sizeof *h);
 }
 
@@ -256,10 +339,15 @@ int appmsg_header_copy(struct appmsg_header *dst, const struct appmsg_header *sr
   dst->byteorder = src->byteorder;
   dst->content_length = src->content_length;
   int rc = appmsg_header_set(dst, src->content_type, src->content_encoding);
-  if (rc == 0 && src->_extras) {
-    dst->_extras = cJSON_Duplicate(src->_extras, 1);
-    if (dst->_extras == NULL)
+  cJSON *tree = tree_of(src);
+  if (rc == 0 && tree) {
+    struct extras *e = calloc(1, sizeof *e);
+    if (e && (e->tree = cJSON_Duplicate(tree, 1)) != NULL)
+      dst->_extras = e;
+    else {
+      free(e);
       rc = -ENOMEM;
+    }
   }
   if (rc) {
     appmsg_header_cleanup(dst);
@@ -279,17 +367,19 @@ int appmsg_header_validate(const struct appmsg_header *h) {
 }
 
 size_t appmsg_header_extra_count(const struct appmsg_header *h) {
-  return h->_extras ? (size_t)cJSON_GetArraySize(h->_extras) : 0;
+  cJSON *t = tree_of(h);
+  return t ? (size_t)cJSON_GetArraySize(t) : 0;
 }
 
 const char *appmsg_header_extra_key(const struct appmsg_header *h, size_t i) {
-  if (h->_extras == NULL || i >= appmsg_header_extra_count(h))
+  if (i >= appmsg_header_extra_count(h))
     return NULL;
-  return cJSON_GetArrayItem(h->_extras, (int)i)->string;
+  return cJSON_GetArrayItem(tree_of(h), (int)i)->string;
 }
 
 static cJSON *extra_item(const struct appmsg_header *h, const char *key) {
-  return h->_extras && key ? cJSON_GetObjectItemCaseSensitive(h->_extras, key) : NULL;
+  cJSON *t = tree_of(h);
+  return t && key ? cJSON_GetObjectItemCaseSensitive(t, key) : NULL;
 }
 
 const char *appmsg_header_extra_string(const struct appmsg_header *h, const char *key) {
@@ -309,13 +399,18 @@ static int put_extra(struct appmsg_header *h, const char *key, cJSON *item) {
     cJSON_Delete(item);
     return -EINVAL;
   }
-  if (h->_extras == NULL && (h->_extras = cJSON_CreateObject()) == NULL) {
+  struct extras *e = h->_extras;
+  if (e == NULL && (e = h->_extras = calloc(1, sizeof *e)) == NULL) {
     cJSON_Delete(item);
     return -ENOMEM;
   }
-  if (cJSON_GetObjectItemCaseSensitive(h->_extras, key))
-    return cJSON_ReplaceItemInObjectCaseSensitive(h->_extras, key, item) ? 0 : -ENOMEM;
-  if (!cJSON_AddItemToObject(h->_extras, key, item)) {
+  if (e->tree == NULL && (e->tree = cJSON_CreateObject()) == NULL) {
+    cJSON_Delete(item);
+    return -ENOMEM;
+  }
+  if (cJSON_GetObjectItemCaseSensitive(e->tree, key))
+    return cJSON_ReplaceItemInObjectCaseSensitive(e->tree, key, item) ? 0 : -ENOMEM;
+  if (!cJSON_AddItemToObject(e->tree, key, item)) {
     cJSON_Delete(item);
     return -ENOMEM;
   }
@@ -343,7 +438,7 @@ int appmsg_header_set_extra_string(struct appmsg_header *h, const char *key, con
 int appmsg_header_remove_extra(struct appmsg_header *h, const char *key) {
   if (h->_borrowed || extra_item(h, key) == NULL)
     return h->_borrowed ? -EINVAL : -ENOENT;
-  cJSON_DeleteItemFromObjectCaseSensitive(h->_extras, key);
+  cJSON_DeleteItemFromObjectCaseSensitive(tree_of(h), key);
   return 0;
 }
 
@@ -384,8 +479,9 @@ long appmsg_header_write(const struct appmsg_header *h, uint64_t content_length,
   int k =
       snprintf(num, sizeof num, ", \"content-length\": %llu", (unsigned long long)content_length);
   put(&o, num, (size_t)k);
-  if (h->_extras) {
-    for (cJSON *it = ((cJSON *)h->_extras)->child; it; it = it->next) {
+  cJSON *tree = tree_of(h);
+  if (tree) {
+    for (cJSON *it = tree->child; it; it = it->next) {
       char *v = cJSON_PrintUnformatted(it);
       if (v == NULL)
         return -ENOMEM;

@@ -7,32 +7,6 @@
 
 #include "appmsg/appmsg.h"
 
-/* JSON value kinds as the scanner reports them. */
-enum appmsg__json_type {
-  APPMSG__JSON_STRING,
-  APPMSG__JSON_NUMBER,
-  APPMSG__JSON_OBJECT,
-  APPMSG__JSON_ARRAY,
-  APPMSG__JSON_TRUE,
-  APPMSG__JSON_FALSE,
-  APPMSG__JSON_NULL,
-};
-
-/* One member of the top-level object, as raw spans of the scanned text. */
-struct appmsg__json_member {
-  const char *key;             /* key bytes between the quotes, still escaped */
-  size_t key_len;              /* their count */
-  int key_escaped;             /* 1 if the key contains a backslash escape */
-  const char *val;             /* the value's bytes (a string without its quotes) */
-  size_t val_len;              /* their count */
-  int val_escaped;             /* for strings: 1 if the value contains an escape */
-  int val_plain_int;           /* for numbers: 1 if written as digits only */
-  enum appmsg__json_type type; /* the value's kind */
-};
-
-/* Called for each member of the top-level object, in order. */
-typedef void (*appmsg__json_member_cb)(void *ud, const struct appmsg__json_member *m);
-
 /* Where and why a scan failed. */
 struct appmsg__json_error {
   int code;           /* APPMSG_E_HEADER_{JSON,DEPTH,TRAILING,NOT_OBJECT,UTF8} */
@@ -48,15 +22,12 @@ struct appmsg__json_error {
  * Returns 0, or the error code with *err filled in.
  */
 int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
-                      appmsg__json_member_cb cb, void *ud, struct appmsg__json_error *err);
+                      enum appmsg_json_type *top, appmsg_json_member_cb cb, void *ud,
+                      struct appmsg__json_error *err);
 
 /* Returns n when p[0..n) is well-formed UTF-8, else the offset of the
  * first byte of the first ill-formed sequence. */
 size_t appmsg__utf8_check(const unsigned char *p, size_t n);
-
-/* Unescapes the inside of a JSON string already validated by the scanner
- * into dst (room for n bytes; dst may equal src).  Returns the length. */
-size_t appmsg__json_unescape(const char *src, size_t n, char *dst);
 
 /* Parses a header already received whole: UTF-8, JSON and field rules of
  * PROTOCOL.md section 5, steps 3-5.  buf is modified (strings are

@@ -18,14 +18,14 @@ struct scan {
   size_t i;                       /* the next byte to read */
   int depth;                      /* current nesting */
   int max_depth;                  /* refuse deeper nesting */
-  appmsg__json_member_cb cb;      /* top-level member callback or NULL */
+  appmsg_json_member_cb cb;       /* top-level member callback or NULL */
   void *ud;                       /* its user data */
   struct appmsg__json_error *err; /* where to report */
 };
 
 /* Per-member facts the value parsers hand back to the object parser. */
 struct valinfo {
-  enum appmsg__json_type type;
+  enum appmsg_json_type type;
   int escaped;
   int plain_int;
 };
@@ -222,7 +222,7 @@ static int scan_container(struct scan *s, int is_object) {
     return 0;
   }
   for (;;) {
-    struct appmsg__json_member m = {0};
+    struct appmsg_json_member m = {0};
     if (is_object) {
       if (s->i >= s->n)
         return bad(s, "unexpected end inside an object");
@@ -253,7 +253,7 @@ static int scan_container(struct scan *s, int is_object) {
       m.val_plain_int = vi.plain_int;
       m.val = s->p + v0;
       m.val_len = s->i - v0;
-      if (vi.type == APPMSG__JSON_STRING) {
+      if (vi.type == APPMSG_JSON_STRING) {
         m.val++;
         m.val_len -= 2;
       }
@@ -284,26 +284,26 @@ static int scan_value(struct scan *s, struct valinfo *vi) {
     return bad(s, "unexpected end where a value was expected");
   switch (s->p[s->i]) {
   case '{':
-    vi->type = APPMSG__JSON_OBJECT;
+    vi->type = APPMSG_JSON_OBJECT;
     return scan_container(s, 1);
   case '[':
-    vi->type = APPMSG__JSON_ARRAY;
+    vi->type = APPMSG_JSON_ARRAY;
     return scan_container(s, 0);
   case '"':
-    vi->type = APPMSG__JSON_STRING;
+    vi->type = APPMSG_JSON_STRING;
     return scan_string(s, &vi->escaped);
   case 't':
-    vi->type = APPMSG__JSON_TRUE;
+    vi->type = APPMSG_JSON_TRUE;
     return scan_literal(s, "true");
   case 'f':
-    vi->type = APPMSG__JSON_FALSE;
+    vi->type = APPMSG_JSON_FALSE;
     return scan_literal(s, "false");
   case 'n':
-    vi->type = APPMSG__JSON_NULL;
+    vi->type = APPMSG_JSON_NULL;
     return scan_literal(s, "null");
   default:
     if (s->p[s->i] == '-' || is_digit((unsigned char)s->p[s->i])) {
-      vi->type = APPMSG__JSON_NUMBER;
+      vi->type = APPMSG_JSON_NUMBER;
       return scan_number(s, &vi->plain_int);
     }
     return bad(s, "unexpected character where a value was expected");
@@ -311,7 +311,8 @@ static int scan_value(struct scan *s, struct valinfo *vi) {
 }
 
 int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
-                      appmsg__json_member_cb cb, void *ud, struct appmsg__json_error *err) {
+                      enum appmsg_json_type *top, appmsg_json_member_cb cb, void *ud,
+                      struct appmsg__json_error *err) {
   struct scan s = {p, n, 0, 0, max_depth, cb, ud, err};
   skip_ws(&s);
   if (s.i >= n)
@@ -322,6 +323,8 @@ int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
   int rc = scan_value(&s, &vi);
   if (rc)
     return rc;
+  if (top)
+    *top = vi.type;
   skip_ws(&s);
   if (s.i < n)
     return fail(&s, APPMSG_E_HEADER_TRAILING, s.i, "bytes after the JSON value");
@@ -406,7 +409,7 @@ static unsigned hex4(const char *p) {
   return v;
 }
 
-size_t appmsg__json_unescape(const char *src, size_t n, char *dst) {
+size_t appmsg_json_unescape(const char *src, size_t n, char *dst) {
   size_t i = 0, o = 0;
   while (i < n) {
     char c = src[i];
@@ -505,8 +508,8 @@ size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {
   return o;
 }
 
-int appmsg_json_check(const void *buf, size_t n, int max_depth, size_t *err_offset,
-                      const char **reason) {
+int appmsg_json_scan(const void *buf, size_t n, int max_depth, enum appmsg_json_type *top,
+                     appmsg_json_member_cb cb, void *ud, size_t *err_offset, const char **reason) {
   const unsigned char *p = buf;
   size_t bad_utf8 = appmsg__utf8_check(p, n);
   struct appmsg__json_error e = {0, 0, NULL};
@@ -514,15 +517,15 @@ int appmsg_json_check(const void *buf, size_t n, int max_depth, size_t *err_offs
   if (bad_utf8 < n) {
     rc = APPMSG_E_CONTENT_UTF8;
     e.offset = bad_utf8;
-    e.reason = "content is not valid UTF-8";
-  } else if (appmsg__json_scan(buf, n, max_depth > 0 ? max_depth : 1, 0, NULL, NULL, &e) != 0) {
+    e.reason = "not valid UTF-8";
+  } else if (appmsg__json_scan(buf, n, max_depth > 0 ? max_depth : 1, 0, top, cb, ud, &e) != 0) {
     rc = APPMSG_E_CONTENT_JSON;
     if (e.code == APPMSG_E_HEADER_DEPTH)
-      e.reason = "content nested too deeply";
+      e.reason = "nested too deeply";
     else if (e.code == APPMSG_E_HEADER_TRAILING)
-      e.reason = "bytes after the content's JSON value";
+      e.reason = "bytes after the JSON value";
     else if (e.code == APPMSG_E_HEADER_NOT_OBJECT)
-      e.reason = "content is empty";
+      e.reason = "empty";
   }
   if (rc) {
     if (err_offset)
@@ -531,4 +534,9 @@ int appmsg_json_check(const void *buf, size_t n, int max_depth, size_t *err_offs
       *reason = e.reason;
   }
   return rc;
+}
+
+int appmsg_json_check(const void *buf, size_t n, int max_depth, size_t *err_offset,
+                      const char **reason) {
+  return appmsg_json_scan(buf, n, max_depth, NULL, NULL, NULL, err_offset, reason);
 }

@@ -34,6 +34,19 @@ void appmsg_server_opts_default(struct appmsg_server_opts *o) {
   o->backlog = 511;
 }
 
+/* Replaces what is not well-formed UTF-8 (a reason built from peer bytes,
+ * or cut short) with '?', so that a reply is always valid JSON text. */
+static void utf8_sanitize(char *s) {
+  size_t n = strlen(s);
+  for (size_t i = 0; i < n;) {
+    size_t bad = appmsg__utf8_check((const unsigned char *)s + i, n - i);
+    if (bad == n - i)
+      break;
+    s[i + bad] = '?';
+    i += bad + 1;
+  }
+}
+
 int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset) {
   char body[1024];
   char quoted[700];
@@ -43,6 +56,7 @@ int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, l
   /* "Error: " + the reason, ending with a full stop as the guide's texts do. */
   snprintf(sentence, sizeof sentence, "Error: %s%s", text,
            tl && (text[tl - 1] == '.' || text[tl - 1] == '?') ? "" : ".");
+  utf8_sanitize(sentence);
   size_t q = appmsg_json_quote(sentence, strlen(sentence), quoted, sizeof quoted - 1);
   if (q >= sizeof quoted)
     q = 0; /* cannot happen: 512 bytes quote to at most 6 x 512... but stay safe */
@@ -81,8 +95,8 @@ static const struct appmsg_conn_callbacks refuse_cbs = {0};
 static void refuse(struct appmsg_server *s, int fd) {
   if (s->srv_cbs && s->srv_cbs->on_refuse)
     s->srv_cbs->on_refuse(s, APPMSG_E_TOO_MANY_CONNS, s->ud);
-  if (s->refusing >= MAX_REFUSING) {
-    close(fd);
+  if (s->refusing >= MAX_REFUSING || s->opts->conn.raw) {
+    close(fd); /* a raw (unframed) peer would not understand an error frame */
     return;
   }
   struct appmsg_conn *c;

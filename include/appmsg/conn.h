@@ -139,7 +139,8 @@ void appmsg_conn_close(struct appmsg_conn *c);
 void appmsg_conn_abort(struct appmsg_conn *c, int reason);
 
 /* Closes when the current frame (if any) has been answered and sent:
- * used to drain a server on SIGTERM. */
+ * used to drain a server on SIGTERM.  A raw connection has no frames, so
+ * it closes once its queued output is sent. */
 void appmsg_conn_close_when_idle(struct appmsg_conn *c);
 
 /* Accessors. */

@@ -126,6 +126,32 @@ long appmsg_header_write(const struct appmsg_header *h, uint64_t content_length,
  */
 size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap);
 
+/* JSON value kinds, as appmsg_json_scan() reports them. */
+enum appmsg_json_type {
+  APPMSG_JSON_STRING,
+  APPMSG_JSON_NUMBER,
+  APPMSG_JSON_OBJECT,
+  APPMSG_JSON_ARRAY,
+  APPMSG_JSON_TRUE,
+  APPMSG_JSON_FALSE,
+  APPMSG_JSON_NULL,
+};
+
+/* One member of a top-level object, as spans of the scanned text. */
+struct appmsg_json_member {
+  const char *key;            /* key bytes between the quotes, still escaped */
+  size_t key_len;             /* their count */
+  int key_escaped;            /* 1 if the key contains a backslash escape */
+  const char *val;            /* the value's bytes (for a string: without its quotes) */
+  size_t val_len;             /* their count */
+  int val_escaped;            /* for strings: 1 if the value contains an escape */
+  int val_plain_int;          /* for numbers: 1 if written as digits only */
+  enum appmsg_json_type type; /* the value's kind */
+};
+
+/* Called for each member of the top-level object, in order. */
+typedef void (*appmsg_json_member_cb)(void *ud, const struct appmsg_json_member *m);
+
 /*
  * Strictly checks that buf[0..n) is one JSON value (optionally surrounded
  * by JSON whitespace) in valid UTF-8: RFC 8259 grammar, no raw control
@@ -136,6 +162,24 @@ size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap);
  */
 int appmsg_json_check(const void *buf, size_t n, int max_depth, size_t *err_offset,
                       const char **reason);
+
+/*
+ * appmsg_json_check() that also tells the top-level value's kind (*top,
+ * if not NULL) and, when it is an object, reports each of its members to
+ * cb (if not NULL) as spans of buf, without allocating: a request can be
+ * read in one linear pass whatever it holds.  Members come in order, so a
+ * caller that keeps the last of a repeated key reads as Python does.
+ * Reasons here are short ("nested too deeply"); offsets are into buf.
+ */
+int appmsg_json_scan(const void *buf, size_t n, int max_depth, enum appmsg_json_type *top,
+                     appmsg_json_member_cb cb, void *ud, size_t *err_offset, const char **reason);
+
+/*
+ * Unescapes the inside of a JSON string that appmsg_json_scan() accepted
+ * (a member's key or string value) into dst, which has room for n bytes
+ * and may be src itself.  Returns the unescaped length (no NUL is added).
+ */
+size_t appmsg_json_unescape(const char *src, size_t n, char *dst);
 
 #ifdef __cplusplus
 }

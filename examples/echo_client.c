@@ -1,0 +1,113 @@
+/*
+ * echo-client: the guide's echo-client.py, with a blocking socket.
+ * Connects to HOST:PORT, sends "Hello, world", reads the echo and prints
+ * it as Python prints bytes: "Received b'Hello, world'".
+ *
+ *   usage: echo-client [HOST [PORT]]      (defaults 127.0.0.1 65432)
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "appmsg/appmsg.h"
+#include "appmsg/net.h"
+#include "common.h"
+
+#define USAGE "[HOST [PORT]]"
+#define MESSAGE "Hello, world"
+#define TIMEOUT_MS 5000 /* for the connect, and again for the reply */
+
+/* "host:port" as a person would type it: "[::1]:65432", "unix:/path". */
+static void endpoint_text(const char *host, const char *port, char *buf, size_t len) {
+  if (strncmp(host, "unix:", 5) == 0)
+    snprintf(buf, len, "%s", host);
+  else if (strchr(host, ':') != NULL && host[0] != '[')
+    snprintf(buf, len, "[%s]:%s", host, port);
+  else
+    snprintf(buf, len, "%s:%s", host, port);
+}
+
+/* Reads until want bytes are in buf or the stream ends.  Returns the count or a negated errno. */
+static ssize_t recv_upto(int fd, unsigned char *buf, size_t want) {
+  size_t got = 0;
+  while (got < want) {
+    ssize_t n = appmsg_recv(fd, buf + got, want - got);
+    if (n < 0)
+      return n;
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+int main(int argc, char **argv) {
+  prog_init(argv[0]);
+  handle_std_options(argc, argv, USAGE, NULL);
+  const char *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
+  int npos = 0, dashdash = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!dashdash && strcmp(argv[i], "--") == 0) {
+      dashdash = 1;
+      continue;
+    }
+    if (npos == 2)
+      usage_error(USAGE);
+    pos[npos++] = argv[i];
+  }
+  const char *host = pos[0], *port = pos[1];
+  char ep[APPMSG_ADDRSTRLEN + 300];
+  endpoint_text(host, port, ep, sizeof ep);
+
+  appmsg_ignore_sigpipe();
+  char err[APPMSG_NET_ERRLEN];
+  int fd;
+  int rc = appmsg_connect_timeout(host, port, TIMEOUT_MS, &fd, err, sizeof err);
+  if (rc == APPMSG_E_ADDRESS) {
+    logf_("%s", err);
+    return 1;
+  }
+  if (rc == -ECONNREFUSED) {
+    logf_("cannot connect to %s: %s; is the server running on %s?", ep, connect_hint(rc), ep);
+    return 1;
+  }
+  if (rc < 0) {
+    logf_("cannot connect to %s: %s", ep, connect_hint(rc));
+    return 1;
+  }
+  /* Bound the wait for the reply too: a server that never answers must not hang us. */
+  struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000, .tv_usec = (TIMEOUT_MS % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  const size_t len = sizeof MESSAGE - 1;
+  for (size_t off = 0; off < len;) {
+    ssize_t w = appmsg_send(fd, MESSAGE + off, len - off);
+    if (w < 0) {
+      logf_("cannot send to %s: %s", ep, appmsg_strerror((int)w));
+      close(fd);
+      return 1;
+    }
+    off += (size_t)w;
+  }
+
+  unsigned char buf[sizeof MESSAGE - 1];
+  ssize_t got = recv_upto(fd, buf, len);
+  close(fd);
+  if (got < 0) {
+    logf_("no reply from %s: %s", ep, got == -EAGAIN ? "timed out" : appmsg_strerror((int)got));
+    return 1;
+  }
+  char repr[4 * sizeof buf + 4];
+  bytes_repr(buf, (size_t)got, (size_t)got, repr);
+  printf("Received %s\n", repr);
+  fflush(stdout);
+  if ((size_t)got < len) {
+    logf_("%s closed the connection after %zd of %zu bytes", ep, got, len);
+    return 1;
+  }
+  return 0;
+}
