@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: the Check suites
-# and end-to-end tests (ctest), once in a normal build and once under
-# AddressSanitizer + UndefinedBehaviorSanitizer, plus the Python reference
-# decoder over proto/vectors.
+# Installs what is missing, builds, and runs every test:
+#   1. the Python reference decoder over proto/vectors;
+#   2. every CTest test (Check suites, end-to-end and hostile-peer tests) in a
+#      normal build (build/);
+#   3. the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
+#   4. a short libFuzzer pass over the decoder and the JSON check (FUZZ_SECONDS
+#      each, default 30);
+#   5. the end-to-end tests once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh iproute2 procps
+bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== reference decoder over proto/vectors"
@@ -19,6 +23,15 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 echo "== build and test under ASan/UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPMSG_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$jobs"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build-asan --output-on-failure -j"$jobs"
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+echo "== fuzz (${FUZZ_SECONDS:-30} s per target)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+
+echo "== end-to-end tests under valgrind"
+APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
+  ctest --test-dir build --output-on-failure -R '^e2e_programs$'
 echo "== all tests passed"

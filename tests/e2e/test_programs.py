@@ -17,6 +17,7 @@ import ast
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -47,7 +48,14 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 30.0      # a program must say "listening on" within this (ASan builds are slow)
 IO_TIMEOUT = 10.0         # any single wait for bytes
 RUN_TIMEOUT = 30.0        # a client program must finish within this
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:",
+                     # valgrind's memcheck (see APPMSG_WRAPPER)
+                     "Invalid read of size", "Invalid write of size", "Invalid free",
+                     "Conditional jump or move depends on uninitialised",
+                     "Use of uninitialised value", "definitely lost in")
+# APPMSG_WRAPPER runs every program of the project under a tool, e.g.
+#   APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite"
+WRAPPER = shlex.split(os.environ.get("APPMSG_WRAPPER", ""))
 # Leaks are checked only for the background programs (servers), which all end through their normal
 # shutdown path here; a one-shot run that fails at start-up may leave a trivial leak behind, and
 # LeakSanitizer's conservative stack scan makes such reports come and go.
@@ -334,8 +342,9 @@ class E2E(unittest.TestCase):
         return path
 
     def start(self, prog, *args, env=None) -> Proc:
-        argv = [self.bin(prog), *args] if not isinstance(prog, list) else [*prog, *args]
-        p = Proc(argv, self._tmp, env=env)
+        argv = [*WRAPPER, self.bin(prog), *args] if not isinstance(prog, list) \
+            else [*prog, *args]
+        p = Proc(argv, self._tmp, env=env, name=None if isinstance(prog, list) else prog)
         self._procs.append(p)
         return p
 
@@ -377,7 +386,7 @@ class E2E(unittest.TestCase):
 
     def run_prog(self, prog, *args, input=None, timeout=RUN_TIMEOUT, env=None):
         """Runs a program to completion: (returncode, stdout, stderr, seconds)."""
-        argv = [str(self.bin(prog)), *map(str, args)] if not isinstance(prog, list) \
+        argv = [*WRAPPER, str(self.bin(prog)), *map(str, args)] if not isinstance(prog, list) \
             else [*prog, *map(str, args)]
         t0 = time.monotonic()
         try:
