@@ -94,3 +94,29 @@ void bytes_repr(const unsigned char *p, size_t n, size_t max, char *out) {
   *o++ = quote;
   strcpy(o, shown < n ? "..." : "");
 }
+
+void host_port_args(int argc, char **argv, const char *usage, const char **host,
+                    const char **port) {
+  const char *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
+  int npos = 0, dashdash = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!dashdash && strcmp(argv[i], "--") == 0) {
+      dashdash = 1;
+      continue;
+    }
+    if (npos == 2)
+      usage_error(usage);
+    pos[npos++] = argv[i];
+  }
+  *host = pos[0];
+  *port = pos[1];
+}
+
+void endpoint_text(const char *host, const char *port, char *buf, size_t len) {
+  if (strncmp(host, "unix:", 5) == 0)
+    snprintf(buf, len, "%s", host);
+  else if (strchr(host, ':') != NULL && host[0] != '[')
+    snprintf(buf, len, "[%s]:%s", host, port);
+  else
+    snprintf(buf, len, "%s:%s", host, port);
+}

@@ -3,6 +3,7 @@
 #define APPMSG_EXAMPLES_COMMON_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_PORT "65432"
@@ -21,6 +22,13 @@ void handle_std_options(int argc, char **argv, const char *usage, const char *co
 
 /* Exits 2 after printing "usage: ..." to stderr. */
 void usage_error(const char *usage) __attribute__((noreturn));
+
+/* Reads the optional positional HOST and PORT (defaults 127.0.0.1 65432;
+ * "--" ends options); more than two is a usage error. */
+void host_port_args(int argc, char **argv, const char *usage, const char **host, const char **port);
+
+/* "host:port" as a person would type it: "[::1]:65432", "unix:/path". */
+void endpoint_text(const char *host, const char *port, char *buf, size_t len);
 
 /* A human hint for a failed connect: "is the server running on H:P?". */
 const char *connect_hint(int err);

@@ -21,16 +21,6 @@
 #define MESSAGE "Hello, world"
 #define TIMEOUT_MS 5000 /* for the connect, and again for the reply */
 
-/* "host:port" as a person would type it: "[::1]:65432", "unix:/path". */
-static void endpoint_text(const char *host, const char *port, char *buf, size_t len) {
-  if (strncmp(host, "unix:", 5) == 0)
-    snprintf(buf, len, "%s", host);
-  else if (strchr(host, ':') != NULL && host[0] != '[')
-    snprintf(buf, len, "[%s]:%s", host, port);
-  else
-    snprintf(buf, len, "%s:%s", host, port);
-}
-
 /* Reads until want bytes are in buf or the stream ends.  Returns the count or a negated errno. */
 static ssize_t recv_upto(int fd, unsigned char *buf, size_t want) {
   size_t got = 0;
@@ -48,18 +38,8 @@ static ssize_t recv_upto(int fd, unsigned char *buf, size_t want) {
 int main(int argc, char **argv) {
   prog_init(argv[0]);
   handle_std_options(argc, argv, USAGE, NULL);
-  const char *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
-  int npos = 0, dashdash = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!dashdash && strcmp(argv[i], "--") == 0) {
-      dashdash = 1;
-      continue;
-    }
-    if (npos == 2)
-      usage_error(USAGE);
-    pos[npos++] = argv[i];
-  }
-  const char *host = pos[0], *port = pos[1];
+  const char *host, *port;
+  host_port_args(argc, argv, USAGE, &host, &port);
   char ep[APPMSG_ADDRSTRLEN + 300];
   endpoint_text(host, port, ep, sizeof ep);
 

@@ -67,18 +67,8 @@ static int accept_one(int lfd, int *fd) {
 int main(int argc, char **argv) {
   prog_init(argv[0]);
   handle_std_options(argc, argv, USAGE, NULL);
-  const char *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
-  int npos = 0, dashdash = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!dashdash && strcmp(argv[i], "--") == 0) {
-      dashdash = 1;
-      continue;
-    }
-    if (npos == 2)
-      usage_error(USAGE);
-    pos[npos++] = argv[i];
-  }
-  const char *host = pos[0], *port = pos[1];
+  const char *host, *port;
+  host_port_args(argc, argv, USAGE, &host, &port);
 
   appmsg_ignore_sigpipe();
   char err[APPMSG_NET_ERRLEN];

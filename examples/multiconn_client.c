@@ -52,16 +52,6 @@ struct run {
   char first_reason[APPMSG_NET_ERRLEN]; /* ... in words */
 };
 
-/* "host:port" as a person would type it: "[::1]:65432", "unix:/path". */
-static void endpoint_text(const char *host, const char *port, char *buf, size_t len) {
-  if (strncmp(host, "unix:", 5) == 0)
-    snprintf(buf, len, "%s", host);
-  else if (strchr(host, ':') != NULL && host[0] != '[')
-    snprintf(buf, len, "[%s]:%s", host, port);
-  else
-    snprintf(buf, len, "%s:%s", host, port);
-}
-
 /* Records and logs a connection that did not complete. */
 static void fail(struct run *r, int id, int err, const char *reason) {
   if (r->failed++ == 0) {

@@ -113,17 +113,8 @@ int main(int argc, char **argv) {
   prog_init(argv[0]);
   handle_std_options(argc, argv, USAGE, NULL);
   /* The guide requires both arguments; the defaults make a bare run work too. */
-  const char *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
-  int npos = 0, dashdash = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!dashdash && strcmp(argv[i], "--") == 0) {
-      dashdash = 1;
-      continue;
-    }
-    if (npos == 2)
-      usage_error(USAGE);
-    pos[npos++] = argv[i];
-  }
+  const char *host, *port;
+  host_port_args(argc, argv, USAGE, &host, &port);
 
   appmsg_ignore_sigpipe();
   struct appmsg_loop *loop;
@@ -138,8 +129,7 @@ int main(int argc, char **argv) {
 
   char err[APPMSG_NET_ERRLEN];
   struct appmsg_server *srv;
-  rc = appmsg_server_new(&srv, loop, pos[0], pos[1], &opts, &conn_cbs, &srv_cbs, NULL, err,
-                         sizeof err);
+  rc = appmsg_server_new(&srv, loop, host, port, &opts, &conn_cbs, &srv_cbs, NULL, err, sizeof err);
   if (rc < 0) {
     logf_("%s", err);
     appmsg_loop_free(loop);
