@@ -174,20 +174,25 @@ static int verbose;
 static struct appmsg_header json_header;   /* text/json, utf-8 */
 static struct appmsg_header binary_header; /* binary/custom-server-binary-type, binary */
 
-/* Sends {"result": TEXT} exactly as the guide's json.dumps writes it. */
+/* Sends {"result": TEXT} exactly as the guide's json.dumps writes it;
+ * quoted straight into a stack buffer when it fits (the usual case). */
 static void reply_result(struct appmsg_conn *c, const char *text) {
   size_t n = strlen(text);
   char stack[1024];
-  size_t need = 12 + appmsg_json_quote(text, n, NULL, 0) + 1;
-  char *body = need <= sizeof stack ? stack : malloc(need);
-  if (!body) {
-    appmsg_conn_abort(c, -ENOMEM);
-    return;
+  memcpy(stack, "{\"result\": ", 11);
+  size_t q = appmsg_json_quote(text, n, stack + 11, sizeof stack - 12);
+  char *body = stack;
+  if (q > sizeof stack - 12) { /* too long: quote again into a buffer of its size */
+    body = malloc(11 + q + 1);
+    if (!body) {
+      appmsg_conn_abort(c, -ENOMEM);
+      return;
+    }
+    memcpy(body, "{\"result\": ", 11);
+    appmsg_json_quote(text, n, body + 11, q);
   }
-  memcpy(body, "{\"result\": ", 11);
-  size_t len = 11 + appmsg_json_quote(text, n, body + 11, need - 11);
-  body[len++] = '}';
-  appmsg_conn_send(c, &json_header, body, len);
+  body[11 + q] = '}';
+  appmsg_conn_send(c, &json_header, body, 11 + q + 1);
   if (body != stack)
     free(body);
 }

@@ -5,7 +5,8 @@
  *   - the outcome (messages, then clean end / error code and offset) is the
  *     same fed whole and fed in the chosen chunks;
  *   - feed() never consumes more than it was given, NEED_MORE consumes all;
- *   - every decoded message re-encodes and decodes to the same fields.
+ *   - every decoded message re-encodes and decodes to the same fields;
+ *   - the canonical-header fast path and the general path agree.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -109,6 +110,9 @@ static void run(const uint8_t *data, size_t size, const struct appmsg_limits *li
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The library's canonical-header fast path (src/internal.h). */
+extern int appmsg__header_fast_path;
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
@@ -122,9 +126,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (mode & 0x40)
     lim.max_header_length = 64 + (mode & 0x3F);
   size_t chunk = 1 + (mode % 7) * (mode % 5); /* 1..25 */
-  struct outcome whole, cut;
+  struct outcome whole, cut, general;
   run(data, size, &lim, size ? size : 1, 1, &whole);
   run(data, size, &lim, chunk, 0, &cut);
+  appmsg__header_fast_path = 0; /* the general path must agree with the fast one */
+  run(data, size, &lim, size ? size : 1, 0, &general);
+  appmsg__header_fast_path = 1;
+  CHECK(whole.messages == general.messages && whole.digest == general.digest);
+  CHECK(whole.err == general.err && whole.err_off == general.err_off);
   CHECK(whole.messages == cut.messages);
   CHECK(whole.digest == cut.digest);
   CHECK(whole.err == cut.err);

@@ -199,9 +199,114 @@ static int perr(struct appmsg__json_error *err, int code, size_t off, const char
   return code;
 }
 
+int appmsg__header_fast_path = 1;
+
+/* Matches a literal at *i. */
+static int lit(const char *buf, size_t n, size_t *i, const char *s, size_t len) {
+  if (n - *i < len || memcmp(buf + *i, s, len) != 0)
+    return 0;
+  *i += len;
+  return 1;
+}
+
+/* A string of plain bytes (no escape, no control character, no quote) up
+ * to its closing quote, at *i just past the opening one; NUL-terminated in
+ * place.  Returns it, or NULL when it is not that simple. */
+static char *plain_string(char *buf, size_t n, size_t *i) {
+  size_t start = *i;
+  for (size_t k = start; k < n; k++) {
+    unsigned char c = (unsigned char)buf[k];
+    if (c == '"') {
+      *i = k + 1;
+      return buf + start;
+    }
+    if (c == '\\' || c < 0x20)
+      return NULL;
+  }
+  return NULL;
+}
+
+#define LIT(s) lit(buf, n, &i, s, sizeof(s) - 1)
+
+/*
+ * The fast path: a header written the way the guide's Python and appmsg
+ * write it - the four fields in order, ", " and ": " separators, strings
+ * without escapes, nothing else - is read with a few comparisons.  Any
+ * other header, and any header this path would have to refuse (except for
+ * its content-length limit), goes to the general path, which gives the
+ * same answer for every header this path accepts.  Returns 1 when done
+ * (*rc set), 0 to take the general path.
+ */
+static int parse_canonical(char *buf, size_t n, uint64_t max_content, struct appmsg_header *h,
+                           struct appmsg__json_error *err, char claimed[32], int *rc) {
+  size_t i = 0;
+  enum appmsg_byteorder bo;
+  if (!LIT("{\"byteorder\": \""))
+    return 0;
+  if (LIT("little\""))
+    bo = APPMSG_BYTEORDER_LITTLE;
+  else if (LIT("big\""))
+    bo = APPMSG_BYTEORDER_BIG;
+  else
+    return 0;
+  if (!LIT(", \"content-type\": \""))
+    return 0;
+  size_t t0 = i;
+  char *type = plain_string(buf, n, &i);
+  size_t t1 = i - 1;
+  if (!type || !LIT(", \"content-encoding\": \""))
+    return 0;
+  size_t e0 = i;
+  char *enc = plain_string(buf, n, &i);
+  size_t e1 = i - 1;
+  if (!enc || !LIT(", \"content-length\": "))
+    return 0;
+  size_t d0 = i;
+  while (i < n && buf[i] >= '0' && buf[i] <= '9')
+    i++;
+  size_t digits = i - d0;
+  if (digits == 0 || (digits > 1 && buf[d0] == '0') || !LIT("}"))
+    return 0;
+  while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'))
+    i++;
+  if (i != n)
+    return 0;
+  const unsigned char *u = (const unsigned char *)buf;
+  if (appmsg__utf8_check(u + t0, t1 - t0) != t1 - t0 ||
+      appmsg__utf8_check(u + e0, e1 - e0) != e1 - e0)
+    return 0;
+  uint64_t v = 0;
+  for (size_t k = d0; k < d0 + digits && v <= max_content; k++)
+    v = v * 10 + (uint64_t)(buf[k] - '0');
+  if (v > max_content) {
+    size_t k = digits < 31 ? digits : 31;
+    memcpy(claimed, buf + d0, k);
+    claimed[k] = '\0';
+    *rc = perr(err, APPMSG_E_CONTENT_TOO_LARGE, 0, "content-length above the limit");
+    return 1;
+  }
+  buf[t1] = '\0';
+  buf[e1] = '\0';
+  h->byteorder = bo;
+  h->content_type = type;
+  h->content_encoding = enc;
+  h->content_length = v;
+  h->_borrowed = 1;
+  *rc = 0;
+  return 1;
+}
+
+#undef LIT
+
 int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appmsg_header *h,
                          struct appmsg__json_error *err, char claimed[32]) {
   memset(h, 0, sizeof *h);
+  int fast_rc;
+  if (appmsg__header_fast_path && parse_canonical(buf, n, max_content, h, err, claimed, &fast_rc)) {
+    if (fast_rc)
+      memset(h, 0, sizeof *h);
+    return fast_rc;
+  }
   size_t bad = appmsg__utf8_check((const unsigned char *)buf, n);
   if (bad < n)
     return perr(err, APPMSG_E_HEADER_UTF8, bad, "header is not valid UTF-8");
@@ -290,6 +395,12 @@ void appmsg__header_release_borrowed(struct appmsg_header *h) {
   memset(h, 0, sizeof *h);
 }
 
+/* Forgets the cached text of a header that is about to change. */
+static void wcache_drop(struct appmsg_header *h) {
+  free(h->_wcache);
+  h->_wcache = NULL;
+}
+
 void appmsg_header_init(struct appmsg_header *h) {
   memset(h, 0, sizeof *h);
   h->byteorder = appmsg_byteorder_host();
@@ -301,6 +412,7 @@ void appmsg_header_cleanup(struct appmsg_header *h) {
     free(h->content_encoding);
   }
   extras_free(h->_extras);
+  free(h->_wcache);
   memset(h, 0, sizeof *h);
 }
 
@@ -323,6 +435,7 @@ int appmsg_header_set(struct appmsg_header *h, const char *content_type,
     free(e);
     return -ENOMEM;
   }
+  wcache_drop(h);
   if (t) {
     free(h->content_type);
     h->content_type = t;
@@ -399,6 +512,7 @@ static int put_extra(struct appmsg_header *h, const char *key, cJSON *item) {
     cJSON_Delete(item);
     return -EINVAL;
   }
+  wcache_drop(h);
   struct extras *e = h->_extras;
   if (e == NULL && (e = h->_extras = calloc(1, sizeof *e)) == NULL) {
     cJSON_Delete(item);
@@ -438,6 +552,7 @@ int appmsg_header_set_extra_string(struct appmsg_header *h, const char *key, con
 int appmsg_header_remove_extra(struct appmsg_header *h, const char *key) {
   if (h->_borrowed || extra_item(h, key) == NULL)
     return h->_borrowed ? -EINVAL : -ENOENT;
+  wcache_drop(h);
   cJSON_DeleteItemFromObjectCaseSensitive(tree_of(h), key);
   return 0;
 }
@@ -462,36 +577,117 @@ static void put_quoted(struct out *o, const char *s) {
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+/* Writes v in decimal; returns the length (at most 20). */
+static size_t put_u64(char *out, uint64_t v) {
+  char tmp[20];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t k = 0; k < n; k++)
+    out[k] = tmp[n - 1 - k];
+  return n;
+}
+
+/* Writes the header with the length's digits given; *split gets the
+ * offset where the digits go. */
+static long write_parts(const struct appmsg_header *h, struct out *o, const char *digits,
+                        size_t ndigits, size_t *split) {
+  if (h->byteorder == APPMSG_BYTEORDER_LITTLE)
+    PUT_LIT(o, "{\"byteorder\": \"little\", \"content-type\": ");
+  else
+    PUT_LIT(o, "{\"byteorder\": \"big\", \"content-type\": ");
+  put_quoted(o, h->content_type);
+  PUT_LIT(o, ", \"content-encoding\": ");
+  put_quoted(o, h->content_encoding);
+  PUT_LIT(o, ", \"content-length\": ");
+  *split = o->n;
+  put(o, digits, ndigits);
+  cJSON *tree = tree_of(h);
+  for (cJSON *it = tree ? tree->child : NULL; it; it = it->next) {
+    char *v = cJSON_PrintUnformatted(it);
+    if (v == NULL)
+      return -ENOMEM;
+    PUT_LIT(o, ", ");
+    put_quoted(o, it->string);
+    PUT_LIT(o, ": ");
+    put(o, v, strlen(v));
+    free(v);
+  }
+  PUT_LIT(o, "}");
+  return (long)o->n;
+}
+
+/*
+ * A written header's text without its length's digits, kept for the next
+ * write: a server sends the same reply header again and again, and then
+ * writing it is two copies and a number.  Rebuilt when the strings'
+ * pointers or the byteorder change; dropped by every appmsg_header_set*().
+ */
+struct wcache {
+  const char *type, *encoding; /* the strings it was made from */
+  enum appmsg_byteorder byteorder;
+  size_t split; /* where the digits go */
+  size_t len;   /* bytes without the digits */
+  char bytes[]; /* the text */
+};
+
+static struct wcache *wcache_of(const struct appmsg_header *h) {
+  struct wcache *w = h->_wcache;
+  if (w && w->type == h->content_type && w->encoding == h->content_encoding &&
+      w->byteorder == h->byteorder)
+    return w;
+  struct out o = {NULL, 0, 0};
+  size_t split;
+  long len = write_parts(h, &o, "", 0, &split);
+  if (len < 0)
+    return NULL;
+  struct wcache *nw = malloc(sizeof *nw + (size_t)len);
+  if (nw == NULL)
+    return NULL;
+  o = (struct out){nw->bytes, (size_t)len, 0};
+  if (write_parts(h, &o, "", 0, &split) != len) {
+    free(nw);
+    return NULL;
+  }
+  nw->type = h->content_type;
+  nw->encoding = h->content_encoding;
+  nw->byteorder = h->byteorder;
+  nw->split = split;
+  nw->len = (size_t)len;
+  free(w);
+  ((struct appmsg_header *)h)->_wcache = nw; /* logically const: a cache */
+  return nw;
+}
+
 long appmsg_header_write(const struct appmsg_header *h, uint64_t content_length, char *out,
                          size_t cap) {
-  int rc = appmsg_header_validate(h);
-  if (rc)
-    return rc;
-  struct out o = {out, out ? cap : 0, 0};
-  if (h->byteorder == APPMSG_BYTEORDER_LITTLE)
-    PUT_LIT(&o, "{\"byteorder\": \"little\", \"content-type\": ");
-  else
-    PUT_LIT(&o, "{\"byteorder\": \"big\", \"content-type\": ");
-  put_quoted(&o, h->content_type);
-  PUT_LIT(&o, ", \"content-encoding\": ");
-  put_quoted(&o, h->content_encoding);
-  char num[32];
-  int k =
-      snprintf(num, sizeof num, ", \"content-length\": %llu", (unsigned long long)content_length);
-  put(&o, num, (size_t)k);
-  cJSON *tree = tree_of(h);
-  if (tree) {
-    for (cJSON *it = tree->child; it; it = it->next) {
-      char *v = cJSON_PrintUnformatted(it);
-      if (v == NULL)
-        return -ENOMEM;
-      PUT_LIT(&o, ", ");
-      put_quoted(&o, it->string);
-      PUT_LIT(&o, ": ");
-      put(&o, v, strlen(v));
-      free(v);
-    }
+  struct wcache *w = h->_wcache;
+  int cached = w && w->type == h->content_type && w->encoding == h->content_encoding &&
+               w->byteorder == h->byteorder;
+  if (!cached) {
+    int rc = appmsg_header_validate(h);
+    if (rc)
+      return rc;
   }
-  PUT_LIT(&o, "}");
-  return (long)o.n;
+  char digits[20];
+  size_t nd = put_u64(digits, content_length);
+  if (!h->_borrowed && (w = wcache_of(h)) != NULL) {
+    size_t total = w->len + nd;
+    if (out && cap >= total) {
+      memcpy(out, w->bytes, w->split);
+      memcpy(out + w->split, digits, nd);
+      memcpy(out + w->split + nd, w->bytes + w->split, w->len - w->split);
+    } else if (out) {
+      struct out o = {out, cap, 0};
+      put(&o, w->bytes, w->split);
+      put(&o, digits, nd);
+      put(&o, w->bytes + w->split, w->len - w->split);
+    }
+    return (long)total;
+  }
+  struct out o = {out, out ? cap : 0, 0};
+  size_t split;
+  return write_parts(h, &o, digits, nd, &split);
 }

@@ -38,6 +38,10 @@ size_t appmsg__utf8_check(const unsigned char *p, size_t n);
 int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appmsg_header *h,
                          struct appmsg__json_error *err, char claimed[32]);
 
+/* 1 (the default): headers in the canonical layout take a fast path that
+ * gives the same results as the general one; tests set it to 0 to compare. */
+extern int appmsg__header_fast_path;
+
 /* Frees what a header filled in by appmsg__header_parse owns (its extras),
  * without freeing its borrowed strings; leaves it zeroed. */
 void appmsg__header_release_borrowed(struct appmsg_header *h);

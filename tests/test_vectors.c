@@ -34,6 +34,17 @@ START_TEST(whole) {
 }
 END_TEST
 
+/* The canonical-header fast path off: the general path alone must give
+ * the same traces (the fast path is an optimisation, never a behaviour). */
+extern int appmsg__header_fast_path;
+
+START_TEST(whole_general_path_only) {
+  appmsg__header_fast_path = 0;
+  expect_trace(&vecs[_i], NULL, 0, "whole, general path only");
+  appmsg__header_fast_path = 1;
+}
+END_TEST
+
 START_TEST(byte_by_byte) {
   const struct tu_vec *v = &vecs[_i];
   if (v->len < 2)
@@ -127,6 +138,7 @@ int main(void) {
   TCase *tc = tcase_create("cuts");
   tcase_set_timeout(tc, 240);
   tcase_add_loop_test(tc, whole, 0, (int)nvecs);
+  tcase_add_loop_test(tc, whole_general_path_only, 0, (int)nvecs);
   tcase_add_loop_test(tc, byte_by_byte, 0, (int)nvecs);
   tcase_add_loop_test(tc, every_split, 0, (int)nvecs);
   tcase_add_loop_test(tc, three_way_splits, 0, (int)nvecs);

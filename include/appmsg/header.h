@@ -50,6 +50,7 @@ struct appmsg_header {
   uint64_t content_length;         /* "content-length": bytes of content that follow */
   void *_extras;                   /* private: the other top-level keys (an opaque JSON object) */
   int _borrowed;                   /* private: 1 when the strings belong to a decoder */
+  void *_wcache; /* private: this header's bytes around the length, for repeated sends */
 };
 
 /* Makes an empty header: host byte order, no type, no encoding, length 0. */
@@ -107,6 +108,10 @@ int appmsg_header_set_extra_string(struct appmsg_header *h, const char *key, con
 int appmsg_header_remove_extra(struct appmsg_header *h, const char *key);
 
 /*
+ * (Change a header's strings with appmsg_header_set(): a header that has
+ * been written caches its text, and notices new pointers or byteorder but
+ * not bytes changed in place.)
+ *
  * Writes the header as the JSON text a frame carries, with content-length
  * set to content_length (h->content_length is ignored), formatted as the
  * Python guide's json.dumps(..., ensure_ascii=False) does: the four
