@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
     usage_error(usage);
   }
   char where[600];
-  snprintf(where, sizeof where, "%s:%s", host, port);
+  endpoint_text(host, port, where, sizeof where);
   cl.where = where;
   appmsg_ignore_sigpipe();
 

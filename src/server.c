@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "appmsg/net.h"
@@ -25,6 +26,8 @@ struct appmsg_server {
   size_t count;               /* connections served */
   size_t refusing;            /* connections being refused */
   int listening;              /* the listener is open */
+  char *unix_path;            /* a Unix socket's file, removed when the server stops */
+  struct stat unix_st;        /* which file that was (not one made by someone since) */
 };
 
 void appmsg_server_opts_default(struct appmsg_server_opts *o) {
@@ -188,6 +191,10 @@ int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, cons
   s->ud = ud;
   s->listening = 1;
   appmsg_timer_init(&s->resume, on_resume, s);
+  char name[APPMSG_ADDRSTRLEN];
+  if (appmsg_sockname(fd, name, sizeof name) > 5 && strncmp(name, "unix:/", 6) == 0 &&
+      stat(name + 5, &s->unix_st) == 0)
+    s->unix_path = strdup(name + 5);
   *out = s;
   return 0;
 }
@@ -215,6 +222,12 @@ static void stop_listening(struct appmsg_server *s) {
   appmsg_loop_unwatch(s->loop, s->acc.listen_fd);
   close(s->acc.listen_fd);
   appmsg_acceptor_cleanup(&s->acc);
+  struct stat st;
+  if (s->unix_path && stat(s->unix_path, &st) == 0 && st.st_ino == s->unix_st.st_ino &&
+      st.st_dev == s->unix_st.st_dev)
+    unlink(s->unix_path);
+  free(s->unix_path);
+  s->unix_path = NULL;
 }
 
 void appmsg_server_drain(struct appmsg_server *s) {

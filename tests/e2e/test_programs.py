@@ -594,6 +594,25 @@ class TestAppServerAnswers(E2E):
         rc, out, err, _ = self.run_prog("app-client", "::1", port, "search", "ring")
         self.assertEqual((rc, out), (0, DATASET["ring"] + "\n"), err)
 
+    def test_unix_socket(self):
+        path = Path(self._tmp) / "app.sock"
+        p = self.start("app-server", f"unix:{path}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while "listening on" not in p.stderr() and time.monotonic() < deadline:
+            self.assertIsNone(p.poll(), p.stderr())
+            time.sleep(0.05)
+        self.assertIn(f"listening on unix:{path}", p.stderr())
+        rc, out, err, _ = self.run_prog("app-client", f"unix:{path}", "0", "search", "ring")
+        self.assertEqual((rc, out), (0, DATASET["ring"] + "\n"), err)
+        p.signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0, p.stderr())
+        self.assertFalse(path.exists(), "the server left its socket file behind")
+
+    def test_ipv6_endpoint_in_messages(self):
+        rc, _, err, _ = self.run_prog("app-client", "::1", "1", "search", "x")
+        self.assertEqual(rc, 1)
+        self.assertIn("[::1]:1", err)
+
     def test_empty_binary_request(self):
         srv = self.app_server()
         c = self.client(srv.port)
