@@ -12,7 +12,6 @@
  * connection goes on.  SIGINT/SIGTERM: stop accepting, finish the replies
  * in flight, exit 0.
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,7 +43,7 @@ struct dataset {
   struct entry *slots;
   size_t mask; /* slot count - 1, a power of two minus one */
   size_t count;
-  cJSON *tree; /* owns the strings of a loaded file */
+  char *arena; /* owns the strings of a loaded file */
 };
 
 static uint64_t hash_str(const char *s) {
@@ -64,7 +63,7 @@ static int dataset_init(struct dataset *d, size_t n) {
   d->slots = calloc(cap, sizeof *d->slots);
   d->mask = cap - 1;
   d->count = 0;
-  d->tree = NULL;
+  d->arena = NULL;
   return d->slots ? 0 : -ENOMEM;
 }
 
@@ -104,7 +103,40 @@ static int dataset_builtin(struct dataset *d) {
   return 0;
 }
 
-/* Loads a JSON object of string -> string; prints why not and returns -1. */
+/* What the two passes over a dataset file need. */
+struct loading {
+  struct dataset *d;
+  size_t members;   /* pass 1: how many */
+  char bad_key[64]; /* pass 1: the first key whose value is not a string */
+  char *arena;      /* pass 2: where the unescaped strings go */
+  size_t used;      /* bytes of arena used */
+};
+
+static void count_entry(void *ud, const struct appmsg_json_member *m) {
+  struct loading *l = ud;
+  l->members++;
+  if (m->type != APPMSG_JSON_STRING && !l->bad_key[0]) {
+    size_t k = m->key_len < sizeof l->bad_key - 1 ? m->key_len : sizeof l->bad_key - 1;
+    memcpy(l->bad_key, m->key, k); /* (still escaped: it is only for the message) */
+    l->bad_key[k] = '\0';
+  }
+}
+
+static void add_entry(void *ud, const struct appmsg_json_member *m) {
+  struct loading *l = ud;
+  char *key = l->arena + l->used;
+  l->used += appmsg_json_unescape(m->key, m->key_len, key);
+  l->arena[l->used++] = '\0';
+  char *value = l->arena + l->used;
+  l->used += appmsg_json_unescape(m->val, m->val_len, value);
+  l->arena[l->used++] = '\0';
+  dataset_put(l->d, key, value);
+}
+
+/* Loads a JSON object of string -> string with the library's strict
+ * scanner: one pass to check and count, one to unescape every string into
+ * a single arena; no tree, so a million keys cost little more than their
+ * text and the table.  Prints why not and returns -1. */
 static int dataset_load(struct dataset *d, const char *path) {
   size_t len = 0, cap = 1 << 16;
   char *buf = malloc(cap);
@@ -131,40 +163,38 @@ static int dataset_load(struct dataset *d, const char *path) {
     }
   }
   fclose(f);
+  struct loading l = {.d = d};
+  enum appmsg_json_type top;
   size_t off;
   const char *why;
-  int rc = appmsg_json_check(buf, len, 64, &off, &why);
-  if (rc) {
-    logf_("dataset '%s' is not valid JSON: %s at byte %zu", path, why, off);
+  int rc = appmsg_json_scan(buf, len, 64, &top, count_entry, &l, &off, &why);
+  if (rc || top != APPMSG_JSON_OBJECT || l.bad_key[0]) {
+    if (rc)
+      logf_("dataset '%s' is not valid JSON: %s at byte %zu", path, why, off);
+    else if (top != APPMSG_JSON_OBJECT)
+      logf_("dataset '%s' must be a JSON object of string keys to string values", path);
+    else
+      logf_("dataset '%s': the value of '%s' is not a string", path, l.bad_key);
     free(buf);
     return -1;
   }
-  cJSON *tree = cJSON_ParseWithLength(buf, len);
-  free(buf);
-  if (!cJSON_IsObject(tree)) {
-    logf_("dataset '%s' must be a JSON object of string keys to string values", path);
-    cJSON_Delete(tree);
-    return -1;
-  }
-  if (dataset_init(d, (size_t)cJSON_GetArraySize(tree))) {
+  /* Unescaped strings are never longer than their JSON text, plus a NUL each. */
+  l.arena = malloc(len + 2 * l.members + 1);
+  if (dataset_init(d, l.members) || !l.arena) {
     logf_("dataset '%s': out of memory", path);
-    cJSON_Delete(tree);
+    free(buf);
+    free(l.arena);
     return -1;
   }
-  d->tree = tree;
-  for (cJSON *it = tree->child; it; it = it->next) {
-    if (!cJSON_IsString(it)) {
-      logf_("dataset '%s': the value of '%s' is not a string", path, it->string);
-      return -1;
-    }
-    dataset_put(d, it->string, it->valuestring);
-  }
+  appmsg_json_scan(buf, len, 64, NULL, add_entry, &l, NULL, NULL);
+  free(buf);
+  d->arena = l.arena; /* (its unused tail is never touched, so it costs no memory) */
   return 0;
 }
 
 static void dataset_free(struct dataset *d) {
   free(d->slots);
-  cJSON_Delete(d->tree);
+  free(d->arena);
 }
 
 /* ---- serving ------------------------------------------------------------ */
