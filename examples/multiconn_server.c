@@ -25,29 +25,10 @@
 #define DRAIN_MS 5000  /* how long the connections get to finish after a signal */
 #define REPR_BYTES 200 /* bytes shown in an "Echoing" log line */
 
-/* What the server keeps per connection: the peer's address, which can no
- * longer be asked of a socket the peer has reset. */
-struct client {
-  char addr[APPMSG_ADDRSTRLEN];
-};
-
-static const char *client_addr(const struct appmsg_conn *c) {
-  const struct client *cl = appmsg_conn_userdata(c);
-  return cl ? cl->addr : appmsg_conn_peer(c);
-}
-
 static void on_accept(struct appmsg_server *s, struct appmsg_conn *c, void *ud) {
   (void)s;
   (void)ud;
-  struct client *cl = malloc(sizeof *cl);
-  if (cl == NULL) {
-    logf_("out of memory: dropping the connection from %s", appmsg_conn_peer(c));
-    appmsg_conn_abort(c, -ENOMEM);
-    return;
-  }
-  snprintf(cl->addr, sizeof cl->addr, "%s", appmsg_conn_peer(c));
-  appmsg_conn_set_userdata(c, cl);
-  logf_("Accepted connection from %s", cl->addr);
+  logf_("Accepted connection from %s", appmsg_conn_peer(c));
 }
 
 static void on_refuse(struct appmsg_server *s, int err, void *ud) {
@@ -61,20 +42,18 @@ static void on_data(struct appmsg_conn *c, const void *data, size_t len, void *u
   (void)ud;
   char repr[4 * REPR_BYTES + 8];
   bytes_repr(data, len, REPR_BYTES, repr);
-  logf_("Echoing %s to %s", repr, client_addr(c));
+  logf_("Echoing %s to %s", repr, appmsg_conn_peer(c));
   int rc = appmsg_conn_send_raw(c, data, len);
   if (rc < 0 && rc != APPMSG_E_CLOSED)
-    logf_("cannot echo to %s: %s", client_addr(c), appmsg_strerror(rc));
+    logf_("cannot echo to %s: %s", appmsg_conn_peer(c), appmsg_strerror(rc));
 }
 
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   (void)ud;
-  struct client *cl = appmsg_conn_userdata(c);
   if (reason == 0)
-    logf_("Closing connection to %s", client_addr(c));
+    logf_("Closing connection to %s", appmsg_conn_peer(c));
   else
-    logf_("Closing connection to %s: %s", client_addr(c), appmsg_strerror(reason));
-  free(cl);
+    logf_("Closing connection to %s: %s", appmsg_conn_peer(c), appmsg_strerror(reason));
 }
 
 static const struct appmsg_conn_callbacks conn_cbs = {
