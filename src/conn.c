@@ -401,43 +401,37 @@ static int over_cap(const struct appmsg_conn *c, size_t more) {
   return c->opts->max_output && pending > 0 && pending + more > c->opts->max_output;
 }
 
-/* Outside the connection's own callbacks, a queued frame is written at
- * once; inside them, after the callback (batching pipelined replies). */
-static int after_queue(struct appmsg_conn *c) {
-  if (c->busy == 0 && !c->connecting)
-    settle(c);
+/* Whether bytes may be queued: not once closing, and not beyond the cap
+ * (which ends the connection: its peer does not read). */
+static int may_queue(struct appmsg_conn *c, size_t len) {
+  if (c->dead || c->closing)
+    return APPMSG_E_CLOSED;
+  if (over_cap(c, len)) {
+    appmsg_conn_abort(c, APPMSG_E_OUTPUT_FULL);
+    return APPMSG_E_OUTPUT_FULL;
+  }
+  if (appmsg_encoder_pending(&c->enc) == 0)
+    c->last_tx = now_ms(c); /* the output-stall clock starts now */
   return 0;
+}
+
+/* Outside the connection's own callbacks, queued bytes are written at
+ * once; inside them, after the callback (batching pipelined replies). */
+static int queued(struct appmsg_conn *c, int rc) {
+  if (rc == 0 && c->busy == 0 && !c->connecting)
+    settle(c);
+  return rc;
 }
 
 int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                      size_t len) {
-  if (c->dead || c->closing)
-    return APPMSG_E_CLOSED;
-  if (over_cap(c, len)) {
-    appmsg_conn_abort(c, APPMSG_E_OUTPUT_FULL);
-    return APPMSG_E_OUTPUT_FULL;
-  }
-  if (appmsg_encoder_pending(&c->enc) == 0)
-    c->last_tx = now_ms(c);
-  int rc = appmsg_encoder_push(&c->enc, h, content, len);
-  if (rc)
-    return rc;
-  return after_queue(c);
+  int rc = may_queue(c, len);
+  return rc ? rc : queued(c, appmsg_encoder_push(&c->enc, h, content, len));
 }
 
 int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len) {
-  if (c->dead || c->closing)
-    return APPMSG_E_CLOSED;
-  if (over_cap(c, len)) {
-    appmsg_conn_abort(c, APPMSG_E_OUTPUT_FULL);
-    return APPMSG_E_OUTPUT_FULL;
-  }
-  if (appmsg_encoder_pending(&c->enc) == 0)
-    c->last_tx = now_ms(c);
-  int rc = appmsg_encoder_push_raw(&c->enc, data, len);
-  if (rc)
-    return rc;
-  return after_queue(c);
+  int rc = may_queue(c, len);
+  return rc ? rc : queued(c, appmsg_encoder_push_raw(&c->enc, data, len));
 }
 
 void appmsg_conn_close(struct appmsg_conn *c) {
