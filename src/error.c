@@ -9,12 +9,40 @@
   X(EPERM)                                                                                         \
   X(ENOENT)                                                                                        \
   X(EINTR)                                                                                         \
-  X(EIO) X(EBADF) X(EAGAIN) X(ENOMEM) X(EACCES) X(EFAULT) X(EBUSY) X(EEXIST) X(EINVAL) X(ENFILE)   \
-      X(EMFILE) X(ENOSPC) X(EPIPE) X(ERANGE) X(ENAMETOOLONG) X(ENOTSOCK) X(EMSGSIZE)               \
-          X(EPROTONOSUPPORT) X(EOPNOTSUPP) X(EAFNOSUPPORT) X(EADDRINUSE) X(EADDRNOTAVAIL)          \
-              X(ENETDOWN) X(ENETUNREACH) X(ECONNABORTED) X(ECONNRESET) X(ENOBUFS) X(EISCONN)       \
-                  X(ENOTCONN) X(ETIMEDOUT) X(ECONNREFUSED) X(EHOSTUNREACH) X(EALREADY)             \
-                      X(EINPROGRESS)
+  X(EIO)                                                                                           \
+  X(EBADF)                                                                                         \
+  X(EAGAIN)                                                                                        \
+  X(ENOMEM)                                                                                        \
+  X(EACCES)                                                                                        \
+  X(EFAULT)                                                                                        \
+  X(EBUSY)                                                                                         \
+  X(EEXIST)                                                                                        \
+  X(EINVAL)                                                                                        \
+  X(ENFILE)                                                                                        \
+  X(EMFILE)                                                                                        \
+  X(ENOSPC)                                                                                        \
+  X(EPIPE)                                                                                         \
+  X(ERANGE)                                                                                        \
+  X(ENAMETOOLONG)                                                                                  \
+  X(ENOTSOCK)                                                                                      \
+  X(EMSGSIZE)                                                                                      \
+  X(EPROTONOSUPPORT)                                                                               \
+  X(EOPNOTSUPP)                                                                                    \
+  X(EAFNOSUPPORT)                                                                                  \
+  X(EADDRINUSE)                                                                                    \
+  X(EADDRNOTAVAIL)                                                                                 \
+  X(ENETDOWN)                                                                                      \
+  X(ENETUNREACH)                                                                                   \
+  X(ECONNABORTED)                                                                                  \
+  X(ECONNRESET)                                                                                    \
+  X(ENOBUFS)                                                                                       \
+  X(EISCONN)                                                                                       \
+  X(ENOTCONN)                                                                                      \
+  X(ETIMEDOUT)                                                                                     \
+  X(ECONNREFUSED)                                                                                  \
+  X(EHOSTUNREACH)                                                                                  \
+  X(EALREADY)                                                                                      \
+  X(EINPROGRESS)
 
 const char *appmsg_strerror(int err) {
   switch (err) {
