@@ -107,16 +107,18 @@ static uint64_t deadline(const struct appmsg_conn *c) {
   return d;
 }
 
-/* Pulls the timer in when the state asks for an earlier deadline. */
-static void rearm(struct appmsg_conn *c) {
+/* Pulls the timer in when the state asks for an earlier deadline.
+ * Returns 0, or -ENOMEM when the loop's timer heap cannot grow (the
+ * connection cannot be bounded in time, so the caller ends it). */
+static int rearm(struct appmsg_conn *c) {
   uint64_t due = deadline(c);
   if (!due)
-    return;
+    return 0;
   if (appmsg_timer_active(&c->timer) && c->timer_due <= due)
-    return;
+    return 0;
   uint64_t now = now_ms(c);
   c->timer_due = due;
-  appmsg_timer_start(c->loop, &c->timer, due > now ? due - now : 0, 0);
+  return appmsg_timer_start(c->loop, &c->timer, due > now ? due - now : 0, 0);
 }
 
 static void update_interest(struct appmsg_conn *c) {
@@ -188,7 +190,8 @@ static void settle(struct appmsg_conn *c) {
     return;
   }
   update_interest(c);
-  rearm(c);
+  if (rearm(c) < 0)
+    appmsg_conn_abort(c, -ENOMEM); /* busy is 0 here: it ends at once */
 }
 
 /* Begins a graceful close that will report reason. */
@@ -313,7 +316,8 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
   if (due == 0 || due > now) {
     if (due) {
       c->timer_due = due;
-      appmsg_timer_start(c->loop, &c->timer, due - now, 0);
+      if (appmsg_timer_start(c->loop, &c->timer, due - now, 0) < 0)
+        appmsg_conn_abort(c, -ENOMEM); /* cannot be bounded in time any more */
     }
     return;
   }
@@ -360,7 +364,13 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
   c->connecting = connecting ? 1 : 0;
   c->last_rx = c->last_tx = appmsg_loop_now(loop);
   appmsg_timer_init(&c->timer, on_timer, c);
-  rearm(c);
+  if (rearm(c) < 0) {
+    appmsg_loop_unwatch(loop, fd);
+    appmsg_decoder_cleanup(&c->dec);
+    free(c);
+    close(fd);
+    return -ENOMEM;
+  }
   *out = c;
   return 0;
 }

@@ -73,7 +73,8 @@ size_t appmsg_server_conn_count(const struct appmsg_server *s);
  * once its current frame is answered and sent.  Idempotent. */
 void appmsg_server_drain(struct appmsg_server *s);
 
-/* Aborts the remaining connections (their on_close runs) and frees. */
+/* Aborts the remaining connections (their on_close runs) and frees.  Not
+ * from a callback of the server or of its connections. */
 void appmsg_server_free(struct appmsg_server *s);
 
 /*
