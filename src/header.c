@@ -199,6 +199,23 @@ static int perr(struct appmsg__json_error *err, int code, size_t off, const char
   return code;
 }
 
+/* Reads a content-length written as digits, refusing it above the limit
+ * (CONTENT_TOO_LARGE, with the digits as written in claimed).  The value
+ * stops growing once past the limit, so 2^64 + 5 cannot wrap around. */
+static int read_length(const char *digits, size_t n, uint64_t max_content, uint64_t *out,
+                       struct appmsg__json_error *err, char claimed[32]) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n && v <= max_content; i++)
+    v = v * 10 + (uint64_t)(digits[i] - '0');
+  *out = v;
+  if (v <= max_content)
+    return 0;
+  size_t k = n < 31 ? n : 31;
+  memcpy(claimed, digits, k);
+  claimed[k] = '\0';
+  return perr(err, APPMSG_E_CONTENT_TOO_LARGE, 0, "content-length above the limit");
+}
+
 int appmsg__header_fast_path = 1;
 
 /* Matches a literal at *i. */
@@ -275,16 +292,9 @@ static int parse_canonical(char *buf, size_t n, uint64_t max_content, struct app
   if (appmsg__utf8_check(u + t0, t1 - t0) != t1 - t0 ||
       appmsg__utf8_check(u + e0, e1 - e0) != e1 - e0)
     return 0;
-  uint64_t v = 0;
-  for (size_t k = d0; k < d0 + digits && v <= max_content; k++)
-    v = v * 10 + (uint64_t)(buf[k] - '0');
-  if (v > max_content) {
-    size_t k = digits < 31 ? digits : 31;
-    memcpy(claimed, buf + d0, k);
-    claimed[k] = '\0';
-    *rc = perr(err, APPMSG_E_CONTENT_TOO_LARGE, 0, "content-length above the limit");
+  uint64_t v;
+  if ((*rc = read_length(buf + d0, digits, max_content, &v, err, claimed)) != 0)
     return 1;
-  }
   buf[t1] = '\0';
   buf[e1] = '\0';
   h->byteorder = bo;
@@ -366,16 +376,7 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appms
       rc = perr(err, APPMSG_E_CONTENT_LENGTH, 0,
                 "\"content-length\" must be written as a non-negative integer (digits only)");
     } else {
-      uint64_t v = 0;
-      for (size_t i = 0; i < m->val_len && v <= max_content; i++)
-        v = v * 10 + (uint64_t)(m->val[i] - '0'); /* stops growing past the limit */
-      if (v > max_content) {
-        size_t k = m->val_len < 31 ? m->val_len : 31;
-        memcpy(claimed, m->val, k);
-        claimed[k] = '\0';
-        rc = perr(err, APPMSG_E_CONTENT_TOO_LARGE, 0, "content-length above the limit");
-      }
-      h->content_length = v;
+      rc = read_length(m->val, m->val_len, max_content, &h->content_length, err, claimed);
     }
     if (rc)
       break;

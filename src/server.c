@@ -51,8 +51,6 @@ static void utf8_sanitize(char *s) {
 }
 
 int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset) {
-  char body[1024];
-  char quoted[700];
   const char *text = reason ? reason : appmsg_strerror(err);
   char sentence[512];
   size_t tl = strlen(text);
@@ -60,19 +58,20 @@ int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, l
   snprintf(sentence, sizeof sentence, "Error: %s%s", text,
            tl && (text[tl - 1] == '.' || text[tl - 1] == '?') ? "" : ".");
   utf8_sanitize(sentence);
+  /* Room for the worst case: every byte of the sentence quoted as \u00XX. */
+  char quoted[6 * sizeof sentence + 3];
   size_t q = appmsg_json_quote(sentence, strlen(sentence), quoted, sizeof quoted - 1);
-  if (q >= sizeof quoted)
-    q = 0; /* cannot happen: 512 bytes quote to at most 6 x 512... but stay safe */
   quoted[q] = '\0';
+  char body[sizeof quoted + 96];
   int n;
   if (offset >= 0)
-    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\", \"offset\": %lld}",
-                 q ? quoted : "\"Error.\"", appmsg_errname(err), offset);
+    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\", \"offset\": %lld}", quoted,
+                 appmsg_errname(err), offset);
   else
-    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\"}",
-                 q ? quoted : "\"Error.\"", appmsg_errname(err));
+    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\"}", quoted,
+                 appmsg_errname(err));
   if (n < 0 || (size_t)n >= sizeof body)
-    return -EINVAL;
+    return -EINVAL; /* not reached: body has room for the longest reply */
   struct appmsg_header h;
   appmsg_header_init(&h);
   int rc = appmsg_header_set(&h, "text/json", "utf-8");
@@ -91,10 +90,11 @@ void appmsg__server_conn_closed(void *server, struct appmsg_conn *c) {
     s->count--;
 }
 
-/* Tells a connection over the limit so, through an ordinary (closing)
- * connection, so its request cannot turn our close into a reset. */
+/* A refused connection needs no callbacks: it only sends its error reply. */
 static const struct appmsg_conn_callbacks refuse_cbs = {0};
 
+/* Tells a connection over the limit so, through an ordinary (closing)
+ * connection, so its request cannot turn our close into a reset. */
 static void refuse(struct appmsg_server *s, int fd) {
   if (s->srv_cbs && s->srv_cbs->on_refuse)
     s->srv_cbs->on_refuse(s, APPMSG_E_TOO_MANY_CONNS, s->ud);
