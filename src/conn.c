@@ -8,6 +8,7 @@
  * starts, output queues) pulls the timer in if it was set for later.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -22,6 +23,36 @@
 #define LINGER_MS 2000 /* how long a closing connection waits for the peer's EOF */
 
 static _Thread_local unsigned char rbuf[READ_CHUNK];
+
+/* A framed connection.  Nothing outside this file looks inside. */
+struct appmsg_conn {
+  struct appmsg_decoder dec;               /* what arrives */
+  struct appmsg_encoder enc;               /* what leaves */
+  struct appmsg_timer timer;               /* the one timer (see above) */
+  struct appmsg_loop *loop;                /* the loop it runs on */
+  const struct appmsg_conn_opts *opts;     /* shared options (caller's) */
+  const struct appmsg_conn_callbacks *cbs; /* shared callbacks (caller's) */
+  void *ud;                                /* the caller's pointer */
+  appmsg_conn_hook_fn hook;                /* the owner's close hook, or NULL */
+  void *hook_arg;                          /* its argument */
+  uint64_t last_rx;                        /* loop time of the last byte received */
+  uint64_t last_tx;                        /* loop time output last moved (or was queued) */
+  uint64_t timer_due;                      /* when the timer is set to fire */
+  uint64_t linger_until;                   /* end of the closing linger */
+  int fd;                                  /* the socket */
+  int reason;                              /* why it is closing (0: clean) */
+  uint32_t peer_scope;                     /* the peer's IPv6 scope id */
+  uint16_t peer_family;                    /* AF_INET, AF_INET6, AF_UNIX; 0 unknown */
+  uint16_t peer_port;                      /* network order */
+  unsigned char peer_addr[16];             /* kept so a vanished peer can still be named */
+  unsigned busy;                           /* callbacks of this connection running */
+  unsigned connecting : 1;                 /* a connect is in progress */
+  unsigned eof : 1;                        /* the peer finished sending */
+  unsigned closing : 1;                    /* no more messages: flush, then close */
+  unsigned shut : 1;                       /* our write side is shut down */
+  unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
+  unsigned when_idle : 1;                  /* close once the current frame is answered */
+};
 
 void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
   memset(o, 0, sizeof *o);
@@ -67,8 +98,8 @@ static void lookup_peer(struct appmsg_conn *c) {
 static void finish(struct appmsg_conn *c) {
   appmsg_timer_stop(c->loop, &c->timer);
   appmsg_loop_unwatch(c->loop, c->fd);
-  if (c->_server)
-    appmsg__server_conn_closed(c->_server, c);
+  if (c->hook)
+    c->hook(c, c->reason, c->hook_arg);
   if (c->cbs->on_close)
     c->cbs->on_close(c, c->reason, c->ud);
   close(c->fd);
@@ -500,26 +531,57 @@ const char *appmsg_conn_peer(const struct appmsg_conn *c) {
   return buf;
 }
 
-void appmsg__conn_link(struct appmsg_conn *c, void *server, struct appmsg_conn **head) {
-  c->_server = server;
-  c->_prev = NULL;
-  c->_next = *head;
-  if (*head)
-    (*head)->_prev = c;
-  *head = c;
+void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn, void *arg) {
+  c->hook = fn;
+  c->hook_arg = arg;
 }
 
-void appmsg__conn_unlink(struct appmsg_conn *c, struct appmsg_conn **head) {
-  if (c->_prev)
-    c->_prev->_next = c->_next;
+int appmsg_conn_send_prepared(struct appmsg_conn *c, const struct appmsg_prepared *p,
+                              const void *content, size_t len) {
+  int rc = may_queue(c, len);
+  return rc ? rc : queued(c, appmsg_encoder_push_prepared(&c->enc, p, content, len));
+}
+
+/* Replaces what is not well-formed UTF-8 (a reason built from peer bytes,
+ * or cut short) with '?', so that a reply is always valid JSON text. */
+static void utf8_sanitize(char *s) {
+  size_t n = strlen(s);
+  for (size_t i = 0; i < n;) {
+    size_t bad = appmsg_utf8_check(s + i, n - i);
+    if (bad == n - i)
+      break;
+    s[i + bad] = '?';
+    i += bad + 1;
+  }
+}
+
+int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset) {
+  const char *text = reason ? reason : appmsg_strerror(err);
+  char sentence[512];
+  size_t tl = strlen(text);
+  /* "Error: " + the reason, ending with a full stop as the guide's texts do. */
+  snprintf(sentence, sizeof sentence, "Error: %s%s", text,
+           tl && (text[tl - 1] == '.' || text[tl - 1] == '?') ? "" : ".");
+  utf8_sanitize(sentence);
+  /* Room for the worst case: every byte of the sentence quoted as \u00XX. */
+  char quoted[6 * sizeof sentence + 3];
+  size_t q = appmsg_json_quote(sentence, strlen(sentence), quoted, sizeof quoted - 1);
+  quoted[q] = '\0';
+  char body[sizeof quoted + 96];
+  int n;
+  if (offset >= 0)
+    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\", \"offset\": %lld}", quoted,
+                 appmsg_errname(err), offset);
   else
-    *head = c->_next;
-  if (c->_next)
-    c->_next->_prev = c->_prev;
-  c->_prev = c->_next = NULL;
-  c->_server = NULL;
-}
-
-struct appmsg_conn *appmsg__conn_next(const struct appmsg_conn *c) {
-  return c->_next;
+    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\"}", quoted,
+                 appmsg_errname(err));
+  if (n < 0 || (size_t)n >= sizeof body)
+    return -EINVAL; /* not reached: body has room for the longest reply */
+  struct appmsg_header h;
+  appmsg_header_init(&h);
+  int rc = appmsg_header_set(&h, "text/json", "utf-8");
+  if (rc == 0)
+    rc = appmsg_conn_send(c, &h, body, (size_t)n);
+  appmsg_header_cleanup(&h);
+  return rc;
 }

@@ -58,9 +58,15 @@ void appmsg_decoder_cleanup(struct appmsg_decoder *d) {
 
 void appmsg_decoder_reset(struct appmsg_decoder *d) {
   struct appmsg_limits lim = d->limits;
+  unsigned char general_only = d->_general_only;
   appmsg_decoder_cleanup(d);
   memset(d, 0, sizeof *d);
   d->limits = lim;
+  d->_general_only = general_only;
+}
+
+void appmsg__decoder_set_fast_path(struct appmsg_decoder *d, int on) {
+  d->_general_only = on ? 0 : 1;
 }
 
 /* Sets the sticky error.  A reason formatted with arguments is allocated
@@ -174,8 +180,8 @@ static int finish_header(struct appmsg_decoder *d) {
   }
   struct appmsg__json_error e;
   char claimed[32] = "";
-  int rc =
-      appmsg__header_parse(d->_hbuf, d->_hlen, d->limits.max_content_length, &d->_hdr, &e, claimed);
+  int rc = appmsg__header_parse(d->_hbuf, d->_hlen, d->limits.max_content_length, !d->_general_only,
+                                &d->_hdr, &e, claimed);
   if (rc == APPMSG_E_CONTENT_TOO_LARGE) {
     set_error(d, rc, hstart, "content-length %s is above the limit %llu", claimed,
               (unsigned long long)d->limits.max_content_length);

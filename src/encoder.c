@@ -86,6 +86,86 @@ int appmsg_encoder_push(struct appmsg_encoder *e, const struct appmsg_header *h,
   }
 }
 
+struct appmsg_prepared {
+  size_t split; /* where content-length's digits go */
+  size_t len;   /* bytes of text, without the digits */
+  char text[];  /* the header's text */
+};
+
+int appmsg_prepared_new(struct appmsg_prepared **out, const struct appmsg_header *h) {
+  size_t split;
+  long len = appmsg__header_write_split(h, NULL, 0, &split);
+  if (len < 0)
+    return (int)len;
+  if (len + 1 > (long)APPMSG_HEADER_LENGTH_MAX) /* no room left for a digit */
+    return APPMSG_E_HEADER_TOO_LARGE;
+  struct appmsg_prepared *p = malloc(sizeof *p + (size_t)len);
+  if (p == NULL)
+    return -ENOMEM;
+  if (appmsg__header_write_split(h, p->text, (size_t)len, &p->split) != len) {
+    free(p);
+    return -ENOMEM; /* the header changed under us: not reached single-threaded */
+  }
+  p->len = (size_t)len;
+  *out = p;
+  return 0;
+}
+
+void appmsg_prepared_free(struct appmsg_prepared *p) {
+  free(p);
+}
+
+/* Writes v in decimal into out (room for 20); returns the length. */
+static size_t u64_digits(uint64_t v, char *out) {
+  char tmp[20];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t k = 0; k < n; k++)
+    out[k] = tmp[n - 1 - k];
+  return n;
+}
+
+int appmsg__encoder_push_prepared(struct appmsg_encoder *e, const struct appmsg_prepared *p,
+                                  const char *extra, size_t extra_len, const void *content,
+                                  size_t len) {
+  if ((uint64_t)len > APPMSG_CONTENT_LENGTH_MAX)
+    return APPMSG_E_CONTENT_TOO_LARGE;
+  char digits[20];
+  size_t nd = u64_digits(len, digits);
+  size_t hlen = p->len + nd + extra_len;
+  if (hlen > APPMSG_HEADER_LENGTH_MAX)
+    return APPMSG_E_HEADER_TOO_LARGE;
+  int rc = reserve(e, 2 + hlen + len);
+  if (rc)
+    return rc;
+  unsigned char *o = e->_buf + e->_len;
+  o[0] = (unsigned char)(hlen >> 8);
+  o[1] = (unsigned char)(hlen & 0xFF);
+  o += 2;
+  memcpy(o, p->text, p->split);
+  o += p->split;
+  memcpy(o, digits, nd);
+  o += nd;
+  if (extra_len) {
+    memcpy(o, extra, extra_len);
+    o += extra_len;
+  }
+  memcpy(o, p->text + p->split, p->len - p->split);
+  o += p->len - p->split;
+  if (len)
+    memcpy(o, content, len);
+  e->_len += 2 + hlen + len;
+  return 0;
+}
+
+int appmsg_encoder_push_prepared(struct appmsg_encoder *e, const struct appmsg_prepared *p,
+                                 const void *content, size_t len) {
+  return appmsg__encoder_push_prepared(e, p, NULL, 0, content, len);
+}
+
 int appmsg_encoder_push_raw(struct appmsg_encoder *e, const void *data, size_t len) {
   if (len == 0)
     return 0;

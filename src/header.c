@@ -216,8 +216,6 @@ static int read_length(const char *digits, size_t n, uint64_t max_content, uint6
   return perr(err, APPMSG_E_CONTENT_TOO_LARGE, 0, "content-length above the limit");
 }
 
-int appmsg__header_fast_path = 1;
-
 /* Matches a literal at *i. */
 static int lit(const char *buf, size_t n, size_t *i, const char *s, size_t len) {
   if (n - *i < len || memcmp(buf + *i, s, len) != 0)
@@ -289,8 +287,8 @@ static int parse_canonical(char *buf, size_t n, uint64_t max_content, struct app
   if (i != n)
     return 0;
   const unsigned char *u = (const unsigned char *)buf;
-  if (appmsg__utf8_check(u + t0, t1 - t0) != t1 - t0 ||
-      appmsg__utf8_check(u + e0, e1 - e0) != e1 - e0)
+  if (appmsg_utf8_check(u + t0, t1 - t0) != t1 - t0 ||
+      appmsg_utf8_check(u + e0, e1 - e0) != e1 - e0)
     return 0;
   uint64_t v;
   if ((*rc = read_length(buf + d0, digits, max_content, &v, err, claimed)) != 0)
@@ -308,16 +306,17 @@ static int parse_canonical(char *buf, size_t n, uint64_t max_content, struct app
 
 #undef LIT
 
-int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, struct appmsg_header *h,
-                         struct appmsg__json_error *err, char claimed[32]) {
+int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, int fast,
+                         struct appmsg_header *h, struct appmsg__json_error *err,
+                         char claimed[32]) {
   memset(h, 0, sizeof *h);
   int fast_rc;
-  if (appmsg__header_fast_path && parse_canonical(buf, n, max_content, h, err, claimed, &fast_rc)) {
+  if (fast && parse_canonical(buf, n, max_content, h, err, claimed, &fast_rc)) {
     if (fast_rc)
       memset(h, 0, sizeof *h);
     return fast_rc;
   }
-  size_t bad = appmsg__utf8_check((const unsigned char *)buf, n);
+  size_t bad = appmsg_utf8_check(buf, n);
   if (bad < n)
     return perr(err, APPMSG_E_HEADER_UTF8, bad, "header is not valid UTF-8");
   struct collect c;
@@ -396,12 +395,6 @@ void appmsg__header_release_borrowed(struct appmsg_header *h) {
   memset(h, 0, sizeof *h);
 }
 
-/* Forgets the cached text of a header that is about to change. */
-static void wcache_drop(struct appmsg_header *h) {
-  free(h->_wcache);
-  h->_wcache = NULL;
-}
-
 void appmsg_header_init(struct appmsg_header *h) {
   memset(h, 0, sizeof *h);
   h->byteorder = appmsg_byteorder_host();
@@ -413,13 +406,12 @@ void appmsg_header_cleanup(struct appmsg_header *h) {
     free(h->content_encoding);
   }
   extras_free(h->_extras);
-  free(h->_wcache);
   memset(h, 0, sizeof *h);
 }
 
 static int valid_utf8_str(const char *s) {
   size_t n = strlen(s);
-  return appmsg__utf8_check((const unsigned char *)s, n) == n;
+  return appmsg_utf8_check(s, n) == n;
 }
 
 int appmsg_header_set(struct appmsg_header *h, const char *content_type,
@@ -436,7 +428,6 @@ int appmsg_header_set(struct appmsg_header *h, const char *content_type,
     free(e);
     return -ENOMEM;
   }
-  wcache_drop(h);
   if (t) {
     free(h->content_type);
     h->content_type = t;
@@ -513,7 +504,6 @@ static int put_extra(struct appmsg_header *h, const char *key, cJSON *item) {
     cJSON_Delete(item);
     return -EINVAL;
   }
-  wcache_drop(h);
   struct extras *e = h->_extras;
   if (e == NULL && (e = h->_extras = calloc(1, sizeof *e)) == NULL) {
     cJSON_Delete(item);
@@ -553,7 +543,6 @@ int appmsg_header_set_extra_string(struct appmsg_header *h, const char *key, con
 int appmsg_header_remove_extra(struct appmsg_header *h, const char *key) {
   if (h->_borrowed || extra_item(h, key) == NULL)
     return h->_borrowed ? -EINVAL : -ENOENT;
-  wcache_drop(h);
   cJSON_DeleteItemFromObjectCaseSensitive(tree_of(h), key);
   return 0;
 }
@@ -620,74 +609,22 @@ static long write_parts(const struct appmsg_header *h, struct out *o, const char
   return (long)o->n;
 }
 
-/*
- * A written header's text without its length's digits, kept for the next
- * write: a server sends the same reply header again and again, and then
- * writing it is two copies and a number.  Rebuilt when the strings'
- * pointers or the byteorder change; dropped by every appmsg_header_set*().
- */
-struct wcache {
-  const char *type, *encoding; /* the strings it was made from */
-  enum appmsg_byteorder byteorder;
-  size_t split; /* where the digits go */
-  size_t len;   /* bytes without the digits */
-  char bytes[]; /* the text */
-};
-
-static struct wcache *wcache_of(const struct appmsg_header *h) {
-  struct wcache *w = h->_wcache;
-  if (w && w->type == h->content_type && w->encoding == h->content_encoding &&
-      w->byteorder == h->byteorder)
-    return w;
-  struct out o = {NULL, 0, 0};
-  size_t split;
-  long len = write_parts(h, &o, "", 0, &split);
-  if (len < 0)
-    return NULL;
-  struct wcache *nw = malloc(sizeof *nw + (size_t)len);
-  if (nw == NULL)
-    return NULL;
-  o = (struct out){nw->bytes, (size_t)len, 0};
-  if (write_parts(h, &o, "", 0, &split) != len) {
-    free(nw);
-    return NULL;
-  }
-  nw->type = h->content_type;
-  nw->encoding = h->content_encoding;
-  nw->byteorder = h->byteorder;
-  nw->split = split;
-  nw->len = (size_t)len;
-  free(w);
-  ((struct appmsg_header *)h)->_wcache = nw; /* logically const: a cache */
-  return nw;
+long appmsg__header_write_split(const struct appmsg_header *h, char *out, size_t cap,
+                                size_t *split) {
+  int rc = appmsg_header_validate(h);
+  if (rc)
+    return rc;
+  struct out o = {out, out ? cap : 0, 0};
+  return write_parts(h, &o, "", 0, split);
 }
 
 long appmsg_header_write(const struct appmsg_header *h, uint64_t content_length, char *out,
                          size_t cap) {
-  struct wcache *w = h->_wcache;
-  int cached = w && w->type == h->content_type && w->encoding == h->content_encoding &&
-               w->byteorder == h->byteorder;
-  if (!cached) {
-    int rc = appmsg_header_validate(h);
-    if (rc)
-      return rc;
-  }
+  int rc = appmsg_header_validate(h);
+  if (rc)
+    return rc;
   char digits[20];
   size_t nd = put_u64(digits, content_length);
-  if (!h->_borrowed && (w = wcache_of(h)) != NULL) {
-    size_t total = w->len + nd;
-    if (out && cap >= total) {
-      memcpy(out, w->bytes, w->split);
-      memcpy(out + w->split, digits, nd);
-      memcpy(out + w->split + nd, w->bytes + w->split, w->len - w->split);
-    } else if (out) {
-      struct out o = {out, cap, 0};
-      put(&o, w->bytes, w->split);
-      put(&o, digits, nd);
-      put(&o, w->bytes + w->split, w->len - w->split);
-    }
-    return (long)total;
-  }
   struct out o = {out, out ? cap : 0, 0};
   size_t split;
   return write_parts(h, &o, digits, nd, &split);

@@ -331,7 +331,8 @@ int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
   return 0;
 }
 
-size_t appmsg__utf8_check(const unsigned char *p, size_t n) {
+size_t appmsg_utf8_check(const void *buf, size_t n) {
+  const unsigned char *p = buf;
   size_t i = 0;
   while (i < n) {
     /* ASCII fast path, eight bytes at a time. */
@@ -511,7 +512,7 @@ size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {
 int appmsg_json_scan(const void *buf, size_t n, int max_depth, enum appmsg_json_type *top,
                      appmsg_json_member_cb cb, void *ud, size_t *err_offset, const char **reason) {
   const unsigned char *p = buf;
-  size_t bad_utf8 = appmsg__utf8_check(p, n);
+  size_t bad_utf8 = appmsg_utf8_check(p, n);
   struct appmsg__json_error e = {0, 0, NULL};
   int rc = 0;
   if (bad_utf8 < n) {

@@ -22,7 +22,8 @@ struct appmsg_server {
   void *ud;
   struct appmsg_acceptor acc; /* listener + reserve descriptor */
   struct appmsg_timer resume; /* re-enables accepting after a pause */
-  struct appmsg_conn *head;   /* every connection, refused ones too */
+  struct appmsg_conn **by_fd; /* every open connection, refused ones too, by descriptor */
+  size_t slots;               /* entries of by_fd */
   size_t count;               /* connections served */
   size_t refusing;            /* connections being refused */
   int listening;              /* the listener is open */
@@ -37,57 +38,37 @@ void appmsg_server_opts_default(struct appmsg_server_opts *o) {
   o->backlog = 511;
 }
 
-/* Replaces what is not well-formed UTF-8 (a reason built from peer bytes,
- * or cut short) with '?', so that a reply is always valid JSON text. */
-static void utf8_sanitize(char *s) {
-  size_t n = strlen(s);
-  for (size_t i = 0; i < n;) {
-    size_t bad = appmsg__utf8_check((const unsigned char *)s + i, n - i);
-    if (bad == n - i)
-      break;
-    s[i + bad] = '?';
-    i += bad + 1;
+/* Keeps c in the table, at its descriptor (unique while it is open). */
+static int track(struct appmsg_server *s, struct appmsg_conn *c) {
+  size_t fd = (size_t)appmsg_conn_fd(c);
+  if (fd >= s->slots) {
+    size_t n = s->slots ? s->slots : 64;
+    while (n <= fd)
+      n *= 2;
+    struct appmsg_conn **t = realloc(s->by_fd, n * sizeof *t);
+    if (t == NULL)
+      return -ENOMEM;
+    memset(t + s->slots, 0, (n - s->slots) * sizeof *t);
+    s->by_fd = t;
+    s->slots = n;
   }
+  s->by_fd[fd] = c;
+  return 0;
 }
 
-int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset) {
-  const char *text = reason ? reason : appmsg_strerror(err);
-  char sentence[512];
-  size_t tl = strlen(text);
-  /* "Error: " + the reason, ending with a full stop as the guide's texts do. */
-  snprintf(sentence, sizeof sentence, "Error: %s%s", text,
-           tl && (text[tl - 1] == '.' || text[tl - 1] == '?') ? "" : ".");
-  utf8_sanitize(sentence);
-  /* Room for the worst case: every byte of the sentence quoted as \u00XX. */
-  char quoted[6 * sizeof sentence + 3];
-  size_t q = appmsg_json_quote(sentence, strlen(sentence), quoted, sizeof quoted - 1);
-  quoted[q] = '\0';
-  char body[sizeof quoted + 96];
-  int n;
-  if (offset >= 0)
-    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\", \"offset\": %lld}", quoted,
-                 appmsg_errname(err), offset);
-  else
-    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\"}", quoted,
-                 appmsg_errname(err));
-  if (n < 0 || (size_t)n >= sizeof body)
-    return -EINVAL; /* not reached: body has room for the longest reply */
-  struct appmsg_header h;
-  appmsg_header_init(&h);
-  int rc = appmsg_header_set(&h, "text/json", "utf-8");
-  if (rc == 0)
-    rc = appmsg_conn_send(c, &h, body, (size_t)n);
-  appmsg_header_cleanup(&h);
-  return rc;
+/* Close hooks: a connection leaves the table as it ends. */
+static void served_closed(struct appmsg_conn *c, int reason, void *arg) {
+  (void)reason;
+  struct appmsg_server *s = arg;
+  s->by_fd[appmsg_conn_fd(c)] = NULL;
+  s->count--;
 }
 
-void appmsg__server_conn_closed(void *server, struct appmsg_conn *c) {
-  struct appmsg_server *s = server;
-  appmsg__conn_unlink(c, &s->head);
-  if (c->refused)
-    s->refusing--;
-  else
-    s->count--;
+static void refused_closed(struct appmsg_conn *c, int reason, void *arg) {
+  (void)reason;
+  struct appmsg_server *s = arg;
+  s->by_fd[appmsg_conn_fd(c)] = NULL;
+  s->refusing--;
 }
 
 /* A refused connection needs no callbacks: it only sends its error reply. */
@@ -106,9 +87,12 @@ static void refuse(struct appmsg_server *s, int fd) {
   if (appmsg__conn_new_accepted(&c, s->loop, fd, &s->opts->conn, &refuse_cbs, NULL,
                                 (struct sockaddr *)&s->acc.peer, s->acc.peer_len) != 0)
     return;
-  c->refused = 1;
+  if (track(s, c) != 0) {
+    appmsg_conn_abort(c, -ENOMEM);
+    return;
+  }
+  appmsg_conn_set_close_hook(c, refused_closed, s);
   s->refusing++;
-  appmsg__conn_link(c, s, &s->head);
   char reason[128];
   snprintf(reason, sizeof reason, "too many connections (the limit is %zu); try again later",
            s->opts->max_conns);
@@ -152,8 +136,12 @@ static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *u
     if (appmsg__conn_new_accepted(&c, loop, cfd, &s->opts->conn, s->conn_cbs, s->ud,
                                   (struct sockaddr *)&s->acc.peer, s->acc.peer_len) != 0)
       continue; /* out of memory: the connection is closed */
+    if (track(s, c) != 0) {
+      appmsg_conn_abort(c, -ENOMEM);
+      continue;
+    }
+    appmsg_conn_set_close_hook(c, served_closed, s);
     s->count++;
-    appmsg__conn_link(c, s, &s->head);
     if (s->srv_cbs && s->srv_cbs->on_accept)
       s->srv_cbs->on_accept(s, c, s->ud);
   }
@@ -232,17 +220,18 @@ static void stop_listening(struct appmsg_server *s) {
 
 void appmsg_server_drain(struct appmsg_server *s) {
   stop_listening(s);
-  for (struct appmsg_conn *c = s->head, *next; c; c = next) {
-    next = appmsg__conn_next(c);
-    appmsg_conn_close_when_idle(c); /* may end c at once */
-  }
+  for (size_t fd = 0; fd < s->slots; fd++)
+    if (s->by_fd[fd])
+      appmsg_conn_close_when_idle(s->by_fd[fd]); /* may end it at once */
 }
 
 void appmsg_server_free(struct appmsg_server *s) {
   if (s == NULL)
     return;
   stop_listening(s);
-  while (s->head)
-    appmsg_conn_abort(s->head, APPMSG_E_CLOSED);
+  for (size_t fd = 0; fd < s->slots; fd++)
+    if (s->by_fd[fd])
+      appmsg_conn_abort(s->by_fd[fd], APPMSG_E_CLOSED);
+  free(s->by_fd);
   free(s);
 }

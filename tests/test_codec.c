@@ -382,6 +382,58 @@ START_TEST(encoder_matches_guide_bytes) {
 }
 END_TEST
 
+/* A prepared header writes the bytes a plain push writes, for any length,
+ * with extra keys, and is a snapshot: changing the header afterwards
+ * changes nothing it writes. */
+START_TEST(prepared_header_writes_the_same_bytes_and_is_a_snapshot) {
+  struct appmsg_header h;
+  make_header(&h, "text/json", "utf-8");
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "x-trace", "[1, \"\u00e9\"]"), 0);
+  struct appmsg_prepared *p;
+  ck_assert_int_eq(appmsg_prepared_new(&p, &h), 0);
+  static const size_t lens[] = {0, 1, 9, 10, 99, 100, 1000, 65536};
+  char *content = calloc(1, 65536);
+  for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+    struct appmsg_encoder a, b;
+    appmsg_encoder_init(&a);
+    appmsg_encoder_init(&b);
+    ck_assert_int_eq(appmsg_encoder_push(&a, &h, content, lens[k]), 0);
+    ck_assert_int_eq(appmsg_encoder_push_prepared(&b, p, content, lens[k]), 0);
+    size_t na, nb;
+    const void *pa = appmsg_encoder_peek(&a, &na), *pb = appmsg_encoder_peek(&b, &nb);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_mem_eq(pa, pb, na);
+    appmsg_encoder_cleanup(&a);
+    appmsg_encoder_cleanup(&b);
+  }
+  /* Change the header in every way: the prepared bytes stay the old ones. */
+  char before[512];
+  long n = appmsg_header_write(&h, 5, before, sizeof before);
+  ck_assert_int_gt(n, 0);
+  ck_assert_int_eq(appmsg_header_set(&h, "binary/other", "binary"), 0);
+  ck_assert_int_eq(appmsg_header_remove_extra(&h, "x-trace"), 0);
+  h.byteorder =
+      h.byteorder == APPMSG_BYTEORDER_BIG ? APPMSG_BYTEORDER_LITTLE : APPMSG_BYTEORDER_BIG;
+  h.content_type[0] = 'X'; /* even in place */
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  ck_assert_int_eq(appmsg_encoder_push_prepared(&e, p, "hello", 5), 0);
+  size_t ne;
+  const unsigned char *pe = appmsg_encoder_peek(&e, &ne);
+  ck_assert_uint_eq(ne, 2 + (size_t)n + 5);
+  ck_assert_uint_eq(((size_t)pe[0] << 8) | pe[1], (size_t)n);
+  ck_assert_mem_eq(pe + 2, before, (size_t)n);
+  appmsg_encoder_cleanup(&e);
+  appmsg_prepared_free(p);
+  free(content);
+  appmsg_header_cleanup(&h);
+  /* A header that cannot be sent cannot be prepared. */
+  appmsg_header_init(&h);
+  ck_assert_int_eq(appmsg_prepared_new(&p, &h), APPMSG_E_FIELD_MISSING);
+  appmsg_prepared_free(NULL);
+}
+END_TEST
+
 START_TEST(encoder_queue_and_partial_writes) {
   struct appmsg_header h;
   make_header(&h, "binary/custom-client-binary-type", "binary");
@@ -661,6 +713,7 @@ int main(void) {
   suite_add_tcase(s, dec);
   TCase *enc = tcase_create("encoder");
   tcase_add_test(enc, encoder_matches_guide_bytes);
+  tcase_add_test(enc, prepared_header_writes_the_same_bytes_and_is_a_snapshot);
   tcase_add_test(enc, encoder_queue_and_partial_writes);
   tcase_add_test(enc, encoder_refuses_bad_headers);
   tcase_add_test(enc, header_write_escapes_like_python);

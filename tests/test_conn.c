@@ -619,6 +619,44 @@ START_TEST(send_error_shape) {
 }
 END_TEST
 
+/* What the close hook saw, and whether on_close had run by then. */
+struct hook_seen {
+  struct seen *s;
+  int calls;
+  int reason;
+  int closes_before;
+};
+
+static void close_hook(struct appmsg_conn *c, int reason, void *arg) {
+  (void)c;
+  struct hook_seen *h = arg;
+  h->calls++;
+  h->reason = reason;
+  h->closes_before = h->s->closes;
+}
+
+START_TEST(close_hook_runs_once_before_on_close_with_its_reason) {
+  setup(_i);
+  int sv[2];
+  pair(sv);
+  struct seen s = {0};
+  struct hook_seen h = {.s = &s};
+  struct appmsg_conn *c;
+  ck_assert_int_eq(appmsg_conn_new(&c, loop, sv[0], &opts, &cbs, &s), 0);
+  appmsg_conn_set_close_hook(c, close_hook, &h);
+  ck_assert_int_eq(write(sv[1], "\x00\x05{", 3), 3);
+  shutdown(sv[1], SHUT_WR); /* a truncated frame ends it */
+  run_until(&s.closes, 3000);
+  ck_assert_int_eq(s.closes, 1);
+  ck_assert_int_eq(h.calls, 1);
+  ck_assert_int_eq(h.closes_before, 0);
+  ck_assert_int_eq(h.reason, APPMSG_E_TRUNCATED);
+  ck_assert_int_eq(s.close_reason, APPMSG_E_TRUNCATED);
+  close(sv[1]);
+  teardown();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("conn");
   TCase *tc = tcase_create("conn");
@@ -635,6 +673,7 @@ int main(void) {
   tcase_add_loop_test(tc, connect_refused_and_reset, 0, 2);
   tcase_add_loop_test(tc, server_limit_and_drain, 0, 2);
   tcase_add_loop_test(tc, send_error_shape, 0, 2);
+  tcase_add_loop_test(tc, close_hook_runs_once_before_on_close_with_its_reason, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -36,12 +36,10 @@ END_TEST
 
 /* The canonical-header fast path off: the general path alone must give
  * the same traces (the fast path is an optimisation, never a behaviour). */
-extern int appmsg__header_fast_path;
-
 START_TEST(whole_general_path_only) {
-  appmsg__header_fast_path = 0;
+  tu_fast_path = 0;
   expect_trace(&vecs[_i], NULL, 0, "whole, general path only");
-  appmsg__header_fast_path = 1;
+  tu_fast_path = 1;
 }
 END_TEST
 

@@ -1,6 +1,8 @@
 /* Helpers shared by the test suites: suite runner, strings, vectors. */
 #include "testutil.h"
 
+#include "internal.h"
+
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -350,11 +352,14 @@ void tu_free_vectors(struct tu_vec *v, size_t n) {
   free(v);
 }
 
+int tu_fast_path = 1;
+
 char *tu_decode_trace(const struct tu_vec *v, const size_t *cuts, size_t ncuts) {
   struct appmsg_decoder d;
   struct tu_str t = {0};
   if (appmsg_decoder_init(&d, &v->lim) != 0)
     die("bad limits", v->path);
+  appmsg__decoder_set_fast_path(&d, tu_fast_path);
   size_t start = 0;
   int failed = 0;
   for (size_t c = 0; c <= ncuts && !failed; c++) {

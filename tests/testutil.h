@@ -39,6 +39,10 @@ void tu_free_vectors(struct tu_vec *v, size_t n);
  * (ncuts of them, each in 1..len-1) and returns the outcome trace, in the
  * same text form as tu_vec.expect (caller frees).
  */
+/* 0: tu_decode_trace() decodes headers by the general path only (the
+ * fast path for canonical headers must give the same traces). */
+extern int tu_fast_path;
+
 char *tu_decode_trace(const struct tu_vec *v, const size_t *cuts, size_t ncuts);
 
 /* Appends a message's trace lines for a decoded header and content. */

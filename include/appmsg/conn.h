@@ -51,6 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "export.h"
 #include "decoder.h"
 #include "loop.h"
 
@@ -70,7 +71,7 @@ struct appmsg_conn_opts {
 };
 
 /* Fills in the defaults: 1 MiB content, idle 300 s, frame 30 s, pause at 256 KiB, cap 16 MiB. */
-void appmsg_conn_opts_default(struct appmsg_conn_opts *o);
+APPMSG_API void appmsg_conn_opts_default(struct appmsg_conn_opts *o);
 
 struct appmsg_conn_callbacks {
   /* A complete message.  header and content are borrowed until it returns
@@ -97,9 +98,9 @@ struct appmsg_conn_callbacks {
  * fd from now on, even when this fails.  Returns 0 and *c, or -ENOMEM /
  * the loop's error.
  */
-int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
-                    const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
-                    void *ud);
+APPMSG_API int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                               const struct appmsg_conn_opts *opts,
+                               const struct appmsg_conn_callbacks *cbs, void *ud);
 
 /*
  * Starts a non-blocking connect to host:port (see net.h for the forms) and
@@ -108,10 +109,11 @@ int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
  * in err (if not NULL).  Only the first resolved address is tried; use
  * appmsg_connect_timeout() + appmsg_conn_new() to try them all.
  */
-int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const char *host,
-                        const char *port, const struct appmsg_conn_opts *opts,
-                        const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
-                        size_t errlen);
+APPMSG_API int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop,
+                                   const char *host, const char *port,
+                                   const struct appmsg_conn_opts *opts,
+                                   const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
+                                   size_t errlen);
 
 /*
  * Queues one frame (see appmsg_encoder_push()).  Returns 0; a negative
@@ -119,11 +121,27 @@ int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const 
  * or APPMSG_E_OUTPUT_FULL, after which the connection closes (the peer
  * does not read).  Safe to call from any callback of this connection.
  */
-int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
-                     size_t len);
+APPMSG_API int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h,
+                                const void *content, size_t len);
+
+/* appmsg_conn_send() with a prepared header (encoder.h): for replies sent
+ * again and again with the same header. */
+struct appmsg_prepared;
+APPMSG_API int appmsg_conn_send_prepared(struct appmsg_conn *c, const struct appmsg_prepared *p,
+                                         const void *content, size_t len);
+
+/*
+ * Sends the standard error reply of PROTOCOL.md on c: a text/json message
+ * {"result": "Error: REASON.", "error": "NAME", "offset": OFFSET}, NAME
+ * being appmsg_errname(err), REASON reason (or appmsg_strerror(err) when
+ * NULL; bytes that are not UTF-8 become '?'), "offset" only when offset is
+ * >= 0.  Returns what appmsg_conn_send() does.
+ */
+APPMSG_API int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason,
+                                      long long offset);
 
 /* Queues raw bytes (raw mode, or hand-made frames).  As appmsg_conn_send(). */
-int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len);
+APPMSG_API int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len);
 
 /*
  * Closes gracefully: stops reading new messages, sends what is queued,
@@ -131,26 +149,38 @@ int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len);
  * unread input cannot turn the close into a reset that destroys the last
  * reply), then calls on_close(0).  Idempotent.
  */
-void appmsg_conn_close(struct appmsg_conn *c);
+APPMSG_API void appmsg_conn_close(struct appmsg_conn *c);
 
 /* Closes at once, dropping queued output; on_close(reason) runs before it
  * returns unless called from this connection's own callback (then right
  * after that callback). */
-void appmsg_conn_abort(struct appmsg_conn *c, int reason);
+APPMSG_API void appmsg_conn_abort(struct appmsg_conn *c, int reason);
 
 /* Closes when the current frame (if any) has been answered and sent:
  * used to drain a server on SIGTERM.  A raw connection has no frames, so
  * it closes once its queued output is sent. */
-void appmsg_conn_close_when_idle(struct appmsg_conn *c);
+APPMSG_API void appmsg_conn_close_when_idle(struct appmsg_conn *c);
+
+/*
+ * The close hook: fn(c, reason, arg) is called once as the connection
+ * ends, just before on_close and with the same reason.  It is for code
+ * that keeps connections on someone else's behalf - a server keeps its
+ * list of connections with it - so that the callbacks stay the
+ * application's.  One hook per connection: a second call replaces the
+ * first, NULL removes it.  The hook must not call back into c.
+ */
+typedef void (*appmsg_conn_hook_fn)(struct appmsg_conn *c, int reason, void *arg);
+APPMSG_API void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn,
+                                           void *arg);
 
 /* Accessors. */
-int appmsg_conn_fd(const struct appmsg_conn *c);
-void *appmsg_conn_userdata(const struct appmsg_conn *c);
-void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud);
-size_t appmsg_conn_pending(const struct appmsg_conn *c); /* bytes queued for sending */
+APPMSG_API int appmsg_conn_fd(const struct appmsg_conn *c);
+APPMSG_API void *appmsg_conn_userdata(const struct appmsg_conn *c);
+APPMSG_API void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud);
+APPMSG_API size_t appmsg_conn_pending(const struct appmsg_conn *c); /* bytes queued for sending */
 /* The peer as text ("127.0.0.1:5555", "[::1]:5555", "unix:"), in a buffer
  * of the calling thread that the next call overwrites. */
-const char *appmsg_conn_peer(const struct appmsg_conn *c);
+APPMSG_API const char *appmsg_conn_peer(const struct appmsg_conn *c);
 
 #ifdef __cplusplus
 }

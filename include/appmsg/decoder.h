@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "export.h"
 #include "header.h"
 
 #ifdef __cplusplus
@@ -55,7 +56,7 @@ struct appmsg_limits {
 };
 
 /* Fills in the defaults (1 MiB content, 65535-byte header). */
-void appmsg_limits_default(struct appmsg_limits *lim);
+APPMSG_API void appmsg_limits_default(struct appmsg_limits *lim);
 
 struct appmsg_decoder {
   /* read-only */
@@ -77,6 +78,7 @@ struct appmsg_decoder {
   unsigned char _prefix_have;   /* prefix bytes received */
   unsigned char _seen_open;     /* 1 once the header's '{' was seen */
   unsigned char _content_taken; /* 1 after appmsg_decoder_take_content() */
+  unsigned char _general_only;  /* 1: no fast path for canonical headers (tests) */
   struct appmsg_header _hdr;    /* the parsed header of the current message */
 };
 
@@ -85,13 +87,13 @@ struct appmsg_decoder {
  * -EINVAL when a limit is out of range (max_header_length 0 or above
  * 65535, max_content_length above APPMSG_CONTENT_LENGTH_MAX).
  */
-int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *lim);
+APPMSG_API int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *lim);
 
 /* Frees everything the decoder owns.  Safe on a zeroed struct. */
-void appmsg_decoder_cleanup(struct appmsg_decoder *d);
+APPMSG_API void appmsg_decoder_cleanup(struct appmsg_decoder *d);
 
 /* Forgets any partial frame, message and error; offset restarts at 0. */
-void appmsg_decoder_reset(struct appmsg_decoder *d);
+APPMSG_API void appmsg_decoder_reset(struct appmsg_decoder *d);
 
 /*
  * Consumes bytes from data[0..len) and stores how many in *consumed (never
@@ -100,41 +102,41 @@ void appmsg_decoder_reset(struct appmsg_decoder *d);
  * completing one, or ERROR.  The input is never kept after the call.
  * A message stays readable until the next feed(), reset() or cleanup().
  */
-enum appmsg_status appmsg_decoder_feed(struct appmsg_decoder *d, const void *data, size_t len,
-                                       size_t *consumed);
+APPMSG_API enum appmsg_status appmsg_decoder_feed(struct appmsg_decoder *d, const void *data,
+                                                  size_t len, size_t *consumed);
 
 /*
  * Tells the decoder the stream ended.  Returns 0 when it ended cleanly
  * between frames, else APPMSG_E_TRUNCATED (which becomes the sticky error,
  * with the offset of the stream's end) or the error already set.
  */
-int appmsg_decoder_finish(struct appmsg_decoder *d);
+APPMSG_API int appmsg_decoder_finish(struct appmsg_decoder *d);
 
 /* Whether bytes of an unfinished frame have been consumed (for telling a
  * stalled frame from an idle connection). */
-int appmsg_decoder_in_frame(const struct appmsg_decoder *d);
+APPMSG_API int appmsg_decoder_in_frame(const struct appmsg_decoder *d);
 
 /* The current message's header, or NULL when feed() did not just return
  * MESSAGE.  Borrowed: valid until the next feed(), reset() or cleanup(). */
-const struct appmsg_header *appmsg_decoder_header(const struct appmsg_decoder *d);
+APPMSG_API const struct appmsg_header *appmsg_decoder_header(const struct appmsg_decoder *d);
 
 /* The current message's content and its length (never NULL when a message
  * is ready, even for length 0), or NULL.  Borrowed, like the header. */
-const void *appmsg_decoder_content(const struct appmsg_decoder *d, size_t *len);
+APPMSG_API const void *appmsg_decoder_content(const struct appmsg_decoder *d, size_t *len);
 
 /* Hands the content buffer over to the caller (free() it); later calls to
  * appmsg_decoder_content() return NULL for this message.  NULL if none. */
-void *appmsg_decoder_take_content(struct appmsg_decoder *d, size_t *len);
+APPMSG_API void *appmsg_decoder_take_content(struct appmsg_decoder *d, size_t *len);
 
 /* The sticky error code (a negative APPMSG_E_* or -ENOMEM), or 0. */
-int appmsg_decoder_error(const struct appmsg_decoder *d);
+APPMSG_API int appmsg_decoder_error(const struct appmsg_decoder *d);
 
 /* A one-line human reason for the error ("content-length 2000000 is above
  * the limit 1048576"), or NULL.  Valid until reset() or cleanup(). */
-const char *appmsg_decoder_reason(const struct appmsg_decoder *d);
+APPMSG_API const char *appmsg_decoder_reason(const struct appmsg_decoder *d);
 
 /* The stream offset the error points at (see proto/PROTOCOL.md). */
-uint64_t appmsg_decoder_error_offset(const struct appmsg_decoder *d);
+APPMSG_API uint64_t appmsg_decoder_error_offset(const struct appmsg_decoder *d);
 
 #ifdef __cplusplus
 }

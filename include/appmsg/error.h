@@ -11,6 +11,7 @@
 #ifndef APPMSG_ERROR_H
 #define APPMSG_ERROR_H
 
+#include "export.h"
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -55,20 +56,20 @@ enum appmsg_error {
  * string is static (for errno values it is the C library's, so do not keep
  * it across calls from other threads).
  */
-const char *appmsg_strerror(int err);
+APPMSG_API const char *appmsg_strerror(int err);
 
 /*
  * The symbolic name of a code: "HEADER_EMPTY", "ECONNRESET", "OK".
  * Never NULL; unknown codes give "UNKNOWN".  Static storage.
  */
-const char *appmsg_errname(int err);
+APPMSG_API const char *appmsg_errname(int err);
 
 /*
  * The inverse of appmsg_errname() for appmsg's own codes ("HEADER_EMPTY"
  * -> APPMSG_E_HEADER_EMPTY; the "APPMSG_E_" prefix is optional).  Returns 0
  * when the name is unknown.  Used by tests that read proto/vectors.
  */
-int appmsg_errcode(const char *name);
+APPMSG_API int appmsg_errcode(const char *name);
 
 #ifdef __cplusplus
 }

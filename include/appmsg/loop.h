@@ -51,6 +51,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -109,7 +111,7 @@ struct appmsg_timer {
  * backend or environment value, -ENOSYS for epoll where there is none,
  * -ENOMEM, or another negated errno from epoll_create1().
  */
-int appmsg_loop_new(struct appmsg_loop **loop, enum appmsg_loop_backend backend);
+APPMSG_API int appmsg_loop_new(struct appmsg_loop **loop, enum appmsg_loop_backend backend);
 
 /*
  * Frees the loop: closes its own descriptors (never the watched ones),
@@ -117,10 +119,10 @@ int appmsg_loop_new(struct appmsg_loop **loop, enum appmsg_loop_backend backend)
  * and forgets all watches and timers (timers become idle).  NULL is fine.
  * Must not be called from a callback.
  */
-void appmsg_loop_free(struct appmsg_loop *loop);
+APPMSG_API void appmsg_loop_free(struct appmsg_loop *loop);
 
 /* The backend in use: "epoll" or "poll".  Static storage. */
-const char *appmsg_loop_backend_name(const struct appmsg_loop *loop);
+APPMSG_API const char *appmsg_loop_backend_name(const struct appmsg_loop *loop);
 
 /*
  * Runs until appmsg_loop_stop() is called (from a callback, or by a signal
@@ -130,7 +132,7 @@ const char *appmsg_loop_backend_name(const struct appmsg_loop *loop);
  * backend fails (EINTR is retried, never returned).  May be called again
  * after it returned, e.g. to drain connections after a SIGTERM.
  */
-int appmsg_loop_run(struct appmsg_loop *loop);
+APPMSG_API int appmsg_loop_run(struct appmsg_loop *loop);
 
 /*
  * One iteration: waits up to timeout_ms (-1: until an fd is ready or the
@@ -140,19 +142,19 @@ int appmsg_loop_run(struct appmsg_loop *loop);
  * wait for and timeout_ms is -1), or a negated errno.  Does not look at or
  * clear the stop flag.
  */
-int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms);
+APPMSG_API int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms);
 
 /* Asks appmsg_loop_run() to return after the current iteration. */
-void appmsg_loop_stop(struct appmsg_loop *loop);
+APPMSG_API void appmsg_loop_stop(struct appmsg_loop *loop);
 
 /* 1 if a user fd is watched or a timer is armed, else 0. */
-int appmsg_loop_alive(const struct appmsg_loop *loop);
+APPMSG_API int appmsg_loop_alive(const struct appmsg_loop *loop);
 
 /*
  * The loop's clock: milliseconds on CLOCK_MONOTONIC, as of the start of the
  * current iteration's callbacks (cached, no system call).
  */
-uint64_t appmsg_loop_now(const struct appmsg_loop *loop);
+APPMSG_API uint64_t appmsg_loop_now(const struct appmsg_loop *loop);
 
 /* ---- watching file descriptors ---------------------------------------- */
 
@@ -166,30 +168,30 @@ uint64_t appmsg_loop_now(const struct appmsg_loop *loop);
  * -EEXIST (already watched), -ENOMEM, or the backend's negated errno
  * (-EPERM: epoll cannot watch regular files).
  */
-int appmsg_loop_watch(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
-                      void *userdata);
+APPMSG_API int appmsg_loop_watch(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
+                                 void *userdata);
 
 /*
  * Replaces a watched fd's interest.  The same interest again costs
  * nothing.  Returns 0, -ENOENT if fd is not watched, -EINVAL for unknown
  * bits, or the backend's negated errno.
  */
-int appmsg_loop_modify(struct appmsg_loop *loop, int fd, unsigned events);
+APPMSG_API int appmsg_loop_modify(struct appmsg_loop *loop, int fd, unsigned events);
 
 /*
  * Stops watching fd; its callback will not be called again, not even for
  * readiness already collected in the current iteration.  Returns 0 or
  * -ENOENT if fd is not watched.
  */
-int appmsg_loop_unwatch(struct appmsg_loop *loop, int fd);
+APPMSG_API int appmsg_loop_unwatch(struct appmsg_loop *loop, int fd);
 
 /* A watched fd's current interest (>= 0), or -ENOENT if it is not watched. */
-int appmsg_loop_events(const struct appmsg_loop *loop, int fd);
+APPMSG_API int appmsg_loop_events(const struct appmsg_loop *loop, int fd);
 
 /* ---- timers ------------------------------------------------------------ */
 
 /* Sets cb and userdata and marks the timer idle.  Must not be armed. */
-void appmsg_timer_init(struct appmsg_timer *timer, appmsg_timer_cb cb, void *userdata);
+APPMSG_API void appmsg_timer_init(struct appmsg_timer *timer, appmsg_timer_cb cb, void *userdata);
 
 /*
  * Arms the timer to fire timeout_ms from now (never earlier), then, if
@@ -205,14 +207,14 @@ void appmsg_timer_init(struct appmsg_timer *timer, appmsg_timer_cb cb, void *use
  * pattern still is to store the last-activity time and, when the timer
  * fires, re-arm it for the remainder instead of re-arming on every read.
  */
-int appmsg_timer_start(struct appmsg_loop *loop, struct appmsg_timer *timer, uint64_t timeout_ms,
-                       uint64_t repeat_ms);
+APPMSG_API int appmsg_timer_start(struct appmsg_loop *loop, struct appmsg_timer *timer,
+                                  uint64_t timeout_ms, uint64_t repeat_ms);
 
 /* Disarms the timer, O(log n).  Idle timers are fine. */
-void appmsg_timer_stop(struct appmsg_loop *loop, struct appmsg_timer *timer);
+APPMSG_API void appmsg_timer_stop(struct appmsg_loop *loop, struct appmsg_timer *timer);
 
 /* 1 while the timer is armed, else 0.  Inside its own one-shot callback: 0. */
-int appmsg_timer_active(const struct appmsg_timer *timer);
+APPMSG_API int appmsg_timer_active(const struct appmsg_timer *timer);
 
 /* ---- signals ----------------------------------------------------------- */
 
@@ -230,10 +232,10 @@ int appmsg_timer_active(const struct appmsg_timer *timer);
  * self-pipe.  Returns 0, -EINVAL (SIGKILL,
  * SIGSTOP or an invalid number), -EBUSY, -ENOMEM, or a negated errno.
  */
-int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, size_t n);
+APPMSG_API int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, size_t n);
 
 /* The signal that last stopped the loop, or 0 if none did. */
-int appmsg_loop_signal(const struct appmsg_loop *loop);
+APPMSG_API int appmsg_loop_signal(const struct appmsg_loop *loop);
 
 #ifdef __cplusplus
 }

@@ -38,6 +38,8 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 
+#include "export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -68,8 +70,8 @@ struct appmsg_endpoint {
  * -ENAMETOOLONG (a part does not fit, or a Unix path longer than a
  * sockaddr_un holds).
  */
-int appmsg_endpoint_parse(const char *text, const char *default_host, const char *default_port,
-                          struct appmsg_endpoint *ep);
+APPMSG_API int appmsg_endpoint_parse(const char *text, const char *default_host,
+                                     const char *default_port, struct appmsg_endpoint *ep);
 
 /*
  * getaddrinfo() for stream sockets, accepting "[v6]" brackets; passive
@@ -78,8 +80,8 @@ int appmsg_endpoint_parse(const char *text, const char *default_host, const char
  * 0, APPMSG_E_ADDRESS (reason in err: "cannot resolve 'HOST': ..."),
  * -ENOMEM, or another negated errno.  Unix paths are not resolved here.
  */
-int appmsg_resolve(const char *host, const char *port, int passive, struct addrinfo **res,
-                   char *err, size_t errlen);
+APPMSG_API int appmsg_resolve(const char *host, const char *port, int passive,
+                              struct addrinfo **res, char *err, size_t errlen);
 
 /*
  * Creates a listening socket on host/port and stores it in *fd (-1 on
@@ -91,8 +93,8 @@ int appmsg_resolve(const char *host, const char *port, int passive, struct addri
  * path after closing.  backlog <= 0 means SOMAXCONN.  Returns 0,
  * APPMSG_E_ADDRESS, or a negated errno, with a reason in err.
  */
-int appmsg_listen(const char *host, const char *port, int backlog, int *fd, char *err,
-                  size_t errlen);
+APPMSG_API int appmsg_listen(const char *host, const char *port, int backlog, int *fd, char *err,
+                             size_t errlen);
 
 /*
  * Starts a non-blocking connect to host/port.  On 0, *fd is the socket and
@@ -105,11 +107,12 @@ int appmsg_listen(const char *host, const char *port, int backlog, int *fd, char
  * full).  Returns 0, APPMSG_E_ADDRESS or a negated errno (-ECONNREFUSED can
  * come at once), with a reason in err; *fd is -1 on failure.
  */
-int appmsg_connect(const char *host, const char *port, int *fd, int *in_progress, char *err,
-                   size_t errlen);
+APPMSG_API int appmsg_connect(const char *host, const char *port, int *fd, int *in_progress,
+                              char *err, size_t errlen);
 
 /* appmsg_connect() for one address, e.g. from appmsg_resolve(). Same results, no reason. */
-int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, int *fd, int *in_progress);
+APPMSG_API int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, int *fd,
+                                   int *in_progress);
 
 /*
  * The outcome of a pending connect, once its fd is writable: 0 if
@@ -117,7 +120,7 @@ int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, int *fd,
  * Calling it before the fd is writable may return 0 for a connect still in
  * progress.
  */
-int appmsg_connect_result(int fd);
+APPMSG_API int appmsg_connect_result(int fd);
 
 /*
  * Connects with a deadline, for simple clients: resolves, then tries each
@@ -127,8 +130,8 @@ int appmsg_connect_result(int fd);
  * change).  Returns APPMSG_E_TIMEOUT, APPMSG_E_ADDRESS, or the last
  * address's negated errno, with a reason in err.
  */
-int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, int *fd, char *err,
-                           size_t errlen);
+APPMSG_API int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, int *fd,
+                                      char *err, size_t errlen);
 
 /*
  * Accepts one pending connection as a non-blocking, close-on-exec socket
@@ -139,11 +142,12 @@ int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, i
  * struct appmsg_acceptor, which does; or another negated errno.  EINTR and
  * ECONNABORTED (the client gave up while queued) are retried.
  */
-int appmsg_accept(int listen_fd, int *fd);
+APPMSG_API int appmsg_accept(int listen_fd, int *fd);
 
 /* appmsg_accept() that also stores the peer's address (as accept4() gives
  * it, at no extra cost) in addr, of room *addrlen, updated to its length. */
-int appmsg_accept_peer(int listen_fd, int *fd, struct sockaddr *addr, socklen_t *addrlen);
+APPMSG_API int appmsg_accept_peer(int listen_fd, int *fd, struct sockaddr *addr,
+                                  socklen_t *addrlen);
 
 /*
  * The descriptor-exhaustion escape hatch (the libev/libuv "reserve fd"
@@ -153,7 +157,7 @@ int appmsg_accept_peer(int listen_fd, int *fd, struct sockaddr *addr, socklen_t 
  * 0 if none was pending, or a negated errno; *reserve_fd is -1 if it could
  * not be reopened (another thread took the descriptor) - try again later.
  */
-int appmsg_accept_shed(int listen_fd, int *reserve_fd);
+APPMSG_API int appmsg_accept_shed(int listen_fd, int *reserve_fd);
 
 /*
  * An accept loop that survives running out of descriptors.  The caller
@@ -180,7 +184,7 @@ struct appmsg_acceptor {
 };
 
 /* Sets up an acceptor for listen_fd and opens the reserve. Returns 0 or a negated errno. */
-int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd);
+APPMSG_API int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd);
 
 /*
  * Accepts one connection into *fd (0), or returns -EAGAIN when none is
@@ -189,10 +193,10 @@ int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd);
  * -EMFILE / -ENFILE when out of descriptors with no reserve to shed with,
  * or another negated errno.  A missing reserve is reopened on each call.
  */
-int appmsg_acceptor_accept(struct appmsg_acceptor *a, int *fd);
+APPMSG_API int appmsg_acceptor_accept(struct appmsg_acceptor *a, int *fd);
 
 /* Closes the reserve (not the listener). Safe on a zeroed or cleaned-up acceptor. */
-void appmsg_acceptor_cleanup(struct appmsg_acceptor *a);
+APPMSG_API void appmsg_acceptor_cleanup(struct appmsg_acceptor *a);
 
 /* ---- addresses as text ---------------------------------------------------- */
 
@@ -202,37 +206,38 @@ void appmsg_acceptor_cleanup(struct appmsg_acceptor *a);
  * Returns the length written (NUL-terminated), -ENOSPC if buf is too small
  * (APPMSG_ADDRSTRLEN always suffices), or -EAFNOSUPPORT.
  */
-int appmsg_addr_format(const struct sockaddr *addr, socklen_t addrlen, char *buf, size_t len);
+APPMSG_API int appmsg_addr_format(const struct sockaddr *addr, socklen_t addrlen, char *buf,
+                                  size_t len);
 
 /* appmsg_addr_format() of the socket's local address. Returns the length or a negated errno. */
-int appmsg_sockname(int fd, char *buf, size_t len);
+APPMSG_API int appmsg_sockname(int fd, char *buf, size_t len);
 
 /* appmsg_addr_format() of the socket's peer. -ENOTCONN if not connected. */
-int appmsg_peername(int fd, char *buf, size_t len);
+APPMSG_API int appmsg_peername(int fd, char *buf, size_t len);
 
 /* The local TCP port (e.g. after listening on port "0"), or a negated errno. */
-int appmsg_sockport(int fd);
+APPMSG_API int appmsg_sockport(int fd);
 
 /* ---- options and I/O ----------------------------------------------------- */
 
 /* Sets SIGPIPE to SIG_IGN for the whole process. Returns 0 or a negated errno. */
-int appmsg_ignore_sigpipe(void);
+APPMSG_API int appmsg_ignore_sigpipe(void);
 
 /* TCP_NODELAY on (1) or off (0); a no-op returning 0 on Unix sockets. 0 or a negated errno. */
-int appmsg_set_nodelay(int fd, int on);
+APPMSG_API int appmsg_set_nodelay(int fd, int on);
 
 /* O_NONBLOCK on (1) or off (0). Returns 0 or a negated errno. */
-int appmsg_set_nonblock(int fd, int on);
+APPMSG_API int appmsg_set_nonblock(int fd, int on);
 
 /*
  * send() with MSG_NOSIGNAL (write() for non-sockets), EINTR retried.
  * Returns the bytes written (> 0 unless len is 0), -EAGAIN when the buffer
  * is full, or a negated errno (-EPIPE, -ECONNRESET).
  */
-ssize_t appmsg_send(int fd, const void *buf, size_t len);
+APPMSG_API ssize_t appmsg_send(int fd, const void *buf, size_t len);
 
 /* read(), EINTR retried: bytes read, 0 at end of stream, -EAGAIN, or a negated errno. */
-ssize_t appmsg_recv(int fd, void *buf, size_t len);
+APPMSG_API ssize_t appmsg_recv(int fd, void *buf, size_t len);
 
 #ifdef __cplusplus
 }

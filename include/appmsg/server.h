@@ -5,10 +5,13 @@
  *
  *   struct appmsg_server_opts o;
  *   appmsg_server_opts_default(&o);
- *   appmsg_server_new(&srv, loop, "127.0.0.1", "65432", &o, &conn_callbacks, NULL, err, sizeof
- * err); appmsg_loop_stop_on_signals(loop, (int[]){SIGINT, SIGTERM}, 2); appmsg_loop_run(loop); //
- * until a signal appmsg_server_drain(srv);                // stop accepting; finish replies in
- * flight while (appmsg_server_conn_count(srv) && ...) appmsg_loop_run_once(loop, 100);
+ *   rc = appmsg_server_new(&srv, loop, "127.0.0.1", "65432", &o, &conn_callbacks, NULL,
+ *                          NULL, err, sizeof err);
+ *   appmsg_loop_stop_on_signals(loop, (int[]){SIGINT, SIGTERM}, 2);
+ *   appmsg_loop_run(loop);             // until a signal
+ *   appmsg_server_drain(srv);          // stop accepting; finish the replies in flight
+ *   while (appmsg_server_conn_count(srv) > 0 && !too_long)
+ *     appmsg_loop_run_once(loop, 100);
  *   appmsg_server_free(srv);
  *
  * Over the connection limit, a new connection is accepted only to be told
@@ -22,6 +25,7 @@
 
 #include <stddef.h>
 
+#include "export.h"
 #include "conn.h"
 #include "loop.h"
 
@@ -38,7 +42,7 @@ struct appmsg_server_opts {
 };
 
 /* Defaults: appmsg_conn_opts_default(), 10000 connections, backlog 511. */
-void appmsg_server_opts_default(struct appmsg_server_opts *o);
+APPMSG_API void appmsg_server_opts_default(struct appmsg_server_opts *o);
 
 struct appmsg_server_callbacks {
   /* A connection was accepted (log it, set its userdata).  Optional. */
@@ -54,35 +58,29 @@ struct appmsg_server_callbacks {
  * srv_cbs must outlive the server.  Returns 0 and *s, or a negative code
  * with a sentence in err (if not NULL).
  */
-int appmsg_server_new(struct appmsg_server **s, struct appmsg_loop *loop, const char *host,
-                      const char *port, const struct appmsg_server_opts *opts,
-                      const struct appmsg_conn_callbacks *conn_cbs,
-                      const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
-                      size_t errlen);
+APPMSG_API int appmsg_server_new(struct appmsg_server **s, struct appmsg_loop *loop,
+                                 const char *host, const char *port,
+                                 const struct appmsg_server_opts *opts,
+                                 const struct appmsg_conn_callbacks *conn_cbs,
+                                 const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
+                                 size_t errlen);
 
 /* The listening address as text ("127.0.0.1:65432"), thread buffer. */
-const char *appmsg_server_address(const struct appmsg_server *s);
+APPMSG_API const char *appmsg_server_address(const struct appmsg_server *s);
 
 /* The listening socket. */
-int appmsg_server_fd(const struct appmsg_server *s);
+APPMSG_API int appmsg_server_fd(const struct appmsg_server *s);
 
 /* Connections open now (refused ones not counted). */
-size_t appmsg_server_conn_count(const struct appmsg_server *s);
+APPMSG_API size_t appmsg_server_conn_count(const struct appmsg_server *s);
 
 /* Stops accepting (closes the listener) and asks every connection to close
  * once its current frame is answered and sent.  Idempotent. */
-void appmsg_server_drain(struct appmsg_server *s);
+APPMSG_API void appmsg_server_drain(struct appmsg_server *s);
 
 /* Aborts the remaining connections (their on_close runs) and frees.  Not
  * from a callback of the server or of its connections. */
-void appmsg_server_free(struct appmsg_server *s);
-
-/*
- * Sends the standard error reply of PROTOCOL.md 5.2 on c: a text/json
- * message {"result": "Error: REASON", "error": "NAME", "offset": OFFSET}
- * ("offset" only when offset >= 0).  Returns what appmsg_conn_send() does.
- */
-int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset);
+APPMSG_API void appmsg_server_free(struct appmsg_server *s);
 
 #ifdef __cplusplus
 }
