@@ -15,7 +15,7 @@
 # the server's CPU time (utime+stime from /proc/PID/stat) is read before and after.  Then each
 # server is started afresh and IDLE_CONNS idle connections are opened to it: the RSS it gains,
 # divided by IDLE_CONNS, is its user-space memory per idle connection.  Prints every run, then a
-# table of medians, ratios and the issue-5 targets.  PERF=1 also records app-server with perf
+# table of medians, ratios and the targets.  PERF=1 also records app-server with perf
 # (cpu-clock, call graphs) during one extra P1 and one extra P16 run: build-bench/perf/*.txt.
 # Loopback only; every load is bounded; every server started here is killed on exit.
 set -euo pipefail
@@ -419,9 +419,9 @@ say ""
 say "peak RSS (VmHWM) after the load rounds: app-server $APP_HWM kB, baseline $BASE_HWM kB, redis $REDIS_HWM kB"
 awk '{ printf "idle: %-10s %6s bytes of RSS per idle connection (%s kB -> %s kB, %s fds)\n", $1, $4, $2, $3, $5 }' "$TMP/idle"
 
-# ---- the targets of issue 5 ---------------------------------------------------------------------------------------
+# ---- the targets --------------------------------------------------------------------------------------------------
 say ""
-say "== issue 5 targets"
+say "== targets"
 target() { # target TEXT VALUE OP LIMIT
   awk -v t="$1" -v v="$2" -v op="$3" -v lim="$4" 'BEGIN {
     if (v == "-" || v == "") { printf "  %-58s %8s   n/a\n", t, "-"; exit }

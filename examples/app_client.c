@@ -127,8 +127,10 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   if (cl->answered < cl->sent) {
     if (reason == APPMSG_E_TIMEOUT)
       logf_("timed out waiting for %s (%zu of %zu answered)", cl->where, cl->answered, cl->sent);
-    else if (reason == 0 || reason == APPMSG_E_CLOSED)
-      logf_("%s closed the connection after %zu of %zu replies", cl->where, cl->answered, cl->sent);
+    else if (reason == 0 || reason == APPMSG_E_CLOSED || reason == -ECONNRESET ||
+             reason == -EPIPE) /* a reset: the server closed with our next request unread */
+      logf_("the server at %s closed the connection after %zu of %zu answers", cl->where,
+            cl->answered, cl->sent);
     else
       logf_("connection to %s failed: %s (%zu of %zu answered)", cl->where, appmsg_strerror(reason),
             cl->answered, cl->sent);

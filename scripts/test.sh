@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test:
+#   0. the formatting of every C file (clang-format, the committed .clang-format);
 #   1. the Python reference decoder over proto/vectors;
 #   2. every CTest test (Check suites, end-to-end and hostile-peer tests) in a
 #      normal build (build/);
@@ -9,19 +10,26 @@
 #   5. the end-to-end tests once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev
+bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format
 jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== formatting (clang-format)"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z '*.c' '*.h' | xargs -0 clang-format --dry-run -Werror
+else
+  find src include tests examples bench fuzz -name '*.[ch]' -print0 | xargs -0 clang-format --dry-run -Werror
+fi
 
 echo "== reference decoder over proto/vectors"
 python3 proto/tools/appmsg_ref.py check proto/vectors
 
 echo "== build and test (RelWithDebInfo)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAPPMSG_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "== build and test under ASan/UBSan"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPMSG_SANITIZE=ON >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPMSG_SANITIZE=ON -DAPPMSG_WERROR=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -60,7 +60,9 @@ APPMSG_API const char *appmsg_strerror(int err);
 
 /*
  * The symbolic name of a code: "HEADER_EMPTY", "ECONNRESET", "OK".
- * Never NULL; unknown codes give "UNKNOWN".  Static storage.
+ * Never NULL; static storage.  A negated errno value the table does not
+ * name gives "ESYSTEM" (appmsg_strerror() still has its text); any other
+ * unknown code gives "UNKNOWN".
  */
 APPMSG_API const char *appmsg_errname(int err);
 

@@ -1247,12 +1247,14 @@ class TestInterop(E2E):
 
     def test_app_client_stdin_two_requests_to_one_shot_server(self):
         # The guide's server answers one request, then closes: the second is never answered.
+        # Whether app-client then reads an end of stream or a reset (the server closed with our
+        # second request unread) is up to timing; both are the same to a user.
         peer = self.peer_server()
         rc, out, err, _ = self.run_prog("app-client", HOST, peer.port, "-",
                                         input=b"search morpheus\nsearch ring\n")
         self.assertEqual(rc, 1, err)
         self.assertEqual(out, "Follow the white rabbit. \U0001f430\n")
-        self.assertIn("closed", err)
+        self.assertIn("closed the connection after 1 of 2 answers", err)
 
 
 # --------------------------------------------------------------------------------------------------

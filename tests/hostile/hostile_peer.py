@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hostile-peer battery for app-server (issue 4).  Python 3 standard library only.
+"""Hostile-peer battery for app-server.  Python 3 standard library only.
 
     hostile_peer.py [--bin-dir DIR] [--server-cmd 'CMD ...'] [--time-limit S] [--only TEXT] [-v]
 
