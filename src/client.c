@@ -769,6 +769,7 @@ static void on_answer(const struct appmsg_reply *r, void *ud) {
   a->content = dup_n(r->content, r->len);
   a->len = r->len;
   a->result = r->result ? strdup(r->result) : NULL;
+  a->result_json = r->result_json ? dup_n(r->result_json, r->result_json_len) : NULL;
   a->error = r->error ? strdup(r->error) : NULL;
   q->done = 1;
 }
@@ -839,6 +840,7 @@ void appmsg_answer_cleanup(struct appmsg_answer *a) {
   free(a->content_type);
   free(a->content);
   free(a->result);
+  free(a->result_json);
   free(a->error);
   memset(a, 0, sizeof *a);
 }

@@ -95,6 +95,7 @@ struct error_count {
 
 struct appmsg_service {
   struct appmsg_loop *loop;
+  struct appmsg_loop *own_loop; /* the loop it made, freed with it */
   const struct appmsg_service_opts *opts;
   struct appmsg_server *srv;        /* after listen */
   struct appmsg_server_opts sopts;  /* opts->server with the counters pointer set */
@@ -563,6 +564,15 @@ int appmsg_request_member(const struct appmsg_request *r, const char *key,
     return -ENOENT;
   *m = f->m;
   return 0;
+}
+
+const char *appmsg_request_json(const struct appmsg_request *r, const char *key, size_t *len) {
+  const struct member *f = find_member(r, key);
+  if (f == NULL)
+    return NULL;
+  int quoted = f->m.type == APPMSG_JSON_STRING;
+  *len = f->m.val_len + 2 * (size_t)quoted;
+  return f->m.val - quoted;
 }
 
 /*
@@ -1046,6 +1056,14 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
   struct appmsg_service *s = calloc(1, sizeof *s);
   if (s == NULL)
     return -ENOMEM;
+  if (loop == NULL) {
+    int rc = appmsg_loop_new(&s->own_loop, APPMSG_LOOP_DEFAULT);
+    if (rc) {
+      free(s);
+      return rc;
+    }
+    loop = s->own_loop;
+  }
   s->loop = loop;
   s->opts = opts;
   s->started = appmsg_loop_now(loop);
@@ -1216,7 +1234,12 @@ void appmsg_service_free(struct appmsg_service *s) {
     free(s->by_fd[i]);
   free(s->by_fd);
   appmsg_prepared_free(s->json_hdr);
+  appmsg_loop_free(s->own_loop);
   free(s);
+}
+
+struct appmsg_loop *appmsg_service_loop(const struct appmsg_service *s) {
+  return s->loop;
 }
 
 void appmsg_service_stats(const struct appmsg_service *s, struct appmsg_service_stats *out) {

@@ -175,6 +175,7 @@ struct appmsg_answer {
   char *content;      /* the reply's content, NUL-terminated for convenience */
   size_t len;         /* its length */
   char *result;       /* as appmsg_reply.result, or NULL */
+  char *result_json;  /* as appmsg_reply.result_json, NUL-terminated, or NULL */
   char *error;        /* as appmsg_reply.error, or NULL */
 };
 

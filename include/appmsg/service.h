@@ -22,7 +22,7 @@
  *
  *   struct appmsg_service_opts o;
  *   appmsg_service_opts_default(&o);
- *   appmsg_service_new(&svc, loop, &o);
+ *   appmsg_service_new(&svc, NULL, &o);      // NULL: on a loop of its own
  *   appmsg_service_handle(svc, "get", on_get, table);
  *   appmsg_service_listen(svc, "127.0.0.1", "65432", err, sizeof err);
  *   appmsg_service_run(svc, 10000);      // until SIGINT/SIGTERM, then drain
@@ -115,8 +115,10 @@ struct appmsg_service_opts {
  * ping and status on, no log, level INFO. */
 APPMSG_API void appmsg_service_opts_default(struct appmsg_service_opts *o);
 
-/* Makes a service on loop; it serves once appmsg_service_listen() is
- * called.  Returns 0 and *s, or -ENOMEM. */
+/* Makes a service on loop - or, when loop is NULL, on a loop of its own
+ * (APPMSG_LOOP_DEFAULT, freed with the service; see appmsg_service_loop()).
+ * It serves once appmsg_service_listen() is called.  Returns 0 and *s,
+ * -ENOMEM, or the loop's error. */
 APPMSG_API int appmsg_service_new(struct appmsg_service **s, struct appmsg_loop *loop,
                                   const struct appmsg_service_opts *opts);
 
@@ -155,6 +157,9 @@ APPMSG_API int appmsg_service_listen(struct appmsg_service *s, const char *host,
 
 /* The listening address as text ("127.0.0.1:65432"; thread buffer), or "?". */
 APPMSG_API const char *appmsg_service_address(const struct appmsg_service *s);
+
+/* The loop the service runs on. */
+APPMSG_API struct appmsg_loop *appmsg_service_loop(const struct appmsg_service *s);
 
 /* The server underneath (its connection count, its descriptor), or NULL
  * before appmsg_service_listen(). */
@@ -216,6 +221,12 @@ APPMSG_API const char *appmsg_request_peer(const struct appmsg_request *r);
  */
 APPMSG_API int appmsg_request_member(const struct appmsg_request *r, const char *key,
                                      struct appmsg_json_member *m);
+
+/* A member's value as JSON text, exactly as the request wrote it (a string
+ * with its quotes), and its length in *len; NULL when it is absent.
+ * Borrowed: valid as long as the request. */
+APPMSG_API const char *appmsg_request_json(const struct appmsg_request *r, const char *key,
+                                           size_t *len);
 
 /* A string member, unescaped and NUL-terminated, or NULL when it is absent
  * or not a string (or memory ran out).  Owned by the request. */
