@@ -7,7 +7,8 @@
  *
  * The service does the rest: framing and its errors, request order,
  * unknown actions (the guide's wording), ping and status, timeouts,
- * limits, the drain on SIGINT/SIGTERM.
+ * limits, the drain on SIGINT/SIGTERM.  With --redis the answers come
+ * from Redis (redis_store.h), and --load fills Redis from a --data file.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,29 +17,30 @@
 #include "appmsg/appmsg.h"
 #include "common.h"
 #include "dataset.h"
+#include "redis_store.h"
+
+/* Where the answers come from: the dataset, or Redis when store is set. */
+struct data {
+  struct dataset set;
+  struct redis_store *store;
+};
 
 static void on_search(struct appmsg_request *req, void *ud) {
-  const struct dataset *data = ud;
+  const struct data *data = ud;
   const char *key = appmsg_request_string(req, "value");
   if (key == NULL) {
     appmsg_reply_error(req, "BAD_REQUEST", "\"search\" needs a \"value\" string");
     return;
   }
-  const char *answer = dataset_get(data, key);
-  if (answer) {
+  if (data->store) {
+    redis_store_search(data->store, req, key);
+    return;
+  }
+  const char *answer = dataset_get(&data->set, key);
+  if (answer)
     appmsg_reply_result(req, answer);
-    return;
-  }
-  char stack[512], *text = stack; /* the guide's wording, however long the key */
-  size_t need = strlen(key) + 32;
-  if (need > sizeof stack && (text = malloc(need)) == NULL) {
-    appmsg_reply_error(req, "INTERNAL", "out of memory");
-    return;
-  }
-  snprintf(text, need, "No match for '%s'.", key);
-  appmsg_reply_result(req, text);
-  if (text != stack)
-    free(text);
+  else
+    reply_no_match(req, key);
 }
 
 static void on_binary(struct appmsg_request *req, void *ud) {
@@ -58,13 +60,25 @@ int main(int argc, char **argv) {
   prog_init(argv[0]);
   struct appmsg_service_opts o;
   appmsg_service_opts_default(&o);
-  const char *data_path = NULL;
+  const char *data_path = NULL, *redis = NULL, *load = NULL;
+  struct redis_store_opts ro;
+  redis_store_opts_default(&ro);
+  double redis_timeout = ro.timeout_ms / 1000.0;
   unsigned long max_content = 1UL << 20, max_conns = 10000;
   double idle = 60, frame = 10, deadline = 30;
   int verbose = 0;
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
        "answer searches from FILE, a JSON object of strings (default: the guide's 3 keys)", 0, 0},
+      {"--redis", 0, OPT_STRING, &redis, "ADDR",
+       "answer searches from Redis at ADDR (HOST:PORT, [IPV6]:PORT or unix:/path)", 0, 0},
+      {"--redis-prefix", 0, OPT_STRING, &ro.prefix, "P",
+       "with --redis: search KEY reads the Redis key P+KEY (default: none)", 0, 0},
+      {"--redis-timeout", 0, OPT_SECONDS, &redis_timeout, "S",
+       "with --redis: a search Redis does not answer in S gets UNAVAILABLE (default 1)", 0.001,
+       3600},
+      {"--load", 0, OPT_STRING, &load, "FILE",
+       "with --redis: write FILE (as for --data) into Redis, report the count and exit", 0, 0},
       {"--max-content", 0, OPT_COUNT, &max_content, "BYTES",
        "largest content accepted (default 1048576)", 0, 4503599627370496.0},
       {"--idle-timeout", 0, OPT_SECONDS, &idle, "S",
@@ -90,6 +104,24 @@ int main(int argc, char **argv) {
   };
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
+  if ((load || ro.prefix[0]) && !redis) {
+    logf_("%s needs --redis", load ? "--load" : "--redis-prefix");
+    cli_usage_error(&cli);
+  }
+  struct redis_addr addr;
+  char err[512];
+  if (redis && redis_addr_parse(redis, &addr, err, sizeof err) != 0) {
+    logf_("--redis: %s", err);
+    cli_usage_error(&cli);
+  }
+  if (redis && data_path) {
+    logf_("--data and --redis are two sources of answers: pick one");
+    cli_usage_error(&cli);
+  }
+  ro.addr = redis;
+  ro.timeout_ms = (uint32_t)(redis_timeout * 1000 + 0.5);
+  if (load)
+    return redis_load(redis, ro.prefix, load, ro.timeout_ms);
 
   o.server.conn.limits.max_content_length = max_content;
   o.server.conn.idle_timeout_ms = (uint32_t)(idle * 1000);
@@ -99,8 +131,8 @@ int main(int argc, char **argv) {
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
 
-  struct dataset data;
-  if (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data))
+  struct data data = {0};
+  if (!redis && (data_path ? dataset_load(&data.set, data_path) : dataset_builtin(&data.set)))
     return 1;
   appmsg_ignore_sigpipe();
   raise_fd_limit();
@@ -111,17 +143,27 @@ int main(int argc, char **argv) {
     rc = appmsg_service_new(&svc, loop, &o);
   if (rc == 0)
     rc = appmsg_service_handle(svc, "search", on_search, &data);
+  char what[APPMSG_ADDRSTRLEN + 600];
   int status = 1;
   if (rc) {
     logf_("cannot start: %s", appmsg_strerror(rc));
+  } else if (redis && redis_store_new(&data.store, loop, &ro, what, sizeof what) != 0) {
+    logf_("%s", what);
   } else {
     appmsg_service_handle_binary(svc, on_binary, NULL);
-    char what[64];
-    snprintf(what, sizeof what, "%zu keys, %s loop", data.count, appmsg_loop_backend_name(loop));
+    if (data.store) {
+      appmsg_service_status_hook(svc, redis_store_status, data.store);
+      snprintf(what, sizeof what, "data in Redis at %s, %s loop", redis,
+               appmsg_loop_backend_name(loop));
+    } else {
+      snprintf(what, sizeof what, "%zu keys, %s loop", data.set.count,
+               appmsg_loop_backend_name(loop));
+    }
     status = serve(svc, host, port, what, 10000);
   }
+  redis_store_free(data.store); /* first: it answers the requests still waiting */
   appmsg_service_free(svc);
   appmsg_loop_free(loop);
-  dataset_free(&data);
+  dataset_free(&data.set);
   return status;
 }
