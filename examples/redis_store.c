@@ -248,25 +248,14 @@ static void unavailable(struct redis_store *s, struct appmsg_request *req) {
   appmsg_reply_error(req, "UNAVAILABLE", "the data store is unavailable");
 }
 
-/* A string value as the result.  A value with a NUL byte is quoted here
- * (appmsg_reply_result() takes a C string); one that is not UTF-8 gets an
- * error reply. */
+/* A string value as the result; one that is not UTF-8 text, or has a NUL
+ * byte (which appmsg's JSON does not carry), gets an error reply. */
 static void answer_value(struct redis_store *s, struct appmsg_request *req, const char *v,
                          size_t n) {
-  int rc;
-  if (memchr(v, '\0', n) == NULL) {
-    rc = appmsg_reply_result(req, v); /* (-EINVAL when v is not UTF-8) */
-  } else if (appmsg_utf8_check(v, n) != n) {
-    rc = -EINVAL;
-  } else {
-    size_t q = appmsg_json_quote(v, n, NULL, 0);
-    char *json = malloc(q);
-    rc = json ? appmsg_reply_json(req, json, appmsg_json_quote(v, n, json, q)) : -ENOMEM;
-    free(json);
-  }
+  int rc = memchr(v, '\0', n) ? -EINVAL : appmsg_reply_result(req, v);
   if (rc == -EINVAL) {
     s->errors++;
-    appmsg_reply_error(req, "BAD_VALUE", "the stored value is not UTF-8 text");
+    appmsg_reply_error(req, "BAD_VALUE", "the stored value is not UTF-8 text without NUL bytes");
   } else if (rc == -ENOMEM) {
     appmsg_reply_error(req, "INTERNAL", "out of memory");
   }

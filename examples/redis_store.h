@@ -11,7 +11,7 @@
  *   - no such key: the guide's {"result": "No match for 'KEY'."};
  *   - something other than a string under the key (WRONGTYPE, or a reply
  *     of another type): a WRONG_TYPE error reply; a value that is not UTF-8
- *     text: BAD_VALUE;
+ *     text, or has a NUL byte: BAD_VALUE;
  *   - Redis not connected, not answering within the store's timeout, lost
  *     while the request waited, or answering with an error (LOADING,
  *     NOAUTH, ...): {"result": "Error: the data store is unavailable.",
