@@ -9,6 +9,8 @@ Run:  python3 -m unittest -v test_service      (from tests/e2e)
 """
 
 import json
+import os
+import signal
 import struct
 import unittest
 
@@ -174,6 +176,48 @@ class TestRequestIds(E2E):
                                         "search", "morpheus")
         self.assertEqual((rc, out), (0, "Follow the white rabbit. \U0001f430\n"), err)
         self.assertIn("reply 1 has no request-id", err)
+
+
+class TestThreads(E2E):
+    def status(self, port):
+        c = self.client(port)
+        c.send(json_request({"action": "status"}))
+        return json.loads(c.frame().content)["result"]
+
+    def test_threads_share_one_port_and_status_sums_them(self):
+        srv = self.app_server("--threads", "3")
+        self.assertIn("3 threads", srv.listen_line)
+        self.assertEqual(len(os.listdir(f"/proc/{srv.pid}/task")), 4)   # 3 workers + main
+        n = 60
+        for _ in range(n):                  # new connections: the kernel spreads them
+            self.assert_served(srv.port)
+        st = self.status(srv.port)
+        self.assertEqual(st["threads"], 3)
+        self.assertEqual(st["requests"], n + 1)
+        self.assertEqual(st["replies"], n)
+        self.assertGreaterEqual(st["connections_total"], n + 1)
+
+    def test_sigterm_drains_every_thread(self):
+        srv = self.app_server("--threads", "2")
+        conns = [self.client(srv.port) for _ in range(8)]
+        for c in conns:
+            c.send(json_request({"action": "search", "value": "morpheus"}) * 50)
+        srv.signal(signal.SIGTERM)
+        for c in conns:
+            replies = c.frames(50)
+            self.assertTrue(all(json.loads(m.content)["result"].startswith("Follow") for m in replies))
+            c.wait_eof()
+        self.assertEqual(srv.wait(30), 0, srv.stderr())
+        self.assertIn("bye", srv.stderr())
+
+    def test_threads_auto_and_bad_counts(self):
+        srv = self.app_server("--threads", "auto")
+        if os.cpu_count() > 1:    # one thread per CPU online (a single one prints no count)
+            self.assertIn(f"{os.cpu_count()} threads", srv.listen_line)
+        self.assert_served(srv.port)
+        for bad in ("0", "many", "-2"):
+            rc, out, err, _ = self.run_prog("app-server", "--threads", bad, HOST, "0")
+            self.assertEqual(rc, 2, err)
 
 
 class TestCommandLines(E2E):
