@@ -107,11 +107,10 @@ static void on_resume(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud
     appmsg_loop_modify(loop, s->acc.listen_fd, APPMSG_EV_READ);
 }
 
-static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
-  (void)fd;
-  (void)events;
-  struct appmsg_server *s = ud;
-  for (int k = 0; k < ACCEPT_BATCH && s->listening; k++) {
+/* Accepts up to max pending connections. */
+static void accept_some(struct appmsg_server *s, int max) {
+  struct appmsg_loop *loop = s->loop;
+  for (int k = 0; k < max && s->listening; k++) {
     int cfd;
     int rc = appmsg_acceptor_accept(&s->acc, &cfd);
     if (rc == -EAGAIN)
@@ -145,6 +144,13 @@ static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *u
     if (s->srv_cbs && s->srv_cbs->on_accept)
       s->srv_cbs->on_accept(s, c, s->ud);
   }
+}
+
+static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  (void)fd;
+  (void)events;
+  accept_some(ud, ACCEPT_BATCH); /* a batch at a time: fair to the connections served */
 }
 
 /* Serves on fd (owned from now on); owner: whether to unlink a Unix socket's file at the end. */
@@ -236,6 +242,10 @@ static void stop_listening(struct appmsg_server *s) {
 }
 
 void appmsg_server_drain(struct appmsg_server *s) {
+  /* Whoever connected before the drain is served: the accept queue is emptied before the
+   * listener closes (closing it would reset them). */
+  if (s->listening)
+    accept_some(s, s->opts->backlog > 0 ? 4 * s->opts->backlog : 4096);
   stop_listening(s);
   for (size_t fd = 0; fd < s->slots; fd++)
     if (s->by_fd[fd])

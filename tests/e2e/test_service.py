@@ -8,10 +8,13 @@ echoed byte for byte on the wire, and the shared command line (--opt VALUE and -
 Run:  python3 -m unittest -v test_service      (from tests/e2e)
 """
 
+import fcntl
 import json
 import os
 import signal
 import struct
+import termios
+import time
 import unittest
 
 from test_programs import E2E, HOST, appmsg_ref, guide_peer  # noqa: F401  (helpers)
@@ -23,6 +26,18 @@ def json_request(obj, extra_header_text: str = "") -> bytes:
             f'"content-length": {len(content)}{extra_header_text}}}')
     raw = text.encode("utf-8")
     return struct.pack(">H", len(raw)) + raw + content
+
+
+def wait_delivered(sock, timeout=10.0):
+    """Waits until everything sent on sock has reached the peer's socket (nothing unacknowledged
+    is left in the send queue)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if queued == 0:
+            return
+        time.sleep(0.005)
+    raise AssertionError("the bytes sent did not reach the server in time")
 
 
 def raw_frames(data: bytes):
@@ -202,6 +217,8 @@ class TestThreads(E2E):
         conns = [self.client(srv.port) for _ in range(8)]
         for c in conns:
             c.send(json_request({"action": "search", "value": "morpheus"}) * 50)
+        for c in conns:     # every request has reached the server's sockets: none may be lost
+            wait_delivered(c.sock)
         srv.signal(signal.SIGTERM)
         for c in conns:
             replies = c.frames(50)
