@@ -995,9 +995,12 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
     hd->fn(r, hd->ud);
   r->in_handler = 0;
   if (r->answered) {
+    r->replied = 1; /* (if its reply could not be made, nothing more is owed for it) */
     if (!r->queued)
       request_put(r);
-    return; /* a queued one is freed when its reply leaves */
+    else
+      flush_queue(s, c); /* a queued one is freed when its turn comes */
+    return;
   }
   make_owed(s, r, c);
 }

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import struct
+import subprocess
 import termios
 import time
 import unittest
@@ -235,6 +236,43 @@ class TestThreads(E2E):
         for bad in ("0", "many", "-2"):
             rc, out, err, _ = self.run_prog("app-server", "--threads", bad, HOST, "0")
             self.assertEqual(rc, 2, err)
+
+
+class TestReadmeExample(E2E):
+    """The service in README.md's "Write your own service" compiles, runs and answers."""
+
+    def test_the_readme_service_works(self):
+        from test_programs import BIN_DIR, SRC_DIR, free_port
+        readme = (SRC_DIR / "README.md").read_text(encoding="utf-8")
+        section = readme.split("## Write your own service", 1)[1]
+        code = section.split("```c\n", 1)[1].split("```", 1)[0]
+        port = free_port()
+        self.assertIn('"65432"', code)
+        code = code.replace('"65432"', f'"{port}"')
+        build = BIN_DIR.parent
+        src = os.path.join(self._tmp, "hello.c")
+        exe = os.path.join(self._tmp, "hello")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(code)
+        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-o", exe, src,
+                             f"-I{SRC_DIR / 'include'}", f"-I{build / 'include'}",
+                             str(build / "libappmsg.a"), "-lcjson", "-lpthread"],
+                            capture_output=True, text=True, timeout=120)
+        self.assertEqual(cc.returncode, 0, cc.stderr)
+        srv = self.start([exe])
+        deadline = time.monotonic() + 30
+        while True:                          # it says nothing: wait until it answers a ping
+            rc, out, err, _ = self.run_prog("kv-client", "--timeout", "2", HOST, port, "ping")
+            if rc == 0 or time.monotonic() > deadline or srv.poll() is not None:
+                break
+        self.assertEqual((rc, out), (0, "pong\n"), err + srv.stderr())
+        c = self.client(port)
+        c.send(json_request({"action": "hello", "name": "Ann"}))
+        self.assertEqual(json.loads(c.frame().content), {"result": "Hello, Ann!"})
+        c.send(json_request({"action": "hello"}))
+        self.assert_error_reply(c.frame(), "BAD_REQUEST", framing=False)
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(30), 0, srv.stderr())
 
 
 class TestCommandLines(E2E):
