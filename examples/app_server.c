@@ -10,23 +10,26 @@
  * limits, the drain on SIGINT/SIGTERM.  With --redis the answers come
  * from Redis (redis_store.h), and --load fills Redis from a --data file.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "appmsg/appmsg.h"
 #include "common.h"
 #include "dataset.h"
 #include "redis_store.h"
 
-/* Where the answers come from: the dataset, or Redis when store is set. */
-struct data {
-  struct dataset set;
+/* Where a thread's answers come from: the dataset (shared, read only), or
+ * the thread's own Redis store when store is set. */
+struct source {
+  const struct dataset *set;
   struct redis_store *store;
 };
 
 static void on_search(struct appmsg_request *req, void *ud) {
-  const struct data *data = ud;
+  const struct source *data = ud;
   const char *key = appmsg_request_string(req, "value");
   if (key == NULL) {
     appmsg_reply_error(req, "BAD_REQUEST", "\"search\" needs a \"value\" string");
@@ -36,7 +39,7 @@ static void on_search(struct appmsg_request *req, void *ud) {
     redis_store_search(data->store, req, key);
     return;
   }
-  const char *answer = dataset_get(&data->set, key);
+  const char *answer = dataset_get(data->set, key);
   if (answer)
     appmsg_reply_result(req, answer);
   else
@@ -67,6 +70,7 @@ int main(int argc, char **argv) {
   unsigned long max_content = 1UL << 20, max_conns = 10000;
   double idle = 60, frame = 10, deadline = 30;
   int verbose = 0;
+  const char *threads_text = "1";
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
        "answer searches from FILE, a JSON object of strings (default: the guide's 3 keys)", 0, 0},
@@ -89,6 +93,8 @@ int main(int argc, char **argv) {
        "a request not answered in S gets a TIMEOUT reply (default 30)", 0, 86400},
       {"--max-conns", 0, OPT_COUNT, &max_conns, "N",
        "connections served at once; more are told to retry (default 10000)", 1, 10000000},
+      {"--threads", 0, OPT_STRING, &threads_text, "N",
+       "serve with N threads, each its own loop, on one port (default 1; auto: one per CPU)", 0, 0},
       {"--verbose", 'v', OPT_FLAG, &verbose, NULL, "log every connection", 0, 0},
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
@@ -104,14 +110,23 @@ int main(int argc, char **argv) {
   };
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
+  char *end;
+  long threads = strcmp(threads_text, "auto") == 0 ? sysconf(_SC_NPROCESSORS_ONLN)
+                                                   : strtol(threads_text, &end, 10);
+  if (strcmp(threads_text, "auto") != 0 && (*end || end == threads_text))
+    threads = 0;
+  if (threads < 1 || threads > 1024) {
+    logf_("--threads needs a number from 1 to 1024, or auto, not '%s'", threads_text);
+    cli_usage_error(&cli);
+  }
   if ((load || ro.prefix[0]) && !redis) {
     logf_("%s needs --redis", load ? "--load" : "--redis-prefix");
     cli_usage_error(&cli);
   }
   struct redis_addr addr;
-  char err[512];
-  if (redis && redis_addr_parse(redis, &addr, err, sizeof err) != 0) {
-    logf_("--redis: %s", err);
+  char what[APPMSG_ADDRSTRLEN + 600];
+  if (redis && redis_addr_parse(redis, &addr, what, sizeof what) != 0) {
+    logf_("--redis: %s", what);
     cli_usage_error(&cli);
   }
   if (redis && data_path) {
@@ -128,42 +143,60 @@ int main(int argc, char **argv) {
   o.server.conn.frame_timeout_ms = (uint32_t)(frame * 1000);
   o.server.max_conns = max_conns;
   o.deadline_ms = (uint32_t)(deadline * 1000);
+  o.server.reuseport = threads > 1;
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
 
-  struct data data = {0};
-  if (!redis && (data_path ? dataset_load(&data.set, data_path) : dataset_builtin(&data.set)))
+  struct dataset data = {0};
+  if (!redis && (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data)))
     return 1;
   appmsg_ignore_sigpipe();
   raise_fd_limit();
-  struct appmsg_loop *loop;
-  struct appmsg_service *svc = NULL;
-  int rc = appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT);
-  if (rc == 0)
-    rc = appmsg_service_new(&svc, loop, &o);
-  if (rc == 0)
-    rc = appmsg_service_handle(svc, "search", on_search, &data);
-  char what[APPMSG_ADDRSTRLEN + 600];
+  /* One service per thread, each on a loop of its own; the dataset is shared, read only; with
+   * --redis each thread has its own store (its own connection to Redis). */
+  struct appmsg_service **svcs = calloc((size_t)threads, sizeof *svcs);
+  struct source *srcs = calloc((size_t)threads, sizeof *srcs);
+  struct redis_store **stores = calloc((size_t)threads, sizeof *stores);
+  int rc = svcs && srcs && stores ? 0 : -ENOMEM, store_failed = 0;
+  for (long i = 0; i < threads && rc == 0 && !store_failed; i++) {
+    srcs[i].set = &data;
+    rc = appmsg_service_new(&svcs[i], NULL, &o);
+    if (rc == 0)
+      rc = appmsg_service_handle(svcs[i], "search", on_search, &srcs[i]);
+    if (rc == 0)
+      appmsg_service_handle_binary(svcs[i], on_binary, NULL);
+    if (rc == 0 && redis) {
+      store_failed =
+          redis_store_new(&stores[i], appmsg_service_loop(svcs[i]), &ro, what, sizeof what) != 0;
+      srcs[i].store = stores[i];
+      if (!store_failed)
+        appmsg_service_status_hook(svcs[i], redis_store_status, stores[i]);
+    }
+  }
+  if (rc == 0 && !store_failed && redis)
+    rc = redis_store_group(stores, (size_t)threads);
   int status = 1;
   if (rc) {
     logf_("cannot start: %s", appmsg_strerror(rc));
-  } else if (redis && redis_store_new(&data.store, loop, &ro, what, sizeof what) != 0) {
+  } else if (store_failed) {
     logf_("%s", what);
   } else {
-    appmsg_service_handle_binary(svc, on_binary, NULL);
-    if (data.store) {
-      appmsg_service_status_hook(svc, redis_store_status, data.store);
-      snprintf(what, sizeof what, "data in Redis at %s, %s loop", redis,
-               appmsg_loop_backend_name(loop));
-    } else {
-      snprintf(what, sizeof what, "%zu keys, %s loop", data.set.count,
-               appmsg_loop_backend_name(loop));
-    }
-    status = serve(svc, host, port, what, 10000);
+    const char *backend = appmsg_loop_backend_name(appmsg_service_loop(svcs[0]));
+    if (redis)
+      snprintf(what, sizeof what, "data in Redis at %s, %s loop", redis, backend);
+    else
+      snprintf(what, sizeof what, "%zu keys, %s loop", data.count, backend);
+    status = threads == 1 ? serve(svcs[0], host, port, what, 10000)
+                          : serve_threads(svcs, (size_t)threads, host, port, what, 10000);
   }
-  redis_store_free(data.store); /* first: it answers the requests still waiting */
-  appmsg_service_free(svc);
-  appmsg_loop_free(loop);
-  dataset_free(&data.set);
+  /* The stores first: they answer the requests still waiting for Redis. */
+  for (long i = 0; stores && i < threads; i++)
+    redis_store_free(stores[i]);
+  for (long i = 0; svcs && i < threads; i++)
+    appmsg_service_free(svcs[i]);
+  free(stores);
+  free(srcs);
+  free(svcs);
+  dataset_free(&data);
   return status;
 }

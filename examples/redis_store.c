@@ -82,7 +82,6 @@ void redis_store_opts_default(struct redis_store_opts *o) {
 /* ---- the store ------------------------------------------------------------------- */
 
 enum state { DOWN, CONNECTING, UP };
-static const char *const state_names[] = {"down", "connecting", "connected"};
 
 /* One command sent to Redis and waiting for its reply (hiredis's privdata). */
 struct op {
@@ -100,21 +99,31 @@ struct redis_store {
   size_t prefix_len;
   uint32_t timeout_ms, backoff_min_ms, backoff_max_ms;
   enum state state;
-  redisAsyncContext *ac;     /* the connection while CONNECTING or UP, else NULL */
-  struct op *head, *tail;    /* commands waiting for Redis, oldest first */
-  struct op *spare;          /* freed ops, for reuse */
-  struct appmsg_timer late;  /* armed while commands wait: when the oldest is due */
-  struct appmsg_timer retry; /* armed while DOWN: the next connect */
-  unsigned failures;         /* connections failed or lost soon since one lasted */
-  int ever_up;               /* Redis answered at least once */
-  int told_down;             /* the log already says Redis cannot be reached */
-  char why[192];             /* why the connection is being dropped (for the log), or "" */
-  char last_error[192];      /* the last trouble, for status */
-  uint64_t rng;              /* jitter */
-  uint64_t down_since;       /* loop time when the last good connection was lost */
-  uint64_t up_since;         /* loop time when the current connection came up */
+  redisAsyncContext *ac;      /* the connection while CONNECTING or UP, else NULL */
+  struct op *head, *tail;     /* commands waiting for Redis, oldest first */
+  struct op *spare;           /* freed ops, for reuse */
+  struct appmsg_timer late;   /* armed while commands wait: when the oldest is due */
+  struct appmsg_timer retry;  /* armed while DOWN: the next connect */
+  unsigned failures;          /* connections failed or lost soon since one lasted */
+  int ever_up;                /* Redis answered at least once */
+  int told_down;              /* the log already says Redis cannot be reached */
+  char why[192];              /* why the connection is being dropped (for the log), or "" */
+  char last_error[192];       /* the last trouble, for status */
+  uint64_t rng;               /* jitter */
+  uint64_t down_since;        /* loop time when the last good connection was lost */
+  uint64_t up_since;          /* loop time when the current connection came up */
+  struct redis_store **group; /* the stores that report as one (NULL: alone) */
+  size_t ngroup, index;       /* their count; this one's place among them */
+  /* Counters and state: written by this store's thread only, read by the
+   * group's other threads (status) - relaxed atomic stores and loads. */
   uint64_t connects, requests, in_flight, unavailable, timeouts, errors;
 };
+
+#define ADD(counter, n)                                                                            \
+  __atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (uint64_t)(n),      \
+                   __ATOMIC_RELAXED)
+#define GET(counter) __atomic_load_n(&(counter), __ATOMIC_RELAXED)
+#define SET_STATE(s, st) __atomic_store_n(&(s)->state, (st), __ATOMIC_RELAXED)
 
 static void logs(struct redis_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logs(struct redis_store *s, const char *fmt, ...) {
@@ -123,7 +132,10 @@ static void logs(struct redis_store *s, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  logf_("redis %s: %s", s->addr.text, line);
+  if (s->ngroup > 1)
+    logf_("redis %s (thread %zu): %s", s->addr.text, s->index + 1, line);
+  else
+    logf_("redis %s: %s", s->addr.text, line);
 }
 
 static void note_error(struct redis_store *s, const char *text) {
@@ -152,7 +164,7 @@ static uint64_t backoff_ms(struct redis_store *s) {
 static void went_down(struct redis_store *s, const char *why) {
   enum state was = s->state;
   uint64_t now = appmsg_loop_now(s->loop);
-  s->state = DOWN;
+  SET_STATE(s, DOWN);
   s->ac = NULL;
   /* The backoff starts again only after a connection that lasted: one
    * that Redis (or whatever listens there) ends at once keeps growing it. */
@@ -189,8 +201,8 @@ static void drop(struct redis_store *s, const char *why) {
 
 static void became_up(struct redis_store *s) {
   uint64_t now = appmsg_loop_now(s->loop);
-  s->state = UP;
-  s->connects++;
+  SET_STATE(s, UP);
+  ADD(s->connects, 1);
   if (s->ever_up)
     logs(s, "connected again after %.1f s", (now - s->down_since) / 1000.0);
   else if (s->failures)
@@ -224,7 +236,7 @@ static void op_link(struct redis_store *s, struct op *o) {
   else
     s->head = o;
   s->tail = o;
-  s->in_flight++;
+  ADD(s->in_flight, 1);
   if (!appmsg_timer_active(&s->late) && appmsg_timer_start(s->loop, &s->late, s->timeout_ms, 0))
     logs(s, "out of memory for the timeout timer");
 }
@@ -238,13 +250,13 @@ static void op_done(struct redis_store *s, struct op *o) {
     o->next->prev = o->prev;
   else
     s->tail = o->prev;
-  s->in_flight--;
+  ADD(s->in_flight, -1);
   o->next = s->spare;
   s->spare = o;
 }
 
 static void unavailable(struct redis_store *s, struct appmsg_request *req) {
-  s->unavailable++;
+  ADD(s->unavailable, 1);
   appmsg_reply_error(req, "UNAVAILABLE", "the data store is unavailable");
 }
 
@@ -254,7 +266,7 @@ static void answer_value(struct redis_store *s, struct appmsg_request *req, cons
                          size_t n) {
   int rc = memchr(v, '\0', n) ? -EINVAL : appmsg_reply_result(req, v);
   if (rc == -EINVAL) {
-    s->errors++;
+    ADD(s->errors, 1);
     appmsg_reply_error(req, "BAD_VALUE", "the stored value is not UTF-8 text without NUL bytes");
   } else if (rc == -ENOMEM) {
     appmsg_reply_error(req, "INTERNAL", "out of memory");
@@ -299,7 +311,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     return;
   case REDIS_REPLY_ERROR:
     if (strncmp(r->str, "WRONGTYPE", 9) != 0) { /* LOADING, NOAUTH, MISCONF, ... */
-      s->errors++;
+      ADD(s->errors, 1);
       if (strncmp(s->last_error, r->str, strlen(s->last_error) + 1) != 0) {
         note_error(s, r->str);
         logs(s, "Redis answers with an error: %s; those searches get UNAVAILABLE", r->str);
@@ -311,7 +323,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   default:
     break;
   }
-  s->errors++; /* WRONGTYPE, or an integer, array or status where a string belongs */
+  ADD(s->errors, 1); /* WRONGTYPE, or an integer, array or status where a string belongs */
   appmsg_reply_error(req, "WRONG_TYPE",
                      "the data store holds something other than a string "
                      "under that key");
@@ -359,7 +371,7 @@ void redis_store_search(struct redis_store *s, struct appmsg_request *req, const
   o->req = req;
   o->key = key;
   op_link(s, o);
-  s->requests++;
+  ADD(s->requests, 1);
 }
 
 /* The oldest command's time is up: Redis is stuck (or was never there) -
@@ -374,7 +386,7 @@ static void on_late(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) 
     appmsg_timer_start(loop, &s->late, s->head->due - now, 0);
     return;
   }
-  s->timeouts++;
+  ADD(s->timeouts, 1);
   char why[96];
   snprintf(why, sizeof why, "no answer within %u ms", s->timeout_ms);
   drop(s, why);
@@ -457,7 +469,7 @@ static void connect_now(struct redis_store *s) {
                         : appmsg_strerror(rc));
     if (ac)
       redisAsyncFree(ac);
-    s->state = CONNECTING; /* (so that went_down logs it as a failed connect) */
+    SET_STATE(s, CONNECTING); /* (so that went_down logs it as a failed connect) */
     went_down(s, why);
     return;
   }
@@ -466,7 +478,7 @@ static void connect_now(struct redis_store *s) {
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   s->ac = ac;
-  s->state = CONNECTING;
+  SET_STATE(s, CONNECTING);
   /* The PING bounds the connect in time like any command, and says that
    * Redis answers before the connection counts as up. */
   struct op *o = op_new(s);
@@ -527,7 +539,7 @@ void redis_store_free(struct redis_store *s) {
     return;
   redisAsyncContext *ac = s->ac;
   s->ac = NULL;
-  s->state = DOWN;
+  SET_STATE(s, DOWN);
   if (ac)
     redisAsyncFree(ac); /* every waiting request is answered */
   appmsg_timer_stop(s->loop, &s->late);
@@ -537,8 +549,23 @@ void redis_store_free(struct redis_store *s) {
     s->spare = o->next;
     free(o);
   }
+  free(s->group);
   free(s->prefix);
   free(s);
+}
+
+int redis_store_group(struct redis_store **stores, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    struct redis_store **copy = malloc(n * sizeof *copy);
+    if (copy == NULL)
+      return -ENOMEM;
+    memcpy(copy, stores, n * sizeof *copy);
+    free(stores[i]->group);
+    stores[i]->group = copy;
+    stores[i]->ngroup = n;
+    stores[i]->index = i;
+  }
+  return 0;
 }
 
 /* ---- status ------------------------------------------------------------------------- */
@@ -551,6 +578,22 @@ static size_t quoted(const char *text, char *out, size_t used, size_t cap) {
 
 size_t redis_store_status(void *ud, char *out, size_t cap) {
   const struct redis_store *s = ud;
+  struct redis_store *const *g = s->ngroup ? s->group : (struct redis_store *const *)&s;
+  size_t n = s->ngroup ? s->ngroup : 1, up = 0, connecting = 0;
+  uint64_t connects = 0, requests = 0, in_flight = 0, unavailable = 0, timeouts = 0, errors = 0;
+  for (size_t i = 0; i < n; i++) {
+    enum state st = __atomic_load_n(&g[i]->state, __ATOMIC_RELAXED);
+    up += st == UP;
+    connecting += st == CONNECTING;
+    uint64_t c = GET(g[i]->connects);
+    connects += c ? c - 1 : 0; /* (reconnects) */
+    requests += GET(g[i]->requests);
+    in_flight += GET(g[i]->in_flight);
+    unavailable += GET(g[i]->unavailable);
+    timeouts += GET(g[i]->timeouts);
+    errors += GET(g[i]->errors);
+  }
+  const char *state = up == n ? "connected" : up ? "partial" : connecting ? "connecting" : "down";
   size_t used = 0;
 #define PUT(...)                                                                                   \
   used += (size_t)snprintf(used < cap ? out + used : NULL, used < cap ? cap - used : 0, __VA_ARGS__)
@@ -558,13 +601,12 @@ size_t redis_store_status(void *ud, char *out, size_t cap) {
   used += quoted(s->addr.text, out, used, cap);
   PUT(", \"prefix\": ");
   used += quoted(s->prefix, out, used, cap);
-  PUT(", \"connected\": %s, \"state\": \"%s\", \"reconnects\": %llu, \"requests\": %llu, "
-      "\"in_flight\": %llu, \"unavailable\": %llu, \"timeouts\": %llu, \"errors\": %llu, "
-      "\"last_error\": ",
-      s->state == UP ? "true" : "false", state_names[s->state],
-      (unsigned long long)(s->connects ? s->connects - 1 : 0), (unsigned long long)s->requests,
-      (unsigned long long)s->in_flight, (unsigned long long)s->unavailable,
-      (unsigned long long)s->timeouts, (unsigned long long)s->errors);
+  PUT(", \"connected\": %s, \"state\": \"%s\", \"connections\": %zu, \"connections_up\": %zu, "
+      "\"reconnects\": %llu, \"requests\": %llu, \"in_flight\": %llu, \"unavailable\": %llu, "
+      "\"timeouts\": %llu, \"errors\": %llu, \"last_error\": ",
+      up == n ? "true" : "false", state, n, up, (unsigned long long)connects,
+      (unsigned long long)requests, (unsigned long long)in_flight, (unsigned long long)unavailable,
+      (unsigned long long)timeouts, (unsigned long long)errors);
   if (s->last_error[0])
     used += quoted(s->last_error, out, used, cap);
   else
@@ -711,6 +753,12 @@ size_t redis_store_status(void *ud, char *out, size_t cap) {
 
 void redis_store_free(struct redis_store *s) {
   (void)s;
+}
+
+int redis_store_group(struct redis_store **stores, size_t n) {
+  (void)stores;
+  (void)n;
+  return 0;
 }
 
 int redis_load(const char *addr, const char *prefix, const char *path, uint32_t timeout_ms) {

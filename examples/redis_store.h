@@ -24,8 +24,10 @@
  * of state (connected, lost, cannot connect, Redis errors), never one per
  * request; status shows the counters (redis_store_status()).
  *
- * A store belongs to its loop's thread.  hiredis 0.14 resolves a host name
- * with a blocking getaddrinfo() on every connect: give an address.
+ * A store belongs to its loop's thread; a program with a loop per thread
+ * gives each its own store (its own connection) and groups them, so that
+ * status reports them together.  hiredis 0.14 resolves a host name with a
+ * blocking getaddrinfo() on every connect: give an address.
  */
 #ifndef APPMSG_EXAMPLES_REDIS_STORE_H
 #define APPMSG_EXAMPLES_REDIS_STORE_H
@@ -69,9 +71,24 @@ int redis_store_new(struct redis_store **s, struct appmsg_loop *loop,
  * request's own (valid until the reply).  Exactly one reply, always. */
 void redis_store_search(struct redis_store *s, struct appmsg_request *req, const char *key);
 
-/* An appmsg_status_fn (ud: the store): "redis": {"address": ..., "connected": ...,
- * "state": ..., "reconnects": ..., "requests": ..., "in_flight": ...,
- * "unavailable": ..., "timeouts": ..., "errors": ..., "last_error": ...}. */
+/*
+ * Stores of one program, one per thread, that report as one (like
+ * appmsg_service_group()): status sums their counters, and their log lines
+ * say which thread's connection they are about.  Before the loops run; the
+ * stores are freed only after every loop has stopped.  0 or -ENOMEM.
+ */
+int redis_store_group(struct redis_store **stores, size_t n);
+
+/*
+ * An appmsg_status_fn (ud: the store): "redis": {"address": ...,
+ * "prefix": ..., "connected": (every connection up), "state": "connected",
+ * "connecting", "down" or "partial", "connections": (one per thread),
+ * "connections_up": ..., "reconnects": ..., "requests": (GETs sent),
+ * "in_flight": ..., "unavailable": (searches answered UNAVAILABLE),
+ * "timeouts": (connections dropped for not answering), "errors": (error
+ * replies and values of the wrong type), "last_error": (this thread's
+ * connection's, or null)}.  The counters are summed over the group.
+ */
 size_t redis_store_status(void *ud, char *out, size_t cap);
 
 /* Closes the connection (waiting requests get UNAVAILABLE) and frees the

@@ -385,6 +385,23 @@ class TestAnswers(RedisE2E):
         self.assertGreaterEqual(st["requests"], n)
         self.assertEqual((st["in_flight"], st["unavailable"], st["timeouts"]), (0, 0, 0))
 
+    def test_with_threads_each_keeps_its_own_connection(self):
+        self.start_redis()
+        self.redis().call("SET", "k", "v")
+        srv = self.app("--threads", "2", wait_connected=False)
+        self.wait_log(srv, r"redis \S+ \(thread [12]\): connected", count=2)
+        for _ in range(8):
+            c = self.client(srv.port)
+            self.assertEqual(self.search(c, "k"), {"result": "v"})
+            c.close()
+        st = self.status(srv.port)["redis"]
+        self.assertEqual((st["connections"], st["connections_up"], st["connected"]), (2, 2, True))
+        self.assertEqual(st["requests"], 8)     # summed over the threads
+        self.stop_redis()
+        self.wait_log(srv, "lost the connection", count=2)
+        st = self.status(srv.port)["redis"]
+        self.assertEqual((st["connections_up"], st["connected"], st["state"]), (0, False, "down"))
+
     def test_status_shows_the_data_store(self):
         self.start_redis()
         srv = self.app("--redis-prefix", "p:")
@@ -395,6 +412,7 @@ class TestAnswers(RedisE2E):
         self.assertEqual(st["prefix"], "p:")
         self.assertIs(st["connected"], True)
         self.assertEqual(st["state"], "connected")
+        self.assertEqual((st["connections"], st["connections_up"]), (1, 1))
         for key in ("reconnects", "in_flight", "unavailable", "timeouts", "errors"):
             self.assertEqual(st[key], 0, key)
         self.assertEqual(st["requests"], 1)
