@@ -135,6 +135,10 @@ int main(int argc, char **argv) {
   }
   ro.addr = redis;
   ro.timeout_ms = (uint32_t)(redis_timeout * 1000 + 0.5);
+  if (redis && !load && deadline > 0 && redis_timeout >= deadline)
+    logf_("note: --redis-timeout %g is not below --deadline %g: searches Redis does not answer get "
+          "TIMEOUT first",
+          redis_timeout, deadline);
   if (load)
     return redis_load(redis, ro.prefix, load, ro.timeout_ms);
 

@@ -427,6 +427,31 @@ START_TEST(a_silent_server_leaves_commands_waiting_until_the_program_frees_the_c
 }
 END_TEST
 
+#if HIREDIS_MAJOR >= 1
+START_TEST(hiredis_timeouts_run_on_the_loops_timers) {
+  /* hiredis 1.x bounds commands itself (redisAsyncSetTimeout) through the
+   * adapter's timer: a silent server's commands fail in time. */
+  struct appmsg_loop *loop = setup(_i);
+  struct fake f;
+  fake_start(&f, loop, 0);
+  f.silent = 1;
+  redisAsyncContext *ac = connect_to(loop, &f);
+  struct timeval tv = {0, 200000};
+  ck_assert_int_eq(redisAsyncSetTimeout(ac, tv), REDIS_OK);
+  send_gets(ac, 3);
+  uint64_t t0 = appmsg_loop_now(loop);
+  run_until(loop, disconnected);
+  ck_assert_int_ge(appmsg_loop_now(loop) - t0, 150);
+  ck_assert_int_eq(seen.nulls, 3);
+  for (int k = 0; k < 50 && f.cfd >= 0; k++)
+    appmsg_loop_run_once(loop, 100);
+  fake_stop(&f);
+  ck_assert_int_eq(appmsg_loop_alive(loop), 0);
+  appmsg_loop_free(loop);
+}
+END_TEST
+#endif
+
 START_TEST(attach_refuses_bad_arguments_and_a_second_attach) {
   struct appmsg_loop *loop = setup(_i);
   struct fake f;
@@ -463,6 +488,9 @@ int main(void) {
   tcase_add_loop_test(
       tc, a_silent_server_leaves_commands_waiting_until_the_program_frees_the_context, 0, 2);
   tcase_add_loop_test(tc, attach_refuses_bad_arguments_and_a_second_attach, 0, 2);
+#if HIREDIS_MAJOR >= 1
+  tcase_add_loop_test(tc, hiredis_timeouts_run_on_the_loops_timers, 0, 2);
+#endif
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

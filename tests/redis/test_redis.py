@@ -608,6 +608,23 @@ class TestTrouble(RedisE2E):
         self.assertIn("no answer within 500 ms", st["last_error"])
         self.assertIsNone(srv.poll())
 
+    def test_a_deadline_shorter_than_the_redis_timeout_answers_first(self):
+        """The service's TIMEOUT comes first; the store's UNAVAILABLE, later, is dropped safely."""
+        fake = FakeRedis(self, "silent")
+        srv = self.app("--deadline", "0.3", "--redis-timeout", "1",
+                       redis=f"127.0.0.1:{fake.port}", wait_connected=False)
+        self.wait_log(srv, "is not below --deadline")
+        self.wait_for("the connection", lambda: fake.accepted >= 1)
+        c = self.client(srv.port, timeout=5 + SLACK)
+        for k in range(3):
+            c.send(json_request({"action": "search", "value": f"x{k}"}))
+        for m in c.frames(3):
+            self.assert_error_reply(m, "TIMEOUT", framing=False)
+        self.wait_log(srv, "no answer within 1000 ms|cannot connect")
+        self.wait_for("nothing pending", lambda: self.status(srv.port)["pending"] == 0)
+        self.assertEqual(self.ask(srv.port, "ping"), {"result": "pong"})
+        self.assertIsNone(srv.poll())
+
     def test_a_redis_that_answers_nonsense_gets_error_replies_not_a_crash(self):
         # (A search sent with the PING may be matched with the reply nobody asked for: then it is
         # answered WRONG_TYPE, and the next reply is the one nobody asked for.)
