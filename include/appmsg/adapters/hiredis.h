@@ -267,11 +267,12 @@ static inline int appmsg_hiredis_attach(struct appmsg_loop *loop, redisAsyncCont
   return 0;
 }
 
-/* The loop's last refusal to watch ac's socket (a negated errno), or 0;
- * 0 too for a context that is not attached. */
+/* The loop's last refusal to watch the socket of ac, a context attached
+ * with appmsg_hiredis_attach() (a negated errno), or 0; 0 too once hiredis
+ * cleaned up, or for NULL. */
 static inline int appmsg_hiredis_error(const redisAsyncContext *ac) {
   const struct appmsg_hiredis *a = ac ? (const struct appmsg_hiredis *)ac->ev.data : NULL;
-  return a && ac->ev.cleanup == appmsg__hiredis_cleanup ? a->error : 0;
+  return a ? a->error : 0;
 }
 
 #ifdef __cplusplus
