@@ -8,6 +8,7 @@
 
 #include "appmsg/net.h"
 #include "appmsg/server.h"
+#include "appmsg/tls.h"
 #include "internal.h"
 
 #define MAX_REFUSING 64     /* refused connections being told so at once */
@@ -152,6 +153,11 @@ int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, cons
                       const struct appmsg_conn_callbacks *conn_cbs,
                       const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
                       size_t errlen) {
+  if (opts->conn.tls && !appmsg_tls_is_server(opts->conn.tls)) {
+    if (err && errlen)
+      snprintf(err, errlen, "a server needs a TLS server context, not a client's");
+    return -EINVAL;
+  }
   struct appmsg_server *s = calloc(1, sizeof *s);
   if (s == NULL)
     return -ENOMEM;

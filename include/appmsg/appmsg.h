@@ -15,6 +15,7 @@
  *   net.h      addresses, listening, connecting, accepting
  *   conn.h     a framed connection on a loop
  *   server.h   a listener serving framed connections
+ *   tls.h      TLS contexts for servers and outgoing connections
  */
 #ifndef APPMSG_APPMSG_H
 #define APPMSG_APPMSG_H
@@ -31,6 +32,7 @@
 #include "net.h"
 #include "conn.h"
 #include "server.h"
+#include "tls.h"
 
 #ifdef __cplusplus
 extern "C" {
