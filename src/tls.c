@@ -153,7 +153,11 @@ static int load_chain(SSL_CTX *ctx, const char *cert, const char *key, char *err
     return APPMSG_E_TLS;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-    put(err, errlen, "cannot read the private key '%s': %s", key, queue_text(why, sizeof why));
+    if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
+      put(err, errlen, "the private key '%s' does not match the certificate '%s'", key, cert);
+    else
+      put(err, errlen, "cannot read the private key '%s': %s", key, queue_text(why, sizeof why));
+    ERR_clear_error();
     return APPMSG_E_TLS;
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -561,8 +565,9 @@ static long result(struct appmsg__tls_conn *t, int n, unsigned *want, int in_han
     return -EAGAIN;
   case SSL_ERROR_ZERO_RETURN:
     /* close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) the socket's end of
-     * stream; the latter with part of a record received is a truncation. */
-    if (t->eof && SSL_has_pending(t->ssl)) {
+     * stream; the latter with part of a record received - part of a header
+     * buffered, or a header read and its body awaited - is a truncation. */
+    if (t->eof && (SSL_has_pending(t->ssl) || strcmp(SSL_rstate_string(t->ssl), "RB") == 0)) {
       snprintf(reason_buf, sizeof reason_buf,
                "the %s closed the connection in the middle of a TLS record",
                t->server ? "client" : "server");
