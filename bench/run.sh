@@ -48,7 +48,8 @@ trap 'exit 130' INT TERM
 say() { printf '%s\n' "$*"; }
 
 # ---- build --------------------------------------------------------------------------------------
-if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson 2>/dev/null; then
+if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson openssl 2>/dev/null ||
+  ! command -v openssl >/dev/null; then
   bash scripts/deps.sh
 fi
 say "== building Release into $BUILD/"
