@@ -15,6 +15,8 @@
  *   net.h      addresses, listening, connecting, accepting
  *   conn.h     a framed connection on a loop
  *   server.h   a listener serving framed connections
+ *   service.h  a server made of actions: handlers, replies in order
+ *   client.h   calls instead of sockets: pipelined, matched, reconnecting
  *   tls.h      TLS contexts for servers and outgoing connections
  */
 #ifndef APPMSG_APPMSG_H
@@ -32,6 +34,8 @@
 #include "net.h"
 #include "conn.h"
 #include "server.h"
+#include "service.h"
+#include "client.h"
 #include "tls.h"
 
 #ifdef __cplusplus
