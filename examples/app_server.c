@@ -62,6 +62,7 @@ int main(int argc, char **argv) {
   unsigned long max_content = 1UL << 20, max_conns = 10000;
   double idle = 60, frame = 10, deadline = 30;
   int verbose = 0;
+  struct tls_args tls = {0};
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
        "answer searches from FILE, a JSON object of strings (default: the guide's 3 keys)", 0, 0},
@@ -76,6 +77,7 @@ int main(int argc, char **argv) {
       {"--max-conns", 0, OPT_COUNT, &max_conns, "N",
        "connections served at once; more are told to retry (default 10000)", 1, 10000000},
       {"--verbose", 'v', OPT_FLAG, &verbose, NULL, "log every connection", 0, 0},
+      TLS_SERVER_OPTS(tls),
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -85,7 +87,9 @@ int main(int argc, char **argv) {
       .operands = "HOST  address to listen on: IPv4, IPv6, a host name or unix:/path "
                   "(default 127.0.0.1)\nPORT  TCP port (default 65432; 0 picks a free one)",
       .exits = "0  stopped by SIGINT or SIGTERM after finishing the replies in flight\n"
-               "1  could not start (address in use, bad dataset, ...)\n2  usage error",
+               "1  could not start (address in use, bad dataset, unusable TLS files, ...)\n"
+               "2  usage error\n"
+               "(with TLS, SIGHUP reloads the certificate and key; open connections stay)",
       .opts = opts,
   };
   const char *pos[2], *host, *port;
@@ -98,6 +102,7 @@ int main(int argc, char **argv) {
   o.deadline_ms = (uint32_t)(deadline * 1000);
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
+  o.server.conn.tls = tls_server_setup(&cli, &tls);
 
   struct dataset data;
   if (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data))
@@ -117,11 +122,15 @@ int main(int argc, char **argv) {
   } else {
     appmsg_service_handle_binary(svc, on_binary, NULL);
     char what[64];
-    snprintf(what, sizeof what, "%zu keys, %s loop", data.count, appmsg_loop_backend_name(loop));
+    snprintf(what, sizeof what, "%zu keys, %s loop%s", data.count, appmsg_loop_backend_name(loop),
+             !tls.cert ? ""
+             : tls.ca  ? ", mutual TLS"
+                       : ", TLS");
     status = serve(svc, host, port, what, 10000);
   }
   appmsg_service_free(svc);
   appmsg_loop_free(loop);
+  appmsg_tls_free(o.server.conn.tls);
   dataset_free(&data);
   return status;
 }

@@ -299,3 +299,46 @@ void endpoint_text(const char *host, const char *port, char *buf, size_t len) {
   else
     snprintf(buf, len, "%s:%s", host, port);
 }
+
+struct appmsg_tls *tls_server_setup(const struct cli *c, const struct tls_args *a) {
+  if (!a->cert && !a->key && !a->ca)
+    return NULL;
+  if (!a->cert || !a->key) {
+    logf_("--tls-cert and --tls-key go together%s",
+          a->ca ? " (and --tls-client-ca needs them)" : "");
+    cli_usage_error(c);
+  }
+  struct appmsg_tls *tls;
+  char err[512];
+  if (appmsg_tls_server_new(&tls, a->cert, a->key, a->ca, err, sizeof err) != 0) {
+    logf_("%s", err);
+    exit(1);
+  }
+  return tls;
+}
+
+struct appmsg_tls *tls_client_setup(const struct cli *c, const struct tls_args *a) {
+  if (!a->use) {
+    if (a->ca || a->cert || a->key || a->name || a->insecure) {
+      logf_("the --tls-* options need --tls");
+      cli_usage_error(c);
+    }
+    return NULL;
+  }
+  if (!a->cert != !a->key) {
+    logf_("--tls-cert and --tls-key go together");
+    cli_usage_error(c);
+  }
+  if (a->insecure)
+    logf_("warning: --tls-insecure: the server's certificate is not verified; anyone on the "
+          "path can read and change this traffic");
+  struct appmsg_tls *tls;
+  char err[512];
+  if (appmsg_tls_client_new(&tls, a->ca, a->cert, a->key,
+                            a->insecure ? APPMSG_TLS_INSECURE_SKIP_VERIFY : 0, err,
+                            sizeof err) != 0) {
+    logf_("%s", err);
+    exit(1);
+  }
+  return tls;
+}
