@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
   appmsg_service_opts_default(&o);
   const char *data_path = NULL;
   unsigned long max_content = 1UL << 20, max_conns = 10000;
-  double idle = 60, frame = 10, deadline = 30;
+  double idle = 60, frame = 10, deadline = 30, handshake = 10;
   int verbose = 0;
   struct tls_args tls = {0};
   const struct opt opts[] = {
@@ -78,6 +78,8 @@ int main(int argc, char **argv) {
        "connections served at once; more are told to retry (default 10000)", 1, 10000000},
       {"--verbose", 'v', OPT_FLAG, &verbose, NULL, "log every connection", 0, 0},
       TLS_SERVER_OPTS(tls),
+      {"--handshake-timeout", 0, OPT_SECONDS, &handshake, "S",
+       "TLS: close a connection whose handshake is not done in S (default 10)", 0.001, 86400},
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -103,6 +105,7 @@ int main(int argc, char **argv) {
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
   o.server.conn.tls = tls_server_setup(&cli, &tls);
+  o.server.conn.handshake_timeout_ms = (uint32_t)(handshake * 1000);
 
   struct dataset data;
   if (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data))
