@@ -303,6 +303,7 @@ static int tls_setup(void) {
   SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_read_ahead(tls_ctx, 1); /* one read() for many records; drained below */
   SSL_CTX_set_alpn_protos(tls_ctx, alpn, sizeof alpn);
   if (cfg.tls_ca) {
     SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
