@@ -12,6 +12,10 @@
 #   P16      the same with 16 requests in flight per connection, and redis GET under
 #            redis-benchmark -P 16 -c 50 -t get
 #   new conn a new connection per request (50 concurrent connectors), app-server vs baseline
+#   P16 lib  app-server at P16 loaded through the client library (client-bench, client.h)
+#            beside appmsg-bench's own client
+#   P16 x2   app-server --threads 2 at P16 (unpinned: its two threads and the load generator
+#            share the two cores), for its server CPU per request against --threads 1
 # and, with TLS=1 (the default), the same over TLS: app-server --tls-cert/--tls-key (a second
 # process) beside redis-server's own TLS port (--tls-port, the same certificates, ECDSA P-256 from
 # tests/tls/make_certs.sh) under appmsg-bench --tls and redis-benchmark --tls; redis without TLS
@@ -63,10 +67,12 @@ if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson openssl 2>/de
 fi
 say "== building Release into $BUILD/"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAPPMSG_BUILD_TESTS=OFF >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target app-server appmsg-bench baseline-server >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target app-server appmsg-bench baseline-server client-bench \
+  >/dev/null
 APP=$BUILD/examples/app-server
 BASE=$BUILD/bench/baseline-server
 BENCH=$BUILD/bench/appmsg-bench
+LIBBENCH=$BUILD/bench/client-bench
 CERTS=$TMP/certs
 app_tls=0
 if [ "$TLS" = 1 ]; then
@@ -213,12 +219,12 @@ field() { printf '%s\n' "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print 
 
 # One appmsg-bench run against a server: appends "KEY ROUND rps p50 p99 p999 max errors total
 # cpu_s_per_100k" to $TMP/results.
-bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...
+bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...  (LOADGEN=client-bench's path: that one)
   local key=$1 round=$2 pid=$3
   shift 3
   local out line rc=0
   span_begin "$pid"
-  out=$("${CLI[@]}" "$BENCH" -h "$HOST" -c "$CONNS" -q "$@" 2>"$TMP/bench.err") || rc=$?
+  out=$("${CLI[@]}" "${LOADGEN:-$BENCH}" -h "$HOST" -c "$CONNS" -q "$@" 2>"$TMP/bench.err") || rc=$?
   span_end "$pid"
   line=$(printf '%s\n' "$out" | grep '^RESULT' | tail -1 || true)
   if [ -z "$line" ]; then
@@ -286,6 +292,7 @@ redis_run() { # redis_run KEY ROUND PID redis-benchmark-args...
 A_PORT=$PORT_BASE
 B_PORT=$((PORT_BASE + 1))
 R_PORT=$((PORT_BASE + 2))
+T_PORT=$((PORT_BASE + 3))
 AT_PORT=$((PORT_BASE + 3)) # app-server over TLS
 RT_PORT=$((PORT_BASE + 4)) # redis's TLS port
 : >"$TMP/results"
@@ -296,6 +303,12 @@ start_server app-server "$A_PORT" "$APP" "$HOST" "$A_PORT"
 APP_PID=$SERVER_PID
 start_server baseline "$B_PORT" "$BASE" "$HOST" "$B_PORT"
 BASE_PID=$SERVER_PID
+# Two threads: not pinned (taskset would put both on core 0).
+SRV_SAVED=("${SRV[@]}")
+SRV=()
+start_server app-server-x2 "$T_PORT" "$APP" --threads 2 "$HOST" "$T_PORT"
+APP2_PID=$SERVER_PID
+SRV=("${SRV_SAVED[@]}")
 APPT_PID=
 if [ "$app_tls" = 1 ]; then
   start_server app-server-tls "$AT_PORT" "$APP" --tls-cert "$CERTS/server.pem" \
@@ -387,6 +400,11 @@ for round in $(seq "$ROUNDS"); do
     for who in $order; do
       run_who "$sc" "$who" "$round"
     done
+    if [ "$sc" = p16 ]; then
+      LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 \
+        --duration "$DURATION" --warmup 100000
+      bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
+    fi
   done
 done
 
@@ -416,6 +434,7 @@ if [ "$PERF" = 1 ]; then
   fi
 fi
 
+stop_server "$APP2_PID"
 APPT_HWM=-
 [ -n "$APPT_PID" ] && APPT_HWM=$(status_kb "$APPT_PID" VmHWM)
 [ -n "$APPT_PID" ] && stop_server "$APPT_PID"
@@ -531,6 +550,10 @@ row "" baseline p16.base
 [ "$have_redis" = 1 ] && row "" "redis GET" p16.redis
 ratio_row app/base p16.app p16.base
 [ "$have_redis" = 1 ] && ratio_row app/redis p16.app p16.redis
+row "P16 via client.h" app-server p16.lib
+ratio_row lib/bench p16.lib p16.app
+row "P16 --threads 2" app-server p16.x2
+ratio_row x2/x1 p16.x2 p16.app
 tls_rows p16
 row "new conn per request" app-server nc.app
 row "" baseline nc.base
@@ -552,8 +575,14 @@ target() { # target TEXT VALUE OP LIMIT
     else printf "  %-58s %8s   MISSED by %.0f%%\n", t, v, (v - lim) / lim * 100
   }'
 }
-target "P1 req/s app-server/baseline >= 0.85" "$(ratio "$(median p1.app 3)" "$(median p1.base 3)")" ">=" 0.85
+target "P1 req/s app-server/baseline >= 0.95" "$(ratio "$(median p1.app 3)" "$(median p1.base 3)")" ">=" 0.95
 target "P16 req/s app-server/baseline >= 0.5" "$(ratio "$(median p16.app 3)" "$(median p16.base 3)")" ">=" 0.5
+target "P16 server CPU per request app-server/baseline <= 1.3" \
+  "$(ratio "$(median p16.app 10)" "$(median p16.base 10)")" "<=" 1.3
+target "P16 req/s through client.h / appmsg-bench's client >= 0.8" \
+  "$(ratio "$(median p16.lib 3)" "$(median p16.app 3)")" ">=" 0.8
+target "P16 server CPU per request --threads 2 / --threads 1 <= 1.1" \
+  "$(ratio "$(median p16.x2 10)" "$(median p16.app 10)")" "<=" 1.1
 if [ "$have_redis" = 1 ]; then
   target "P16 req/s app-server/redis GET >= 1.0" "$(ratio "$(median p16.app 3)" "$(median p16.redis 3)")" ">=" 1.0
 fi

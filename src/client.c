@@ -6,6 +6,12 @@
  * will come) and the free list.  A call that times out while in flight
  * stays in the in-flight list without its callback, as a placeholder, so
  * that the replies after it still match their calls.
+ *
+ * Timeouts cost no timer per call: each call keeps its deadline, and one
+ * timer per client is armed for the earliest known.  When it fires, the
+ * calls whose time is up fail and the timer is armed again for the
+ * earliest left; a call that ends earlier costs nothing (at high rates,
+ * arming and stopping a timer per call was most of the library's cost).
  */
 #include <errno.h>
 #include <netdb.h>
@@ -21,15 +27,15 @@
 #include "internal.h"
 
 struct call {
-  struct appmsg_client *cl;  /* its client */
-  struct call *next;         /* in the queue, the in-flight list or the free list */
-  appmsg_call_fn cb;         /* NULL once it has been answered (a placeholder) */
-  void *ud;                  /* handed to cb */
-  struct appmsg_timer timer; /* its timeout */
-  unsigned char *frame;      /* its frame while queued (allocated) */
-  size_t frame_len;          /* ... */
-  char rid[32];              /* the request-id it was sent with, as JSON text */
-  size_t rid_len;            /* 0: none (or longer than rid: not matched by id) */
+  struct appmsg_client *cl; /* its client */
+  struct call *next;        /* in the queue, the in-flight list or the free list */
+  appmsg_call_fn cb;        /* NULL once it has been answered (a placeholder) */
+  void *ud;                 /* handed to cb */
+  uint64_t deadline;        /* loop time its timeout ends (0: none) */
+  unsigned char *frame;     /* its frame while queued (allocated) */
+  size_t frame_len;         /* ... */
+  char rid[32];             /* the request-id it was sent with, as JSON text */
+  size_t rid_len;           /* 0: none (or longer than rid: not matched by id) */
 };
 
 enum state {
@@ -51,13 +57,15 @@ struct appmsg_client {
   char *host, *port;             /* where to */
   char where[APPMSG_ADDRSTRLEN]; /* "host:port" for messages */
   enum state state;
-  struct appmsg_conn *conn;  /* while connecting or up */
-  struct addrinfo *ai_list;  /* the addresses of this attempt */
-  struct addrinfo *ai_next;  /* the next one to try */
-  int unix_tried;            /* a Unix path: tried in this attempt */
-  struct appmsg_timer retry; /* backoff, and the connect timeout */
-  uint32_t backoff;          /* the next delay, before jitter */
-  int last_err;              /* why the last attempt failed */
+  struct appmsg_conn *conn;     /* while connecting or up */
+  struct addrinfo *ai_list;     /* the addresses of this attempt */
+  struct addrinfo *ai_next;     /* the next one to try */
+  int unix_tried;               /* a Unix path: tried in this attempt */
+  struct appmsg_timer retry;    /* backoff, and the connect timeout */
+  struct appmsg_timer timeouts; /* armed for the earliest call deadline */
+  uint64_t timeouts_due;        /* when */
+  uint32_t backoff;             /* the next delay, before jitter */
+  int last_err;                 /* why the last attempt failed */
   char last_reason[APPMSG_NET_ERRLEN];
   int tls_err;                        /* a TLS failure the connection reported, 0 if none */
   char tls_reason[APPMSG_NET_ERRLEN]; /* its sentence */
@@ -73,20 +81,7 @@ struct appmsg_client {
 
 /* ---- small things ------------------------------------------------------ */
 
-static void cl_log(const struct appmsg_client *c, enum appmsg_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void cl_log(const struct appmsg_client *c, enum appmsg_log_level level, const char *fmt,
-                   ...) {
-  if (c->opts->log == NULL)
-    return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  c->opts->log(c->opts->log_ud, level, line);
-}
+#define cl_log(c, level, ...) appmsg__logf((c)->opts->log, (c)->opts->log_ud, level, __VA_ARGS__)
 
 static void push(struct list *l, struct call *k) {
   k->next = NULL;
@@ -129,7 +124,6 @@ static void unlink_call(struct list *l, struct call *k) {
 }
 
 static void call_put(struct appmsg_client *c, struct call *k) {
-  appmsg_timer_stop(c->loop, &k->timer);
   free(k->frame);
   memset(k, 0, sizeof *k);
   k->next = c->free_calls;
@@ -140,7 +134,7 @@ static void call_put(struct appmsg_client *c, struct call *k) {
 static void fail_call(struct appmsg_client *c, struct call *k, int status, const char *reason) {
   appmsg_call_fn cb = k->cb;
   k->cb = NULL;
-  appmsg_timer_stop(c->loop, &k->timer);
+  (void)c;
   if (cb) {
     struct appmsg_reply r = {.status = status, .reason = reason, .content = ""};
     cb(&r, k->ud);
@@ -198,20 +192,62 @@ static void send_queued(struct appmsg_client *c) {
       break; /* the connection is ending: its close fails what is in flight */
 }
 
-static void on_call_timeout(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
-  (void)loop;
+/* Arms the timeouts timer for a deadline if it is the earliest known. */
+static void arm_timeouts(struct appmsg_client *c, uint64_t deadline) {
+  if (appmsg_timer_active(&c->timeouts) && c->timeouts_due <= deadline)
+    return;
+  uint64_t now = appmsg_loop_now(c->loop);
+  if (appmsg_timer_start(c->loop, &c->timeouts, deadline > now ? deadline - now : 0, 0) == 0)
+    c->timeouts_due = deadline;
+}
+
+/* Takes the calls whose deadline has passed off the queue, into due. */
+static void take_due(struct list *q, uint64_t now, struct list *due) {
+  struct call *prev = NULL;
+  for (struct call *k = q->head, *nk; k; k = nk) {
+    nk = k->next;
+    if (!(k->deadline && k->deadline <= now)) {
+      prev = k;
+      continue;
+    }
+    if (prev)
+      prev->next = nk;
+    else
+      q->head = nk;
+    if (q->tail == k)
+      q->tail = prev;
+    q->n--;
+    push(due, k);
+  }
+}
+
+static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
   (void)t;
-  struct call *k = ud;
-  struct appmsg_client *c = k->cl;
+  struct appmsg_client *c = ud;
+  uint64_t now = appmsg_loop_now(loop), next = 0;
   enter(c);
+  /* The queue's calls whose time is up are taken off it first (callbacks may make calls). */
+  struct list due = {0};
+  take_due(&c->queue, now, &due);
   char reason[APPMSG_ADDRSTRLEN + 32];
   snprintf(reason, sizeof reason, "no reply from %s in time", c->where);
-  if (k->frame) { /* still queued: it never left */
-    unlink_call(&c->queue, k);
+  struct call *k;
+  while ((k = pop(&due)) != NULL) { /* never sent */
     fail_call(c, k, APPMSG_E_TIMEOUT, reason);
     call_put(c, k);
-  } else { /* in flight: it stays as a placeholder for its reply */
-    fail_call(c, k, APPMSG_E_TIMEOUT, reason);
+  }
+  /* In flight, a late call stays as a placeholder.  Callbacks only append to this list
+   * (nothing is taken off it outside the client's own handlers), so walking it is safe. */
+  for (k = c->flight.head; k; k = k->next)
+    if (k->cb && k->deadline && k->deadline <= now)
+      fail_call(c, k, APPMSG_E_TIMEOUT, reason);
+  if (!c->freeing) {
+    for (int w = 0; w < 2; w++)
+      for (k = w ? c->flight.head : c->queue.head; k; k = k->next)
+        if (k->cb && k->deadline && (next == 0 || k->deadline < next))
+          next = k->deadline;
+    if (next)
+      arm_timeouts(c, next);
   }
   leave(c);
 }
@@ -313,57 +349,90 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
   }
   uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
   if (t) {
-    appmsg_timer_init(&k->timer, on_call_timeout, k);
-    rc = appmsg_timer_start(c->loop, &k->timer, t, 0);
+    k->deadline = appmsg_loop_now(c->loop) + t;
+    arm_timeouts(c, k->deadline);
   }
   if (now)
     appmsg__conn_leave(c->conn); /* writes; a failure ends the connection later */
-  (void)rc; /* a timer that cannot be armed leaves the call without a timeout */
   return 0;
 }
 
+/* A request's content, on the stack while it is small. */
+struct body {
+  char *p;
+  size_t len, cap;
+  char stack[512];
+};
+
+/* Makes room for n more bytes. */
+static int body_room(struct body *b, size_t n) {
+  if (b->cap - b->len >= n)
+    return 0;
+  size_t cap = 2 * b->cap + n;
+  char *np = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+  if (np == NULL)
+    return -ENOMEM;
+  if (b->p == b->stack)
+    memcpy(np, b->stack, b->len);
+  b->p = np;
+  b->cap = cap;
+  return 0;
+}
+
+static int body_add(struct body *b, const char *s, size_t n) {
+  int rc = body_room(b, n);
+  if (rc == 0) {
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+  }
+  return rc;
+}
+
 /* Appends s quoted as a JSON string. */
-static int put_quoted(struct appmsg_encoder *e, const char *s) {
+static int body_quoted(struct body *b, const char *s) {
   size_t n = strlen(s);
   if (appmsg_utf8_check(s, n) != n)
     return -EINVAL;
-  size_t q = appmsg_json_quote(s, n, NULL, 0);
-  char stack[512];
-  char *b = q <= sizeof stack ? stack : malloc(q);
-  if (b == NULL)
-    return -ENOMEM;
-  appmsg_json_quote(s, n, b, q);
-  int rc = appmsg_encoder_push_raw(e, b, q);
-  if (b != stack)
-    free(b);
-  return rc;
+  size_t q = appmsg_json_quote(s, n, b->p + b->len, b->cap - b->len);
+  if (q > b->cap - b->len) { /* it did not fit: quote again with room */
+    int rc = body_room(b, q);
+    if (rc)
+      return rc;
+    appmsg_json_quote(s, n, b->p + b->len, q);
+  }
+  b->len += q;
+  return 0;
 }
 
 static int call_va(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const char *action,
                    va_list ap) {
-  struct appmsg_encoder body;
-  appmsg_encoder_init(&body);
-  int rc = appmsg_encoder_push_raw(&body, "{\"action\": ", 11);
+  struct body b;
+  b.p = b.stack;
+  b.len = 0;
+  b.cap = sizeof b.stack;
+  int rc = body_add(&b, "{\"action\": ", 11);
   if (rc == 0)
-    rc = action ? put_quoted(&body, action) : -EINVAL;
+    rc = action ? body_quoted(&b, action) : -EINVAL;
   for (const char *key; rc == 0 && (key = va_arg(ap, const char *)) != NULL;) {
     const char *value = va_arg(ap, const char *);
-    rc = value ? appmsg_encoder_push_raw(&body, ", ", 2) : -EINVAL;
+    rc = value ? body_add(&b, ", ", 2) : -EINVAL;
     if (rc == 0)
-      rc = put_quoted(&body, key);
+      rc = body_quoted(&b, key);
     if (rc == 0)
-      rc = appmsg_encoder_push_raw(&body, ": ", 2);
+      rc = body_add(&b, ": ", 2);
     if (rc == 0)
-      rc = put_quoted(&body, value);
+      rc = body_quoted(&b, value);
   }
   if (rc == 0)
-    rc = appmsg_encoder_push_raw(&body, "}", 1);
+    rc = body_add(&b, "}", 1);
   if (rc == 0) {
     struct appmsg_call call = {0};
-    call.content = appmsg_encoder_peek(&body, &call.len);
+    call.content = b.p;
+    call.len = b.len;
     rc = appmsg_client_send(c, &call, cb, ud);
   }
-  appmsg_encoder_cleanup(&body);
+  if (b.p != b.stack)
+    free(b.p);
   return rc;
 }
 
@@ -403,6 +472,23 @@ static void reply_member(void *ud, const struct appmsg_json_member *m) {
   }
 }
 
+/* The length of TEXT when content is exactly {"result": "TEXT"}, TEXT
+ * holding no backslash, quote or control character and being valid UTF-8
+ * (so that it needs no unescaping); else 0 and the general path. */
+static size_t plain_result(const void *content, size_t len) {
+  static const char head[] = "{\"result\": \"";
+  const unsigned char *p = content;
+  if (len < sizeof head + 1 || memcmp(p, head, sizeof head - 1) != 0 || p[len - 2] != '"' ||
+      p[len - 1] != '}')
+    return 0;
+  size_t n = len - (sizeof head - 1) - 2;
+  const unsigned char *t = p + sizeof head - 1;
+  for (size_t i = 0; i < n; i++)
+    if (t[i] == '"' || t[i] == '\\' || t[i] < 0x20)
+      return 0;
+  return appmsg_utf8_check(t, n) == n ? n : 0;
+}
+
 /* Which call a reply answers: the one whose request-id it carries, else
  * the oldest in flight. */
 static struct call *match(struct appmsg_client *c, const struct appmsg_header *h) {
@@ -437,9 +523,19 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
     struct reply_members m = {0};
     char stack[512], *heap = NULL, errname[65];
     enum appmsg_json_type top;
-    if (strcmp(h->content_type, "text/json") == 0 &&
-        appmsg_json_scan(content, len, 64, &top, reply_member, &m, NULL, NULL) == 0 &&
-        top == APPMSG_JSON_OBJECT && m.has_result) {
+    size_t plain = strcmp(h->content_type, "text/json") == 0 ? plain_result(content, len) : 0;
+    if (plain) { /* {"result": "TEXT"} with nothing to unescape: the common reply */
+      char *b = plain < sizeof stack ? stack : (heap = malloc(plain + 1));
+      if (b) {
+        memcpy(b, (const char *)content + 12, plain);
+        b[plain] = '\0';
+        r.result = b;
+      }
+      r.result_json = (const char *)content + 11;
+      r.result_json_len = plain + 2;
+    } else if (strcmp(h->content_type, "text/json") == 0 &&
+               appmsg_json_scan(content, len, 64, &top, reply_member, &m, NULL, NULL) == 0 &&
+               top == APPMSG_JSON_OBJECT && m.has_result) {
       const struct appmsg_json_member *res = &m.result;
       int quoted = res->type == APPMSG_JSON_STRING;
       r.result_json = res->val - quoted;
@@ -460,7 +556,6 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
     }
     appmsg_call_fn cb = k->cb;
     k->cb = NULL;
-    appmsg_timer_stop(c->loop, &k->timer);
     cb(&r, k->ud);
     free(heap);
   }
@@ -715,6 +810,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   else
     snprintf(c->where, sizeof c->where, "%s:%s", c->host, c->port);
   appmsg_timer_init(&c->retry, on_retry, c);
+  appmsg_timer_init(&c->timeouts, on_timeouts, c);
   attempt(c); /* (no call yet: no callback can run) */
   *out = c;
   return 0;
@@ -755,6 +851,7 @@ void appmsg_client_free(struct appmsg_client *c) {
   c->freeing = 1;
   enter(c);
   appmsg_timer_stop(c->loop, &c->retry);
+  appmsg_timer_stop(c->loop, &c->timeouts);
   freeaddrinfo(c->ai_list);
   c->ai_list = c->ai_next = NULL;
   char why[64];

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -66,7 +67,8 @@ struct appmsg_conn {
   unsigned paused : 1;                     /* the owner stopped reading */
   unsigned shut : 1;                       /* our write side is shut down */
   unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
-  unsigned when_idle : 1;                  /* close once the current frame is answered */
+  unsigned when_idle : 1;                  /* close once quiet: nothing to read, nothing owed */
+  unsigned quiet : 1;                      /* the last read found nothing to read */
   unsigned handshaking : 1;                /* a TLS handshake is in progress */
   unsigned outgoing : 1;                   /* the TLS client side (on_connect after handshake) */
   unsigned notify_wait : 1;                /* close_notify waits for wr_want */
@@ -186,14 +188,11 @@ static int rearm(struct appmsg_conn *c) {
 /* Whether the connection reads now: not once the peer finished or no more
  * messages are wanted (but a lingering one reads on to see the EOF), nor
  * while the owner paused reading, stashed input waits, or too much output
- * waits for a peer that does not read it; between frames, a connection
- * asked to close when idle reads no more. */
+ * waits for a peer that does not read it. */
 static int reading(const struct appmsg_conn *c) {
   if (c->shut)
     return 1;
   if (c->eof || c->close_req || c->paused || c->stash)
-    return 0;
-  if (c->when_idle && !appmsg_decoder_in_frame(&c->dec))
     return 0;
   return !(c->opts->read_pause && appmsg_encoder_pending(&c->enc) > c->opts->read_pause);
 }
@@ -321,7 +320,10 @@ static void settle(struct appmsg_conn *c) {
     if (rc < 0) {
       appmsg_conn_abort(c, rc);
     } else {
-      if (c->when_idle && !c->close_req && !appmsg_decoder_in_frame(&c->dec))
+      /* A drain ends a connection once it is quiet: every request that had
+       * arrived is answered, no frame is half read, nothing more is waiting. */
+      if (c->when_idle && !c->close_req && c->quiet && !c->stash &&
+          !appmsg_decoder_in_frame(&c->dec))
         begin_close(c, 0);
       progress_close(c);
     }
@@ -394,9 +396,7 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
         c->cbs->on_message(c, appmsg_decoder_header(&c->dec), content, len, c->ud);
         c->busy--;
       }
-      if (c->when_idle) {
-        begin_close(c, 0);
-      } else if (c->paused && off + used < n && !c->close_req && !c->dead) {
+      if (c->paused && off + used < n && !c->close_req && !c->dead) {
         stash(c, p + off + used, n - off - used); /* fed when reading resumes */
         return;
       }
@@ -509,13 +509,23 @@ static void on_readable(struct appmsg_conn *c) {
   for (int round = 0; round < TLS_ROUNDS; round++) {
     long after = -EAGAIN;
     long n = read_chunk(c, &after);
+    c->quiet = n == -EAGAIN;
     if (n == -EAGAIN)
       return;
     got(c, n);
     if (after != -EAGAIN && !c->dead)
       got(c, after);
-    if (c->dead || !c->tls || c->handshaking || !reading(c) || !appmsg__tls_pending(c->tls))
+    if (c->dead || n <= 0)
       return;
+    int buffered = c->tls && !c->handshaking && appmsg__tls_pending(c->tls);
+    if (buffered && reading(c))
+      continue;
+    /* Draining: the peer is quiet when nothing more waits to be read - no
+     * new readiness would come to say so. */
+    int avail;
+    if (c->when_idle && !buffered && ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0)
+      c->quiet = 1;
+    return;
   }
 }
 
@@ -548,7 +558,9 @@ static void handshake(struct appmsg_conn *c) {
   c->last_rx = c->last_tx = now_ms(c);
   if (c->outgoing && c->cbs->on_connect)
     c->cbs->on_connect(c, 0, c->ud);
-  if (!c->dead && c->tls && reading(c) && appmsg__tls_pending(c->tls))
+  /* What came with the last flight is read now; a draining server looks
+   * at once whether the client is quiet (a handshake is not a request). */
+  if (!c->dead && c->tls && reading(c) && (c->when_idle || appmsg__tls_pending(c->tls)))
     on_readable(c);
 }
 
@@ -799,7 +811,15 @@ void appmsg_conn_close(struct appmsg_conn *c) {
 }
 
 void appmsg_conn_close_when_idle(struct appmsg_conn *c) {
+  if (c->when_idle || c->dead)
+    return;
   c->when_idle = 1;
+  if (c->busy == 0 && !c->connecting && !c->handshaking && !c->close_req && !c->paused &&
+      !c->stash) {
+    c->busy++;
+    on_readable(c); /* what has arrived is read and answered; or it is quiet already */
+    c->busy--;
+  }
   if (c->busy == 0)
     settle(c);
 }
