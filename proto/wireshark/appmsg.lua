@@ -693,10 +693,14 @@ end
 
 function appmsg.dissector(tvb, pinfo, tree)
   local ok, res = pcall(dissect, tvb, pinfo, tree)
+  -- The Info column holds every frame of the packet, whatever the TCP dissector fenced between
+  -- our calls and whatever the JSON dissector wrote into it.
   pinfo.cols.protocol = "appmsg"
   local info = pinfo.private.appmsg_info
   if info ~= nil and info ~= "" then
+    pinfo.cols.info:clear_fence()
     pinfo.cols.info = info
+    pinfo.cols.info:fence()
   end
   if not ok then
     local item = tree:add(appmsg, tvb())
