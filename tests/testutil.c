@@ -228,7 +228,7 @@ static void load_one(const char *path, struct tu_vec *v) {
     next = strchr(line, '\n');
     if (next)
       *next++ = '\0';
-    if (*line == '\0' || *line == '#')
+    if (line[strspn(line, " \t")] == '\0' || *line == '#') /* blank lines and comments */
       continue;
     char *sp = strchr(line, ' ');
     const char *arg = sp ? sp + 1 : "";
