@@ -709,3 +709,84 @@ class Dissector(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def write_pcap(path: Path, streams):
+    """A classic pcap of TCP segments (Ethernet, IPv4, TCP; checksums left 0, which Wireshark does
+    not verify by default): each stream is (client port, [payload segments]) to 127.0.0.1:65432."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+    t = 0
+    for port, segments in streams:
+        seq = 1000
+        for seg in segments:
+            tcp = struct.pack(">HHIIBBHHH", port, 65432, seq, 1, 5 << 4, 0x18, 65535, 0, 0)
+            ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(seg), 0, 0x4000, 64, 6,
+                             0, socket.inet_aton(HOST), socket.inet_aton(HOST))
+            frame_bytes = b"\0" * 12 + b"\x08\x00" + ip + tcp + seg
+            t += 1
+            out += struct.pack("<IIII", t, 0, len(frame_bytes), len(frame_bytes)) + frame_bytes
+            seq += len(seg)
+    path.write_bytes(bytes(out))
+
+
+class DissectorOnVectors(unittest.TestCase):
+    """Every vector of proto/vectors, as one TCP stream each, through the dissector: never a Lua
+    error; valid streams give exactly their messages and no expert info of a malformed frame;
+    every content error of proto/vectors/content is flagged and no passing content is."""
+
+    def test_every_vector_is_dissected_without_an_error_and_valid_ones_exactly(self):
+        vectors = []
+        for p in sorted((SRC_DIR / "proto" / "vectors").rglob("*.vec")):
+            v = appmsg_ref.load_vector(str(p))
+            if v.stream:
+                vectors.append((p, v))
+        streams = []
+        for i, (p, v) in enumerate(vectors):
+            segments = [v.stream[k:k + 60000] for k in range(0, len(v.stream), 60000)]
+            streams.append((20000 + i, segments))
+        with tempfile.TemporaryDirectory(prefix="appmsg-vec-") as tmp:
+            pcap = Path(tmp) / "vectors.pcap"
+            write_pcap(pcap, streams)
+            r = subprocess.run(["tshark", "-n", "-r", str(pcap), "-X", f"lua_script:{LUA}",
+                                "-o", "appmsg.heuristic:FALSE", "-T", "fields", "-E",
+                                f"aggregator={SEP}", "-E", "occurrence=a", "-e", "tcp.srcport",
+                                "-e", "appmsg.header_length", "-e", "appmsg.content_length",
+                                "-e", "appmsg.malformed", "-e", "appmsg.content.invalid",
+                                "-e", "_ws.expert.message", "-e", "_ws.col.Info"],
+                               capture_output=True, timeout=TSHARK_TIMEOUT)
+        err = r.stderr.decode("utf-8", "replace")
+        self.assertEqual(r.returncode, 0, err)
+        per = {}
+        for line in r.stdout.decode("utf-8").splitlines():
+            port, hl, cl, bad, cbad, expert, info = (line.split("\t") + [""] * 7)[:7]
+            self.assertNotIn("Lua Error", expert + info, line)
+            self.assertNotIn("dissector failure", expert, line)
+            d = per.setdefault(int(port), {"messages": 0, "malformed": 0, "content": 0})
+            d["messages"] += len(cl.split(SEP)) if cl else 0
+            d["malformed"] += len(bad.split(SEP)) if bad else 0
+            d["content"] += len(cbad.split(SEP)) if cbad else 0
+        checked = 0
+        for i, (p, v) in enumerate(vectors):
+            d = per.get(20000 + i, {"messages": 0, "malformed": 0, "content": 0})
+            msgs = [m for m in v.expected if isinstance(m, appmsg_ref.ExpectedMessage)]
+            if all(isinstance(m, appmsg_ref.ExpectedMessage) for m in v.expected):
+                with self.subTest(str(p.relative_to(SRC_DIR))):
+                    self.assertEqual(d["messages"], len(msgs))
+                    self.assertEqual(d["malformed"], 0)
+                    bad_content = sum(1 for m in msgs if m.check not in (None, "ok"))
+                    # (The dissector checks content with the default depth, 64.)
+                    if any(m.check is not None for m in msgs) and v.content_depth == 64:
+                        self.assertEqual(d["content"], bad_content)
+                    checked += 1
+            elif (v.expected[-1].name in self.FRAMING_ERRORS
+                  and v.max_header_length == appmsg_ref.DEFAULT_MAX_HEADER_LENGTH):
+                with self.subTest(str(p.relative_to(SRC_DIR))):
+                    self.assertEqual((d["messages"], d["malformed"]), (len(msgs), 1))
+                    checked += 1
+        self.assertGreater(checked, 200)
+
+    # Errors the dissector finds as a receiver would (not limits, which are the receiver's, and
+    # not the end of the stream, which a capture cannot tell from a capture cut short).
+    FRAMING_ERRORS = {"HEADER_EMPTY", "HEADER_NOT_OBJECT", "HEADER_UTF8", "HEADER_JSON",
+                      "HEADER_DEPTH", "HEADER_TRAILING", "HEADER_DUPLICATE", "FIELD_MISSING",
+                      "FIELD_TYPE", "BYTEORDER", "CONTENT_LENGTH"}
