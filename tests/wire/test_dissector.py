@@ -49,6 +49,12 @@ TSHARK_TIMEOUT = 120.0
 SIOCOUTQNSD = 0x894B     # linux: bytes in a socket's send queue not yet sent
 SEP = "\x1f"             # between occurrences of a field in one packet
 
+# tshark without the user's own configuration: no personal plugins folder (an installed copy of the
+# dissector would clash with the one under test) and no personal preferences.
+CLEAN_HOME = tempfile.TemporaryDirectory(prefix="appmsg-wire-home-")
+TSHARK_ENV = dict(os.environ, HOME=CLEAN_HOME.name,
+                  XDG_CONFIG_HOME=os.path.join(CLEAN_HOME.name, ".config"))
+
 GUIDE_REQUEST_HEADER = ('{"byteorder": "little", "content-type": "text/json", '
                         '"content-encoding": "utf-8", "content-length": %d}')
 
@@ -69,7 +75,7 @@ def search(value: str, extra: str = "") -> bytes:
 def registered_tcp_ports() -> set:
     """The TCP ports tshark gives to some other dissector by default."""
     out = subprocess.run(["tshark", "-G", "decodes"], capture_output=True, text=True,
-                         timeout=TSHARK_TIMEOUT).stdout
+                         timeout=TSHARK_TIMEOUT, env=TSHARK_ENV).stdout
     return {int(p) for t, p, *_ in (line.split("\t") for line in out.splitlines() if "\t" in line)
             if t == "tcp.port" and p.isdigit()}
 
@@ -210,7 +216,7 @@ def closed_streams(path: Path) -> int:
     """The TCP connections of the capture that are over: FIN both ways, or a reset."""
     r = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "tcp.stream",
                         "-e", "tcp.srcport", "-e", "tcp.flags.fin", "-e", "tcp.flags.reset"],
-                       capture_output=True, text=True, timeout=TSHARK_TIMEOUT)
+                       capture_output=True, text=True, timeout=TSHARK_TIMEOUT, env=TSHARK_ENV)
     fins, resets = {}, set()
     for line in r.stdout.splitlines():
         parts = line.split("\t")
@@ -425,7 +431,7 @@ class Dissector(unittest.TestCase):
                 argv += ["-o", p]
             for name in self.FIELDS:
                 argv += ["-e", name]
-            r = subprocess.run(argv, capture_output=True, timeout=TSHARK_TIMEOUT)
+            r = subprocess.run(argv, capture_output=True, timeout=TSHARK_TIMEOUT, env=TSHARK_ENV)
             err = r.stderr.decode("utf-8", "replace")
             self.assertEqual(r.returncode, 0, err)
             self.assertNotRegex(err, r"(?i)lua.*error|error.*lua", err)
@@ -753,7 +759,7 @@ class DissectorOnVectors(unittest.TestCase):
                                 "-e", "appmsg.header_length", "-e", "appmsg.content_length",
                                 "-e", "appmsg.malformed", "-e", "appmsg.content.invalid",
                                 "-e", "_ws.expert.message", "-e", "_ws.col.Info"],
-                               capture_output=True, timeout=TSHARK_TIMEOUT)
+                               capture_output=True, timeout=TSHARK_TIMEOUT, env=TSHARK_ENV)
         err = r.stderr.decode("utf-8", "replace")
         self.assertEqual(r.returncode, 0, err)
         per = {}
