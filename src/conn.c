@@ -409,12 +409,11 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
 
 /* A TLS failure (code and sentence from tls.c, or a handshake timeout):
  * on_error hears it, then the connection closes.  What is queued is
- * dropped - it must never leave in the clear - and the TLS state goes; the
- * lingering close goes on on the raw socket.  Only a peer that sent a
- * plaintext appmsg frame may still get a reply, in plaintext, which it
- * understands. */
+ * dropped and nothing more can be sent - it would leave in the clear
+ * (PROTOCOL.md 8: a plaintext frame on a TLS port gets no reply either);
+ * the TLS state goes and the lingering close goes on on the raw socket. */
 static void tls_failed(struct appmsg_conn *c, int err, const char *why) {
-  int in_handshake = c->handshaking, plaintext = 0;
+  int in_handshake = c->handshaking;
   if (c->close_req) { /* nothing more can be sent: end now */
     drop_tls(c);
     appmsg_conn_abort(c, err);
@@ -422,15 +421,11 @@ static void tls_failed(struct appmsg_conn *c, int err, const char *why) {
   }
   char reason[512];
   snprintf(reason, sizeof reason, "%s", why);
-  if (c->tls)
-    plaintext = in_handshake && appmsg__tls_plaintext_peer(c->tls);
   drop_tls(c);
   appmsg_encoder_cleanup(&c->enc);
   appmsg_encoder_init(&c->enc);
-  if (!plaintext) { /* appmsg_conn_send() refuses from now on, replies owed or not */
-    c->close_req = 1;
-    c->closing = 1;
-  }
+  c->close_req = 1; /* appmsg_conn_send() refuses from now on, replies owed or not */
+  c->closing = 1;
   protocol_error(c, err, reason, c->dec.offset);
   if (in_handshake && c->outgoing && c->cbs->on_connect) {
     c->busy++;

@@ -134,9 +134,6 @@ int appmsg__tls_shutdown(struct appmsg__tls_conn *t, unsigned *want);
 /* 1 if OpenSSL holds received bytes not yet read (decrypted or not). */
 int appmsg__tls_pending(const struct appmsg__tls_conn *t);
 
-/* 1 if the handshake failed because the peer sent a plaintext appmsg frame. */
-int appmsg__tls_plaintext_peer(const struct appmsg__tls_conn *t);
-
 /* The sentence for the last failure on this thread (static, thread's buffer). */
 const char *appmsg__tls_reason(void);
 

@@ -472,7 +472,8 @@ void appmsg__tls_conn_free(struct appmsg__tls_conn *t) {
   ERR_clear_error();
 }
 
-int appmsg__tls_plaintext_peer(const struct appmsg__tls_conn *t) {
+/* Whether the peer's first bytes are a plaintext appmsg frame's: 0x00, a length byte, '{'. */
+static int plaintext_peer(const struct appmsg__tls_conn *t) {
   return t->nfirst >= 3 && t->first[0] == 0 && t->first[2] == '{';
 }
 
@@ -521,7 +522,7 @@ static int failure(struct appmsg__tls_conn *t, int in_handshake) {
   int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
   char text[256];
   int code = in_handshake ? APPMSG_E_TLS_HANDSHAKE : APPMSG_E_TLS;
-  if (in_handshake && appmsg__tls_plaintext_peer(t)) {
+  if (in_handshake && plaintext_peer(t)) {
     snprintf(reason_buf, sizeof reason_buf,
              "the %s sent a plaintext appmsg frame; is it using TLS?", peer);
   } else if (lib == ERR_LIB_SSL && reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {

@@ -123,7 +123,7 @@ struct appmsg_conn_callbacks {
   void (*on_data)(struct appmsg_conn *c, const void *data, size_t len, void *ud);
   /* A framing error or a stalled frame (err, reason, stream offset): the
    * last chance to send a reply.  Also a TLS failure (tls.h), after which
-   * no reply can be sent except to a plaintext frame on a TLS connection.
+   * no reply can be sent.
    * Optional. */
   void (*on_error)(struct appmsg_conn *c, int err, const char *reason, uint64_t offset, void *ud);
   /* An outgoing connection finished connecting - under TLS, finished its

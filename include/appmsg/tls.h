@@ -54,15 +54,14 @@
  *                           mismatch (...)", ...
  *   APPMSG_E_TLS_HANDSHAKE  any other handshake failure, among them "the
  *                           client sent a plaintext appmsg frame; is it
- *                           using TLS?" - for that one only, on_error may
- *                           still send a (plaintext) error reply, which
- *                           such a client understands
+ *                           using TLS?"
  *   APPMSG_E_TLS            a TLS failure after the handshake (a bad
  *                           record, an alert from the peer)
  *   APPMSG_E_TIMEOUT        the handshake did not finish in time
- * For every one but the plaintext frame, on_error cannot reply (sending
- * returns APPMSG_E_CLOSED): what is queued is dropped, never sent in the
- * clear.  A client's on_connect gets the same code after on_error.
+ * on_error cannot reply (sending returns APPMSG_E_CLOSED): what is queued
+ * is dropped, never sent in the clear - not even to a plaintext client
+ * (PROTOCOL.md section 8).  A client's on_connect gets the same code after
+ * on_error.
  *
  * Ownership and threads.  The caller owns a context and frees it with
  * appmsg_tls_free() after every server and connection that uses it is
