@@ -68,8 +68,9 @@ int main(int argc, char **argv) {
   redis_store_opts_default(&ro);
   double redis_timeout = ro.timeout_ms / 1000.0;
   unsigned long max_content = 1UL << 20, max_conns = 10000;
-  double idle = 60, frame = 10, deadline = 30;
+  double idle = 60, frame = 10, deadline = 30, handshake = 10;
   int verbose = 0;
+  struct tls_args tls = {0};
   const char *threads_text = "1";
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
@@ -96,6 +97,9 @@ int main(int argc, char **argv) {
       {"--threads", 0, OPT_STRING, &threads_text, "N",
        "serve with N threads, each its own loop, on one port (default 1; auto: one per CPU)", 0, 0},
       {"--verbose", 'v', OPT_FLAG, &verbose, NULL, "log every connection", 0, 0},
+      TLS_SERVER_OPTS(tls),
+      {"--handshake-timeout", 0, OPT_SECONDS, &handshake, "S",
+       "TLS: close a connection whose handshake is not done in S (default 10)", 0.001, 86400},
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -105,7 +109,9 @@ int main(int argc, char **argv) {
       .operands = "HOST  address to listen on: IPv4, IPv6, a host name or unix:/path "
                   "(default 127.0.0.1)\nPORT  TCP port (default 65432; 0 picks a free one)",
       .exits = "0  stopped by SIGINT or SIGTERM after finishing the replies in flight\n"
-               "1  could not start (address in use, bad dataset, ...)\n2  usage error",
+               "1  could not start (address in use, bad dataset, unusable TLS files, ...)\n"
+               "2  usage error\n"
+               "(with TLS, SIGHUP reloads the certificate and key; open connections stay)",
       .opts = opts,
   };
   const char *pos[2], *host, *port;
@@ -150,6 +156,8 @@ int main(int argc, char **argv) {
   o.server.reuseport = threads > 1;
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
+  o.server.conn.tls = tls_server_setup(&cli, &tls);
+  o.server.conn.handshake_timeout_ms = (uint32_t)(handshake * 1000);
 
   struct dataset data = {0};
   if (!redis && (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data)))
@@ -186,12 +194,14 @@ int main(int argc, char **argv) {
     logf_("%s", what);
   } else {
     const char *backend = appmsg_loop_backend_name(appmsg_service_loop(svcs[0]));
+    const char *secure = !tls.cert ? "" : tls.ca ? ", mutual TLS" : ", TLS";
     if (redis)
-      snprintf(what, sizeof what, "data in Redis at %s, %s loop", redis, backend);
+      snprintf(what, sizeof what, "data in Redis at %s, %s loop%s", redis, backend, secure);
     else
-      snprintf(what, sizeof what, "%zu keys, %s loop", data.count, backend);
-    status = threads == 1 ? serve(svcs[0], host, port, what, 10000)
-                          : serve_threads(svcs, (size_t)threads, host, port, what, 10000);
+      snprintf(what, sizeof what, "%zu keys, %s loop%s", data.count, backend, secure);
+    status = threads == 1
+                 ? serve(svcs[0], host, port, what, 10000)
+                 : serve_threads(svcs, (size_t)threads, o.server.conn.tls, host, port, what, 10000);
   }
   /* The stores first: they answer the requests still waiting for Redis. */
   for (long i = 0; stores && i < threads; i++)
@@ -201,6 +211,7 @@ int main(int argc, char **argv) {
   free(stores);
   free(srcs);
   free(svcs);
+  appmsg_tls_free(o.server.conn.tls);
   dataset_free(&data);
   return status;
 }

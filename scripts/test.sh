@@ -7,12 +7,12 @@
 #   3. the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   4. a short libFuzzer pass over the decoder and the JSON check (FUZZ_SECONDS
 #      each, default 30);
-#   5. the end-to-end tests (the programs, and app-server on Redis) once more with every program
-#      under valgrind.
+#   5. the end-to-end tests (plaintext and TLS, and app-server on Redis) once more with every
+#      program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format libhiredis-dev \
-  redis-server redis-tools
+bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark \
+  libhiredis-dev redis-server redis-tools
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== formatting (clang-format)"
@@ -44,5 +44,5 @@ bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo "== end-to-end tests under valgrind"
 APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
-  ctest --test-dir build --output-on-failure -R '^(e2e_programs|e2e_redis)$'
+  ctest --test-dir build --output-on-failure -R '^(e2e_programs|tls_programs|e2e_redis)$'
 echo "== all tests passed"
