@@ -133,20 +133,12 @@ struct appmsg_service {
                    __ATOMIC_RELAXED)
 #define GET(counter) __atomic_load_n(&(counter), __ATOMIC_RELAXED)
 
-static void svc_log(const struct appmsg_service *s, enum appmsg_log_level level, const char *fmt,
-                    ...) __attribute__((format(printf, 3, 4)));
-
-static void svc_log(const struct appmsg_service *s, enum appmsg_log_level level, const char *fmt,
-                    ...) {
-  if (s->opts->log == NULL || level > s->opts->log_level)
-    return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  s->opts->log(s->opts->log_ud, level, line);
-}
+/* Logs a line when the service's log level asks for it. */
+#define svc_log(s, level, ...)                                                                     \
+  do {                                                                                             \
+    if ((level) <= (s)->opts->log_level)                                                           \
+      appmsg__logf((s)->opts->log, (s)->opts->log_ud, level, __VA_ARGS__);                         \
+  } while (0)
 
 /* Counts an error reply by name.  A name is written before it is published
  * (nerrors, a release store), so that other threads read whole names. */

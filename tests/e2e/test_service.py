@@ -254,7 +254,9 @@ class TestReadmeExample(E2E):
         exe = os.path.join(self._tmp, "hello")
         with open(src, "w", encoding="utf-8") as f:
             f.write(code)
-        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-o", exe, src,
+        cache = (build / "CMakeCache.txt").read_text(encoding="utf-8", errors="replace")
+        sanitize = ["-fsanitize=address,undefined"] if "APPMSG_SANITIZE:BOOL=ON" in cache else []
+        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", *sanitize, "-o", exe, src,
                              f"-I{SRC_DIR / 'include'}", f"-I{build / 'include'}",
                              str(build / "libappmsg.a"), "-lcjson", "-lpthread"],
                             capture_output=True, text=True, timeout=120)
