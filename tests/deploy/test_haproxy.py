@@ -2,7 +2,8 @@
 
 TestConfig: `haproxy -c` accepts the configuration, with and without its environment variables.
 TestHealthCheck: the check speaks appmsg - an app-server is UP; a server that answers with some
-other frame, one that never answers and one that is not listening are DOWN.
+other frame and one that never answers are DOWN; a server added at run time through the admin
+socket is checked the same way and used.
 TestFailover: three app-servers and HAProxy on free loopback ports, all started here; Python
 threads send searches through HAProxy - on persistent connections with 8 requests in flight, and
 one request per new connection - and check every reply (content and request-id).  Meanwhile:
@@ -581,6 +582,36 @@ class TestHealthCheck(ClusterTest):
                 self.assertTrue(data, "HAProxy closed the connection without a reply")
                 frames = reader.feed(data)
             self.assertIsNone(check_reply(*frames[0], "ring", 1))
+
+
+    def test_a_server_added_at_run_time(self):
+        """A server added through the admin socket (as the README shows) is checked with the same
+        ping, marked UP, and given connections."""
+        p1, p2, p3, p4 = pick_ports(4)
+        self.cluster.app_server("app1", p1)
+        self.cluster.app_server("app4", p4)
+        self.cluster.start({"app1": p1, "app2": p2, "app3": p3})   # app2, app3: nothing there
+        admin = self.cluster.admin
+        for cmd in (f"add server appmsg_servers/app4 {HOST}:{p4} check inter {INTER_MS}ms "
+                    "fall 2 rise 2", "enable health appmsg_servers/app4",
+                    "enable server appmsg_servers/app4"):
+            out = admin.command(cmd).strip()
+            self.assertIn(out, ("", "New server registered."), cmd)
+        self.cluster.wait_state("app4", "UP")
+        self.assertEqual(admin.stat()["app4"]["check_status"], "L7OK")
+
+        def app4_used():
+            with socket.create_connection((HOST, self.cluster.listen_port), timeout=IO_TIMEOUT) as s:
+                s.sendall(request_frame("morpheus", 1))
+                reader, frames = FrameReader(), []
+                while not frames:
+                    data = s.recv(65536)
+                    self.assertTrue(data, "HAProxy closed the connection without a reply")
+                    frames = reader.feed(data)
+                self.assertIsNone(check_reply(*frames[0], "morpheus", 1))
+            return int(admin.stat()["app4"]["stot"]) > 0
+
+        wait_for("a connection to reach app4", app4_used)
 
 
 class TestFailover(ClusterTest):
