@@ -663,6 +663,9 @@ draw_results() { # draw_results PNG
   floor_p99=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-p99.dat")
   title="bench/run.sh $(date +%Y-%m-%d)$(git rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /'):"
   title="$title medians of $ROUNDS rounds of ${DURATION} s, $CONNS connections"
+  if [ "$noisy" -gt 0 ]; then
+    title="$title\\nskewed: other processes took over 10% of the CPU in $noisy of $(wc -l <"$TMP/results") runs"
+  fi
   gnuplot <<PLOTEOF
 set terminal pngcairo size 1400,1000 font "DejaVu Sans,11"
 set output "$1"
