@@ -12,9 +12,9 @@
 #   5. the end-to-end tests once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# haproxy, systemd (systemd-analyze), dpkg-dev, groff-base: the deployment tests; RUNLEVEL=1: no
-# package's init script starts a daemon of its own while installing.
-RUNLEVEL=1 bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format \
+# tshark: the dissector's tests; haproxy, systemd (systemd-analyze), dpkg-dev, groff-base: the
+# deployment tests; RUNLEVEL=1: no package's init script starts a daemon of its own while installing.
+RUNLEVEL=1 bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark \
   haproxy systemd dpkg-dev groff-base
 jobs=$(nproc 2>/dev/null || echo 2)
 
