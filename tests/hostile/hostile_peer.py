@@ -678,8 +678,8 @@ add_request("content-nested-65000", b"[" * 65000, names={"CONTENT_JSON"})
 add_request("content-nested-in-value", b'{"action": "search", "value": ' + b"[" * 60000 + b"1"
             + b"]" * 5000, names={"CONTENT_JSON"})
 add_request("content-encoding-latin-1", b'{"action": "search", "value": "caf\xe9"}',
-            ce="latin-1", names={"CONTENT_UTF8"})
-add_request("content-encoding-empty", SEARCH, ce="", names={"CONTENT_UTF8"})
+            ce="latin-1", names={"BAD_REQUEST"})
+add_request("content-encoding-empty", SEARCH, ce="", names={"BAD_REQUEST"})
 
 
 @case("search-long-value-echoed")
