@@ -644,7 +644,7 @@ add_request("action-not-string", b'{"action": ["search"], "value": "morpheus"}')
 add_request("action-unknown", b'{"action": "delete", "value": "morpheus"}',
             exact=guide_reply("Error: invalid action 'delete'."))
 add_request("reply-utf8-long-content-encoding", b"{}", ce="a" + "\u00e9" * 60,
-            names={"CONTENT_UTF8"})
+            names={"BAD_REQUEST"})
 add_request("reply-utf8-long-invalid-action",
             json.dumps({"action": "a" + "\u00e9" * 300, "value": "x"},
                        ensure_ascii=False).encode())
