@@ -9,7 +9,7 @@
 #      except the package test (the package is built from a fresh directory anyway);
 #   4. a short libFuzzer pass over the decoder and the JSON check (FUZZ_SECONDS
 #      each, default 30);
-#   5. the end-to-end tests once more with every program under valgrind.
+#   5. the end-to-end tests (plaintext and TLS) once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tshark: the dissector's tests; haproxy, systemd (systemd-analyze), dpkg-dev, groff-base: the
@@ -46,5 +46,5 @@ bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo "== end-to-end tests under valgrind"
 APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
-  ctest --test-dir build --output-on-failure -R '^e2e_programs$'
+  ctest --test-dir build --output-on-failure -R '^(e2e_programs|tls_programs)$'
 echo "== all tests passed"

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "appmsg/service.h"
+#include "appmsg/tls.h"
 #include "internal.h"
 
 #define REQUEST_DEPTH_MAX 64 /* nesting allowed in a text/json request */
@@ -678,7 +679,7 @@ static int read_json(struct appmsg_request *r) {
   if (strcasecmp(h->content_encoding, "utf-8") != 0 && strcasecmp(h->content_encoding, "utf8")) {
     snprintf(msg, sizeof msg, "text/json content must be in utf-8, not '%.100s'",
              h->content_encoding); /* a cut character is made valid by the error reply */
-    error_reply(r, "CONTENT_UTF8", msg, -1);
+    error_reply(r, "BAD_REQUEST", msg, -1);
     return -1;
   }
   enum appmsg_json_type top;
@@ -947,6 +948,20 @@ static void read_request_id(struct appmsg_request *r) {
   r->rid_len = sizeof key - 1 + (size_t)n;
 }
 
+/* Whether the request's "appmsg-version", if any, is one this server reads
+ * (a string starting with "1."); if not, answers BAD_REQUEST (PROTOCOL.md 2.7). */
+static int version_ok(struct appmsg_request *r) {
+  char v[64];
+  long n = appmsg_header_extra_raw(r->hdr, "appmsg-version", v, sizeof v - 1);
+  if (n < 0 || (n >= 4 && (size_t)n < sizeof v && memcmp(v, "\"1.", 3) == 0))
+    return 1;
+  char msg[128];
+  v[n < (long)sizeof v - 1 ? n : (long)sizeof v - 1] = '\0';
+  snprintf(msg, sizeof msg, "unsupported appmsg version %s; this server speaks 1.x", v);
+  error_reply(r, "BAD_REQUEST", msg, -1);
+  return 0;
+}
+
 static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                        size_t len, void *ud) {
   struct appmsg_service *s = ud;
@@ -967,7 +982,9 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
     enqueue(s, q, r); /* behind replies still owed: its own must wait */
   const struct handler *hd = NULL;
   r->in_handler = 1;
-  if (strcmp(h->content_type, "text/json") == 0) {
+  if (h->_extras && !version_ok(r)) {
+    r->answered = 1; /* a later version's request: answered BAD_REQUEST */
+  } else if (strcmp(h->content_type, "text/json") == 0) {
     if (read_json(r) == 0) {
       hd = find_handler(s, r->action, strlen(r->action));
       if (hd == NULL)
@@ -1001,8 +1018,12 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
                      void *ud) {
   struct appmsg_service *s = ud;
   const char *text = reason ? reason : appmsg_strerror(err);
-  svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing", appmsg_conn_peer(c),
-          appmsg_errname(err), (unsigned long long)offset, text);
+  if (err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY)
+    svc_log(s, APPMSG_LOG_WARN, "%s: %s: %s; closing", appmsg_conn_peer(c), appmsg_errname(err),
+            text); /* who and why; a stream offset means nothing here */
+  else
+    svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing", appmsg_conn_peer(c),
+            appmsg_errname(err), (unsigned long long)offset, text);
   struct pending *q = pending_of(s, c);
   ADD(s->st.replies, 1);
   count_error(s, appmsg_errname(err));
@@ -1247,11 +1268,25 @@ void appmsg_service_drain(struct appmsg_service *s) {
 }
 
 int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms) {
-  static const int sigs[] = {SIGINT, SIGTERM};
-  int rc = appmsg_loop_stop_on_signals(s->loop, sigs, 2);
-  if (rc == 0)
-    rc = appmsg_loop_run(s->loop);
-  int sig = appmsg_loop_signal(s->loop);
+  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  /* Under TLS, SIGHUP reloads the certificate and key, and the service goes on. */
+  struct appmsg_tls *tls = s->opts->server.conn.tls;
+  int rc, sig;
+  for (;;) {
+    rc = appmsg_loop_stop_on_signals(s->loop, sigs, tls ? 3 : 2);
+    if (rc == 0)
+      rc = appmsg_loop_run(s->loop);
+    sig = appmsg_loop_signal(s->loop);
+    if (rc < 0 || sig != SIGHUP || tls == NULL)
+      break;
+    char err[512];
+    if (appmsg_tls_reload(tls, err, sizeof err) == 0)
+      svc_log(s, APPMSG_LOG_INFO,
+              "SIGHUP: reloaded the TLS certificate and key; connections "
+              "open now keep theirs");
+    else
+      svc_log(s, APPMSG_LOG_ERROR, "SIGHUP: %s; still serving with the previous certificate", err);
+  }
   appmsg_loop_stop_on_signals(s->loop, NULL, 0); /* a second Ctrl-C kills at once */
   if (rc < 0) {
     svc_log(s, APPMSG_LOG_ERROR, "event loop failed: %s", appmsg_strerror(rc));
