@@ -61,7 +61,8 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
 # The long description, under the summary line (CPack indents it).
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
     "appmsg speaks the application message of the Socket Programming in Python
-guide: a 2-byte header length, a JSON header, then the content.  This package
+guide: a 2-byte header length, a JSON header, then the content, over TCP or
+TLS.  This package
 has the library (shared and static), its headers, pkg-config file and CMake
 package, the programs app-server, app-client, kv-server, kv-client and the
 guide's echo and multiconn programs, and appmsg-server.service, app-server as
@@ -72,11 +73,11 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # appmsg_0.2.0_amd64.deb
 # Programs and the shared library without their debugging symbols (the static library keeps
 # its symbol table).
 set(CPACK_STRIP_FILES ON)
-# Run-time dependencies from the binaries themselves (dpkg-shlibdeps): libc6, libcjson1.
+# Run-time dependencies from the binaries themselves (dpkg-shlibdeps): libc6, libcjson1, libssl3.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# Building against the package needs cJSON's headers (the static library uses cJSON, and
-# appmsgConfig.cmake and appmsg.pc ask for it) and pkg-config.
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcjson-dev, pkg-config")
+# Building against the package needs the headers of cJSON and OpenSSL (the static library uses
+# both, and appmsgConfig.cmake and appmsg.pc ask for them) and pkg-config.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcjson-dev, libssl-dev, pkg-config")
 # A shlibs file, so that packages built against libappmsg.so.0 depend on this one.
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")

@@ -184,9 +184,11 @@ EOF
   { cat "$TMP/consumer.log"; fail "building against find_package(appmsg)"; }
 cc -o "$TMP/consumer/ask-pc" "$TMP/consumer/ask.c" $(pkg-config --cflags --libs appmsg) ||
   fail "building against pkg-config appmsg"
+# Statically: libappmsg.a, then what it needs (pkg-config --static: its Requires.private).
 cc -o "$TMP/consumer/ask-pc-static" "$TMP/consumer/ask.c" $(pkg-config --cflags appmsg) \
-  -Wl,-Bstatic $(pkg-config --libs-only-l appmsg) -Wl,-Bdynamic \
-  $(pkg-config --libs libcjson) || fail "building against pkg-config appmsg, statically"
+  -Wl,-Bstatic -lappmsg -Wl,-Bdynamic \
+  $(pkg-config --static --libs appmsg | tr ' ' '\n' | grep -vx -- -lappmsg | tr '\n' ' ') ||
+  fail "building against pkg-config appmsg, statically"
 expected="In the caves beneath the Misty Mountains. 💍"
 for prog in build/ask-shared build/ask-static ask-pc ask-pc-static; do
   out=$("$TMP/consumer/$prog" "$HOST" "$PORT") || fail "$prog failed"
