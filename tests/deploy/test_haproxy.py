@@ -2,8 +2,9 @@
 
 TestConfig: `haproxy -c` accepts the configuration, with and without its environment variables.
 TestHealthCheck: the check speaks appmsg - an app-server is UP; a server that answers with some
-other frame and one that never answers are DOWN; a server added at run time through the admin
-socket is checked the same way and used.
+other frame and one that never answers are DOWN; over TLS (APPMSG_CHECK_TLS_CA) the check speaks
+TLS and TLS clients pass through; a server added at run time through the admin socket is checked
+the same way and used.
 TestFailover: three app-servers and HAProxy on free loopback ports, all started here; Python
 threads send searches through HAProxy - on persistent connections with 8 requests in flight, and
 one request per new connection - and check every reply (content and request-id).  Meanwhile:
@@ -30,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -583,6 +585,34 @@ class TestHealthCheck(ClusterTest):
                 frames = reader.feed(data)
             self.assertIsNone(check_reply(*frames[0], "ring", 1))
 
+
+    def test_app_servers_over_tls(self):
+        """APPMSG_CHECK_TLS_CA: the check speaks TLS (an app-server over TLS is UP, a plaintext one
+        DOWN), and a TLS client is answered through HAProxy, which passes TLS through."""
+        certs = Path(self.tmp) / "certs"
+        r = subprocess.run(["bash", str(SRC_DIR / "tests" / "tls" / "make_certs.sh"), str(certs)],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p1, p2, p3 = pick_ports(3)
+        self.cluster.app_server("app1", p1, "--tls-cert", certs / "server.pem",
+                                "--tls-key", certs / "server.key")
+        self.cluster.app_server("app2", p2)
+        self.cluster.start({"app1": p1, "app2": p2, "app3": p3},
+                           extra_env={"APPMSG_CHECK_TLS_CA": str(certs / "ca.pem")})
+        self.cluster.wait_state("app1", "UP")
+        self.cluster.wait_state("app2", "DOWN")
+        self.cluster.wait_state("app3", "DOWN")
+        self.assertEqual(self.cluster.admin.stat()["app1"]["check_status"], "L7OK")
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        raw = socket.create_connection((HOST, self.cluster.listen_port), timeout=IO_TIMEOUT)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(request_frame("\U0001f436", 7))
+            reader, frames = FrameReader(), []
+            while not frames:
+                data = s.recv(65536)
+                self.assertTrue(data, "HAProxy closed the connection without a reply")
+                frames = reader.feed(data)
+            self.assertIsNone(check_reply(*frames[0], "\U0001f436", 7))
 
     def test_a_server_added_at_run_time(self):
         """A server added through the admin socket (as the README shows) is checked with the same
