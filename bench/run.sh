@@ -492,7 +492,7 @@ HAEOF
     printf '  %28s HAProxy CPU %s s/100k; others without HAProxy %s%%\n' "" \
       "$(tail -1 "$TMP/haproxy_cpu" | awk '{ print $3 }')" "$(tail -1 "$TMP/results" | awk '{ print $11 }')"
   }
-  say "== through HAProxy ($("$HAPROXY_BIN" -v | head -1 | awk '{ print $3 }')): $ROUNDS rounds"
+  say "== through HAProxy ($("$HAPROXY_BIN" -v | awk 'NR == 1 { print $3 }')): $ROUNDS rounds"
   for round in $(seq "$ROUNDS"); do
     wait_quiet
     if [ $((round % 2)) -eq 1 ]; then order="app base"; else order="base app"; fi

@@ -22,6 +22,9 @@ LIBDIR=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -pri
 VERSION=$(sed -n 's/^project(appmsg VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.txt")
 
 say() { printf 'package: %s\n' "$*"; }
+# A command's output, whole, before it is searched: "cmd | grep -q" under pipefail fails when
+# grep stops reading at its first match and cmd is killed by SIGPIPE.
+status() { dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null || true; }
 fail() {
   printf 'package: FAILED: %s\n' "$*" >&2
   exit 1
@@ -45,7 +48,7 @@ cleanup() {
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
   fi
-  if [ "$installed_here" = 1 ] && dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q .; then
+  if [ "$installed_here" = 1 ] && [ -n "$(status)" ]; then
     say "purging $PKG"
     dpkg_retry -P "$PKG" >/dev/null || rc=1
   fi
@@ -63,7 +66,7 @@ dpkg_retry() {
       printf '%s\n' "$out"
       return 0
     fi
-    if ! printf '%s' "$out" | grep -qi 'lock'; then
+    if [[ "${out,,}" != *lock* ]]; then
       printf '%s\n' "$out" >&2
       return 1
     fi
@@ -74,7 +77,7 @@ dpkg_retry() {
   return 1
 }
 
-if dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q installed; then
+if [[ "$(status)" == *installed* ]]; then
   say "$PKG is installed already (left by an earlier run?): purging it first"
   installed_here=1
   dpkg_retry -P "$PKG" >/dev/null
@@ -108,20 +111,22 @@ case "$depends" in
   *) fail "Depends does not name libcjson1: $depends" ;;
 esac
 [ "$(dpkg-deb -f "$DEB" Version)" = "$VERSION" ] || fail "package version is not $VERSION"
-dpkg-deb --ctrl-tarfile "$DEB" | tar -t | grep -qx './conffiles' || fail "no conffiles"
+dpkg-deb --ctrl-tarfile "$DEB" | tar -t >"$TMP/control-files"
+grep -qx './conffiles' "$TMP/control-files" || fail "no conffiles"
 say "contents, Depends ($depends) and control files as expected"
 
 # ---- 3. install ------------------------------------------------------------------------------------------
 installed_here=1
 dpkg_retry -i "$DEB" >"$TMP/dpkg.log" || { cat "$TMP/dpkg.log"; fail "dpkg -i"; }
 dpkg_retry -i "$DEB" >"$TMP/dpkg.log" || { cat "$TMP/dpkg.log"; fail "dpkg -i a second time"; }
-dpkg-query -W -f='${Status}' "$PKG" | grep -qx 'install ok installed' || fail "not installed"
+[ "$(status)" = 'install ok installed' ] || fail "not installed"
 say "installed: $(dpkg-query -W -f='${Package} ${Version}' "$PKG")"
 [ "$(/usr/bin/app-server --version | awk '{ print $NF }')" = "$VERSION" ] ||
   fail "/usr/bin/app-server --version is not $VERSION"
 for f in /usr/share/man/man1/app-server.1.gz /usr/share/man/man1/app-client.1.gz; do
   gzip -t "$f" || fail "$f is not a good gzip file"
-  zcat "$f" | grep -q '^\.TH ' || fail "$f is not a manual page"
+  zcat "$f" >"$TMP/page"
+  grep -q '^\.TH ' "$TMP/page" || fail "$f is not a manual page"
 done
 
 # ---- 4. the installed programs ----------------------------------------------------------------------------
@@ -129,7 +134,7 @@ done
 SERVER_PID=$!
 PORT=
 for _ in $(seq 300); do # 30 s at most
-  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$TMP/server.log" | head -1)
+  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p;T;q' "$TMP/server.log")
   [ -n "$PORT" ] && break
   kill -0 "$SERVER_PID" 2>/dev/null || break
   sleep 0.1
@@ -193,7 +198,8 @@ expected="In the caves beneath the Misty Mountains. 💍"
 for prog in build/ask-shared build/ask-static ask-pc ask-pc-static; do
   out=$("$TMP/consumer/$prog" "$HOST" "$PORT") || fail "$prog failed"
   [ "$out" = "$expected" ] || fail "$prog said: $out"
-  if readelf -d "$TMP/consumer/$prog" | grep -q 'NEEDED.*libappmsg'; then
+  readelf -d "$TMP/consumer/$prog" >"$TMP/dynamic"
+  if grep -q 'NEEDED.*libappmsg' "$TMP/dynamic"; then
     linked=shared
     # (with a merged /usr, the loader may name it /lib/...: the same file)
     loaded=$(ldd "$TMP/consumer/$prog" | awk '$1 == "libappmsg.so.0" { print $3 }')
@@ -214,13 +220,12 @@ SERVER_PID=
 
 # ---- 7. remove, then purge -------------------------------------------------------------------------------------
 dpkg_retry -r "$PKG" >/dev/null || fail "dpkg -r"
-dpkg-query -W -f='${Status}' "$PKG" | grep -qx 'deinstall ok config-files' ||
-  fail "after dpkg -r: $(dpkg-query -W -f='${Status}' "$PKG")"
+[ "$(status)" = 'deinstall ok config-files' ] || fail "after dpkg -r: $(status)"
 [ -f /etc/default/appmsg-server ] || fail "dpkg -r removed the conffile"
 [ ! -e /usr/bin/app-server ] || fail "dpkg -r left /usr/bin/app-server"
 dpkg_retry -P "$PKG" >/dev/null || fail "dpkg -P"
 installed_here=0
-! dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q installed || fail "still installed"
+[[ "$(status)" != *installed* ]] || fail "still installed: $(status)"
 for f in $(cat "$TMP/files"); do
   case "$f" in
     */) ;;                                  # directories shared with other packages
