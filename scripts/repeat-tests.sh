@@ -14,6 +14,7 @@
 #                     others build on the same machine).
 #   --no-build        test what is built.
 #   --keep DIR        keep each run's full log (LastTest.log) in DIR (default: BUILD/repeat).
+#   --report-only     run nothing: summarise the N run logs already in the --keep directory.
 #
 # CTEST ARGS go to ctest unchanged (e.g. -j2, -R '^test_conn$', --repeat until-fail:3).
 # Each CTest test is one line of the summary; inside the Check suites, the end-to-end suite
@@ -29,6 +30,7 @@ usage() {
 
 build_dir=${BUILD_DIR:-build}
 build=1
+run=1
 load=0
 keep=
 valgrind=0
@@ -41,6 +43,7 @@ while [[ $# -gt 0 ]]; do
   --load) load=${2:?--load needs a count}; shift 2 ;;
   --load=*) load=${1#*=}; shift ;;
   --no-build) build=0; shift ;;
+  --report-only) build=0; run=0; shift ;;
   --keep) keep=${2:?--keep needs a directory}; shift 2 ;;
   --keep=*) keep=${1#*=}; shift ;;
   -h | --help) usage ;;
@@ -58,7 +61,7 @@ keep=${keep:-$build_dir/repeat}
 sanitize=0
 [[ $(basename "$build_dir") == *asan* ]] && sanitize=1
 
-if [[ $build == 1 ]]; then
+if [[ $run == 1 && $build == 1 ]]; then
   if [[ $sanitize == 1 ]]; then
     cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Debug -DAPPMSG_SANITIZE=ON -DAPPMSG_WERROR=ON >/dev/null
   else
@@ -74,27 +77,31 @@ if [[ $valgrind == 1 ]]; then
   export APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
 fi
 
-# Busy processes for --load, ended by their own ids when this script ends.
-load_pids=()
-stop_load() {
-  local p
-  for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap stop_load EXIT
-for ((i = 0; i < load; i++)); do
-  bash -c 'while :; do :; done' &
-  load_pids+=($!)
-done
+if [[ $run == 1 ]]; then
+  # Busy processes for --load, ended by their own ids when this script ends.
+  load_pids=()
+  stop_load() {
+    local p
+    for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  }
+  trap stop_load EXIT
+  for ((i = 0; i < load; i++)); do
+    bash -c 'while :; do :; done' &
+    load_pids+=($!)
+  done
 
-mkdir -p "$keep"
-rm -f "$keep"/run-*.log
-echo "repeat-tests: $runs run(s) of ctest --test-dir $build_dir $* (load $load, sanitizers $sanitize, valgrind $valgrind); logs in $keep/"
-for ((r = 1; r <= runs; r++)); do
-  start=$(date +%s)
-  if ctest --test-dir "$build_dir" "$@" >"$keep/ctest-$r.out" 2>&1; then status=passed; else status=FAILED; fi
-  cp "$build_dir/Testing/Temporary/LastTest.log" "$keep/run-$r.log" 2>/dev/null || true
-  echo "run $r/$runs: $status in $(($(date +%s) - start)) s"
-done
+  mkdir -p "$keep"
+  rm -f "$keep"/run-*.log "$keep"/ctest-*.out
+  echo "repeat-tests: $runs run(s) of ctest --test-dir $build_dir $* (load $load, sanitizers $sanitize, valgrind $valgrind); logs in $keep/"
+  for ((r = 1; r <= runs; r++)); do
+    start=$(date +%s)
+    if ctest --test-dir "$build_dir" "$@" >"$keep/ctest-$r.out" 2>&1; then status=passed; else status=FAILED; fi
+    cp "$build_dir/Testing/Temporary/LastTest.log" "$keep/run-$r.log" 2>/dev/null || true
+    echo "run $r/$runs: $status in $(($(date +%s) - start)) s"
+  done
+  stop_load
+  load_pids=()
+fi
 
 python3 - "$keep" "$runs" <<'EOF'
 """Counts failures per CTest test and per case inside the suites, from CTest's LastTest.log."""
@@ -118,14 +125,21 @@ tests = collections.OrderedDict()  # test -> [runs seen, runs failed]
 cases = collections.Counter()  # (test, case) -> failures
 why = {}  # (test, case) -> last reason
 skips = collections.Counter()
+found = 0
 for r in range(1, runs + 1):
     try:
         lines = open(f"{keep}/run-{r}.log", errors="replace").read().splitlines()
     except OSError:
         print(f"run {r}: no CTest log (ctest did not run?)")
         continue
+    found += 1
     name = None
+    open_case = None  # a unittest FAIL/ERROR block whose reason is still to be read
     for ln in lines:
+        if open_case and re.match(r"^\w+(Error|Exception|Exit)\b", ln):
+            why[open_case] = ln
+            open_case = None
+            continue
         m = block_start.match(ln)
         if m:
             name = m.group(1)
@@ -137,11 +151,17 @@ for r in range(1, runs + 1):
         if ln.startswith("Test Failed"):
             tests[name][1] += 1
             continue
-        m = check_case.match(ln) or unit_case.match(ln)
+        m = check_case.match(ln)
         if m:
             key = (name, m.group(1))
             cases[key] += 1
             why[key] = m.group(2)
+            continue
+        m = unit_case.match(ln)
+        if m:
+            open_case = (name, m.group(1))
+            cases[open_case] += 1
+            why[open_case] = m.group(2)
             continue
         m = unit_skip.match(ln)
         if m:
@@ -164,7 +184,7 @@ for name, (seen, failed) in tests.items():
     total_runs += seen
     total_failed += failed
     print(f"{name:32} {seen:5} {failed:7}{'  <-' if failed else ''}")
-print(f"{'all':32} {total_runs:5} {total_failed:7}   ({runs} run(s) x {len(tests)} tests)")
+print(f"{'all':32} {total_runs:5} {total_failed:7}   ({found} run(s) x {len(tests)} tests)")
 if cases:
     print("\nfailing cases (test: case, failures, last reason):")
     for (name, case), n in sorted(cases.items(), key=lambda kv: (-kv[1], kv[0])):
