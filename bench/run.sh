@@ -11,6 +11,8 @@
 #   P16      the same with 16 requests in flight per connection, and redis GET under
 #            redis-benchmark -P 16 -c 50 -t get
 #   new conn a new connection per request (50 concurrent connectors), app-server vs baseline
+#   P16 lib  app-server at P16 loaded through the client library (client-bench, client.h)
+#            beside appmsg-bench's own client
 # Servers run on core 0 and the load generator on core 1 (taskset, with 2+ cores).  For each run
 # the server's CPU time (utime+stime from /proc/PID/stat) is read before and after.  Then each
 # server is started afresh and IDLE_CONNS idle connections are opened to it: the RSS it gains,
@@ -53,10 +55,12 @@ if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson 2>/dev/null; 
 fi
 say "== building Release into $BUILD/"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAPPMSG_BUILD_TESTS=OFF >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target app-server appmsg-bench baseline-server >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target app-server appmsg-bench baseline-server client-bench \
+  >/dev/null
 APP=$BUILD/examples/app-server
 BASE=$BUILD/bench/baseline-server
 BENCH=$BUILD/bench/appmsg-bench
+LIBBENCH=$BUILD/bench/client-bench
 
 # ---- redis ----------------------------------------------------------------------------------------
 have_redis=1
@@ -193,12 +197,12 @@ field() { printf '%s\n' "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print 
 
 # One appmsg-bench run against a server: appends "KEY ROUND rps p50 p99 p999 max errors total
 # cpu_s_per_100k" to $TMP/results.
-bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...
+bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...  (LOADGEN=client-bench's path: that one)
   local key=$1 round=$2 pid=$3
   shift 3
   local out line rc=0
   span_begin "$pid"
-  out=$("${CLI[@]}" "$BENCH" -h "$HOST" -c "$CONNS" -q "$@" 2>"$TMP/bench.err") || rc=$?
+  out=$("${CLI[@]}" "${LOADGEN:-$BENCH}" -h "$HOST" -c "$CONNS" -q "$@" 2>"$TMP/bench.err") || rc=$?
   span_end "$pid"
   line=$(printf '%s\n' "$out" | grep '^RESULT' | tail -1 || true)
   if [ -z "$line" ]; then
@@ -294,6 +298,8 @@ for round in $(seq "$ROUNDS"); do
       redis_run p16.redis "$round" "$REDIS_PID"
     fi
   done
+  LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 --duration "$DURATION" \
+    --warmup 100000
   for who in $order; do
     if [ "$who" = app ]; then
       bench_run nc.app "$round" "$APP_PID" -p "$A_PORT" "${NC[@]}"
@@ -412,6 +418,8 @@ row "" baseline p16.base
 [ "$have_redis" = 1 ] && row "" "redis GET" p16.redis
 ratio_row app/base p16.app p16.base
 [ "$have_redis" = 1 ] && ratio_row app/redis p16.app p16.redis
+row "P16 via client.h" app-server p16.lib
+ratio_row lib/bench p16.lib p16.app
 row "new conn per request" app-server nc.app
 row "" baseline nc.base
 ratio_row app/base nc.app nc.base
@@ -431,8 +439,12 @@ target() { # target TEXT VALUE OP LIMIT
     else printf "  %-58s %8s   MISSED by %.0f%%\n", t, v, (v - lim) / lim * 100
   }'
 }
-target "P1 req/s app-server/baseline >= 0.85" "$(ratio "$(median p1.app 3)" "$(median p1.base 3)")" ">=" 0.85
+target "P1 req/s app-server/baseline >= 0.95" "$(ratio "$(median p1.app 3)" "$(median p1.base 3)")" ">=" 0.95
 target "P16 req/s app-server/baseline >= 0.5" "$(ratio "$(median p16.app 3)" "$(median p16.base 3)")" ">=" 0.5
+target "P16 server CPU per request app-server/baseline <= 1.3" \
+  "$(ratio "$(median p16.app 10)" "$(median p16.base 10)")" "<=" 1.3
+target "P16 req/s through client.h / appmsg-bench's client >= 0.8" \
+  "$(ratio "$(median p16.lib 3)" "$(median p16.app 3)")" ">=" 0.8
 if [ "$have_redis" = 1 ]; then
   target "P16 req/s app-server/redis GET >= 1.0" "$(ratio "$(median p16.app 3)" "$(median p16.redis 3)")" ">=" 1.0
 fi

@@ -1,186 +1,145 @@
 /*
- * app-client: the guide's application client in C.
+ * app-client: the guide's application client, on the client library
+ * (client.h).
  *
  *   app-client [options] [HOST PORT] ACTION VALUE
+ *   app-client [options] [HOST PORT] ping | status
  *   app-client [options] [HOST PORT] -          (requests from stdin, one "ACTION VALUE" a line)
  *
- * "search KEY" sends text/json {"action": "search", "value": KEY} and
- * prints the result text; any other action sends the guide's binary
- * request (content ACTION followed by VALUE) and prints the binary reply.
+ * "search KEY" (and ping, status) are sent as text/json requests and the
+ * result is printed; any other action is sent as the guide's binary
+ * request (ACTION followed by VALUE) and the binary reply is printed.
  * With "-", every request is sent at once over one connection (pipelined)
  * and the answers are printed in order, one a line.
- *
- * Exit status: 0 when every request was answered; 1 when the connection
- * failed, timed out or ended early; 2 for a usage error; 3 when the server
- * answered with a protocol error reply (one carrying an "error" field).
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "appmsg/appmsg.h"
-#include "appmsg/conn.h"
-#include "appmsg/loop.h"
-#include "appmsg/net.h"
 #include "common.h"
 
-static const char usage[] = "[--timeout SECONDS] [-v] [HOST PORT] ACTION VALUE | [HOST PORT] -";
-
-struct client {
+struct run {
   struct appmsg_loop *loop;
-  size_t sent;     /* requests sent */
-  size_t answered; /* replies received */
-  int status;      /* exit status so far */
-  int done;        /* the connection ended */
+  struct appmsg_client *client;
+  const char *where;      /* "HOST:PORT" for messages */
+  const char *request_id; /* --request-id, as JSON text */
+  size_t sent, answered;  /* calls made, replies printed */
+  size_t finished;        /* calls whose callback ran */
+  int status;             /* exit status so far */
   int verbose;
-  const char *where; /* "HOST:PORT" for messages */
+  int lost_reported; /* the connection's end has been told */
 };
 
-/* The length of the well-formed UTF-8 sequence at p, or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n) {
-  unsigned char c = p[0], lo = 0x80, hi = 0xBF;
-  size_t len;
-  if (c < 0x80)
-    return 1;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    lo = c == 0xE0 ? 0xA0 : 0x80;
-    hi = c == 0xED ? 0x9F : 0xBF;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    lo = c == 0xF0 ? 0x90 : 0x80;
-    hi = c == 0xF4 ? 0x8F : 0xBF;
-  } else {
-    return 0;
-  }
-  if (n < len || p[1] < lo || p[1] > hi)
-    return 0;
-  for (size_t k = 2; k < len; k++)
-    if ((p[k] & 0xC0) != 0x80)
-      return 0;
-  return len;
-}
-
-/* Prints content safely: UTF-8 text as is, other bytes as \xNN. */
-static void print_bytes(const unsigned char *p, size_t n) {
-  for (size_t i = 0; i < n;) {
-    size_t len = p[i] >= 0x20 && p[i] != 0x7f ? utf8_seq(p + i, n - i) : 0;
-    if (len) {
-      fwrite(p + i, 1, len, stdout);
-      i += len;
-      continue;
+/* One member of the status object, printed "name: value". */
+static void print_member(void *ud, const struct appmsg_json_member *m) {
+  (void)ud;
+  char key[256];
+  size_t kn = m->key_len < sizeof key ? appmsg_json_unescape(m->key, m->key_len, key) : 0;
+  printf("%.*s: ", (int)kn, key);
+  if (m->type == APPMSG_JSON_STRING) {
+    char *v = malloc(m->val_len + 1);
+    if (v) {
+      v[appmsg_json_unescape(m->val, m->val_len, v)] = '\0';
+      fputs(v, stdout);
+      free(v);
     }
-    if (p[i] == '\n' || p[i] == '\t')
-      putchar(p[i]);
-    else
-      printf("\\x%02x", p[i]);
-    i++;
+  } else {
+    fwrite(m->val, 1, m->val_len, stdout);
   }
   putchar('\n');
 }
 
-static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
-                       size_t len, void *ud) {
-  struct client *cl = ud;
-  cl->answered++;
-  if (cl->verbose)
-    logf_("reply %zu from %s: %s, %s, %zu bytes", cl->answered, cl->where, h->content_type,
-          h->content_encoding, len);
-  if (strcmp(h->content_type, "text/json") == 0) {
-    cJSON *reply = cJSON_ParseWithLength(content, len);
-    cJSON *result = cJSON_GetObjectItemCaseSensitive(reply, "result");
-    cJSON *error = cJSON_GetObjectItemCaseSensitive(reply, "error");
-    if (cJSON_IsString(result)) {
-      fputs(result->valuestring, stdout);
-      putchar('\n');
-    } else {
-      print_bytes(content, len); /* not the usual shape: show it as it came */
+/* A result that is a JSON object (status): one "name: value" line a member. */
+static int print_object(const char *json, size_t len) {
+  enum appmsg_json_type top;
+  if (appmsg_json_scan(json, len, 64, &top, NULL, NULL, NULL, NULL) != 0 ||
+      top != APPMSG_JSON_OBJECT)
+    return -1;
+  appmsg_json_scan(json, len, 64, NULL, print_member, NULL, NULL, NULL);
+  return 0;
+}
+
+static void on_reply(const struct appmsg_reply *r, void *ud) {
+  struct run *run = ud;
+  run->finished++;
+  if (r->header) {
+    run->answered++;
+    if (run->verbose)
+      logf_("reply %zu from %s: %s, %s, %zu bytes", run->answered, run->where,
+            r->header->content_type, r->header->content_encoding, r->len);
+    if (run->request_id) {
+      long n = appmsg_header_extra_raw(r->header, "request-id", NULL, 0);
+      char id[256];
+      if (n >= 0 && (size_t)n < sizeof id) {
+        appmsg_header_extra_raw(r->header, "request-id", id, sizeof id);
+        logf_("reply %zu has request-id %.*s", run->answered, (int)n, id);
+      } else {
+        logf_("reply %zu has no request-id", run->answered);
+      }
     }
-    if (error)
-      cl->status = 3;
-    cJSON_Delete(reply);
-  } else {
-    print_bytes(content, len);
+    if (r->result)
+      puts(r->result);
+    else if (!r->result_json || print_object(r->result_json, r->result_json_len) != 0)
+      print_bytes(r->content, r->len); /* not the usual shape: show it as it came */
+    if (r->status == APPMSG_E_ERROR_REPLY)
+      run->status = 3;
+  } else if (!run->lost_reported) {
+    run->lost_reported = 1;
+    run->status = 1;
+    if (r->status == APPMSG_E_TIMEOUT)
+      logf_("timed out waiting for %s (%zu of %zu answered)", run->where, run->answered, run->sent);
+    else if (r->status == APPMSG_E_CLOSED)
+      logf_("the server at %s closed the connection after %zu of %zu answers", run->where,
+            run->answered, run->sent);
+    else if (r->status == APPMSG_E_ADDRESS)
+      logf_("%s", r->reason);
+    else
+      logf_("cannot connect to %s: %s; is the server running on %s?", run->where,
+            connect_hint(r->status), run->where);
   }
   fflush(stdout);
-  if (cl->answered == cl->sent)
-    appmsg_conn_close(c);
+  if (run->finished == run->sent)
+    appmsg_loop_stop(run->loop);
 }
 
-static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_t offset,
-                     void *ud) {
-  (void)c;
-  struct client *cl = ud;
-  logf_("bad reply from %s: %s at offset %llu: %s", cl->where, appmsg_errname(err),
-        (unsigned long long)offset, reason);
-  cl->status = 1;
-}
-
-static void on_close(struct appmsg_conn *c, int reason, void *ud) {
-  (void)c;
-  struct client *cl = ud;
-  cl->done = 1;
-  if (cl->answered < cl->sent) {
-    if (reason == APPMSG_E_TIMEOUT)
-      logf_("timed out waiting for %s (%zu of %zu answered)", cl->where, cl->answered, cl->sent);
-    else if (reason == 0 || reason == APPMSG_E_CLOSED || reason == -ECONNRESET ||
-             reason == -EPIPE) /* a reset: the server closed with our next request unread */
-      logf_("the server at %s closed the connection after %zu of %zu answers", cl->where,
-            cl->answered, cl->sent);
-    else
-      logf_("connection to %s failed: %s (%zu of %zu answered)", cl->where, appmsg_strerror(reason),
-            cl->answered, cl->sent);
-    cl->status = 1;
-  }
-  appmsg_loop_stop(cl->loop);
-}
-
-static void on_deadline(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
-  (void)t;
-  struct client *cl = ud;
-  if (!cl->done) {
-    logf_("timed out waiting for %s (%zu of %zu answered)", cl->where, cl->answered, cl->sent);
-    cl->status = 1;
-  }
-  appmsg_loop_stop(loop);
-}
-
-/* Builds and queues one request. */
-static int send_request(struct appmsg_conn *c, const char *action, const char *value) {
-  struct appmsg_header h;
-  appmsg_header_init(&h);
+/* Sends one request: search, ping and status as text/json; others binary. */
+static int send_request(struct run *run, const char *action, const char *value) {
+  struct appmsg_call call = {.request_id = run->request_id};
+  char *body = NULL;
   int rc;
-  if (strcmp(action, "search") == 0) {
-    size_t vl = strlen(value);
-    size_t need = appmsg_json_quote(value, vl, NULL, 0) + 32;
-    char *body = malloc(need);
-    if (!body)
+  if (strcmp(action, "search") == 0 || strcmp(action, "ping") == 0 ||
+      strcmp(action, "status") == 0) {
+    if (run->request_id == NULL) /* the common case: the library builds the JSON */
+      return value ? appmsg_client_call(run->client, on_reply, run, action, "value", value, NULL)
+                   : appmsg_client_call(run->client, on_reply, run, action, NULL);
+    size_t need = 64 + 6 * (strlen(action) + (value ? strlen(value) : 0));
+    if ((body = malloc(need)) == NULL)
       return -ENOMEM;
-    size_t n = (size_t)snprintf(body, need, "{\"action\": \"search\", \"value\": ");
-    n += appmsg_json_quote(value, vl, body + n, need - n);
+    size_t n = (size_t)snprintf(body, need, "{\"action\": ");
+    n += appmsg_json_quote(action, strlen(action), body + n, need - n);
+    if (value) {
+      n += (size_t)snprintf(body + n, need - n, ", \"value\": ");
+      n += appmsg_json_quote(value, strlen(value), body + n, need - n);
+    }
     body[n++] = '}';
-    rc = appmsg_header_set(&h, "text/json", "utf-8");
-    if (rc == 0)
-      rc = appmsg_conn_send(c, &h, body, n);
-    free(body);
+    call.content = body;
+    call.len = n;
   } else {
     /* The guide's binary request: the action and the value, concatenated. */
-    size_t al = strlen(action), vl = strlen(value);
-    char *body = malloc(al + vl + 1);
-    if (!body)
+    size_t al = strlen(action), vl = value ? strlen(value) : 0;
+    if ((body = malloc(al + vl + 1)) == NULL)
       return -ENOMEM;
     memcpy(body, action, al);
-    memcpy(body + al, value, vl);
-    rc = appmsg_header_set(&h, "binary/custom-client-binary-type", "binary");
-    if (rc == 0)
-      rc = appmsg_conn_send(c, &h, body, al + vl);
-    free(body);
+    memcpy(body + al, value ? value : "", vl);
+    call.content_type = "binary/custom-client-binary-type";
+    call.content_encoding = "binary";
+    call.content = body;
+    call.len = al + vl;
   }
-  appmsg_header_cleanup(&h);
+  rc = appmsg_client_send(run->client, &call, on_reply, run);
+  free(body);
   return rc;
 }
 
@@ -192,120 +151,112 @@ static void split_line(char *line, char **action, char **value) {
   *value = sp ? (*sp = '\0', sp + 1) : line + strlen(line);
 }
 
+/* --request-id's value as JSON text: JSON as given, anything else as a string. */
+static char *request_id_json(const char *text) {
+  size_t n = strlen(text);
+  if (appmsg_json_check(text, n, 31, NULL, NULL) == 0)
+    return strdup(text);
+  size_t q = appmsg_json_quote(text, n, NULL, 0);
+  char *s = malloc(q + 1);
+  if (s) {
+    appmsg_json_quote(text, n, s, q);
+    s[q] = '\0';
+  }
+  return s;
+}
+
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  static const char *const known[] = {"--timeout", "-v", "--verbose", NULL};
-  handle_std_options(argc, argv, usage, known);
-  struct client cl = {0};
+  struct run run = {0};
   double timeout_s = 10;
+  const char *request_id = NULL;
+  const struct opt opts[] = {
+      {"--timeout", 0, OPT_SECONDS, &timeout_s, "S",
+       "give up when the answers have not come after S seconds (default 10)", 0.001, 86400},
+      {"--request-id", 0, OPT_STRING, &request_id, "ID",
+       "send a request-id (JSON, or else a string) and show the one each reply carries", 0, 0},
+      {"--verbose", 'v', OPT_FLAG, &run.verbose, NULL, "log the connection and every reply", 0, 0},
+      {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
+  };
+  const struct cli cli = {
+      .usage = "[options] [HOST PORT] ACTION VALUE | [HOST PORT] ping|status | [HOST PORT] -",
+      .about = "The guide's application client: sends a request and prints the answer.\n"
+               "search KEY is a text/json request; any other ACTION is sent as the guide's\n"
+               "binary request (ACTION then VALUE); ping and status ask the server itself.",
+      .operands = "HOST PORT  the server (default 127.0.0.1 65432; unix:/path with any PORT)\n"
+                  "ACTION     search, ping, status, or any word for a binary request\n"
+                  "VALUE      the key to search for, or the binary request's text\n"
+                  "-          read one \"ACTION VALUE\" a line from stdin, send them all at once",
+      .exits = "0  every request was answered\n"
+               "1  the connection failed, was closed early, or timed out\n2  usage error\n"
+               "3  the server answered with an error reply",
+      .opts = opts,
+  };
   const char *pos[4];
-  int npos = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--timeout")) {
-      char *end;
-      timeout_s = argv[i + 1] ? strtod(argv[++i], &end) : -1;
-      if (timeout_s <= 0 || timeout_s > 86400 || *end) {
-        logf_("--timeout needs a number of seconds");
-        usage_error(usage);
-      }
-    } else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
-      cl.verbose = 1;
-    } else if (!strcmp(argv[i], "--") && i + 1 < argc) {
-      continue;
-    } else if (npos < 4) {
-      pos[npos++] = argv[i];
-    } else {
-      usage_error(usage);
+  int npos = cli_parse(&cli, argc, argv, pos, 4);
+  /* The operands: [HOST PORT] then "-", or ACTION [VALUE]. */
+  int stdin_mode = npos >= 1 && strcmp(pos[npos - 1], "-") == 0 && (npos == 1 || npos == 3);
+  int has_host = stdin_mode ? npos == 3 : npos >= 3;
+  int nreq = npos - (has_host ? 2 : 0);
+  const char *action = NULL, *value = NULL;
+  if (!stdin_mode) {
+    if (nreq < 1 || nreq > 2)
+      cli_usage_error(&cli);
+    action = pos[npos - nreq];
+    value = nreq == 2 ? pos[npos - 1] : NULL;
+    if (value == NULL && strcmp(action, "ping") != 0 && strcmp(action, "status") != 0) {
+      logf_("%s needs a VALUE", action);
+      cli_usage_error(&cli);
     }
   }
-  const char *host = DEFAULT_HOST, *port = DEFAULT_PORT;
-  int stdin_mode = 0;
-  if (npos == 3 || npos == 1) { /* [HOST PORT] - */
-    if (strcmp(pos[npos - 1], "-") != 0)
-      usage_error(usage);
-    stdin_mode = 1;
-    if (npos == 3) {
-      host = pos[0];
-      port = pos[1];
-    }
-  } else if (npos == 4) {
-    host = pos[0];
-    port = pos[1];
-  } else if (npos != 2) {
-    usage_error(usage);
-  }
-  char where[600];
+  const char *host = has_host ? pos[0] : DEFAULT_HOST, *port = has_host ? pos[1] : DEFAULT_PORT;
+  char where[ENDPOINT_LEN];
   endpoint_text(host, port, where, sizeof where);
-  cl.where = where;
+  run.where = where;
+  char *rid = request_id ? request_id_json(request_id) : NULL;
+  run.request_id = rid;
   appmsg_ignore_sigpipe();
 
-  int fd;
-  char err[APPMSG_NET_ERRLEN];
-  int rc = appmsg_connect_timeout(host, port, (int)(timeout_s * 1000), &fd, err, sizeof err);
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.connect_timeout_ms = o.call_timeout_ms = (uint32_t)(timeout_s * 1000);
+  o.reconnect = 0;
+  o.max_queued = (size_t)-1; /* every line of stdin waits for the connection */
+  o.log = run.verbose ? log_line : NULL;
+  int rc = appmsg_loop_new(&run.loop, APPMSG_LOOP_DEFAULT);
+  if (rc == 0)
+    rc = appmsg_client_new(&run.client, run.loop, host, port, &o);
   if (rc) {
-    if (rc == APPMSG_E_ADDRESS)
-      logf_("%s", err);
-    else
-      logf_("cannot connect to %s: %s; is the server running on %s?", where, connect_hint(rc),
-            where);
-    return 1;
-  }
-  if (cl.verbose)
-    logf_("connected to %s", where);
-  rc = appmsg_loop_new(&cl.loop, APPMSG_LOOP_DEFAULT);
-  if (rc) {
-    logf_("cannot create the event loop: %s", appmsg_strerror(rc));
-    return 1;
-  }
-  struct appmsg_conn_opts opts;
-  appmsg_conn_opts_default(&opts);
-  opts.limits.max_content_length = APPMSG_CONTENT_LENGTH_MAX >> 20; /* trust the server more */
-  opts.idle_timeout_ms = 0;
-  opts.frame_timeout_ms = 0; /* the overall deadline below covers it */
-  opts.read_pause = 0;
-  opts.max_output = 0;
-  static const struct appmsg_conn_callbacks cbs = {
-      .on_message = on_message, .on_error = on_error, .on_close = on_close};
-  struct appmsg_conn *c;
-  rc = appmsg_conn_new(&c, cl.loop, fd, &opts, &cbs, &cl);
-  if (rc) {
-    logf_("cannot set up the connection: %s", appmsg_strerror(rc));
+    logf_("cannot start: %s", appmsg_strerror(rc));
     return 1;
   }
   if (stdin_mode) {
     char *line = NULL;
     size_t cap = 0;
-    while (getline(&line, &cap, stdin) > 0) {
-      char *action, *value;
-      split_line(line, &action, &value);
-      if (*action == '\0')
+    while (rc == 0 && getline(&line, &cap, stdin) > 0) {
+      char *a, *v;
+      split_line(line, &a, &v);
+      if (*a == '\0')
         continue;
-      if ((rc = send_request(c, action, value)) != 0)
-        break;
-      cl.sent++;
+      if ((rc = send_request(&run, a, v)) == 0)
+        run.sent++;
     }
     free(line);
-  } else {
-    rc = send_request(c, pos[npos - 2], pos[npos - 1]);
-    cl.sent = rc == 0;
+  } else if ((rc = send_request(&run, action, value)) == 0) {
+    run.sent = 1;
   }
   if (rc) {
     logf_("cannot send the request: %s", appmsg_strerror(rc));
-    cl.status = 1;
+    run.status = 1;
   }
-  if (cl.sent == 0)
-    appmsg_conn_close(c);
-  struct appmsg_timer deadline;
-  appmsg_timer_init(&deadline, on_deadline, &cl);
-  appmsg_timer_start(cl.loop, &deadline, (uint64_t)(timeout_s * 1000), 0);
-  while (!cl.done) {
-    rc = appmsg_loop_run(cl.loop);
-    if (rc || !appmsg_timer_active(&deadline))
-      break;
+  if (run.finished < run.sent)
+    rc = appmsg_loop_run(run.loop); /* until every call has its answer (or its reason) */
+  if (rc < 0) {
+    logf_("event loop failed: %s", appmsg_strerror(rc));
+    run.status = 1;
   }
-  appmsg_timer_stop(cl.loop, &deadline);
-  if (!cl.done)
-    appmsg_conn_abort(c, APPMSG_E_TIMEOUT);
-  appmsg_loop_free(cl.loop);
-  return cl.status;
+  appmsg_client_free(run.client);
+  appmsg_loop_free(run.loop);
+  free(rid);
+  return run.status;
 }

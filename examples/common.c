@@ -1,13 +1,13 @@
-/* Small helpers shared by the example programs. */
+/* What the example programs share (see common.h). */
 #include "common.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
-
-#include "appmsg/appmsg.h"
 
 static const char *prog = "appmsg";
 
@@ -25,35 +25,150 @@ void logf_(const char *fmt, ...) {
   fprintf(stderr, "%s: %s\n", prog, line);
 }
 
-void usage_error(const char *usage) {
-  fprintf(stderr, "usage: %s %s\n", prog, usage);
+void log_line(void *ud, enum appmsg_log_level level, const char *line) {
+  (void)ud;
+  (void)level;
+  logf_("%s", line);
+}
+
+/* ---- command lines ---------------------------------------------------------- */
+
+void cli_usage_error(const struct cli *c) {
+  fprintf(stderr, "usage: %s %s\n(%s --help explains every option)\n", prog, c->usage, prog);
   exit(2);
 }
 
-void handle_std_options(int argc, char **argv, const char *usage, const char *const *known) {
+/* Prints an indented block of lines, each prefixed. */
+static void print_block(const char *text) {
+  for (const char *p = text; *p;) {
+    const char *nl = strchr(p, '\n');
+    size_t n = nl ? (size_t)(nl - p) : strlen(p);
+    printf("  %.*s\n", (int)n, p);
+    p += n + (nl != NULL);
+  }
+}
+
+static void print_help(const struct cli *c) {
+  printf("usage: %s %s\n\n%s\n", prog, c->usage, c->about);
+  if (c->operands) {
+    printf("\noperands:\n");
+    print_block(c->operands);
+  }
+  printf("\noptions:\n");
+  for (const struct opt *o = c->opts; o && o->name; o++) {
+    char left[64];
+    snprintf(left, sizeof left, "%s%c%s%s%s%s", o->short_name ? "-" : "",
+             o->short_name ? o->short_name : ' ', o->short_name ? ", " : " ", o->name,
+             o->metavar ? " " : "", o->metavar ? o->metavar : "");
+    printf("  %-26s %s\n", o->short_name ? left : left + 2, o->help);
+  }
+  printf("  %-26s %s\n", "-h, --help", "show this help and exit");
+  printf("  %-26s %s\n", "--version", "show the version and exit");
+  printf("\nexit status:\n");
+  print_block(c->exits ? c->exits : "0  success\n2  usage error");
+}
+
+/* Stores an option's value; exits 2 when it is not one. */
+static void set_value(const struct cli *c, const struct opt *o, const char *v) {
+  char *end = NULL;
+  switch (o->type) {
+  case OPT_FLAG:
+    *(int *)o->dest = 1;
+    return;
+  case OPT_STRING:
+    *(const char **)o->dest = v;
+    return;
+  case OPT_COUNT: {
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*v && *v != '-' && *end == '\0' && errno == 0 && n >= o->min && n <= o->max) {
+      *(unsigned long *)o->dest = (unsigned long)n;
+      return;
+    }
+    logf_("%s needs a whole number from %.0f to %.0f, not '%s'", o->name, o->min, o->max, v);
+    break;
+  }
+  case OPT_SECONDS: {
+    double d = strtod(v, &end);
+    if (*v && end != v && *end == '\0' && d >= o->min && d <= o->max) {
+      *(double *)o->dest = d;
+      return;
+    }
+    logf_("%s needs a number of seconds from %g to %g, not '%s'", o->name, o->min, o->max, v);
+    break;
+  }
+  }
+  cli_usage_error(c);
+}
+
+/* The option arg names (with any "=VALUE" cut off), or NULL. */
+static const struct opt *find_opt(const struct cli *c, const char *arg, const char **value) {
+  *value = NULL;
+  for (const struct opt *o = c->opts; o && o->name; o++) {
+    size_t n = strlen(o->name);
+    if (strncmp(arg, o->name, n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+      *value = arg[n] == '=' ? arg + n + 1 : NULL;
+      return o;
+    }
+    if (o->short_name && arg[1] == o->short_name && arg[2] == '\0')
+      return o;
+  }
+  return NULL;
+}
+
+int cli_parse(const struct cli *c, int argc, char **argv, const char **pos, int maxpos) {
+  int npos = 0, options = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      printf("usage: %s %s\n", prog, usage);
+    if (options && strcmp(a, "--") == 0) {
+      options = 0;
+      continue;
+    }
+    if (!options || a[0] != '-' || a[1] == '\0') { /* an operand ("-" is one) */
+      if (npos == maxpos) {
+        logf_("too many operands ('%s')", a);
+        cli_usage_error(c);
+      }
+      pos[npos++] = a;
+      continue;
+    }
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      print_help(c);
       exit(0);
     }
-    if (!strcmp(a, "--version")) {
+    if (strcmp(a, "--version") == 0) {
       printf("%s (appmsg) %s\n", prog, appmsg_version());
       exit(0);
     }
-    if (!strcmp(a, "--"))
-      return;
-    if (a[0] == '-' && a[1] != '\0') {
-      int ok = 0;
-      for (const char *const *k = known; k && *k && !ok; k++)
-        ok = !strncmp(a, *k, strlen(*k));
-      if (!ok && !(a[1] >= '0' && a[1] <= '9')) {
-        fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
-        usage_error(usage);
-      }
+    const char *value;
+    const struct opt *o = find_opt(c, a, &value);
+    if (o == NULL) {
+      logf_("unknown option '%s'", a);
+      cli_usage_error(c);
     }
+    if (o->type == OPT_FLAG) {
+      if (value) {
+        logf_("%s takes no value", o->name);
+        cli_usage_error(c);
+      }
+    } else if (value == NULL) {
+      if (i + 1 == argc) {
+        logf_("%s needs a value (%s)", o->name, o->metavar);
+        cli_usage_error(c);
+      }
+      value = argv[++i];
+    }
+    set_value(c, o, value);
   }
+  return npos;
 }
+
+void host_port(const char **pos, int npos, const char **host, const char **port) {
+  *host = npos > 0 ? pos[0] : DEFAULT_HOST;
+  *port = npos > 1 ? pos[1] : DEFAULT_PORT;
+}
+
+/* ---- addresses, errors, clocks ------------------------------------------------- */
 
 const char *connect_hint(int err) {
   switch (err) {
@@ -95,21 +210,85 @@ void bytes_repr(const unsigned char *p, size_t n, size_t max, char *out) {
   strcpy(o, shown < n ? "..." : "");
 }
 
-void host_port_args(int argc, char **argv, const char *usage, const char **host,
-                    const char **port) {
-  const char *pos[2] = {DEFAULT_HOST, DEFAULT_PORT};
-  int npos = 0, dashdash = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!dashdash && strcmp(argv[i], "--") == 0) {
-      dashdash = 1;
-      continue;
+void print_bytes(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n;) {
+    /* The well-formed UTF-8 sequence at p + i, if any: its length from its lead byte. */
+    unsigned char b = p[i];
+    size_t len = b < 0x80                 ? 1
+                 : b >= 0xC2 && b <= 0xDF ? 2
+                 : b >= 0xE0 && b <= 0xEF ? 3
+                 : b >= 0xF0 && b <= 0xF4 ? 4
+                                          : 0;
+    if (b < 0x20 || b == 0x7f || len > n - i || appmsg_utf8_check(p + i, len) != len)
+      len = 0;
+    if (len) {
+      fwrite(p + i, 1, len, stdout);
+      i += len;
+    } else {
+      if (p[i] == '\n' || p[i] == '\t')
+        putchar(p[i]);
+      else
+        printf("\\x%02x", p[i]);
+      i++;
     }
-    if (npos == 2)
-      usage_error(usage);
-    pos[npos++] = argv[i];
   }
-  *host = pos[0];
-  *port = pos[1];
+  putchar('\n');
+}
+
+uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int send_all(int fd, const void *buf, size_t len) {
+  const unsigned char *p = buf;
+  while (len > 0) {
+    ssize_t w = appmsg_send(fd, p, len);
+    if (w < 0)
+      return (int)w;
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+ssize_t recv_upto(int fd, void *buf, size_t want) {
+  size_t got = 0;
+  while (got < want) {
+    ssize_t n = appmsg_recv(fd, (unsigned char *)buf + got, want - got);
+    if (n < 0)
+      return n;
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int serve(struct appmsg_service *svc, const char *host, const char *port, const char *what,
+          uint32_t drain_ms) {
+  char err[APPMSG_NET_ERRLEN];
+  int rc = appmsg_service_listen(svc, host, port, err, sizeof err);
+  if (rc) {
+    logf_("%s", err);
+    if (rc == -EADDRINUSE)
+      logf_("is another server already running on that port? pick another with: %s %s PORT", prog,
+            host);
+    return 1;
+  }
+  logf_("listening on %s (%s)", appmsg_service_address(svc), what);
+  rc = appmsg_service_run(svc, drain_ms);
+  logf_("bye");
+  return rc < 0 ? 1 : 0;
 }
 
 void endpoint_text(const char *host, const char *port, char *buf, size_t len) {

@@ -1,12 +1,20 @@
-/* Small helpers shared by the example programs: logging, usage, options. */
+/* What the example programs share: logging, command lines, addresses, I/O loops. */
 #ifndef APPMSG_EXAMPLES_COMMON_H
 #define APPMSG_EXAMPLES_COMMON_H
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/types.h>
+
+#include "appmsg/appmsg.h"
 
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_PORT "65432"
+
+/* Room for "host:port" as endpoint_text() writes it, for any host a user can type. */
+#define ENDPOINT_LEN (APPMSG_ADDRSTRLEN + 300)
+
+/* ---- logging ---------------------------------------------------------- */
 
 /* Sets the program name used in log lines (call first in main). */
 void prog_init(const char *name);
@@ -14,24 +22,89 @@ void prog_init(const char *name);
 /* Logs one line to stderr: "app-server: message". */
 void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Handles -h/--help and --version if argv[1] is one of them: prints usage
- * (one line) or the version to stdout and exits 0.  Also exits 2 with the
- * usage on stderr for any other argument starting with '-' that the
- * program did not declare (known is a NULL-terminated list, may be NULL). */
-void handle_std_options(int argc, char **argv, const char *usage, const char *const *known);
+/* An appmsg_log_fn that logs each line with logf_() (ud unused). */
+void log_line(void *ud, enum appmsg_log_level level, const char *line);
 
-/* Exits 2 after printing "usage: ..." to stderr. */
-void usage_error(const char *usage) __attribute__((noreturn));
+/* ---- command lines ------------------------------------------------------ */
 
-/* Reads the optional positional HOST and PORT (defaults 127.0.0.1 65432;
- * "--" ends options); more than two is a usage error. */
-void host_port_args(int argc, char **argv, const char *usage, const char **host, const char **port);
+enum opt_type {
+  OPT_FLAG,    /* no value; dest is an int set to 1 */
+  OPT_STRING,  /* dest is a const char * */
+  OPT_COUNT,   /* a whole number in [min, max]; dest is an unsigned long */
+  OPT_SECONDS, /* a number of seconds in [min, max], fractions allowed; dest is a double */
+};
+
+/* One option of a program. */
+struct opt {
+  const char *name;    /* "--timeout" */
+  char short_name;     /* 'v' for -v, or 0 */
+  enum opt_type type;  /* what its value is */
+  void *dest;          /* where the value goes */
+  const char *metavar; /* the value's name in the help ("SECONDS"), NULL for a flag */
+  const char *help;    /* what it does, with its default */
+  double min, max;     /* the range of a number */
+};
+
+/* A program's command line. */
+struct cli {
+  const char *usage;      /* after the program name: "[options] [HOST [PORT]]" */
+  const char *about;      /* what the program does, a few lines */
+  const struct opt *opts; /* ends with an entry whose name is NULL */
+  const char *operands;   /* the operands explained, a few lines (may be NULL) */
+  const char *exits;      /* the exit statuses, one a line (may be NULL: 0 and 2) */
+};
+
+/*
+ * Reads argv: options anywhere before "--", as "--opt VALUE" or
+ * "--opt=VALUE" (or "-x"), and -h/--help (prints the usage line, every
+ * option with its meaning and default, the exit statuses; exits 0) and
+ * --version (exits 0).  Everything else is an operand, stored in order in
+ * pos.  A bad option, value or operand count (more than maxpos) prints
+ * why and the usage to stderr and exits 2.  Returns the operand count.
+ */
+int cli_parse(const struct cli *c, int argc, char **argv, const char **pos, int maxpos);
+
+/* Prints "usage: PROG USAGE" to stderr and exits 2. */
+void cli_usage_error(const struct cli *c) __attribute__((noreturn));
+
+/* Reads optional HOST and PORT operands (defaults 127.0.0.1 65432). */
+void host_port(const char **pos, int npos, const char **host, const char **port);
+
+/* ---- addresses, errors, clocks ---------------------------------------- */
 
 /* "host:port" as a person would type it: "[::1]:65432", "unix:/path". */
 void endpoint_text(const char *host, const char *port, char *buf, size_t len);
 
-/* A human hint for a failed connect: "is the server running on H:P?". */
+/* A human hint for a failed connect: "connection refused", "timed out". */
 const char *connect_hint(int err);
+
+/* Milliseconds on the monotonic clock. */
+uint64_t now_ms(void);
+
+/* ---- blocking I/O (the guide's echo programs) ------------------------------ */
+
+/* Sends all of buf on a blocking socket.  Returns 0 or a negated errno. */
+int send_all(int fd, const void *buf, size_t len);
+
+/* Reads until want bytes are in buf or the stream ends.  Returns the count
+ * or a negated errno. */
+ssize_t recv_upto(int fd, void *buf, size_t want);
+
+/* ---- serving ------------------------------------------------------------ */
+
+/*
+ * Listens on host:port (saying what to check when that fails: a port in
+ * use, a name that does not resolve), logs "listening on ADDRESS (what)",
+ * serves until SIGINT/SIGTERM, drains for at most drain_ms and logs
+ * "bye".  Returns the exit status: 0, or 1 when it could not listen.
+ */
+int serve(struct appmsg_service *svc, const char *host, const char *port, const char *what,
+          uint32_t drain_ms);
+
+/* Raises the soft RLIMIT_NOFILE to the hard one (servers hold many sockets). */
+void raise_fd_limit(void);
+
+/* ---- text ----------------------------------------------------------------- */
 
 /*
  * Writes Python's repr() of (at most max bytes of) a bytes object into out:
@@ -39,7 +112,9 @@ const char *connect_hint(int err);
  * outside printable ASCII as \xNN, double quotes when the bytes hold ' but
  * no "; "..." follows when it was cut short.  out needs 4 * max + 8 bytes.
  */
-#include <stddef.h>
 void bytes_repr(const unsigned char *p, size_t n, size_t max, char *out);
+
+/* Prints bytes safely and a newline: UTF-8 text as is, other bytes as \xNN. */
+void print_bytes(const unsigned char *p, size_t n);
 
 #endif

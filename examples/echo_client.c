@@ -14,33 +14,26 @@
 #include <unistd.h>
 
 #include "appmsg/appmsg.h"
-#include "appmsg/net.h"
 #include "common.h"
 
-#define USAGE "[HOST [PORT]]"
 #define MESSAGE "Hello, world"
 #define TIMEOUT_MS 5000 /* for the connect, and again for the reply */
 
-/* Reads until want bytes are in buf or the stream ends.  Returns the count or a negated errno. */
-static ssize_t recv_upto(int fd, unsigned char *buf, size_t want) {
-  size_t got = 0;
-  while (got < want) {
-    ssize_t n = appmsg_recv(fd, buf + got, want - got);
-    if (n < 0)
-      return n;
-    if (n == 0)
-      break;
-    got += (size_t)n;
-  }
-  return (ssize_t)got;
-}
-
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  handle_std_options(argc, argv, USAGE, NULL);
-  const char *host, *port;
-  host_port_args(argc, argv, USAGE, &host, &port);
-  char ep[APPMSG_ADDRSTRLEN + 300];
+  const struct opt opts[] = {{NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
+  const struct cli cli = {
+      .usage = "[HOST [PORT]]",
+      .about = "The guide's echo client: sends \"Hello, world\", reads the echo and prints it\n"
+               "as Python prints bytes: Received b'Hello, world'.",
+      .operands = "HOST  the server's address (default 127.0.0.1)\nPORT  its port (default 65432)",
+      .exits = "0  the whole message came back\n1  could not connect, or the echo did not come "
+               "back whole\n2  usage error",
+      .opts = opts,
+  };
+  const char *pos[2], *host, *port;
+  host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
+  char ep[ENDPOINT_LEN];
   endpoint_text(host, port, ep, sizeof ep);
 
   appmsg_ignore_sigpipe();
@@ -64,14 +57,11 @@ int main(int argc, char **argv) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 
   const size_t len = sizeof MESSAGE - 1;
-  for (size_t off = 0; off < len;) {
-    ssize_t w = appmsg_send(fd, MESSAGE + off, len - off);
-    if (w < 0) {
-      logf_("cannot send to %s: %s", ep, appmsg_strerror((int)w));
-      close(fd);
-      return 1;
-    }
-    off += (size_t)w;
+  rc = send_all(fd, MESSAGE, len);
+  if (rc < 0) {
+    logf_("cannot send to %s: %s", ep, appmsg_strerror(rc));
+    close(fd);
+    return 1;
   }
 
   unsigned char buf[sizeof MESSAGE - 1];

@@ -13,25 +13,10 @@
 #include <unistd.h>
 
 #include "appmsg/appmsg.h"
-#include "appmsg/net.h"
 #include "common.h"
-
-#define USAGE "[HOST [PORT]]"
 
 /* The guide reads 1024 bytes at a time; the size does not change what is echoed. */
 #define CHUNK 1024
-
-/* Sends all of buf on a blocking socket.  Returns 0 or a negated errno. */
-static int send_all(int fd, const unsigned char *buf, size_t len) {
-  while (len > 0) {
-    ssize_t w = appmsg_send(fd, buf, len);
-    if (w < 0)
-      return (int)w;
-    buf += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
 
 /* Echoes until end of stream.  Returns 0, or a negated errno if the connection broke. */
 static int echo(int fd) {
@@ -66,9 +51,18 @@ static int accept_one(int lfd, int *fd) {
 
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  handle_std_options(argc, argv, USAGE, NULL);
-  const char *host, *port;
-  host_port_args(argc, argv, USAGE, &host, &port);
+  const struct opt opts[] = {{NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
+  const struct cli cli = {
+      .usage = "[HOST [PORT]]",
+      .about = "The guide's echo server: accepts one connection, prints \"Connected by ADDR\",\n"
+               "sends back every byte it receives until the client closes, then exits.",
+      .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
+      .exits = "0  the client closed the connection\n1  could not listen, or the connection "
+               "broke\n2  usage error",
+      .opts = opts,
+  };
+  const char *pos[2], *host, *port;
+  host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
 
   appmsg_ignore_sigpipe();
   char err[APPMSG_NET_ERRLEN];

@@ -14,12 +14,8 @@
 #include <string.h>
 
 #include "appmsg/appmsg.h"
-#include "appmsg/conn.h"
-#include "appmsg/loop.h"
-#include "appmsg/net.h"
 #include "common.h"
 
-#define USAGE "[--timeout SECONDS] HOST PORT NUM_CONNS"
 #define DEFAULT_TIMEOUT_S 10.0
 #define MAX_CONNS 100000
 #define REPR_BYTES 200 /* bytes shown in a log line */
@@ -161,52 +157,35 @@ static int start_all(struct run *r, const char *host, const char *port,
   return r->open;
 }
 
-/* Parses "--timeout SECONDS" / "--timeout=SECONDS" and the three operands. */
-static void parse_args(int argc, char **argv, const char *pos[3], double *timeout_s) {
-  int npos = 0, dashdash = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *val = NULL;
-    if (!dashdash && strcmp(a, "--") == 0) {
-      dashdash = 1;
-      continue;
-    }
-    if (!dashdash && strcmp(a, "--timeout") == 0) {
-      if (++i == argc)
-        usage_error(USAGE);
-      val = argv[i];
-    } else if (!dashdash && strncmp(a, "--timeout=", 10) == 0) {
-      val = a + 10;
-    } else {
-      if (npos == 3)
-        usage_error(USAGE);
-      pos[npos++] = a;
-      continue;
-    }
-    char *end;
-    *timeout_s = strtod(val, &end);
-    if (end == val || *end != '\0' || !(*timeout_s > 0) || *timeout_s > 86400) {
-      logf_("--timeout needs a number of seconds above 0, not '%s'", val);
-      usage_error(USAGE);
-    }
-  }
-  if (npos != 3)
-    usage_error(USAGE);
-}
-
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  handle_std_options(argc, argv, USAGE, (const char *const[]){"--timeout", NULL});
-  const char *pos[3];
   struct run r = {.timeout_s = DEFAULT_TIMEOUT_S};
-  parse_args(argc, argv, pos, &r.timeout_s);
+  const struct opt cli_opts[] = {
+      {"--timeout", 0, OPT_SECONDS, &r.timeout_s, "SECONDS",
+       "give up on connections not finished after SECONDS (default 10)", 0.001, 86400},
+      {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
+  };
+  const struct cli cli = {
+      .usage = "[--timeout SECONDS] HOST PORT NUM_CONNS",
+      .about = "The guide's multi-connection client: opens NUM_CONNS connections at once; each\n"
+               "sends two messages (raw, unframed bytes) and closes once they have come back.",
+      .operands = "HOST       the server's address\nPORT       its port\n"
+                  "NUM_CONNS  connections to open at once, 1 to 100000",
+      .exits = "0  every connection completed\n1  a connection failed or the time ran out\n"
+               "2  usage error",
+      .opts = cli_opts,
+  };
+  const char *pos[3];
+  if (cli_parse(&cli, argc, argv, pos, 3) != 3)
+    cli_usage_error(&cli);
   char *end;
   long n = strtol(pos[2], &end, 10);
   if (end == pos[2] || *end != '\0' || n < 1 || n > MAX_CONNS) {
     logf_("NUM_CONNS must be a number from 1 to %d, not '%s'", MAX_CONNS, pos[2]);
-    usage_error(USAGE);
+    cli_usage_error(&cli);
   }
   r.n = (int)n;
-  char ep[APPMSG_ADDRSTRLEN + 300];
+  char ep[ENDPOINT_LEN];
   endpoint_text(pos[0], pos[1], ep, sizeof ep);
   r.ep = ep;
 

@@ -12,16 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "appmsg/appmsg.h"
-#include "appmsg/conn.h"
-#include "appmsg/loop.h"
-#include "appmsg/net.h"
-#include "appmsg/server.h"
 #include "common.h"
 
-#define USAGE "HOST PORT"
 #define DRAIN_MS 5000  /* how long the connections get to finish after a signal */
 #define REPR_BYTES 200 /* bytes shown in an "Echoing" log line */
 
@@ -66,34 +60,29 @@ static const struct appmsg_server_callbacks srv_cbs = {
     .on_refuse = on_refuse,
 };
 
-static uint64_t monotonic_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* After a signal: stop accepting and give the connections DRAIN_MS to finish. */
-static void drain(struct appmsg_loop *loop, struct appmsg_server *srv) {
-  appmsg_server_drain(srv);
-  uint64_t deadline = monotonic_ms() + DRAIN_MS;
-  while (appmsg_server_conn_count(srv) > 0 && monotonic_ms() < deadline) {
-    int rc = appmsg_loop_run_once(loop, 100);
-    if (rc < 0) {
-      logf_("event loop failed while draining: %s", appmsg_strerror(rc));
-      break;
-    }
-  }
-  size_t left = appmsg_server_conn_count(srv);
-  if (left > 0)
-    logf_("closing %zu connection%s that did not finish in time", left, left == 1 ? "" : "s");
+static void drain(struct appmsg_server *srv) {
+  long left = appmsg_server_finish(srv, DRAIN_MS);
+  if (left < 0)
+    logf_("event loop failed while draining: %s", appmsg_strerror((int)left));
+  else if (left > 0)
+    logf_("closing %ld connection%s that did not finish in time", left, left == 1 ? "" : "s");
 }
 
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  handle_std_options(argc, argv, USAGE, NULL);
+  const struct opt cli_opts[] = {{NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
+  const struct cli cli = {
+      .usage = "HOST PORT",
+      .about = "The guide's multi-connection server: serves any number of clients at once and\n"
+               "echoes every byte back as it arrives (raw, unframed bytes).",
+      .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
+      .exits = "0  stopped by SIGINT or SIGTERM\n1  could not listen\n2  usage error",
+      .opts = cli_opts,
+  };
   /* The guide requires both arguments; the defaults make a bare run work too. */
-  const char *host, *port;
-  host_port_args(argc, argv, USAGE, &host, &port);
+  const char *pos[2], *host, *port;
+  host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
 
   appmsg_ignore_sigpipe();
   struct appmsg_loop *loop;
@@ -136,7 +125,7 @@ int main(int argc, char **argv) {
   }
   /* From here a second Ctrl-C kills at once, as the user expects. */
   appmsg_loop_stop_on_signals(loop, NULL, 0);
-  drain(loop, srv);
+  drain(srv);
   appmsg_server_free(srv);
   appmsg_loop_free(loop);
   return status;

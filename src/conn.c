@@ -39,6 +39,8 @@ struct appmsg_conn {
   uint64_t last_tx;                        /* loop time output last moved (or was queued) */
   uint64_t timer_due;                      /* when the timer is set to fire */
   uint64_t linger_until;                   /* end of the closing linger */
+  unsigned char *stash;                    /* input read but not fed: reading was paused */
+  size_t stash_len;                        /* its length */
   int fd;                                  /* the socket */
   int reason;                              /* why it is closing (0: clean) */
   uint32_t peer_scope;                     /* the peer's IPv6 scope id */
@@ -46,9 +48,12 @@ struct appmsg_conn {
   uint16_t peer_port;                      /* network order */
   unsigned char peer_addr[16];             /* kept so a vanished peer can still be named */
   unsigned busy;                           /* callbacks of this connection running */
+  unsigned holds;                          /* replies the owner still owes (appmsg_conn_hold) */
   unsigned connecting : 1;                 /* a connect is in progress */
   unsigned eof : 1;                        /* the peer finished sending */
-  unsigned closing : 1;                    /* no more messages: flush, then close */
+  unsigned close_req : 1;                  /* no more messages; close once holds are 0 */
+  unsigned closing : 1;                    /* ...and they are: flush, then close */
+  unsigned paused : 1;                     /* the owner stopped reading */
   unsigned shut : 1;                       /* our write side is shut down */
   unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
   unsigned when_idle : 1;                  /* close once the current frame is answered */
@@ -61,6 +66,12 @@ void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
   o->frame_timeout_ms = 30000;
   o->read_pause = 256 * 1024;
   o->max_output = 16 * 1024 * 1024;
+}
+
+/* Adds to a counter that other threads may read (appmsg_counter_get()):
+ * one writer, so a relaxed load and store, which cost a plain add. */
+static void count(uint64_t *counter, uint64_t n) {
+  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 
 static uint64_t now_ms(const struct appmsg_conn *c) {
@@ -103,6 +114,7 @@ static void finish(struct appmsg_conn *c) {
   if (c->cbs->on_close)
     c->cbs->on_close(c, c->reason, c->ud);
   close(c->fd);
+  free(c->stash);
   appmsg_decoder_cleanup(&c->dec);
   appmsg_encoder_cleanup(&c->enc);
   free(c);
@@ -131,7 +143,7 @@ static uint64_t deadline(const struct appmsg_conn *c) {
   uint64_t r = 0;
   if (appmsg_decoder_in_frame(&c->dec) && o->frame_timeout_ms)
     r = c->last_rx + o->frame_timeout_ms;
-  else if (!c->closing && !c->eof && o->idle_timeout_ms)
+  else if (!c->close_req && !c->eof && c->holds == 0 && o->idle_timeout_ms)
     r = c->last_rx + o->idle_timeout_ms;
   if (r && (!d || r < d))
     d = r;
@@ -158,8 +170,10 @@ static void update_interest(struct appmsg_conn *c) {
   if (c->connecting) {
     ev = APPMSG_EV_WRITE;
   } else {
-    int paused = c->opts->read_pause && pending > c->opts->read_pause;
-    if (c->shut || (!c->eof && !c->closing && !paused))
+    int paused = c->paused || (c->opts->read_pause && pending > c->opts->read_pause);
+    /* Between frames, a connection asked to close when idle reads no more. */
+    int draining = c->when_idle && !appmsg_decoder_in_frame(&c->dec);
+    if (c->shut || (!c->eof && !c->close_req && !paused && !draining && !c->stash))
       ev |= APPMSG_EV_READ;
     if (pending)
       ev |= APPMSG_EV_WRITE;
@@ -180,6 +194,8 @@ static int flush(struct appmsg_conn *c) {
       return (int)w;
     appmsg_encoder_advance(&c->enc, (size_t)w);
     c->last_tx = now_ms(c);
+    if (c->opts->counters)
+      count(&c->opts->counters->bytes_out, (uint64_t)w);
   }
   return 0;
 }
@@ -199,18 +215,33 @@ static void progress_close(struct appmsg_conn *c) {
     appmsg_conn_abort(c, 0); /* nothing more can come or go: done */
 }
 
+static void feed_stash(struct appmsg_conn *c);
+
+/* Begins a graceful close that will report reason: no more messages are
+ * read; once the owner's holds are released, the output is flushed and the
+ * connection closes. */
+static void begin_close(struct appmsg_conn *c, int reason) {
+  if (!c->reason)
+    c->reason = reason;
+  c->close_req = 1;
+  if (c->holds == 0)
+    c->closing = 1;
+}
+
 /* After any event: settle flags, output, interest and timer.  The work is
  * done "busy" so that an abort inside it is only recorded; the connection
  * is freed here, last, if it ended. */
 static void settle(struct appmsg_conn *c) {
   if (!c->dead) {
     c->busy++;
-    int rc = flush(c);
+    if (c->stash && !c->paused)
+      feed_stash(c);
+    int rc = c->dead ? 0 : flush(c);
     if (rc < 0) {
       appmsg_conn_abort(c, rc);
     } else {
-      if (c->when_idle && !c->closing && !appmsg_decoder_in_frame(&c->dec))
-        c->closing = 1;
+      if (c->when_idle && !c->close_req && !appmsg_decoder_in_frame(&c->dec))
+        begin_close(c, 0);
       progress_close(c);
     }
     c->busy--;
@@ -225,13 +256,6 @@ static void settle(struct appmsg_conn *c) {
     appmsg_conn_abort(c, -ENOMEM); /* busy is 0 here: it ends at once */
 }
 
-/* Begins a graceful close that will report reason. */
-static void begin_close(struct appmsg_conn *c, int reason) {
-  if (!c->reason)
-    c->reason = reason;
-  c->closing = 1;
-}
-
 static void protocol_error(struct appmsg_conn *c, int err, const char *reason, uint64_t off) {
   if (c->cbs->on_error) {
     c->busy++;
@@ -239,6 +263,33 @@ static void protocol_error(struct appmsg_conn *c, int err, const char *reason, u
     c->busy--;
   }
   begin_close(c, err);
+}
+
+/* Keeps input that arrived in the same read as a message after which the
+ * owner paused reading (the read buffer is shared by every connection). */
+static void stash(struct appmsg_conn *c, const unsigned char *p, size_t n) {
+  unsigned char *b = malloc(n);
+  if (b == NULL) {
+    appmsg_conn_abort(c, -ENOMEM);
+    return;
+  }
+  memcpy(b, p, n);
+  free(c->stash);
+  c->stash = b;
+  c->stash_len = n;
+}
+
+static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n);
+
+/* Feeds stashed input once reading resumes (it may pause again). */
+static void feed_stash(struct appmsg_conn *c) {
+  unsigned char *b = c->stash;
+  size_t n = c->stash_len;
+  c->stash = NULL;
+  c->stash_len = 0;
+  if (!c->close_req && !c->dead)
+    deliver(c, b, n);
+  free(b);
 }
 
 static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
@@ -250,18 +301,24 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
     }
     return;
   }
-  for (size_t off = 0, used; off < n && !c->closing && !c->dead; off += used) {
+  for (size_t off = 0, used; off < n && !c->close_req && !c->dead; off += used) {
     enum appmsg_status st = appmsg_decoder_feed(&c->dec, p + off, n - off, &used);
     if (st == APPMSG_MESSAGE) {
       size_t len;
       const void *content = appmsg_decoder_content(&c->dec, &len);
+      if (c->opts->counters)
+        count(&c->opts->counters->messages_in, 1);
       if (c->cbs->on_message) {
         c->busy++;
         c->cbs->on_message(c, appmsg_decoder_header(&c->dec), content, len, c->ud);
         c->busy--;
       }
-      if (c->when_idle)
-        c->closing = 1;
+      if (c->when_idle) {
+        begin_close(c, 0);
+      } else if (c->paused && off + used < n && !c->close_req && !c->dead) {
+        stash(c, p + off + used, n - off - used); /* fed when reading resumes */
+        return;
+      }
     } else if (st == APPMSG_ERROR) {
       protocol_error(c, appmsg_decoder_error(&c->dec), appmsg_decoder_reason(&c->dec),
                      appmsg_decoder_error_offset(&c->dec));
@@ -278,8 +335,10 @@ static void on_readable(struct appmsg_conn *c) {
     return;
   }
   c->last_rx = now_ms(c);
+  if (n > 0 && c->opts->counters)
+    count(&c->opts->counters->bytes_in, (uint64_t)n);
   if (n > 0) {
-    if (!c->closing && !c->eof)
+    if (!c->close_req && !c->eof)
       deliver(c, rbuf, (size_t)n);
     return; /* a closing connection discards what still arrives */
   }
@@ -289,7 +348,7 @@ static void on_readable(struct appmsg_conn *c) {
     appmsg_conn_abort(c, 0);
     return;
   }
-  if (c->closing)
+  if (c->close_req)
     return;
   int rc = c->opts->raw ? 0 : appmsg_decoder_finish(&c->dec);
   if (rc) {
@@ -301,7 +360,7 @@ static void on_readable(struct appmsg_conn *c) {
     c->cbs->on_eof(c, c->ud);
     c->busy--;
   }
-  begin_close(c, 0);
+  begin_close(c, 0); /* the replies still owed (holds) are sent first */
 }
 
 static void on_connected(struct appmsg_conn *c) {
@@ -425,6 +484,16 @@ int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
   return rc;
 }
 
+int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                               const struct appmsg_conn_opts *opts,
+                               const struct appmsg_conn_callbacks *cbs, void *ud) {
+  return make_conn(c, loop, fd, opts, cbs, ud, 1);
+}
+
+void *appmsg__conn_take_content(struct appmsg_conn *c, size_t *len) {
+  return appmsg_decoder_take_content(&c->dec, len);
+}
+
 int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const char *host,
                         const char *port, const struct appmsg_conn_opts *opts,
                         const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
@@ -470,13 +539,30 @@ int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h, const
   return rc ? rc : queued(c, appmsg_encoder_push(&c->enc, h, content, len));
 }
 
+void appmsg__conn_enter(struct appmsg_conn *c) {
+  c->busy++;
+}
+
+void appmsg__conn_leave(struct appmsg_conn *c) {
+  if (--c->busy == 0)
+    settle(c);
+}
+
+int appmsg__conn_send_prepared_ex(struct appmsg_conn *c, const struct appmsg_prepared *p,
+                                  const char *extra, size_t extra_len, const void *content,
+                                  size_t len) {
+  int rc = may_queue(c, len);
+  return rc ? rc
+            : queued(c, appmsg__encoder_push_prepared(&c->enc, p, extra, extra_len, content, len));
+}
+
 int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len) {
   int rc = may_queue(c, len);
   return rc ? rc : queued(c, appmsg_encoder_push_raw(&c->enc, data, len));
 }
 
 void appmsg_conn_close(struct appmsg_conn *c) {
-  if (c->dead || c->closing)
+  if (c->dead || c->close_req)
     return;
   begin_close(c, 0);
   if (c->busy == 0)
@@ -531,6 +617,27 @@ const char *appmsg_conn_peer(const struct appmsg_conn *c) {
   return buf;
 }
 
+void appmsg_conn_hold(struct appmsg_conn *c) {
+  c->holds++;
+}
+
+void appmsg_conn_release(struct appmsg_conn *c) {
+  if (c->holds == 0)
+    return;
+  if (--c->holds == 0 && c->close_req)
+    c->closing = 1;
+  if (c->busy == 0)
+    settle(c);
+}
+
+void appmsg_conn_set_reading(struct appmsg_conn *c, int on) {
+  if (c->paused == !on)
+    return;
+  c->paused = !on;
+  if (c->busy == 0)
+    settle(c);
+}
+
 void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn, void *arg) {
   c->hook = fn;
   c->hook_arg = arg;
@@ -555,33 +662,34 @@ static void utf8_sanitize(char *s) {
   }
 }
 
-int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset) {
-  const char *text = reason ? reason : appmsg_strerror(err);
-  char sentence[512];
-  size_t tl = strlen(text);
+size_t appmsg__error_body(const char *name, const char *reason, long long offset, char *out) {
+  char sentence[APPMSG__ERROR_REASON_MAX];
+  size_t tl = strlen(reason);
   /* "Error: " + the reason, ending with a full stop as the guide's texts do. */
-  snprintf(sentence, sizeof sentence, "Error: %s%s", text,
-           tl && (text[tl - 1] == '.' || text[tl - 1] == '?') ? "" : ".");
+  snprintf(sentence, sizeof sentence, "Error: %s%s", reason,
+           tl && (reason[tl - 1] == '.' || reason[tl - 1] == '?') ? "" : ".");
   utf8_sanitize(sentence);
+  size_t n = 0;
+  memcpy(out, "{\"result\": ", 11);
+  n += 11;
   /* Room for the worst case: every byte of the sentence quoted as \u00XX. */
-  char quoted[6 * sizeof sentence + 3];
-  size_t q = appmsg_json_quote(sentence, strlen(sentence), quoted, sizeof quoted - 1);
-  quoted[q] = '\0';
-  char body[sizeof quoted + 96];
-  int n;
+  n += appmsg_json_quote(sentence, strlen(sentence), out + n, 6 * sizeof sentence + 2);
   if (offset >= 0)
-    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\", \"offset\": %lld}", quoted,
-                 appmsg_errname(err), offset);
+    n += (size_t)sprintf(out + n, ", \"error\": \"%.64s\", \"offset\": %lld}", name, offset);
   else
-    n = snprintf(body, sizeof body, "{\"result\": %s, \"error\": \"%s\"}", quoted,
-                 appmsg_errname(err));
-  if (n < 0 || (size_t)n >= sizeof body)
-    return -EINVAL; /* not reached: body has room for the longest reply */
+    n += (size_t)sprintf(out + n, ", \"error\": \"%.64s\"}", name);
+  return n;
+}
+
+int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, long long offset) {
+  char body[APPMSG__ERROR_BODY_MAX];
+  size_t n =
+      appmsg__error_body(appmsg_errname(err), reason ? reason : appmsg_strerror(err), offset, body);
   struct appmsg_header h;
   appmsg_header_init(&h);
   int rc = appmsg_header_set(&h, "text/json", "utf-8");
   if (rc == 0)
-    rc = appmsg_conn_send(c, &h, body, (size_t)n);
+    rc = appmsg_conn_send(c, &h, body, n);
   appmsg_header_cleanup(&h);
   return rc;
 }

@@ -113,8 +113,7 @@ static cJSON *tree_of(const struct appmsg_header *h) {
       return NULL; /* the scanner accepted the text, so only memory can fail */
     for (int f = 0; f < F_COUNT; f++)
       cJSON_DeleteItemFromObjectCaseSensitive(root, field_name[f]);
-    e->tree = root;
-    e->raw = NULL;
+    e->tree = root; /* (raw stays: appmsg_header_extra_raw() reads it) */
   }
   return e->tree;
 }
@@ -490,6 +489,56 @@ static cJSON *extra_item(const struct appmsg_header *h, const char *key) {
 const char *appmsg_header_extra_string(const struct appmsg_header *h, const char *key) {
   cJSON *it = extra_item(h, key);
   return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+/* Looks for one key among the members of a received header's text. */
+struct find_raw {
+  const char *key; /* the key looked for */
+  size_t key_len;  /* its length */
+  const char *val; /* the last matching member's value text, with quotes */
+  size_t val_len;  /* its length */
+};
+
+static void find_raw_member(void *ud, const struct appmsg_json_member *m) {
+  struct find_raw *f = ud;
+  if (m->key_escaped) {
+    char tmp[256];
+    if (m->key_len > sizeof tmp || appmsg_json_unescape(m->key, m->key_len, tmp) != f->key_len ||
+        memcmp(tmp, f->key, f->key_len) != 0)
+      return;
+  } else if (m->key_len != f->key_len || memcmp(m->key, f->key, f->key_len) != 0) {
+    return;
+  }
+  int quoted = m->type == APPMSG_JSON_STRING;
+  f->val = m->val - quoted;
+  f->val_len = m->val_len + 2 * (size_t)quoted;
+}
+
+long appmsg_header_extra_raw(const struct appmsg_header *h, const char *key, char *out,
+                             size_t cap) {
+  struct extras *e = h->_extras;
+  if (e == NULL || key == NULL || required_index(key, strlen(key)) >= 0)
+    return -ENOENT;
+  if (e->raw != NULL) {
+    struct find_raw f = {key, strlen(key), NULL, 0};
+    struct appmsg__json_error err;
+    if (f.key_len > 256 || appmsg__json_scan(e->raw, e->raw_len, APPMSG_HEADER_DEPTH_MAX, 1, NULL,
+                                             find_raw_member, &f, &err) != 0)
+      return -ENOENT; /* (the decoder accepted this text, so the scan cannot fail) */
+    if (f.val == NULL)
+      return -ENOENT;
+    if (out)
+      memcpy(out, f.val, f.val_len < cap ? f.val_len : cap);
+    return (long)f.val_len;
+  }
+  char *text = appmsg_header_extra_json(h, key);
+  if (text == NULL)
+    return extra_item(h, key) ? -ENOMEM : -ENOENT;
+  size_t n = strlen(text);
+  if (out)
+    memcpy(out, text, n < cap ? n : cap);
+  free(text);
+  return (long)n;
 }
 
 char *appmsg_header_extra_json(const struct appmsg_header *h, const char *key) {

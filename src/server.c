@@ -225,6 +225,17 @@ void appmsg_server_drain(struct appmsg_server *s) {
       appmsg_conn_close_when_idle(s->by_fd[fd]); /* may end it at once */
 }
 
+long appmsg_server_finish(struct appmsg_server *s, uint32_t timeout_ms) {
+  appmsg_server_drain(s);
+  uint64_t until = appmsg_loop_now(s->loop) + timeout_ms;
+  while (s->count + s->refusing > 0 && appmsg_loop_now(s->loop) < until) {
+    int rc = appmsg_loop_run_once(s->loop, 100);
+    if (rc < 0)
+      return rc;
+  }
+  return (long)s->count;
+}
+
 void appmsg_server_free(struct appmsg_server *s) {
   if (s == NULL)
     return;

@@ -15,6 +15,8 @@
  *   net.h      addresses, listening, connecting, accepting
  *   conn.h     a framed connection on a loop
  *   server.h   a listener serving framed connections
+ *   service.h  a server made of actions: handlers, replies in order
+ *   client.h   calls instead of sockets: pipelined, matched, reconnecting
  */
 #ifndef APPMSG_APPMSG_H
 #define APPMSG_APPMSG_H
@@ -31,6 +33,8 @@
 #include "net.h"
 #include "conn.h"
 #include "server.h"
+#include "service.h"
+#include "client.h"
 
 #ifdef __cplusplus
 extern "C" {

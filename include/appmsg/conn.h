@@ -61,6 +61,34 @@ extern "C" {
 
 struct appmsg_conn;
 
+/* How much a log line matters; lines go to an appmsg_log_fn (service.h,
+ * client.h).  The library itself never prints. */
+enum appmsg_log_level {
+  APPMSG_LOG_ERROR = 0, /* the program cannot do what it was asked (out of memory, a bug) */
+  APPMSG_LOG_WARN = 1,  /* a peer misbehaved or a limit was hit (framing errors, timeouts) */
+  APPMSG_LOG_INFO = 2,  /* notable events (a data store lost, a reconnect) */
+  APPMSG_LOG_DEBUG = 3, /* every connection and request */
+};
+
+/* Receives one log line (no newline; valid only during the call). */
+typedef void (*appmsg_log_fn)(void *ud, enum appmsg_log_level level, const char *line);
+
+/*
+ * Totals that connections add to, when their options point to one: one
+ * struct is usually shared by every connection of a server (one thread
+ * writes it).  Another thread may read a total with appmsg_counter_get().
+ */
+struct appmsg_conn_counters {
+  uint64_t bytes_in;    /* bytes received */
+  uint64_t bytes_out;   /* bytes sent */
+  uint64_t messages_in; /* complete messages received */
+};
+
+/* Reads a counter written by another thread (a relaxed atomic load). */
+static inline uint64_t appmsg_counter_get(const uint64_t *counter) {
+  return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
 struct appmsg_conn_opts {
   struct appmsg_limits limits; /* frame limits (decoder) */
   uint32_t idle_timeout_ms;    /* close a connection idle between frames; 0: never */
@@ -68,6 +96,7 @@ struct appmsg_conn_opts {
   size_t read_pause;           /* stop reading while more output than this is queued */
   size_t max_output;           /* a send beyond this much queued output closes (0: no cap) */
   int raw;                     /* 1: no framing, on_data gets the bytes (guide's multiconn) */
+  struct appmsg_conn_counters *counters; /* totals to add to, or NULL */
 };
 
 /* Fills in the defaults: 1 MiB content, idle 300 s, frame 30 s, pause at 256 KiB, cap 16 MiB. */
@@ -103,11 +132,22 @@ APPMSG_API int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop,
                                const struct appmsg_conn_callbacks *cbs, void *ud);
 
 /*
+ * Wraps a socket whose non-blocking connect is in progress (from
+ * appmsg_connect_addr()); on_connect reports the outcome, within
+ * frame_timeout_ms if that is set.  Owns fd from now on, even when this
+ * fails.  Returns as appmsg_conn_new().  A client that tries every
+ * resolved address in turn is built on this (client.h does so).
+ */
+APPMSG_API int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                                          const struct appmsg_conn_opts *opts,
+                                          const struct appmsg_conn_callbacks *cbs, void *ud);
+
+/*
  * Starts a non-blocking connect to host:port (see net.h for the forms) and
  * wraps it; on_connect reports the outcome.  Returns 0 and *c, or an
  * immediate failure (APPMSG_E_ADDRESS, -ECONNREFUSED ...) with a sentence
- * in err (if not NULL).  Only the first resolved address is tried; use
- * appmsg_connect_timeout() + appmsg_conn_new() to try them all.
+ * in err (if not NULL).  Only the first resolved address is tried; the
+ * client library (client.h) tries them all.
  */
 APPMSG_API int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop,
                                    const char *host, const char *port,
@@ -156,10 +196,33 @@ APPMSG_API void appmsg_conn_close(struct appmsg_conn *c);
  * after that callback). */
 APPMSG_API void appmsg_conn_abort(struct appmsg_conn *c, int reason);
 
-/* Closes when the current frame (if any) has been answered and sent:
- * used to drain a server on SIGTERM.  A raw connection has no frames, so
- * it closes once its queued output is sent. */
+/* Closes when the current frame (if any) has been answered and sent, and
+ * no hold is left: used to drain a server on SIGTERM.  No further frame is
+ * read.  A raw connection has no frames, so it closes once its queued
+ * output is sent. */
 APPMSG_API void appmsg_conn_close_when_idle(struct appmsg_conn *c);
+
+/*
+ * Holds: replies owed.  An owner that answers a message later (after
+ * on_message returned) takes a hold for it and releases it once the reply
+ * is queued.  While holds are taken, a graceful close - the peer's end of
+ * stream, appmsg_conn_close(), a drain, even a framing error - stops
+ * reading at once but waits for the holds before it flushes and closes,
+ * so that late replies still leave; sends stay allowed meanwhile.  The
+ * idle timeout does not run while a hold is taken (the peer is waiting,
+ * not idle).  An abort ignores holds.  Release each hold exactly once;
+ * releasing with none taken does nothing.
+ */
+APPMSG_API void appmsg_conn_hold(struct appmsg_conn *c);
+APPMSG_API void appmsg_conn_release(struct appmsg_conn *c);
+
+/*
+ * Stops (on 0) or resumes (on 1) reading: for an owner with too much work
+ * in hand for this peer.  Messages that had arrived in the same read as
+ * the one after which reading stopped are kept and delivered first when
+ * reading resumes; no message is delivered while stopped.
+ */
+APPMSG_API void appmsg_conn_set_reading(struct appmsg_conn *c, int on);
 
 /*
  * The close hook: fn(c, reason, arg) is called once as the connection

@@ -38,7 +38,8 @@ extern "C" {
   X(TIMEOUT, -20018, "timed out")                                                                  \
   X(CLOSED, -20019, "connection closed")                                                           \
   X(OUTPUT_FULL, -20020, "too many unsent bytes queued")                                           \
-  X(TOO_MANY_CONNS, -20021, "too many connections")
+  X(TOO_MANY_CONNS, -20021, "too many connections")                                                \
+  X(ERROR_REPLY, -20022, "the server answered with an error reply")
 
 /* The band of appmsg's own codes: APPMSG_E_BASE > code > APPMSG_E_BASE-1000. */
 #define APPMSG_E_BASE (-20000)

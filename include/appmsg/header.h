@@ -97,6 +97,18 @@ APPMSG_API const char *appmsg_header_extra_string(const struct appmsg_header *h,
 APPMSG_API char *appmsg_header_extra_json(const struct appmsg_header *h, const char *key);
 
 /*
+ * The value of an extra key as JSON text: for a received header, exactly
+ * the bytes the sender wrote (a string with its quotes and escapes, a
+ * number as written: 1.0 stays 1.0), which is how a server echoes a value
+ * back byte for byte; for a header built here, the compact text of the
+ * value.  Writes at most cap bytes to out (no NUL; out may be NULL with
+ * cap 0 to measure) and returns the full length, or -ENOENT when the key
+ * is absent (or is a required one), or -ENOMEM.
+ */
+APPMSG_API long appmsg_header_extra_raw(const struct appmsg_header *h, const char *key, char *out,
+                                        size_t cap);
+
+/*
  * Adds or replaces an extra key.  json is the value as JSON text (strictly
  * checked, see proto/PROTOCOL.md); _string takes a plain string value.
  * The four required keys cannot be set this way (-EINVAL).  Returns 0,

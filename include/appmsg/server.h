@@ -9,9 +9,7 @@
  *                          NULL, err, sizeof err);
  *   appmsg_loop_stop_on_signals(loop, (int[]){SIGINT, SIGTERM}, 2);
  *   appmsg_loop_run(loop);             // until a signal
- *   appmsg_server_drain(srv);          // stop accepting; finish the replies in flight
- *   while (appmsg_server_conn_count(srv) > 0 && !too_long)
- *     appmsg_loop_run_once(loop, 100);
+ *   appmsg_server_finish(srv, 10000);  // stop accepting; finish the replies in flight
  *   appmsg_server_free(srv);
  *
  * Over the connection limit, a new connection is accepted only to be told
@@ -77,6 +75,14 @@ APPMSG_API size_t appmsg_server_conn_count(const struct appmsg_server *s);
 /* Stops accepting (closes the listener) and asks every connection to close
  * once its current frame is answered and sent.  Idempotent. */
 APPMSG_API void appmsg_server_drain(struct appmsg_server *s);
+
+/*
+ * appmsg_server_drain(), then runs the loop until every connection has
+ * finished or timeout_ms have passed (whatever else the loop watches runs
+ * meanwhile).  Not from a callback.  Returns the connections left (0 when
+ * all finished), or a negative code if the loop failed.
+ */
+APPMSG_API long appmsg_server_finish(struct appmsg_server *s, uint32_t timeout_ms);
 
 /* Aborts the remaining connections (their on_close runs) and frees.  Not
  * from a callback of the server or of its connections. */

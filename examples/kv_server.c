@@ -1,0 +1,145 @@
+/*
+ * kv-server: an in-memory key-value service.  The framework does framing, request order,
+ * errors, limits, timeouts, ping, status and the drain; this file is the store and its actions:
+ *   {"action": "set", "key": K, "value": V}  -> "OK"   (V: any JSON value)
+ *   {"action": "get", "key": K}              -> V, or an error reply NOT_FOUND
+ *   {"action": "delete", "key": K}           -> "OK", or NOT_FOUND
+ *   {"action": "keys"}                       -> ["K1", "K2", ...] (sorted)
+ */
+#include <search.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "appmsg/appmsg.h"
+#include "common.h"
+
+struct item {
+  char *key;   /* the tree is ordered by it */
+  char *value; /* JSON text */
+};
+
+static void *store;                /* a tsearch() tree of struct item */
+static struct appmsg_encoder keys; /* the "keys" reply being built */
+
+static int by_key(const void *a, const void *b) {
+  return strcmp(((const struct item *)a)->key, ((const struct item *)b)->key);
+}
+
+static void free_item(void *p) {
+  struct item *it = p;
+  free(it->key);
+  free(it->value);
+  free(it);
+}
+
+/* The item under the request's "key" string (*key), or NULL: a new key, or the request was
+ * answered (BAD_REQUEST when there is no "key" string, NOT_FOUND when the item must exist). */
+static struct item *lookup(struct appmsg_request *req, const char **key, int must_exist) {
+  if ((*key = appmsg_request_string(req, "key")) == NULL) {
+    appmsg_reply_error(req, "BAD_REQUEST", "the request needs a \"key\" string");
+    return NULL;
+  }
+  struct item probe = {(char *)*key, NULL}, **node = tfind(&probe, &store, by_key);
+  if (node == NULL && must_exist)
+    appmsg_reply_error(req, "NOT_FOUND", "no such key");
+  return node ? *node : NULL;
+}
+
+static void on_set(struct appmsg_request *req, void *ud) {
+  (void)ud;
+  const char *key, *json;
+  size_t len;
+  struct item *it = lookup(req, &key, 0);
+  if (key == NULL)
+    return;
+  if ((json = appmsg_request_json(req, "value", &len)) == NULL) {
+    appmsg_reply_error(req, "BAD_REQUEST", "\"set\" needs a \"value\"");
+    return;
+  }
+  char *value = strndup(json, len);
+  if (value && it == NULL && (it = calloc(1, sizeof *it)) != NULL &&
+      ((it->key = strdup(key)) == NULL || tsearch(it, &store, by_key) == NULL))
+    it = (free_item(it), NULL);
+  if (value == NULL || it == NULL) {
+    free(value);
+    appmsg_reply_error(req, "INTERNAL", "out of memory");
+    return;
+  }
+  free(it->value);
+  it->value = value;
+  appmsg_reply_result(req, "OK");
+}
+
+static void on_get(struct appmsg_request *req, void *ud) {
+  (void)ud;
+  const char *key;
+  struct item *it = lookup(req, &key, 1);
+  if (it)
+    appmsg_reply_json(req, it->value, strlen(it->value));
+}
+
+static void on_delete(struct appmsg_request *req, void *ud) {
+  (void)ud;
+  const char *key;
+  struct item *it = lookup(req, &key, 1);
+  if (it) {
+    tdelete(it, &store, by_key);
+    free_item(it);
+    appmsg_reply_result(req, "OK");
+  }
+}
+
+static void add_key(const void *node, VISIT v, int depth) {
+  (void)depth;
+  if (v != postorder && v != leaf)
+    return; /* in order: each node once */
+  const char *key = (*(const struct item *const *)node)->key;
+  size_t n = strlen(key), q = appmsg_json_quote(key, n, NULL, 0);
+  char *quoted = malloc(q);
+  if (quoted && appmsg_encoder_pending(&keys) > 1)
+    appmsg_encoder_push_raw(&keys, ", ", 2);
+  if (quoted)
+    appmsg_encoder_push_raw(&keys, quoted, appmsg_json_quote(key, n, quoted, q));
+  free(quoted);
+}
+
+static void on_keys(struct appmsg_request *req, void *ud) {
+  (void)ud;
+  size_t n;
+  appmsg_encoder_push_raw(&keys, "[", 1);
+  twalk(store, add_key);
+  appmsg_encoder_push_raw(&keys, "]", 1);
+  const char *json = appmsg_encoder_peek(&keys, &n);
+  if (appmsg_reply_json(req, json, n) != 0)
+    appmsg_reply_error(req, "INTERNAL", "out of memory");
+  appmsg_encoder_cleanup(&keys);
+}
+
+int main(int argc, char **argv) {
+  prog_init(argv[0]);
+  const struct cli cli = {
+      .usage = "[HOST [PORT]]",
+      .about = "An in-memory key-value service: set, get, delete, keys (and ping, status).\n"
+               "It runs on one thread; the data lives as long as the process.",
+      .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
+      .exits = "0  stopped by SIGINT or SIGTERM\n1  could not start\n2  usage error",
+      .opts = (const struct opt[]){{0}}, /* no options but --help and --version */
+  };
+  const char *pos[2], *host, *port;
+  host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
+  struct appmsg_service_opts o;
+  appmsg_service_opts_default(&o);
+  o.log = log_line; /* the library never prints: its log lines go to stderr here */
+  struct appmsg_service *svc = NULL;
+  int status = 1;
+  if (appmsg_service_new(&svc, NULL, &o) || appmsg_service_handle(svc, "set", on_set, NULL) ||
+      appmsg_service_handle(svc, "get", on_get, NULL) ||
+      appmsg_service_handle(svc, "delete", on_delete, NULL) ||
+      appmsg_service_handle(svc, "keys", on_keys, NULL))
+    logf_("cannot start: out of memory");
+  else
+    status = serve(svc, host, port, "key-value store", 10000); /* until SIGINT/SIGTERM */
+  appmsg_service_free(svc);
+  tdestroy(store, free_item);
+  return status;
+}

@@ -1,0 +1,207 @@
+/*
+ * A client: calls instead of sockets.
+ *
+ * A client keeps one connection to a server (host and port as in net.h:
+ * IPv4, IPv6, a host name - every resolved address is tried in turn - or
+ * unix:/path) and turns requests into calls: each call sends one request
+ * and its callback runs once, with the reply or with why there is none.
+ * Many calls may be in flight at once on the connection (pipelined); each
+ * reply is matched to its call in order, and by "request-id" when the
+ * reply carries one.
+ *
+ *   static void on_reply(const struct appmsg_reply *r, void *ud) {
+ *     if (r->status == 0)
+ *       printf("%s\n", r->result);       // {"result": "..."}: the string
+ *     else
+ *       printf("failed: %s\n", r->reason);
+ *   }
+ *   appmsg_client_opts_default(&o);
+ *   appmsg_client_new(&cl, loop, "127.0.0.1", "65432", &o);
+ *   appmsg_client_call(cl, on_reply, NULL, "search", "value", "morpheus", NULL);
+ *   appmsg_loop_run(loop);
+ *
+ * Connecting.  The client connects when made, and again by itself after
+ * the connection is lost or cannot be made: after a delay that doubles
+ * from backoff_min_ms up to backoff_max_ms, with jitter (a random delay
+ * between half and all of it), so that many clients of one server do not
+ * come back in step; never a busy loop.  A connection that works resets
+ * the delay.
+ *
+ * Calls made while the client is not connected wait in a queue of at most
+ * max_queued calls and are sent once it is; with max_queued 0 (or the
+ * queue full) a call fails at once instead.  Calls in flight when the
+ * connection is lost fail with APPMSG_E_CLOSED: the server may or may not
+ * have acted on them, so they are never sent again by the library.
+ *
+ * Every call has a timeout (the client's call_timeout_ms, or its own): it
+ * counts from the call, waiting in the queue included.  A reply that
+ * comes after its call timed out is read and dropped.
+ *
+ * Callbacks.  A call that returns 0 has its callback run exactly once,
+ * later, from the loop - never from inside the call itself - with the
+ * reply or the reason; a call that returns an error never runs it.
+ * appmsg_client_free() runs the callbacks of every call still waiting,
+ * with APPMSG_E_CLOSED.  A callback may make new calls and may free the
+ * client.
+ *
+ * Threads and ownership.  A client belongs to one loop and one thread.
+ * The caller owns the client and frees it; opts must outlive it.  The
+ * reply given to a callback, and everything it points to, is valid only
+ * during the callback.
+ */
+#ifndef APPMSG_CLIENT_H
+#define APPMSG_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "export.h"
+#include "conn.h"
+#include "header.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct appmsg_client;
+
+struct appmsg_client_opts {
+  struct appmsg_conn_opts conn; /* limits and output cap (conn.h); idle/frame timeouts unused */
+  uint32_t connect_timeout_ms;  /* per connect attempt to one address */
+  uint32_t call_timeout_ms;     /* a call's default timeout (0: none) */
+  uint32_t backoff_min_ms;      /* the first delay before connecting again */
+  uint32_t backoff_max_ms;      /* the largest */
+  size_t max_queued;            /* calls waiting while not connected (0: fail at once) */
+  size_t max_in_flight;         /* calls sent and not yet answered (0: no limit) */
+  int reconnect;                /* 0: a lost connection is not made again (calls then fail) */
+  int request_ids;              /* 1: number every request with a "request-id" */
+  appmsg_log_fn log;            /* connection events (NULL: none) */
+  void *log_ud;                 /* handed to log */
+};
+
+/* Defaults: appmsg_conn_opts_default() with 1 GiB content and no
+ * timeouts of its own, connect 5 s, calls 10 s, backoff 100 ms to 5 s,
+ * 1024 queued, no in-flight limit, reconnect on, no request ids. */
+APPMSG_API void appmsg_client_opts_default(struct appmsg_client_opts *o);
+
+/* What a call's callback gets. */
+struct appmsg_reply {
+  int status;                         /* 0, or why there is no usable reply (below) */
+  const char *reason;                 /* a sentence when status != 0 ("timed out after 10 s") */
+  const struct appmsg_header *header; /* the reply's header, or NULL when none came */
+  const void *content;                /* the reply's content ("" when none) */
+  size_t len;                         /* its length */
+  const char *result;                 /* text/json {"result": "..."}: the string, else NULL */
+  const char *result_json;            /* text/json {"result": X}: X as JSON text, else NULL */
+  size_t result_json_len;             /* its length */
+  const char *error;                  /* an error reply's name ("NOT_FOUND"), else NULL */
+};
+/*
+ * status is one of:
+ *   0                    a reply; for an error reply {"result": ..., "error": NAME},
+ *                        status is APPMSG_E_ERROR_REPLY instead, with error = NAME
+ *                        and reason = its result text
+ *   APPMSG_E_ERROR_REPLY the server answered with an error reply (see above)
+ *   APPMSG_E_TIMEOUT     no reply within the call's timeout
+ *   APPMSG_E_CLOSED      the connection was lost with the call in flight, or the
+ *                        client was freed
+ *   a connect error      the queue was not allowed or is full, and the server
+ *                        cannot be reached (-ECONNREFUSED, APPMSG_E_ADDRESS, ...)
+ *   other codes          the reply could not be read (a framing error, -ENOMEM)
+ */
+
+/* A call's callback. */
+typedef void (*appmsg_call_fn)(const struct appmsg_reply *r, void *ud);
+
+/* One request, for appmsg_client_send(). */
+struct appmsg_call {
+  const char *content_type;     /* NULL: "text/json" */
+  const char *content_encoding; /* NULL: "utf-8" for text/json, else "binary" */
+  const void *content;          /* the content (copied) */
+  size_t len;                   /* its length */
+  uint32_t timeout_ms;          /* 0: the client's call_timeout_ms */
+  const char *request_id;       /* a request-id's value as JSON text, or NULL */
+};
+
+/*
+ * Makes a client for host:port and starts connecting (resolving the name
+ * blocks, as getaddrinfo() does).  Returns 0 and *c, or -ENOMEM; an
+ * address that cannot be reached is not an error here: calls report it.
+ */
+APPMSG_API int appmsg_client_new(struct appmsg_client **c, struct appmsg_loop *loop,
+                                 const char *host, const char *port,
+                                 const struct appmsg_client_opts *opts);
+
+/*
+ * Sends a request (queued while not connected).  Returns 0 (cb runs
+ * once, later), or an error with cb never run: -EINVAL (a bad header
+ * field or request-id), APPMSG_E_OUTPUT_FULL (the queue is full),
+ * the last connect error when not connected and no queue is allowed,
+ * or -ENOMEM.
+ */
+APPMSG_API int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call,
+                                  appmsg_call_fn cb, void *ud);
+
+/*
+ * A text/json request {"action": ACTION, KEY: VALUE, ...} built from
+ * string pairs (UTF-8, quoted here), the list ending with NULL:
+ *   appmsg_client_call(c, cb, ud, "search", "value", "morpheus", NULL);
+ * Returns as appmsg_client_send().
+ */
+APPMSG_API int appmsg_client_call(struct appmsg_client *c, appmsg_call_fn cb, void *ud,
+                                  const char *action, ...);
+
+/* Whether the client is connected now. */
+APPMSG_API int appmsg_client_connected(const struct appmsg_client *c);
+
+/* Calls waiting: queued and in flight. */
+APPMSG_API size_t appmsg_client_pending(const struct appmsg_client *c);
+
+/* Connections made so far (1 after the first, more after reconnects). */
+APPMSG_API uint64_t appmsg_client_connects(const struct appmsg_client *c);
+
+/* Frees the client: the callbacks of calls still waiting run first, with
+ * APPMSG_E_CLOSED.  May be called from a callback.  NULL is fine. */
+APPMSG_API void appmsg_client_free(struct appmsg_client *c);
+
+/* ---- one question, one answer ------------------------------------------ */
+
+/* What appmsg_ask() hands back; everything in it is owned by it. */
+struct appmsg_answer {
+  int status;         /* as appmsg_reply.status */
+  char *reason;       /* as appmsg_reply.reason, or NULL */
+  char *content_type; /* the reply's, or NULL */
+  char *content;      /* the reply's content, NUL-terminated for convenience */
+  size_t len;         /* its length */
+  char *result;       /* as appmsg_reply.result, or NULL */
+  char *result_json;  /* as appmsg_reply.result_json, NUL-terminated, or NULL */
+  char *error;        /* as appmsg_reply.error, or NULL */
+};
+
+/*
+ * The blocking convenience for small programs: connects to host:port,
+ * sends the request of appmsg_client_call() (string pairs ending with
+ * NULL), waits at most timeout_ms for the answer, closes, and fills in
+ * *a (release it with appmsg_answer_cleanup()).  Runs a loop of its own;
+ * do not call it from a callback.  Returns a->status.
+ *
+ *   struct appmsg_answer a;
+ *   if (appmsg_ask("127.0.0.1", "65432", 5000, &a, "search", "value", "ring", NULL) == 0)
+ *     puts(a.result);
+ *   appmsg_answer_cleanup(&a);
+ */
+APPMSG_API int appmsg_ask(const char *host, const char *port, uint32_t timeout_ms,
+                          struct appmsg_answer *a, const char *action, ...);
+
+/* appmsg_ask() for any request (binary ones too). */
+APPMSG_API int appmsg_ask_call(const char *host, const char *port, uint32_t timeout_ms,
+                               const struct appmsg_call *call, struct appmsg_answer *a);
+
+/* Frees what an answer holds and zeroes it.  Safe on a zeroed answer. */
+APPMSG_API void appmsg_answer_cleanup(struct appmsg_answer *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,282 @@
+/*
+ * A service: a server made of actions.
+ *
+ * A service is a server (server.h: listener, connection limit, timeouts,
+ * output cap, drain) that reads every request, hands it to a handler and
+ * sends the replies back in request order.  A request is either
+ *   - text/json content shaped {"action": NAME, ...} (the guide's request
+ *     form): it goes to the handler registered for NAME, or to the
+ *     unknown-action handler, which by default answers with the guide's
+ *     wording {"result": "Error: invalid action 'NAME'."}; or
+ *   - any other content type (the guide's binary requests): it goes to the
+ *     binary handler.
+ *
+ *   static void on_get(struct appmsg_request *req, void *ud) {
+ *     const char *key = appmsg_request_string(req, "key");
+ *     const char *value = key ? lookup(ud, key) : NULL;
+ *     if (value)
+ *       appmsg_reply_result(req, value);                    // {"result": "..."}
+ *     else
+ *       appmsg_reply_error(req, "NOT_FOUND", "no such key"); // an error reply
+ *   }
+ *
+ *   struct appmsg_service_opts o;
+ *   appmsg_service_opts_default(&o);
+ *   appmsg_service_new(&svc, NULL, &o);      // NULL: on a loop of its own
+ *   appmsg_service_handle(svc, "get", on_get, table);
+ *   appmsg_service_listen(svc, "127.0.0.1", "65432", err, sizeof err);
+ *   appmsg_service_run(svc, 10000);      // until SIGINT/SIGTERM, then drain
+ *   appmsg_service_free(svc);
+ *
+ * Checks before any handler runs.  text/json content must be in utf-8 and
+ * be valid JSON (else a CONTENT_UTF8 / CONTENT_JSON error reply with the
+ * offset into the content); it must be an object with a string "action"
+ * (else BAD_REQUEST).  Framing errors (PROTOCOL.md) get their error reply
+ * and end the connection, as with a plain server.  In every case the
+ * connection goes on after a content or request error.
+ *
+ * Replies.  A handler answers with one of the appmsg_reply_*() functions:
+ * a result (a string, or any JSON value), an error reply with a name, or
+ * content of any type.  It may answer at once or later - after a timer or
+ * a call to another system: a request that is not answered when its
+ * handler returns stays owed, and the request pointer stays valid until
+ * the one reply is made.  Replies leave each connection in request order,
+ * even when a later request is answered first (the earlier one's reply is
+ * waited for).  A request not answered within the service's deadline gets
+ * a TIMEOUT error reply in its place; the handler's reply, when it comes,
+ * is then dropped (and logged).  If the connection closes first, the reply
+ * is dropped too.  Either way the reply call is safe, logs, returns
+ * APPMSG_E_CLOSED and frees the request.  A second reply to a request
+ * still inside its handler is refused with -EALREADY (and logged).
+ * Every request must be answered exactly once; after a reply made outside
+ * the handler the pointer is gone.  While a connection owes more than
+ * max_pending replies, its further requests are not read.
+ *
+ * Request ids (PROTOCOL.md).  When a request's header carries the extra
+ * key "request-id" (any JSON value), its reply's header carries
+ * "request-id" with the same value, byte for byte as the requester wrote
+ * it.  Error replies to content and request errors carry it too; replies to
+ * framing errors cannot (the header may be unreadable).
+ *
+ * Built-in actions (APPMSG_BUILTIN_*, switched on by default; a handler
+ * registered under the same name replaces one):
+ *   {"action": "ping"}   -> {"result": "pong"}
+ *   {"action": "status"} -> {"result": {"version": ..., "uptime_s": ...,
+ *     "connections": ..., "connections_total": ..., "requests": ...,
+ *     "replies": ..., "pending": ..., "errors": {NAME: count, ...},
+ *     "bytes_in": ..., "bytes_out": ...}} plus the members a status hook
+ *     adds.  "errors" counts every error reply sent by name (the guide's
+ *     invalid-action reply, which has no name, as INVALID_ACTION).
+ *
+ * Threads and ownership.  A service belongs to one loop and one thread;
+ * nothing here is thread-safe, and every handler runs on the loop's
+ * thread.  The caller owns the service (appmsg_service_free()); the service
+ * owns its connections and requests.  opts must outlive the service.
+ * The library never prints: log lines go to opts.log.
+ */
+#ifndef APPMSG_SERVICE_H
+#define APPMSG_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "export.h"
+#include "conn.h"
+#include "json.h"
+#include "loop.h"
+#include "server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct appmsg_service;
+struct appmsg_request;
+
+/* A request handler: answer req now or later (see above).  ud is the
+ * pointer given when the handler was registered. */
+typedef void (*appmsg_handler_fn)(struct appmsg_request *req, void *ud);
+
+/* Built-in actions, for appmsg_service_opts.builtins. */
+#define APPMSG_BUILTIN_PING 0x1u   /* {"action": "ping"} -> {"result": "pong"} */
+#define APPMSG_BUILTIN_STATUS 0x2u /* {"action": "status"} -> the counters */
+
+struct appmsg_service_opts {
+  struct appmsg_server_opts server; /* listener and connection options (server.h) */
+  uint32_t deadline_ms;             /* a request owed this long gets a TIMEOUT reply (0: never) */
+  uint32_t max_pending;             /* replies owed per connection before reading pauses */
+  unsigned builtins;                /* APPMSG_BUILTIN_* to switch on */
+  appmsg_log_fn log;                /* where log lines go (NULL: nowhere) */
+  void *log_ud;                     /* handed to log */
+  enum appmsg_log_level log_level;  /* lines less important than this are not made */
+};
+
+/* Defaults: appmsg_server_opts_default(), deadline 30 s, 1024 pending,
+ * ping and status on, no log, level INFO. */
+APPMSG_API void appmsg_service_opts_default(struct appmsg_service_opts *o);
+
+/* Makes a service on loop - or, when loop is NULL, on a loop of its own
+ * (APPMSG_LOOP_DEFAULT, freed with the service; see appmsg_service_loop()).
+ * It serves once appmsg_service_listen() is called.  Returns 0 and *s,
+ * -ENOMEM, or the loop's error. */
+APPMSG_API int appmsg_service_new(struct appmsg_service **s, struct appmsg_loop *loop,
+                                  const struct appmsg_service_opts *opts);
+
+/*
+ * Registers fn for requests whose "action" is action (a UTF-8 string;
+ * copied), replacing any handler or built-in of that name; fn NULL
+ * removes it (a built-in too: the action then counts as unknown).
+ * Returns 0, -EINVAL or -ENOMEM.
+ */
+APPMSG_API int appmsg_service_handle(struct appmsg_service *s, const char *action,
+                                     appmsg_handler_fn fn, void *ud);
+
+/* The handler for requests of any content type but text/json (NULL: they
+ * get a BAD_REQUEST error reply). */
+APPMSG_API void appmsg_service_handle_binary(struct appmsg_service *s, appmsg_handler_fn fn,
+                                             void *ud);
+
+/* The handler for actions nobody registered (NULL: the guide's reply,
+ * {"result": "Error: invalid action 'NAME'."}). */
+APPMSG_API void appmsg_service_handle_unknown(struct appmsg_service *s, appmsg_handler_fn fn,
+                                              void *ud);
+
+/*
+ * A status hook: fn writes extra members for the status reply - JSON text
+ * such as "\"store\": {\"connected\": true}" (no braces, no leading
+ * comma) - into out, at most cap bytes, and returns the full length (it is
+ * called again with more room when that is above cap).  NULL removes it.
+ */
+typedef size_t (*appmsg_status_fn)(void *ud, char *out, size_t cap);
+APPMSG_API void appmsg_service_status_hook(struct appmsg_service *s, appmsg_status_fn fn, void *ud);
+
+/* Listens on host:port (net.h forms; "0" picks a free port) and serves.
+ * Once per service.  Returns 0, or a negative code with a sentence in err. */
+APPMSG_API int appmsg_service_listen(struct appmsg_service *s, const char *host, const char *port,
+                                     char *err, size_t errlen);
+
+/* The listening address as text ("127.0.0.1:65432"; thread buffer), or "?". */
+APPMSG_API const char *appmsg_service_address(const struct appmsg_service *s);
+
+/* The loop the service runs on. */
+APPMSG_API struct appmsg_loop *appmsg_service_loop(const struct appmsg_service *s);
+
+/* The server underneath (its connection count, its descriptor), or NULL
+ * before appmsg_service_listen(). */
+APPMSG_API struct appmsg_server *appmsg_service_server(struct appmsg_service *s);
+
+/* Stops accepting and closes every connection once it owes nothing and its
+ * current frame is answered.  Idempotent. */
+APPMSG_API void appmsg_service_drain(struct appmsg_service *s);
+
+/*
+ * Runs the loop until SIGINT or SIGTERM (which it handles meanwhile), then
+ * drains: no new connections, the replies in flight are finished, for at
+ * most drain_ms.  A second signal during the drain ends the process as
+ * usual.  Returns the signal that stopped it, or a negative code if the
+ * loop failed.
+ */
+APPMSG_API int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms);
+
+/* Frees the service: open connections are aborted, owed requests freed
+ * (their pointers die with it).  Not from a handler.  NULL is fine. */
+APPMSG_API void appmsg_service_free(struct appmsg_service *s);
+
+/* The counters, as the status action reports them. */
+struct appmsg_service_stats {
+  uint64_t uptime_ms;         /* since appmsg_service_new() */
+  uint64_t connections;       /* open now */
+  uint64_t connections_total; /* accepted since the start (refused ones not counted) */
+  uint64_t requests;          /* complete requests received */
+  uint64_t replies;           /* replies sent (error replies included) */
+  uint64_t errors;            /* error replies sent, all names together */
+  uint64_t pending;           /* requests owed a reply now */
+  uint64_t bytes_in;          /* bytes received */
+  uint64_t bytes_out;         /* bytes sent */
+};
+APPMSG_API void appmsg_service_stats(const struct appmsg_service *s,
+                                     struct appmsg_service_stats *out);
+
+/* How many error replies named name were sent (0 if none). */
+APPMSG_API uint64_t appmsg_service_error_count(const struct appmsg_service *s, const char *name);
+
+/* ---- inside a handler: the request ------------------------------------ */
+
+/* The action (unescaped, NUL-terminated), or NULL for a binary request. */
+APPMSG_API const char *appmsg_request_action(const struct appmsg_request *r);
+
+/* The request's header: content type, encoding, extra keys (header.h). */
+APPMSG_API const struct appmsg_header *appmsg_request_header(const struct appmsg_request *r);
+
+/* The content and its length (never NULL). */
+APPMSG_API const void *appmsg_request_content(const struct appmsg_request *r, size_t *len);
+
+/* The peer as text ("127.0.0.1:5555"; thread buffer, next call overwrites). */
+APPMSG_API const char *appmsg_request_peer(const struct appmsg_request *r);
+
+/*
+ * A member of a text/json request object, read by the strict scanner
+ * without building a tree (the last one when a key repeats, as Python
+ * reads it): 0 and *m (spans into the content), or -ENOENT.
+ */
+APPMSG_API int appmsg_request_member(const struct appmsg_request *r, const char *key,
+                                     struct appmsg_json_member *m);
+
+/* A member's value as JSON text, exactly as the request wrote it (a string
+ * with its quotes), and its length in *len; NULL when it is absent.
+ * Borrowed: valid as long as the request. */
+APPMSG_API const char *appmsg_request_json(const struct appmsg_request *r, const char *key,
+                                           size_t *len);
+
+/* A string member, unescaped and NUL-terminated, or NULL when it is absent
+ * or not a string (or memory ran out).  Owned by the request. */
+APPMSG_API const char *appmsg_request_string(struct appmsg_request *r, const char *key);
+
+/* An integer member (written as an integer that fits in long long): 0 and
+ * *v, or -ENOENT (absent), -EINVAL (another type or form), -ERANGE. */
+APPMSG_API int appmsg_request_int(const struct appmsg_request *r, const char *key, long long *v);
+
+/*
+ * Whether a reply made now would reach the peer: 1 while the connection
+ * is open and the deadline has not passed, else 0 - so a handler working
+ * later can stop early.
+ */
+APPMSG_API int appmsg_request_alive(const struct appmsg_request *r);
+
+/* The service a request belongs to. */
+APPMSG_API struct appmsg_service *appmsg_request_service(const struct appmsg_request *r);
+
+/* ---- replies: exactly one per request --------------------------------- */
+
+/*
+ * Each reply function returns 0 when the reply is sent (or queued behind
+ * earlier ones); -EINVAL for bad input (nothing is sent, the request is
+ * still owed); -EALREADY when the request was answered already (only
+ * possible inside its handler); APPMSG_E_CLOSED when the connection is
+ * gone or the deadline passed (the reply is dropped, the request freed);
+ * or -ENOMEM.
+ */
+
+/* {"result": "TEXT"}: text is UTF-8 (quoted as Python's json.dumps does). */
+APPMSG_API int appmsg_reply_result(struct appmsg_request *r, const char *text);
+
+/* {"result": JSON}: json is any JSON value as text, strictly checked. */
+APPMSG_API int appmsg_reply_json(struct appmsg_request *r, const char *json, size_t len);
+
+/*
+ * An error reply, {"result": "Error: REASON.", "error": "NAME"}: name is
+ * 1 to 64 characters of A-Z, 0-9 and '_' (the library's names, such as
+ * BAD_REQUEST, TIMEOUT, UNAVAILABLE, INTERNAL, or the application's own,
+ * such as NOT_FOUND); reason is UTF-8 text (a full stop is added).
+ */
+APPMSG_API int appmsg_reply_error(struct appmsg_request *r, const char *name, const char *reason);
+
+/* Content of any type: content_type and encoding are UTF-8 strings
+ * ("binary/custom-server-binary-type", "binary"). */
+APPMSG_API int appmsg_reply_content(struct appmsg_request *r, const char *content_type,
+                                    const char *content_encoding, const void *content, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

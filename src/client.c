@@ -1,0 +1,956 @@
+/*
+ * The client library (see include/appmsg/client.h).
+ *
+ * Calls live in three places: the queue (not sent yet: not connected, or
+ * over max_in_flight), the in-flight list (sent, in the order the replies
+ * will come) and the free list.  A call that times out while in flight
+ * stays in the in-flight list without its callback, as a placeholder, so
+ * that the replies after it still match their calls.
+ *
+ * Timeouts cost no timer per call: each call keeps its deadline, and one
+ * timer per client is armed for the earliest known.  When it fires, the
+ * calls whose time is up fail and the timer is armed again for the
+ * earliest left; a call that ends earlier costs nothing (at high rates,
+ * arming and stopping a timer per call was most of the library's cost).
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "appmsg/client.h"
+#include "internal.h"
+
+struct call {
+  struct appmsg_client *cl; /* its client */
+  struct call *next;        /* in the queue, the in-flight list or the free list */
+  appmsg_call_fn cb;        /* NULL once it has been answered (a placeholder) */
+  void *ud;                 /* handed to cb */
+  uint64_t deadline;        /* loop time its timeout ends (0: none) */
+  unsigned char *frame;     /* its frame while queued (allocated) */
+  size_t frame_len;         /* ... */
+  char rid[32];             /* the request-id it was sent with, as JSON text */
+  size_t rid_len;           /* 0: none (or longer than rid: not matched by id) */
+};
+
+enum state {
+  S_CONNECTING, /* an attempt is under way */
+  S_UP,         /* connected */
+  S_WAITING,    /* waiting to try again (backoff) */
+  S_DOWN,       /* not trying any more (reconnect off) */
+};
+
+struct list {
+  struct call *head, *tail;
+  size_t n;
+};
+
+struct appmsg_client {
+  struct appmsg_loop *loop;
+  const struct appmsg_client_opts *opts;
+  struct appmsg_conn_opts copts; /* opts->conn as the connection uses it */
+  char *host, *port;             /* where to */
+  char where[APPMSG_ADDRSTRLEN]; /* "host:port" for messages */
+  enum state state;
+  struct appmsg_conn *conn;     /* while connecting or up */
+  struct addrinfo *ai_list;     /* the addresses of this attempt */
+  struct addrinfo *ai_next;     /* the next one to try */
+  int unix_tried;               /* a Unix path: tried in this attempt */
+  struct appmsg_timer retry;    /* backoff, and the connect timeout */
+  struct appmsg_timer timeouts; /* armed for the earliest call deadline */
+  uint64_t timeouts_due;        /* when */
+  uint32_t backoff;             /* the next delay, before jitter */
+  int last_err;                 /* why the last attempt failed */
+  char last_reason[APPMSG_NET_ERRLEN];
+  struct list queue, flight;    /* see above */
+  struct call *free_calls;      /* pooled */
+  struct appmsg_prepared *json; /* text/json, utf-8 */
+  uint64_t next_id;             /* automatic request ids */
+  uint64_t connects;            /* connections made */
+  uint64_t rng;                 /* jitter */
+  unsigned busy;                /* inside the client's own handlers */
+  int freeing;                  /* appmsg_client_free() called while busy */
+};
+
+/* ---- small things ------------------------------------------------------ */
+
+static void cl_log(const struct appmsg_client *c, enum appmsg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void cl_log(const struct appmsg_client *c, enum appmsg_log_level level, const char *fmt,
+                   ...) {
+  if (c->opts->log == NULL)
+    return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  c->opts->log(c->opts->log_ud, level, line);
+}
+
+static void push(struct list *l, struct call *k) {
+  k->next = NULL;
+  if (l->tail)
+    l->tail->next = k;
+  else
+    l->head = k;
+  l->tail = k;
+  l->n++;
+}
+
+static struct call *pop(struct list *l) {
+  struct call *k = l->head;
+  if (k) {
+    l->head = k->next;
+    if (l->head == NULL)
+      l->tail = NULL;
+    l->n--;
+    k->next = NULL;
+  }
+  return k;
+}
+
+/* Takes k out of l, wherever it is (O(n); for timeouts and id matches). */
+static void unlink_call(struct list *l, struct call *k) {
+  struct call *prev = NULL;
+  for (struct call *x = l->head; x; prev = x, x = x->next) {
+    if (x != k)
+      continue;
+    if (prev)
+      prev->next = x->next;
+    else
+      l->head = x->next;
+    if (l->tail == x)
+      l->tail = prev;
+    l->n--;
+    x->next = NULL;
+    return;
+  }
+}
+
+static void call_put(struct appmsg_client *c, struct call *k) {
+  free(k->frame);
+  memset(k, 0, sizeof *k);
+  k->next = c->free_calls;
+  c->free_calls = k;
+}
+
+/* Runs k's callback (once) with a reply that is not one. */
+static void fail_call(struct appmsg_client *c, struct call *k, int status, const char *reason) {
+  appmsg_call_fn cb = k->cb;
+  k->cb = NULL;
+  (void)c;
+  if (cb) {
+    struct appmsg_reply r = {.status = status, .reason = reason, .content = ""};
+    cb(&r, k->ud);
+  }
+}
+
+static uint64_t next_random(struct appmsg_client *c) {
+  c->rng ^= c->rng << 13; /* xorshift64: jitter needs no more */
+  c->rng ^= c->rng >> 7;
+  c->rng ^= c->rng << 17;
+  return c->rng;
+}
+
+static void really_free(struct appmsg_client *c);
+
+/* The client's handlers run "busy": a free asked for inside them waits
+ * for the outermost one to return. */
+static void enter(struct appmsg_client *c) {
+  c->busy++;
+}
+
+/* Returns 1 when the client was freed. */
+static int leave(struct appmsg_client *c) {
+  if (--c->busy == 0 && c->freeing) {
+    really_free(c);
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+static void send_queued(struct appmsg_client *c);
+
+/* Writes k's frame to the connection and moves it in flight. */
+static int transmit(struct appmsg_client *c, struct call *k) {
+  int rc = appmsg_conn_send_raw(c->conn, k->frame, k->frame_len);
+  free(k->frame);
+  k->frame = NULL;
+  push(&c->flight, k);
+  return rc;
+}
+
+/* Whether a call made now may go out at once. */
+static int may_send_now(const struct appmsg_client *c) {
+  return c->state == S_UP && c->queue.n == 0 &&
+         (c->opts->max_in_flight == 0 || c->flight.n < c->opts->max_in_flight);
+}
+
+/* Sends queued calls while the connection and max_in_flight allow. */
+static void send_queued(struct appmsg_client *c) {
+  while (c->state == S_UP && c->queue.head &&
+         (c->opts->max_in_flight == 0 || c->flight.n < c->opts->max_in_flight))
+    if (transmit(c, pop(&c->queue)) != 0)
+      break; /* the connection is ending: its close fails what is in flight */
+}
+
+/* Arms the timeouts timer for a deadline if it is the earliest known. */
+static void arm_timeouts(struct appmsg_client *c, uint64_t deadline) {
+  if (appmsg_timer_active(&c->timeouts) && c->timeouts_due <= deadline)
+    return;
+  uint64_t now = appmsg_loop_now(c->loop);
+  if (appmsg_timer_start(c->loop, &c->timeouts, deadline > now ? deadline - now : 0, 0) == 0)
+    c->timeouts_due = deadline;
+}
+
+/* Takes the calls whose deadline has passed off the queue, into due. */
+static void take_due(struct list *q, uint64_t now, struct list *due) {
+  struct call *prev = NULL;
+  for (struct call *k = q->head, *nk; k; k = nk) {
+    nk = k->next;
+    if (!(k->deadline && k->deadline <= now)) {
+      prev = k;
+      continue;
+    }
+    if (prev)
+      prev->next = nk;
+    else
+      q->head = nk;
+    if (q->tail == k)
+      q->tail = prev;
+    q->n--;
+    push(due, k);
+  }
+}
+
+static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)t;
+  struct appmsg_client *c = ud;
+  uint64_t now = appmsg_loop_now(loop), next = 0;
+  enter(c);
+  /* The queue's calls whose time is up are taken off it first (callbacks may make calls). */
+  struct list due = {0};
+  take_due(&c->queue, now, &due);
+  char reason[APPMSG_ADDRSTRLEN + 32];
+  snprintf(reason, sizeof reason, "no reply from %s in time", c->where);
+  struct call *k;
+  while ((k = pop(&due)) != NULL) { /* never sent */
+    fail_call(c, k, APPMSG_E_TIMEOUT, reason);
+    call_put(c, k);
+  }
+  /* In flight, a late call stays as a placeholder.  Callbacks only append to this list
+   * (nothing is taken off it outside the client's own handlers), so walking it is safe. */
+  for (k = c->flight.head; k; k = k->next)
+    if (k->cb && k->deadline && k->deadline <= now)
+      fail_call(c, k, APPMSG_E_TIMEOUT, reason);
+  if (!c->freeing) {
+    for (int w = 0; w < 2; w++)
+      for (k = w ? c->flight.head : c->queue.head; k; k = k->next)
+        if (k->cb && k->deadline && (next == 0 || k->deadline < next))
+          next = k->deadline;
+    if (next)
+      arm_timeouts(c, next);
+  }
+  leave(c);
+}
+
+/* Writes the frame of a call (header with its request-id, content) into
+ * e, or straight into the connection's output when e is NULL. */
+static int build_frame(struct appmsg_client *c, struct call *k, const struct appmsg_call *call,
+                       struct appmsg_encoder *e) {
+  char extra[64 + sizeof k->rid];
+  size_t extra_len = 0;
+  const char *rid = call->request_id;
+  char auto_id[24];
+  if (rid == NULL && c->opts->request_ids) {
+    snprintf(auto_id, sizeof auto_id, "%llu", (unsigned long long)++c->next_id);
+    rid = auto_id;
+  }
+  const char *type = call->content_type ? call->content_type : "text/json";
+  int is_json = strcmp(type, "text/json") == 0;
+  const char *enc = call->content_encoding ? call->content_encoding : is_json ? "utf-8" : "binary";
+  if (rid && strlen(rid) < sizeof k->rid) {
+    memcpy(k->rid, rid, strlen(rid));
+    k->rid_len = strlen(rid);
+  }
+  if (is_json && call->content_encoding == NULL && (rid == NULL || k->rid_len > 0)) {
+    if (rid) {
+      if (appmsg_json_check(rid, k->rid_len, APPMSG_HEADER_DEPTH_MAX - 1, NULL, NULL) != 0)
+        return -EINVAL;
+      extra_len =
+          (size_t)snprintf(extra, sizeof extra, ", \"request-id\": %.*s", (int)k->rid_len, k->rid);
+    }
+    if (e == NULL)
+      return appmsg__conn_send_prepared_ex(c->conn, c->json, extra, extra_len, call->content,
+                                           call->len);
+    return appmsg__encoder_push_prepared(e, c->json, extra, extra_len, call->content, call->len);
+  }
+  /* The general path: any type, any request-id. */
+  struct appmsg_header h;
+  appmsg_header_init(&h);
+  int rc = appmsg_header_set(&h, type, enc);
+  if (rc == 0 && rid)
+    rc = appmsg_header_set_extra_json(&h, "request-id", rid);
+  if (rc == 0)
+    rc = e ? appmsg_encoder_push(e, &h, call->content, call->len)
+           : appmsg_conn_send(c->conn, &h, call->content, call->len);
+  appmsg_header_cleanup(&h);
+  return rc < 0 && rc != -ENOMEM ? -EINVAL : rc;
+}
+
+int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, appmsg_call_fn cb,
+                       void *ud) {
+  if (cb == NULL || call == NULL || (call->content == NULL && call->len > 0) || c->freeing)
+    return -EINVAL;
+  int now = may_send_now(c);
+  if (!now) {
+    if (c->state == S_DOWN || (c->state == S_WAITING && c->opts->max_queued == 0))
+      return c->last_err ? c->last_err : APPMSG_E_CLOSED;
+    if (c->queue.n >= c->opts->max_queued && c->state != S_UP)
+      return APPMSG_E_OUTPUT_FULL;
+  }
+  struct call *k = c->free_calls;
+  if (k)
+    c->free_calls = k->next;
+  else if ((k = calloc(1, sizeof *k)) == NULL)
+    return -ENOMEM;
+  memset(k, 0, sizeof *k);
+  k->cl = c;
+  k->cb = cb;
+  k->ud = ud;
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  int rc;
+  if (now) { /* straight into the connection's output: no copy of our own */
+    appmsg__conn_enter(c->conn);
+    rc = build_frame(c, k, call, NULL);
+    if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL)
+      rc = 0; /* the connection is ending: its close fails the call */
+    if (rc == 0)
+      push(&c->flight, k);
+  } else {
+    rc = build_frame(c, k, call, &e);
+    if (rc == 0) {
+      size_t n;
+      const void *p = appmsg_encoder_peek(&e, &n);
+      k->frame = malloc(n ? n : 1);
+      rc = k->frame ? 0 : -ENOMEM;
+      if (rc == 0) {
+        memcpy(k->frame, p, n);
+        k->frame_len = n;
+        push(&c->queue, k);
+      }
+    }
+    appmsg_encoder_cleanup(&e);
+  }
+  if (rc) {
+    if (now)
+      appmsg__conn_leave(c->conn);
+    call_put(c, k);
+    return rc;
+  }
+  uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
+  if (t) {
+    k->deadline = appmsg_loop_now(c->loop) + t;
+    arm_timeouts(c, k->deadline);
+  }
+  if (now)
+    appmsg__conn_leave(c->conn); /* writes; a failure ends the connection later */
+  return 0;
+}
+
+/* A request's content, on the stack while it is small. */
+struct body {
+  char *p;
+  size_t len, cap;
+  char stack[512];
+};
+
+/* Makes room for n more bytes. */
+static int body_room(struct body *b, size_t n) {
+  if (b->cap - b->len >= n)
+    return 0;
+  size_t cap = 2 * b->cap + n;
+  char *np = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+  if (np == NULL)
+    return -ENOMEM;
+  if (b->p == b->stack)
+    memcpy(np, b->stack, b->len);
+  b->p = np;
+  b->cap = cap;
+  return 0;
+}
+
+static int body_add(struct body *b, const char *s, size_t n) {
+  int rc = body_room(b, n);
+  if (rc == 0) {
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+  }
+  return rc;
+}
+
+/* Appends s quoted as a JSON string. */
+static int body_quoted(struct body *b, const char *s) {
+  size_t n = strlen(s);
+  if (appmsg_utf8_check(s, n) != n)
+    return -EINVAL;
+  size_t q = appmsg_json_quote(s, n, b->p + b->len, b->cap - b->len);
+  if (q > b->cap - b->len) { /* it did not fit: quote again with room */
+    int rc = body_room(b, q);
+    if (rc)
+      return rc;
+    appmsg_json_quote(s, n, b->p + b->len, q);
+  }
+  b->len += q;
+  return 0;
+}
+
+static int call_va(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const char *action,
+                   va_list ap) {
+  struct body b;
+  b.p = b.stack;
+  b.len = 0;
+  b.cap = sizeof b.stack;
+  int rc = body_add(&b, "{\"action\": ", 11);
+  if (rc == 0)
+    rc = action ? body_quoted(&b, action) : -EINVAL;
+  for (const char *key; rc == 0 && (key = va_arg(ap, const char *)) != NULL;) {
+    const char *value = va_arg(ap, const char *);
+    rc = value ? body_add(&b, ", ", 2) : -EINVAL;
+    if (rc == 0)
+      rc = body_quoted(&b, key);
+    if (rc == 0)
+      rc = body_add(&b, ": ", 2);
+    if (rc == 0)
+      rc = body_quoted(&b, value);
+  }
+  if (rc == 0)
+    rc = body_add(&b, "}", 1);
+  if (rc == 0) {
+    struct appmsg_call call = {0};
+    call.content = b.p;
+    call.len = b.len;
+    rc = appmsg_client_send(c, &call, cb, ud);
+  }
+  if (b.p != b.stack)
+    free(b.p);
+  return rc;
+}
+
+int appmsg_client_call(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const char *action,
+                       ...) {
+  va_list ap;
+  va_start(ap, action);
+  int rc = call_va(c, cb, ud, action, ap);
+  va_end(ap);
+  return rc;
+}
+
+/* ---- replies ----------------------------------------------------------------- */
+
+/* What a text/json reply says: "result" and "error", last ones winning. */
+struct reply_members {
+  struct appmsg_json_member result, error;
+  int has_result, has_error;
+};
+
+static int key_eq(const struct appmsg_json_member *m, const char *key, size_t n) {
+  if (!m->key_escaped)
+    return m->key_len == n && memcmp(m->key, key, n) == 0;
+  char tmp[32];
+  return m->key_len <= sizeof tmp && appmsg_json_unescape(m->key, m->key_len, tmp) == n &&
+         memcmp(tmp, key, n) == 0;
+}
+
+static void reply_member(void *ud, const struct appmsg_json_member *m) {
+  struct reply_members *r = ud;
+  if (key_eq(m, "result", 6)) {
+    r->result = *m;
+    r->has_result = 1;
+  } else if (key_eq(m, "error", 5)) {
+    r->error = *m;
+    r->has_error = 1;
+  }
+}
+
+/* The length of TEXT when content is exactly {"result": "TEXT"}, TEXT
+ * holding no backslash, quote or control character and being valid UTF-8
+ * (so that it needs no unescaping); else 0 and the general path. */
+static size_t plain_result(const void *content, size_t len) {
+  static const char head[] = "{\"result\": \"";
+  const unsigned char *p = content;
+  if (len < sizeof head + 1 || memcmp(p, head, sizeof head - 1) != 0 || p[len - 2] != '"' ||
+      p[len - 1] != '}')
+    return 0;
+  size_t n = len - (sizeof head - 1) - 2;
+  const unsigned char *t = p + sizeof head - 1;
+  for (size_t i = 0; i < n; i++)
+    if (t[i] == '"' || t[i] == '\\' || t[i] < 0x20)
+      return 0;
+  return appmsg_utf8_check(t, n) == n ? n : 0;
+}
+
+/* Which call a reply answers: the one whose request-id it carries, else
+ * the oldest in flight. */
+static struct call *match(struct appmsg_client *c, const struct appmsg_header *h) {
+  if (h->_extras && c->flight.head) {
+    char rid[sizeof c->flight.head->rid];
+    long n = appmsg_header_extra_raw(h, "request-id", rid, sizeof rid);
+    if (n > 0 && (size_t)n <= sizeof rid)
+      for (struct call *k = c->flight.head; k; k = k->next)
+        if (k->rid_len == (size_t)n && memcmp(k->rid, rid, (size_t)n) == 0) {
+          unlink_call(&c->flight, k);
+          return k;
+        }
+  }
+  return pop(&c->flight);
+}
+
+static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, const void *content,
+                       size_t len, void *ud) {
+  (void)conn;
+  struct appmsg_client *c = ud;
+  if (c == NULL)
+    return; /* the client is gone */
+  struct call *k = match(c, h);
+  if (k == NULL) {
+    cl_log(c, APPMSG_LOG_WARN, "%s sent a reply nobody asked for; closing", c->where);
+    appmsg_conn_abort(c->conn, APPMSG_E_CLOSED);
+    return;
+  }
+  enter(c);
+  if (k->cb) {
+    struct appmsg_reply r = {.header = h, .content = content, .len = len};
+    struct reply_members m = {0};
+    char stack[512], *heap = NULL, errname[65];
+    enum appmsg_json_type top;
+    size_t plain = strcmp(h->content_type, "text/json") == 0 ? plain_result(content, len) : 0;
+    if (plain) { /* {"result": "TEXT"} with nothing to unescape: the common reply */
+      char *b = plain < sizeof stack ? stack : (heap = malloc(plain + 1));
+      if (b) {
+        memcpy(b, (const char *)content + 12, plain);
+        b[plain] = '\0';
+        r.result = b;
+      }
+      r.result_json = (const char *)content + 11;
+      r.result_json_len = plain + 2;
+    } else if (strcmp(h->content_type, "text/json") == 0 &&
+               appmsg_json_scan(content, len, 64, &top, reply_member, &m, NULL, NULL) == 0 &&
+               top == APPMSG_JSON_OBJECT && m.has_result) {
+      const struct appmsg_json_member *res = &m.result;
+      int quoted = res->type == APPMSG_JSON_STRING;
+      r.result_json = res->val - quoted;
+      r.result_json_len = res->val_len + 2 * (size_t)quoted;
+      if (quoted) {
+        char *b = res->val_len < sizeof stack ? stack : (heap = malloc(res->val_len + 1));
+        if (b) {
+          b[appmsg_json_unescape(res->val, res->val_len, b)] = '\0';
+          r.result = b;
+        }
+      }
+      if (m.has_error && m.error.type == APPMSG_JSON_STRING && m.error.val_len < sizeof errname) {
+        errname[appmsg_json_unescape(m.error.val, m.error.val_len, errname)] = '\0';
+        r.error = errname;
+        r.status = APPMSG_E_ERROR_REPLY;
+        r.reason = r.result ? r.result : "the server answered with an error reply";
+      }
+    }
+    appmsg_call_fn cb = k->cb;
+    k->cb = NULL;
+    cb(&r, k->ud);
+    free(heap);
+  }
+  call_put(c, k);
+  if (!c->freeing)
+    send_queued(c);
+  leave(c);
+}
+
+static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint64_t offset,
+                     void *ud) {
+  (void)conn;
+  struct appmsg_client *c = ud;
+  if (c == NULL)
+    return;
+  cl_log(c, APPMSG_LOG_WARN, "bad reply from %s: %s at offset %llu: %s", c->where,
+         appmsg_errname(err), (unsigned long long)offset, reason);
+}
+
+/* ---- connecting ---------------------------------------------------------------- */
+
+static void attempt(struct appmsg_client *c);
+static void try_next(struct appmsg_client *c);
+
+static void on_retry(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  struct appmsg_client *c = ud;
+  enter(c);
+  if (c->state == S_CONNECTING && c->conn) {
+    appmsg_conn_abort(c->conn, APPMSG_E_TIMEOUT); /* the connect took too long: next address */
+  } else if (c->state == S_WAITING) {
+    attempt(c);
+  }
+  leave(c);
+}
+
+/* Fails every queued call (no connection will come for them). */
+static void fail_queue(struct appmsg_client *c, int status, const char *reason) {
+  struct call *k;
+  while ((k = pop(&c->queue)) != NULL) {
+    fail_call(c, k, status, reason);
+    call_put(c, k);
+  }
+}
+
+/* Every address failed: wait and try again, or give up. */
+static void attempt_failed(struct appmsg_client *c) {
+  freeaddrinfo(c->ai_list);
+  c->ai_list = c->ai_next = NULL;
+  if (!c->opts->reconnect) {
+    c->state = S_DOWN;
+    cl_log(c, APPMSG_LOG_INFO, "%s", c->last_reason);
+    fail_queue(c, c->last_err, c->last_reason);
+    return;
+  }
+  c->state = S_WAITING;
+  if (c->opts->max_queued == 0)
+    fail_queue(c, c->last_err, c->last_reason);
+  uint32_t d = c->backoff;
+  uint32_t delay = d / 2 + (uint32_t)(next_random(c) % (d - d / 2 + 1));
+  uint64_t next = (uint64_t)d * 2;
+  c->backoff = next > c->opts->backoff_max_ms ? c->opts->backoff_max_ms : (uint32_t)next;
+  cl_log(c, APPMSG_LOG_INFO, "%s; trying again in %u ms", c->last_reason, delay);
+  appmsg_timer_start(c->loop, &c->retry, delay, 0);
+}
+
+static void on_connect(struct appmsg_conn *conn, int err, void *ud) {
+  (void)conn;
+  struct appmsg_client *c = ud;
+  if (c == NULL || err)
+    return; /* (on_close follows a failure: the next address) */
+  appmsg_timer_stop(c->loop, &c->retry);
+  freeaddrinfo(c->ai_list);
+  c->ai_list = c->ai_next = NULL;
+  c->state = S_UP;
+  c->connects++;
+  c->backoff = c->opts->backoff_min_ms;
+  cl_log(c, APPMSG_LOG_INFO, "connected to %s", c->where);
+  send_queued(c);
+}
+
+static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
+  (void)conn;
+  struct appmsg_client *c = ud;
+  if (c == NULL)
+    return;
+  c->conn = NULL;
+  enter(c);
+  if (c->state == S_CONNECTING) {
+    appmsg_timer_stop(c->loop, &c->retry);
+    c->last_err = reason ? reason : APPMSG_E_CLOSED;
+    snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
+             reason == APPMSG_E_TIMEOUT ? "timed out" : appmsg_strerror(c->last_err));
+    try_next(c);
+    leave(c);
+    return;
+  }
+  /* A working connection ended: what was in flight is lost. */
+  char why[APPMSG_NET_ERRLEN];
+  snprintf(why, sizeof why, "the connection to %s was lost%s%s", c->where, reason ? ": " : "",
+           reason ? appmsg_strerror(reason) : " (the server closed it)");
+  struct call *k;
+  while ((k = pop(&c->flight)) != NULL) {
+    fail_call(c, k, APPMSG_E_CLOSED, why);
+    call_put(c, k);
+  }
+  if (!c->freeing) {
+    cl_log(c, APPMSG_LOG_INFO, "%s", why);
+    c->last_err = APPMSG_E_CLOSED;
+    snprintf(c->last_reason, sizeof c->last_reason, "%s", why);
+    c->state = S_CONNECTING;
+    attempt_failed(c); /* waits backoff_min (jittered), then connects again */
+  }
+  leave(c);
+}
+
+static const struct appmsg_conn_callbacks conn_cbs = {
+    .on_message = on_message, .on_error = on_error, .on_connect = on_connect, .on_close = on_close};
+
+/* Starts a connect to the next address of this attempt, or ends it. */
+static void try_next(struct appmsg_client *c) {
+  while (!c->freeing) {
+    int fd = -1, pending = 0, rc;
+    if (strncmp(c->host, "unix:", 5) == 0) {
+      if (c->unix_tried)
+        break;
+      c->unix_tried = 1;
+      char err[APPMSG_NET_ERRLEN];
+      rc = appmsg_connect(c->host, c->port, &fd, &pending, err, sizeof err);
+      if (rc)
+        snprintf(c->last_reason, sizeof c->last_reason, "%s", err);
+    } else {
+      struct addrinfo *ai = c->ai_next;
+      if (ai == NULL)
+        break;
+      c->ai_next = ai->ai_next;
+      rc = appmsg_connect_addr(ai->ai_addr, ai->ai_addrlen, &fd, &pending);
+      if (rc)
+        snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
+                 appmsg_strerror(rc));
+    }
+    if (rc == 0)
+      rc = appmsg_conn_new_connecting(&c->conn, c->loop, fd, &c->copts, &conn_cbs, c);
+    if (rc == 0) {
+      appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
+      return; /* on_connect, or on_close and the next one */
+    }
+    c->conn = NULL;
+    c->last_err = rc;
+  }
+  if (!c->freeing)
+    attempt_failed(c);
+}
+
+/* A new round: resolve, then try each address. */
+static void attempt(struct appmsg_client *c) {
+  c->state = S_CONNECTING;
+  c->unix_tried = 0;
+  if (strncmp(c->host, "unix:", 5) != 0) {
+    char err[APPMSG_NET_ERRLEN];
+    int rc = appmsg_resolve(c->host, c->port, 0, &c->ai_list, err, sizeof err);
+    if (rc) {
+      c->last_err = rc;
+      snprintf(c->last_reason, sizeof c->last_reason, "%s", err);
+      attempt_failed(c);
+      return;
+    }
+    c->ai_next = c->ai_list;
+  }
+  try_next(c);
+}
+
+/* ---- the client ----------------------------------------------------------------- */
+
+void appmsg_client_opts_default(struct appmsg_client_opts *o) {
+  memset(o, 0, sizeof *o);
+  appmsg_conn_opts_default(&o->conn);
+  o->conn.limits.max_content_length = (uint64_t)1 << 30;
+  o->conn.idle_timeout_ms = 0;
+  o->conn.frame_timeout_ms = 0;
+  o->conn.read_pause = 0;
+  o->conn.max_output = 0;
+  o->connect_timeout_ms = 5000;
+  o->call_timeout_ms = 10000;
+  o->backoff_min_ms = 100;
+  o->backoff_max_ms = 5000;
+  o->max_queued = 1024;
+  o->reconnect = 1;
+}
+
+int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, const char *host,
+                      const char *port, const struct appmsg_client_opts *opts) {
+  struct appmsg_client *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return -ENOMEM;
+  c->loop = loop;
+  c->opts = opts;
+  c->copts = opts->conn;
+  c->copts.idle_timeout_ms = 0;
+  c->copts.frame_timeout_ms = 0; /* connects are timed here; calls have their own timeouts */
+  c->host = strdup(host ? host : "127.0.0.1");
+  c->port = strdup(port ? port : "65432");
+  c->backoff = opts->backoff_min_ms ? opts->backoff_min_ms : 1;
+  c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
+  if (c->rng == 0)
+    c->rng = 88172645463325252ULL;
+  struct appmsg_header h;
+  appmsg_header_init(&h);
+  int rc = c->host && c->port ? appmsg_header_set(&h, "text/json", "utf-8") : -ENOMEM;
+  if (rc == 0)
+    rc = appmsg_prepared_new(&c->json, &h);
+  appmsg_header_cleanup(&h);
+  if (rc) {
+    free(c->host);
+    free(c->port);
+    free(c);
+    return rc;
+  }
+  if (strncmp(c->host, "unix:", 5) == 0)
+    snprintf(c->where, sizeof c->where, "%s", c->host);
+  else if (strchr(c->host, ':') && c->host[0] != '[')
+    snprintf(c->where, sizeof c->where, "[%s]:%s", c->host, c->port);
+  else
+    snprintf(c->where, sizeof c->where, "%s:%s", c->host, c->port);
+  appmsg_timer_init(&c->retry, on_retry, c);
+  appmsg_timer_init(&c->timeouts, on_timeouts, c);
+  attempt(c); /* (no call yet: no callback can run) */
+  *out = c;
+  return 0;
+}
+
+int appmsg_client_connected(const struct appmsg_client *c) {
+  return c->state == S_UP;
+}
+
+size_t appmsg_client_pending(const struct appmsg_client *c) {
+  size_t n = c->queue.n;
+  for (struct call *k = c->flight.head; k; k = k->next)
+    n += k->cb != NULL;
+  return n;
+}
+
+uint64_t appmsg_client_connects(const struct appmsg_client *c) {
+  return c->connects;
+}
+
+static void really_free(struct appmsg_client *c) {
+  struct call *k;
+  while ((k = pop(&c->flight)) != NULL)
+    call_put(c, k);
+  while ((k = c->free_calls) != NULL) {
+    c->free_calls = k->next;
+    free(k);
+  }
+  appmsg_prepared_free(c->json);
+  free(c->host);
+  free(c->port);
+  free(c);
+}
+
+void appmsg_client_free(struct appmsg_client *c) {
+  if (c == NULL || c->freeing)
+    return;
+  c->freeing = 1;
+  enter(c);
+  appmsg_timer_stop(c->loop, &c->retry);
+  appmsg_timer_stop(c->loop, &c->timeouts);
+  freeaddrinfo(c->ai_list);
+  c->ai_list = c->ai_next = NULL;
+  char why[64];
+  snprintf(why, sizeof why, "the client was closed");
+  struct call *k;
+  while ((k = pop(&c->queue)) != NULL) {
+    fail_call(c, k, APPMSG_E_CLOSED, why);
+    call_put(c, k);
+  }
+  for (k = c->flight.head; k; k = k->next)
+    fail_call(c, k, APPMSG_E_CLOSED, why);
+  if (c->conn) {
+    appmsg_conn_set_userdata(c->conn, NULL); /* its last callbacks find no client */
+    appmsg_conn_abort(c->conn, APPMSG_E_CLOSED);
+    c->conn = NULL;
+  }
+  leave(c);
+}
+
+/* ---- one question, one answer ----------------------------------------------------- */
+
+struct ask {
+  struct appmsg_answer *a;
+  int done;
+};
+
+static char *dup_n(const void *p, size_t n) {
+  char *s = malloc(n + 1);
+  if (s) {
+    memcpy(s, p, n);
+    s[n] = '\0';
+  }
+  return s;
+}
+
+static void on_answer(const struct appmsg_reply *r, void *ud) {
+  struct ask *q = ud;
+  struct appmsg_answer *a = q->a;
+  a->status = r->status;
+  a->reason = r->reason ? strdup(r->reason) : NULL;
+  a->content_type = r->header ? strdup(r->header->content_type) : NULL;
+  a->content = dup_n(r->content, r->len);
+  a->len = r->len;
+  a->result = r->result ? strdup(r->result) : NULL;
+  a->result_json = r->result_json ? dup_n(r->result_json, r->result_json_len) : NULL;
+  a->error = r->error ? strdup(r->error) : NULL;
+  q->done = 1;
+}
+
+/* Runs a one-call client; send starts the call. */
+static int ask(const char *host, const char *port, uint32_t timeout_ms, struct appmsg_answer *a,
+               int (*send)(struct appmsg_client *, struct ask *, void *), void *arg) {
+  memset(a, 0, sizeof *a);
+  struct appmsg_loop *loop;
+  int rc = appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT);
+  if (rc)
+    return a->status = rc;
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.connect_timeout_ms = timeout_ms;
+  o.call_timeout_ms = timeout_ms;
+  o.reconnect = 0;
+  o.max_queued = 1;
+  struct appmsg_client *c;
+  struct ask q = {a, 0};
+  rc = appmsg_client_new(&c, loop, host, port, &o);
+  if (rc == 0) {
+    rc = send(c, &q, arg);
+    while (rc == 0 && !q.done)
+      if (appmsg_loop_run_once(loop, -1) < 0)
+        break;
+    appmsg_client_free(c);
+  }
+  appmsg_loop_free(loop);
+  if (!q.done) {
+    a->status = rc ? rc : APPMSG_E_CLOSED;
+    a->reason = strdup(appmsg_strerror(a->status));
+  }
+  return a->status;
+}
+
+struct ask_va {
+  const char *action;
+  va_list *ap;
+};
+
+static int send_va(struct appmsg_client *c, struct ask *q, void *arg) {
+  struct ask_va *v = arg;
+  return call_va(c, on_answer, q, v->action, *v->ap);
+}
+
+static int send_call(struct appmsg_client *c, struct ask *q, void *arg) {
+  return appmsg_client_send(c, arg, on_answer, q);
+}
+
+int appmsg_ask(const char *host, const char *port, uint32_t timeout_ms, struct appmsg_answer *a,
+               const char *action, ...) {
+  va_list ap;
+  va_start(ap, action);
+  struct ask_va v = {action, &ap};
+  int rc = ask(host, port, timeout_ms, a, send_va, &v);
+  va_end(ap);
+  return rc;
+}
+
+int appmsg_ask_call(const char *host, const char *port, uint32_t timeout_ms,
+                    const struct appmsg_call *call, struct appmsg_answer *a) {
+  return ask(host, port, timeout_ms, a, send_call, (void *)call);
+}
+
+void appmsg_answer_cleanup(struct appmsg_answer *a) {
+  free(a->reason);
+  free(a->content_type);
+  free(a->content);
+  free(a->result);
+  free(a->result_json);
+  free(a->error);
+  memset(a, 0, sizeof *a);
+}

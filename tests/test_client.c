@@ -1,0 +1,536 @@
+/*
+ * The client library against real services on loopback: 10,000 pipelined
+ * calls matched on one connection (by order, and by request-id), per-call
+ * timeouts with late replies dropped, a server stopped and started again
+ * mid-stream (queued calls succeed after the reconnect, the backoff shows
+ * in the attempts' timestamps), every resolved address tried, error
+ * replies decoded, refused connections, max_in_flight, freeing from a
+ * callback, and the blocking call.
+ *
+ * The services run on the client's own loop (one thread), except for the
+ * blocking call, whose server runs on a thread of its own.
+ */
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include "appmsg/appmsg.h"
+#include "testutil.h"
+
+static struct appmsg_loop *loop;
+static struct appmsg_service *svc;
+static struct appmsg_service_opts sopts;
+static char port[16];
+
+#define MAX_HELD 64
+static struct appmsg_request *held[MAX_HELD];
+static int nheld;
+
+static void on_echo(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  const char *v = appmsg_request_string(r, "value");
+  appmsg_reply_result(r, v ? v : "");
+}
+
+static void on_later(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  if (nheld < MAX_HELD)
+    held[nheld++] = r;
+}
+
+static void on_missing(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  appmsg_reply_error(r, "NOT_FOUND", "there is no such thing");
+}
+
+static void on_binary(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  size_t len;
+  const void *p = appmsg_request_content(r, &len);
+  appmsg_reply_content(r, "binary/back", "binary", p, len);
+}
+
+/* Starts the service on host (a free port the first time, port after). */
+static void service_start(const char *host) {
+  appmsg_service_opts_default(&sopts);
+  ck_assert_int_eq(appmsg_service_new(&svc, loop, &sopts), 0);
+  appmsg_service_handle(svc, "echo", on_echo, NULL);
+  appmsg_service_handle(svc, "later", on_later, NULL);
+  appmsg_service_handle(svc, "missing", on_missing, NULL);
+  appmsg_service_handle_binary(svc, on_binary, NULL);
+  char err[APPMSG_NET_ERRLEN];
+  int rc = appmsg_service_listen(svc, host, port[0] ? port : "0", err, sizeof err);
+  ck_assert_msg(rc == 0, "listen: %s", err);
+  const char *addr = appmsg_service_address(svc);
+  snprintf(port, sizeof port, "%s", strrchr(addr, ':') + 1);
+}
+
+static void service_stop(void) {
+  appmsg_service_free(svc);
+  svc = NULL;
+}
+
+static void setup(void) {
+  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT), 0);
+  port[0] = '\0';
+  nheld = 0;
+}
+
+static void teardown(void) {
+  appmsg_service_free(svc);
+  svc = NULL;
+  appmsg_loop_free(loop);
+}
+
+/* Runs the loop until *flag reaches want or ms pass. */
+static void run_until(const size_t *flag, size_t want, int ms) {
+  uint64_t end = appmsg_loop_now(loop) + (uint64_t)ms;
+  while (*flag < want && appmsg_loop_now(loop) < end)
+    appmsg_loop_run_once(loop, 10);
+}
+
+/* What the callbacks saw. */
+struct seen {
+  size_t calls, ok, mismatched, timeouts, closed, errors, other;
+  int last_status;
+  char last_result[256], last_error[64], last_reason[256];
+};
+
+struct slot {
+  struct seen *seen;
+  int index; /* the value the reply must carry */
+};
+
+static void on_numbered(const struct appmsg_reply *r, void *ud) {
+  struct slot *s = ud;
+  s->seen->calls++;
+  char want[16];
+  snprintf(want, sizeof want, "%d", s->index);
+  if (r->status == 0 && r->result && strcmp(r->result, want) == 0)
+    s->seen->ok++;
+  else
+    s->seen->mismatched++;
+}
+
+static void on_reply(const struct appmsg_reply *r, void *ud) {
+  struct seen *s = ud;
+  s->calls++;
+  s->last_status = r->status;
+  snprintf(s->last_result, sizeof s->last_result, "%s", r->result ? r->result : "");
+  snprintf(s->last_error, sizeof s->last_error, "%s", r->error ? r->error : "");
+  snprintf(s->last_reason, sizeof s->last_reason, "%s", r->reason ? r->reason : "");
+  if (r->status == 0)
+    s->ok++;
+  else if (r->status == APPMSG_E_TIMEOUT)
+    s->timeouts++;
+  else if (r->status == APPMSG_E_CLOSED)
+    s->closed++;
+  else if (r->status == APPMSG_E_ERROR_REPLY)
+    s->errors++;
+  else
+    s->other++;
+}
+
+static void pipelined(int request_ids) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.request_ids = request_ids;
+  o.max_queued = 20000;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  enum { N = 10000 };
+  static struct slot slots[N];
+  struct seen seen = {0};
+  for (int i = 0; i < N; i++) {
+    char v[16];
+    snprintf(v, sizeof v, "%d", i);
+    slots[i] = (struct slot){&seen, i};
+    ck_assert_int_eq(appmsg_client_call(c, on_numbered, &slots[i], "echo", "value", v, NULL), 0);
+  }
+  run_until(&seen.calls, N, 30000);
+  ck_assert_uint_eq(seen.calls, N);
+  ck_assert_uint_eq(seen.ok, N);
+  ck_assert_uint_eq(appmsg_client_connects(c), 1);
+  ck_assert_uint_eq(appmsg_client_pending(c), 0);
+  appmsg_client_free(c);
+}
+
+START_TEST(ten_thousand_pipelined_calls_on_one_connection_are_all_matched) {
+  pipelined(0);
+}
+END_TEST
+
+START_TEST(ten_thousand_pipelined_calls_with_request_ids_are_all_matched) {
+  pipelined(1);
+}
+END_TEST
+
+START_TEST(a_call_times_out_and_its_late_reply_is_dropped) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen slow = {0}, next = {0};
+  struct appmsg_call call = {.content = "{\"action\": \"later\"}", .timeout_ms = 100};
+  call.len = strlen(call.content);
+  uint64_t t0 = appmsg_loop_now(loop);
+  ck_assert_int_eq(appmsg_client_send(c, &call, on_reply, &slow), 0);
+  run_until(&slow.calls, 1, 5000);
+  ck_assert_uint_eq(slow.timeouts, 1);
+  ck_assert_uint_ge(appmsg_loop_now(loop) - t0, 100);
+  ck_assert_int_eq(nheld, 1);
+  /* The late reply comes and is dropped; the next call gets its own. */
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &next, "echo", "value", "mine", NULL), 0);
+  ck_assert_int_eq(appmsg_reply_result(held[0], "late"), 0);
+  run_until(&next.calls, 1, 5000);
+  ck_assert_uint_eq(next.ok, 1);
+  ck_assert_str_eq(next.last_result, "mine");
+  ck_assert_uint_eq(slow.calls, 1);
+  appmsg_client_free(c);
+}
+END_TEST
+
+/* The client's log: when it decided to try again, and after how long. */
+static uint64_t retry_at[64];
+static unsigned retry_ms[64];
+static size_t nretries;
+
+static void note_retry(void *ud, enum appmsg_log_level level, const char *line) {
+  (void)ud;
+  (void)level;
+  const char *p = strstr(line, "trying again in ");
+  if (p && nretries < 64) {
+    retry_at[nretries] = appmsg_loop_now(loop);
+    retry_ms[nretries++] = (unsigned)strtoul(p + 16, NULL, 10);
+  }
+}
+
+START_TEST(calls_queued_while_the_server_is_down_succeed_after_it_comes_back) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.backoff_min_ms = 20;
+  o.backoff_max_ms = 400;
+  o.log = note_retry;
+  nretries = 0;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen first = {0}, during = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &first, "echo", "value", "1", NULL), 0);
+  run_until(&first.calls, 1, 5000);
+  ck_assert_uint_eq(first.ok, 1);
+  /* The server goes away; calls made now wait for it. */
+  service_stop();
+  size_t attempts = 4;
+  run_until(&nretries, attempts, 10000);
+  ck_assert_uint_ge(nretries, attempts);
+  ck_assert(!appmsg_client_connected(c));
+  for (int i = 0; i < 5; i++)
+    ck_assert_int_eq(appmsg_client_call(c, on_reply, &during, "echo", "value", "back", NULL), 0);
+  ck_assert_uint_eq(during.calls, 0);
+  service_start("127.0.0.1"); /* the same port */
+  run_until(&during.calls, 5, 10000);
+  ck_assert_uint_eq(during.ok, 5);
+  ck_assert_str_eq(during.last_result, "back");
+  ck_assert_uint_eq(appmsg_client_connects(c), 2);
+  /* The delays doubled (with jitter: each between half and all of its step), and the
+   * attempts came no sooner than they said. */
+  for (size_t i = 0; i + 1 < nretries && i < 4; i++) {
+    unsigned step = 20u << (i + 1) > 400 ? 400 : 20u << (i + 1);
+    ck_assert_uint_ge(retry_ms[i + 1], step / 2);
+    ck_assert_uint_le(retry_ms[i + 1], step);
+    ck_assert_uint_ge(retry_at[i + 1] - retry_at[i], retry_ms[i]);
+  }
+  appmsg_client_free(c);
+}
+END_TEST
+
+/* Makes multi.test resolve to ::1, 127.0.0.1 and 127.0.0.2, in this
+ * process only (a private mount namespace with its own /etc/hosts).
+ * Returns 0, or -1 when that is not allowed (not root). */
+static int private_hosts(void) {
+  if (geteuid() != 0)
+    return -1;
+  char path[] = "/tmp/appmsg-hosts-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  const char *text = "::1 multi.test\n127.0.0.1 multi.test\n127.0.0.2 multi.test\n";
+  ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+  ck_assert_msg(unshare(CLONE_NEWNS) == 0, "unshare: %s", strerror(errno));
+  ck_assert_int_eq(mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL), 0);
+  ck_assert_msg(mount(path, "/etc/hosts", "none", MS_BIND, NULL) == 0, "bind: %s", strerror(errno));
+  unlink(path);
+  return 0;
+}
+
+START_TEST(every_resolved_address_is_tried_in_turn) {
+  if (private_hosts() != 0) {
+    fprintf(stderr, "test_client: SKIPPED every_resolved_address_is_tried_in_turn: needs root "
+                    "for a private /etc/hosts\n");
+    return;
+  }
+  struct addrinfo *res;
+  char err[APPMSG_NET_ERRLEN];
+  ck_assert_int_eq(appmsg_resolve("multi.test", "1", 0, &res, err, sizeof err), 0);
+  int n = 0;
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+    n++;
+  freeaddrinfo(res);
+  ck_assert_int_eq(n, 3);
+  service_start("127.0.0.2"); /* only the last address answers */
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "multi.test", port, &o), 0);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "echo", "value", "found", NULL), 0);
+  run_until(&s.calls, 1, 10000);
+  ck_assert_uint_eq(s.ok, 1);
+  ck_assert_str_eq(s.last_result, "found");
+  ck_assert_uint_eq(appmsg_client_connects(c), 1);
+  appmsg_client_free(c);
+}
+END_TEST
+
+START_TEST(an_error_reply_is_decoded_into_its_name_and_reason) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "missing", NULL), 0);
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "nope", NULL), 0);
+  run_until(&s.calls, 2, 5000);
+  ck_assert_uint_eq(s.errors, 1);
+  ck_assert_uint_eq(s.ok, 1); /* the guide's invalid-action reply has no error name */
+  ck_assert_str_eq(s.last_result, "Error: invalid action 'nope'.");
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "missing", NULL), 0);
+  run_until(&s.calls, 3, 5000);
+  ck_assert_int_eq(s.last_status, APPMSG_E_ERROR_REPLY);
+  ck_assert_str_eq(s.last_error, "NOT_FOUND");
+  ck_assert_str_eq(s.last_reason, "Error: there is no such thing.");
+  appmsg_client_free(c);
+}
+END_TEST
+
+/* A port nobody listens on (bound, then closed). */
+static void dead_port(char *out, size_t cap) {
+  int fd;
+  char err[APPMSG_NET_ERRLEN];
+  ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 1, &fd, err, sizeof err), 0);
+  snprintf(out, cap, "%d", appmsg_sockport(fd));
+  close(fd);
+}
+
+START_TEST(a_refused_connection_fails_the_calls_that_wait_for_it) {
+  char dead[16];
+  dead_port(dead, sizeof dead);
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.reconnect = 0;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", dead, &o), 0);
+  struct seen s = {0};
+  int rc = appmsg_client_call(c, on_reply, &s, "echo", NULL);
+  if (rc == 0) { /* queued while the connect was under way */
+    run_until(&s.calls, 1, 5000);
+    ck_assert_uint_eq(s.calls, 1);
+    ck_assert_int_eq(s.last_status, -ECONNREFUSED);
+    ck_assert_ptr_nonnull(strstr(s.last_reason, "refused"));
+  } else {
+    ck_assert_int_eq(rc, -ECONNREFUSED);
+  }
+  /* Not trying any more: a new call fails at once with the reason. */
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "echo", NULL), -ECONNREFUSED);
+  appmsg_client_free(c);
+  /* With reconnecting on but no queue, a call made while the server is
+   * unreachable fails at once too. */
+  appmsg_client_opts_default(&o);
+  o.max_queued = 0;
+  o.backoff_min_ms = 5000;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", dead, &o), 0);
+  size_t never = 0;
+  run_until(&never, 1, 200); /* the first attempt fails */
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "echo", NULL), -ECONNREFUSED);
+  appmsg_client_free(c);
+}
+END_TEST
+
+START_TEST(max_in_flight_bounds_the_calls_sent_at_once) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.max_in_flight = 2;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen s = {0};
+  for (int i = 0; i < 5; i++)
+    ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "later", NULL), 0);
+  size_t two = 0;
+  for (int i = 0; i < 50 && nheld < 2; i++)
+    appmsg_loop_run_once(loop, 10);
+  run_until(&two, 1, 200); /* time for more to arrive, if they were sent */
+  ck_assert_int_eq(nheld, 2);
+  ck_assert_int_eq(appmsg_reply_result(held[0], "a"), 0);
+  for (int i = 0; i < 50 && nheld < 3; i++)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert_int_eq(nheld, 3);
+  for (int i = 1; i < 5; i++) {
+    for (int k = 0; k < 50 && nheld <= i; k++)
+      appmsg_loop_run_once(loop, 10);
+    ck_assert_int_eq(appmsg_reply_result(held[i], "b"), 0);
+  }
+  run_until(&s.calls, 5, 5000);
+  ck_assert_uint_eq(s.ok, 5);
+  appmsg_client_free(c);
+}
+END_TEST
+
+static struct appmsg_client *to_free;
+
+static void free_in_callback(const struct appmsg_reply *r, void *ud) {
+  on_reply(r, ud);
+  appmsg_client_free(to_free);
+}
+
+START_TEST(freeing_the_client_from_a_callback_ends_the_other_calls) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  ck_assert_int_eq(appmsg_client_new(&to_free, loop, "127.0.0.1", port, &o), 0);
+  struct seen s = {0}, rest = {0};
+  ck_assert_int_eq(appmsg_client_call(to_free, free_in_callback, &s, "echo", "value", "x", NULL),
+                   0);
+  ck_assert_int_eq(appmsg_client_call(to_free, on_reply, &rest, "later", NULL), 0);
+  ck_assert_int_eq(appmsg_client_call(to_free, on_reply, &rest, "echo", NULL), 0);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_uint_eq(s.ok, 1);
+  ck_assert_uint_eq(rest.calls, 2);
+  ck_assert_uint_eq(rest.closed, 2);
+  size_t never = 0;
+  run_until(&never, 1, 100); /* the service sees the connection go */
+}
+END_TEST
+
+START_TEST(binary_calls_and_given_request_ids) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen s = {0};
+  struct appmsg_call call = {
+      .content_type = "binary/x", .content = "\x00\x01\x02", .len = 3, .request_id = "\"abc\""};
+  ck_assert_int_eq(appmsg_client_send(c, &call, on_reply, &s), 0);
+  struct appmsg_call bad = {.content = "{}", .len = 2, .request_id = "{nope"};
+  ck_assert_int_eq(appmsg_client_send(c, &bad, on_reply, &s), -EINVAL);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_uint_eq(s.ok, 1);
+  appmsg_client_free(c);
+}
+END_TEST
+
+/* ---- the blocking call: its server runs on a thread of its own ---------- */
+
+struct bg {
+  struct appmsg_loop *loop;
+  struct appmsg_service *svc;
+  struct appmsg_service_opts o;
+  int stop[2]; /* a byte on stop[1] ends the thread's loop */
+  pthread_t thread;
+  char port[16];
+};
+
+static void on_stop(struct appmsg_loop *l, int fd, unsigned ev, void *ud) {
+  (void)fd;
+  (void)ev;
+  (void)ud;
+  appmsg_loop_stop(l);
+}
+
+static void *bg_run(void *arg) {
+  struct bg *b = arg;
+  appmsg_loop_run(b->loop);
+  return NULL;
+}
+
+START_TEST(the_blocking_call_asks_one_question) {
+  struct bg b;
+  memset(&b, 0, sizeof b);
+  ck_assert_int_eq(appmsg_loop_new(&b.loop, APPMSG_LOOP_DEFAULT), 0);
+  appmsg_service_opts_default(&b.o);
+  ck_assert_int_eq(appmsg_service_new(&b.svc, b.loop, &b.o), 0);
+  appmsg_service_handle(b.svc, "echo", on_echo, NULL);
+  appmsg_service_handle(b.svc, "missing", on_missing, NULL);
+  char err[APPMSG_NET_ERRLEN];
+  ck_assert_int_eq(appmsg_service_listen(b.svc, "127.0.0.1", "0", err, sizeof err), 0);
+  snprintf(b.port, sizeof b.port, "%s", strrchr(appmsg_service_address(b.svc), ':') + 1);
+  ck_assert_int_eq(pipe2(b.stop, O_CLOEXEC | O_NONBLOCK), 0);
+  ck_assert_int_eq(appmsg_loop_watch(b.loop, b.stop[0], APPMSG_EV_READ, on_stop, NULL), 0);
+  ck_assert_int_eq(pthread_create(&b.thread, NULL, bg_run, &b), 0);
+
+  struct appmsg_answer a;
+  ck_assert_int_eq(appmsg_ask("127.0.0.1", b.port, 5000, &a, "echo", "value", "ring", NULL), 0);
+  ck_assert_str_eq(a.result, "ring");
+  ck_assert_str_eq(a.content_type, "text/json");
+  appmsg_answer_cleanup(&a);
+  ck_assert_int_eq(appmsg_ask("127.0.0.1", b.port, 5000, &a, "missing", NULL),
+                   APPMSG_E_ERROR_REPLY);
+  ck_assert_str_eq(a.error, "NOT_FOUND");
+  appmsg_answer_cleanup(&a);
+  ck_assert_int_eq(appmsg_ask("127.0.0.1", b.port, 5000, &a, "ping", NULL), 0);
+  ck_assert_str_eq(a.result, "pong");
+  appmsg_answer_cleanup(&a);
+  char dead[16];
+  dead_port(dead, sizeof dead);
+  ck_assert_int_eq(appmsg_ask("127.0.0.1", dead, 5000, &a, "ping", NULL), -ECONNREFUSED);
+  ck_assert_ptr_nonnull(a.reason);
+  appmsg_answer_cleanup(&a);
+  ck_assert_int_eq(appmsg_ask("no-such-host.invalid", "1", 5000, &a, "ping", NULL),
+                   APPMSG_E_ADDRESS);
+  appmsg_answer_cleanup(&a);
+
+  ck_assert_int_eq(write(b.stop[1], "x", 1), 1);
+  pthread_join(b.thread, NULL);
+  appmsg_service_free(b.svc);
+  appmsg_loop_unwatch(b.loop, b.stop[0]);
+  close(b.stop[0]);
+  close(b.stop[1]);
+  appmsg_loop_free(b.loop);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("client");
+  TCase *tc = tcase_create("client");
+  tcase_set_timeout(tc, 120);
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, ten_thousand_pipelined_calls_on_one_connection_are_all_matched);
+  tcase_add_test(tc, ten_thousand_pipelined_calls_with_request_ids_are_all_matched);
+  tcase_add_test(tc, a_call_times_out_and_its_late_reply_is_dropped);
+  tcase_add_test(tc, calls_queued_while_the_server_is_down_succeed_after_it_comes_back);
+  tcase_add_test(tc, every_resolved_address_is_tried_in_turn);
+  tcase_add_test(tc, an_error_reply_is_decoded_into_its_name_and_reason);
+  tcase_add_test(tc, a_refused_connection_fails_the_calls_that_wait_for_it);
+  tcase_add_test(tc, max_in_flight_bounds_the_calls_sent_at_once);
+  tcase_add_test(tc, freeing_the_client_from_a_callback_ends_the_other_calls);
+  tcase_add_test(tc, binary_calls_and_given_request_ids);
+  tcase_add_test(tc, the_blocking_call_asks_one_question);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}

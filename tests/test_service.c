@@ -1,0 +1,699 @@
+/*
+ * The service layer over real loopback sockets: handlers by action, replies
+ * in request order whatever order they are made in, replies after the
+ * connection closed, the deadline, the status counters, request ids echoed
+ * byte for byte, unknown actions, double replies, built-ins, content and
+ * framing errors behind owed replies, end of stream and drain with replies
+ * owed, and reading paused while too many replies are owed.
+ *
+ * The service and the test's peer share one thread: the peer is a plain
+ * non-blocking socket, and every wait runs the service's loop until what
+ * the test waits for has arrived (bounded in time).  Every test runs on
+ * both loop backends (_i: 0 epoll, 1 poll).
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "appmsg/appmsg.h"
+#include "testutil.h"
+
+static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+
+/* ---- the service under test ---------------------------------------------- */
+
+static struct appmsg_loop *loop;
+static struct appmsg_service *svc;
+static struct appmsg_service_opts opts;
+static struct tu_str logged; /* every log line, one a line */
+
+#define MAX_HELD 64
+static struct appmsg_request *held[MAX_HELD]; /* requests the "later" handler keeps */
+static int nheld;
+static int handled;         /* handler calls */
+static int second_reply_rc; /* what the "twice" handler's second reply returned */
+
+static void capture_log(void *ud, enum appmsg_log_level level, const char *line) {
+  (void)ud;
+  (void)level;
+  tu_str_addf(&logged, "%s\n", line);
+}
+
+static void on_echo(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  handled++;
+  const char *v = appmsg_request_string(r, "value");
+  ck_assert_int_eq(appmsg_reply_result(r, v ? v : "(none)"), 0);
+}
+
+static void on_later(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  handled++;
+  ck_assert_int_lt(nheld, MAX_HELD);
+  held[nheld++] = r;
+}
+
+static void on_twice(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  handled++;
+  ck_assert_int_eq(appmsg_reply_result(r, "first"), 0);
+  second_reply_rc = appmsg_reply_result(r, "second");
+}
+
+static void on_binary(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  size_t len;
+  const void *p = appmsg_request_content(r, &len);
+  ck_assert_int_eq(appmsg_reply_content(r, "binary/echo", "binary", p, len), 0);
+}
+
+static void on_unknown(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  char text[128];
+  snprintf(text, sizeof text, "nobody does %s", appmsg_request_action(r));
+  appmsg_reply_error(r, "NO_SUCH_ACTION", text);
+}
+
+/* Starts a service on a free loopback port with the handlers above. */
+static void start(int backend, void (*tweak)(struct appmsg_service_opts *)) {
+  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_loop_new(&loop, backends[backend]), 0);
+  appmsg_service_opts_default(&opts);
+  opts.log = capture_log;
+  opts.log_level = APPMSG_LOG_DEBUG;
+  if (tweak)
+    tweak(&opts);
+  ck_assert_int_eq(appmsg_service_new(&svc, loop, &opts), 0);
+  ck_assert_int_eq(appmsg_service_handle(svc, "echo", on_echo, NULL), 0);
+  ck_assert_int_eq(appmsg_service_handle(svc, "later", on_later, NULL), 0);
+  ck_assert_int_eq(appmsg_service_handle(svc, "twice", on_twice, NULL), 0);
+  char err[APPMSG_NET_ERRLEN];
+  ck_assert_int_eq(appmsg_service_listen(svc, "127.0.0.1", "0", err, sizeof err), 0);
+  nheld = handled = second_reply_rc = 0;
+}
+
+static void stop(void) {
+  appmsg_service_free(svc);
+  appmsg_loop_free(loop);
+  tu_str_free(&logged);
+  svc = NULL;
+  loop = NULL;
+}
+
+/* ---- the peer -------------------------------------------------------------- */
+
+struct frame {
+  char *header;  /* the header's JSON text, NUL-terminated */
+  char *content; /* NUL-terminated */
+  size_t len;    /* content length */
+};
+
+struct peer {
+  int fd;
+  struct tu_str in;      /* bytes received, not yet cut into frames */
+  struct frame got[256]; /* frames received */
+  int nframes;
+  int eof;
+};
+
+static void peer_connect(struct peer *p) {
+  memset(p, 0, sizeof *p);
+  const char *addr = appmsg_service_address(svc);
+  const char *colon = strrchr(addr, ':');
+  char err[APPMSG_NET_ERRLEN];
+  ck_assert_int_eq(appmsg_connect_timeout("127.0.0.1", colon + 1, 5000, &p->fd, err, sizeof err),
+                   0);
+  ck_assert_int_eq(appmsg_set_nonblock(p->fd, 1), 0);
+}
+
+static void peer_close(struct peer *p) {
+  if (p->fd >= 0)
+    close(p->fd);
+  p->fd = -1;
+  for (int i = 0; i < p->nframes; i++) {
+    free(p->got[i].header);
+    free(p->got[i].content);
+  }
+  tu_str_free(&p->in);
+  p->nframes = 0;
+}
+
+/* Sends a frame whose header is exactly hdr (as text) and content c. */
+static void peer_send_raw(struct peer *p, const void *bytes, size_t n) {
+  ck_assert_int_eq(send(p->fd, bytes, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+static void peer_send(struct peer *p, const char *hdr_extra, const char *type,
+                      const char *content) {
+  char frame[8192];
+  size_t clen = strlen(content);
+  int hl = snprintf(frame + 2, sizeof frame - 2,
+                    "{\"byteorder\": \"little\", \"content-type\": \"%s\", \"content-encoding\": "
+                    "\"%s\", \"content-length\": %zu%s}",
+                    type, strcmp(type, "text/json") == 0 ? "utf-8" : "binary", clen,
+                    hdr_extra ? hdr_extra : "");
+  frame[0] = (char)(hl >> 8);
+  frame[1] = (char)(hl & 0xff);
+  memcpy(frame + 2 + hl, content, clen);
+  peer_send_raw(p, frame, 2 + (size_t)hl + clen);
+}
+
+/* Cuts complete frames off p->in. */
+static void cut_frames(struct peer *p) {
+  for (;;) {
+    if (p->in.len < 2)
+      return;
+    const unsigned char *b = (const unsigned char *)p->in.p;
+    size_t hl = ((size_t)b[0] << 8) | b[1];
+    if (p->in.len < 2 + hl)
+      return;
+    char *hdr = strndup(p->in.p + 2, hl);
+    const char *cl = strstr(hdr, "\"content-length\": ");
+    ck_assert_ptr_nonnull(cl);
+    size_t clen = strtoul(cl + 18, NULL, 10);
+    if (p->in.len < 2 + hl + clen) {
+      free(hdr);
+      return;
+    }
+    ck_assert_int_lt(p->nframes, 256);
+    struct frame *f = &p->got[p->nframes++];
+    f->header = hdr;
+    f->content = strndup(p->in.p + 2 + hl, clen);
+    f->len = clen;
+    size_t used = 2 + hl + clen;
+    memmove(p->in.p, p->in.p + used, p->in.len - used);
+    p->in.len -= used;
+  }
+}
+
+/* Runs the service's loop and reads the peer until it holds n frames (or
+ * its end of stream, when n < 0), for at most ms.  Returns the count. */
+static int pump(struct peer *p, int n, int ms) {
+  uint64_t end = appmsg_loop_now(loop) + (uint64_t)ms;
+  for (;;) {
+    char buf[65536];
+    ssize_t r;
+    while (p->fd >= 0 && (r = recv(p->fd, buf, sizeof buf, 0)) > 0)
+      tu_str_add(&p->in, buf, (size_t)r);
+    if (p->fd >= 0 && r == 0)
+      p->eof = 1;
+    cut_frames(p);
+    if ((n >= 0 && p->nframes >= n) || (n < 0 && p->eof) || appmsg_loop_now(loop) >= end)
+      return p->nframes;
+    appmsg_loop_run_once(loop, 10);
+  }
+}
+
+/* Runs the loop until cond() holds or ms pass. */
+static void run_until(int (*cond)(void), int ms) {
+  uint64_t end = appmsg_loop_now(loop) + (uint64_t)ms;
+  while (!cond() && appmsg_loop_now(loop) < end)
+    appmsg_loop_run_once(loop, 10);
+}
+
+static int no_connections(void) {
+  struct appmsg_service_stats st;
+  appmsg_service_stats(svc, &st);
+  return st.connections == 0;
+}
+
+static int target_held;
+static int enough_held(void) {
+  return nheld >= target_held;
+}
+
+static void wait_held(int n) {
+  target_held = n;
+  run_until(enough_held, 5000);
+  ck_assert_int_eq(nheld, n);
+}
+
+/* The string result of a text/json reply {"result": "..."}, or "" (static). */
+static const char *result_of(const struct frame *f) {
+  static char out[1024];
+  cJSON *j = cJSON_Parse(f->content);
+  cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "result");
+  snprintf(out, sizeof out, "%s", cJSON_IsString(r) ? r->valuestring : "");
+  cJSON_Delete(j);
+  return out;
+}
+
+static const char *error_of(const struct frame *f) {
+  static char out[128];
+  cJSON *j = cJSON_Parse(f->content);
+  cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+  snprintf(out, sizeof out, "%s", cJSON_IsString(e) ? e->valuestring : "");
+  cJSON_Delete(j);
+  return out;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+START_TEST(replies_leave_in_request_order_when_answered_out_of_order) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"A\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"B\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"C\"}");
+  wait_held(2);
+  ck_assert_int_eq(pump(&p, 1, 200), 0); /* C is answered, but must wait for A and B */
+  ck_assert_int_eq(appmsg_reply_result(held[1], "B"), 0);
+  ck_assert_int_eq(pump(&p, 1, 200), 0); /* B waits for A */
+  ck_assert_int_eq(appmsg_reply_result(held[0], "A"), 0);
+  ck_assert_int_eq(pump(&p, 3, 5000), 3);
+  ck_assert_str_eq(result_of(&p.got[0]), "A");
+  ck_assert_str_eq(result_of(&p.got[1]), "B");
+  ck_assert_str_eq(result_of(&p.got[2]), "C");
+  /* Held requests read their members after their handler returned. */
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"D\\u00e9\"}");
+  wait_held(3);
+  ck_assert_str_eq(appmsg_request_string(held[2], "value"), "D\xc3\xa9");
+  ck_assert_str_eq(appmsg_request_action(held[2]), "later");
+  ck_assert_str_eq(appmsg_request_header(held[2])->content_type, "text/json");
+  ck_assert_int_eq(appmsg_request_alive(held[2]), 1);
+  ck_assert_int_eq(appmsg_reply_result(held[2], appmsg_request_string(held[2], "value")), 0);
+  ck_assert_int_eq(pump(&p, 4, 5000), 4);
+  ck_assert_str_eq(result_of(&p.got[3]), "D\xc3\xa9");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(a_reply_after_the_connection_closed_is_dropped_and_logged) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  wait_held(1);
+  /* A reset, so that the server knows at once that nobody will read (after
+   * a plain close it could be a half-close: the reply would still be sent). */
+  struct linger lg = {1, 0};
+  setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  peer_close(&p);
+  run_until(no_connections, 5000);
+  ck_assert(no_connections());
+  ck_assert_int_eq(appmsg_request_alive(held[0]), 0);
+  ck_assert_int_eq(appmsg_reply_result(held[0], "too late"), APPMSG_E_CLOSED);
+  ck_assert_ptr_nonnull(strstr(logged.p, "after its connection had closed"));
+  struct appmsg_service_stats st;
+  appmsg_service_stats(svc, &st);
+  ck_assert_uint_eq(st.pending, 0);
+  stop();
+}
+END_TEST
+
+static void short_deadline(struct appmsg_service_opts *o) {
+  o->deadline_ms = 200;
+}
+
+START_TEST(an_unanswered_request_gets_a_timeout_reply_at_the_deadline) {
+  start(_i, short_deadline);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, ", \"request-id\": 9", "text/json", "{\"action\": \"later\"}");
+  wait_held(1);
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  ck_assert_str_eq(error_of(&p.got[0]), "TIMEOUT");
+  ck_assert_ptr_nonnull(strstr(p.got[0].header, "\"request-id\": 9}"));
+  ck_assert_int_eq(appmsg_request_alive(held[0]), 0);
+  /* The connection goes on; the late reply is dropped and logged. */
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"next\"}");
+  ck_assert_int_eq(pump(&p, 2, 5000), 2);
+  ck_assert_str_eq(result_of(&p.got[1]), "next");
+  ck_assert_int_eq(appmsg_reply_result(held[0], "late"), APPMSG_E_CLOSED);
+  ck_assert_ptr_nonnull(strstr(logged.p, "after the deadline"));
+  ck_assert_int_eq(pump(&p, 3, 300), 2);
+  ck_assert_uint_eq(appmsg_service_error_count(svc, "TIMEOUT"), 1);
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+/* A member of the status object, as a number (-1 if absent). */
+static double status_number(cJSON *status, const char *a, const char *b) {
+  cJSON *x = cJSON_GetObjectItemCaseSensitive(status, a);
+  if (b)
+    x = cJSON_GetObjectItemCaseSensitive(x, b);
+  return cJSON_IsNumber(x) ? x->valuedouble : -1;
+}
+
+START_TEST(status_counters_move_as_requests_replies_and_errors_do) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"ping\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"nope\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": ");      /* CONTENT_JSON */
+  peer_send(&p, NULL, "text/json", "[1, 2]");             /* BAD_REQUEST */
+  peer_send(&p, NULL, "text/json", "{\"value\": \"x\"}"); /* BAD_REQUEST */
+  ck_assert_int_eq(pump(&p, 5, 5000), 5); /* (sent, so that bytes_out counts them) */
+  peer_send(&p, NULL, "text/json", "{\"action\": \"status\"}");
+  ck_assert_int_eq(pump(&p, 6, 5000), 6);
+  ck_assert_str_eq(result_of(&p.got[0]), "pong");
+  ck_assert_str_eq(result_of(&p.got[1]), "Error: invalid action 'nope'.");
+  ck_assert_str_eq(error_of(&p.got[2]), "CONTENT_JSON");
+  ck_assert_ptr_nonnull(strstr(p.got[2].content, "\"offset\": 11"));
+  ck_assert_str_eq(error_of(&p.got[3]), "BAD_REQUEST");
+  ck_assert_str_eq(error_of(&p.got[4]), "BAD_REQUEST");
+  cJSON *j = cJSON_Parse(p.got[5].content);
+  cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "result");
+  ck_assert(cJSON_IsObject(st));
+  ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(st, "version")->valuestring, appmsg_version());
+  ck_assert(status_number(st, "uptime_s", NULL) >= 0);
+  ck_assert(status_number(st, "connections", NULL) == 1);
+  ck_assert(status_number(st, "requests", NULL) == 6);
+  ck_assert(status_number(st, "replies", NULL) == 5); /* the status reply is not sent yet */
+  ck_assert(status_number(st, "errors", "INVALID_ACTION") == 1);
+  ck_assert(status_number(st, "errors", "CONTENT_JSON") == 1);
+  ck_assert(status_number(st, "errors", "BAD_REQUEST") == 2);
+  ck_assert(status_number(st, "bytes_in", NULL) > 100);
+  ck_assert(status_number(st, "bytes_out", NULL) > 100);
+  cJSON_Delete(j);
+  struct appmsg_service_stats s;
+  appmsg_service_stats(svc, &s);
+  ck_assert_uint_eq(s.requests, 6);
+  ck_assert_uint_eq(s.replies, 6);
+  ck_assert_uint_eq(s.errors, 4);
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+static size_t status_extra(void *ud, char *out, size_t cap) {
+  (void)ud;
+  return (size_t)snprintf(out, cap, "\"store\": {\"connected\": true, \"note\": \"%0300d\"}", 7);
+}
+
+START_TEST(a_status_hook_adds_members) {
+  start(_i, NULL);
+  appmsg_service_status_hook(svc, status_extra, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"status\"}");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  cJSON *j = cJSON_Parse(p.got[0].content);
+  cJSON *store = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItem(j, "result"), "store");
+  ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(store, "connected")));
+  ck_assert_uint_eq(strlen(cJSON_GetObjectItemCaseSensitive(store, "note")->valuestring), 300);
+  cJSON_Delete(j);
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(request_ids_are_echoed_byte_for_byte_and_absent_when_absent) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  static const char *const ids[] = {"1.0", "\"\\u0041b\"", "{\"a\": [1, {\"b\": null}]}", "-0",
+                                    "\"\xf0\x9f\x90\xb6\""};
+  const int n = (int)(sizeof ids / sizeof ids[0]);
+  char extra[128];
+  for (int k = 0; k < n; k++) {
+    snprintf(extra, sizeof extra, ", \"request-id\": %s", ids[k]);
+    peer_send(&p, extra, "text/json", "{\"action\": \"echo\", \"value\": \"x\"}");
+  }
+  peer_send(&p, ", \"request-id\": 77", "text/json", "{\"action\": \"nope\"}"); /* invalid action */
+  peer_send(&p, ", \"request-id\": 78", "text/json", "[]");                     /* BAD_REQUEST */
+  peer_send(&p, ", \"request-id\": 79", "binary/x", "abc");                     /* no handler */
+  peer_send(&p, ", \"x-other\": 1", "text/json", "{\"action\": \"echo\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\"}");
+  ck_assert_int_eq(pump(&p, n + 5, 5000), n + 5);
+  for (int k = 0; k < n; k++) {
+    snprintf(extra, sizeof extra, ", \"request-id\": %s}", ids[k]);
+    const char *h = p.got[k].header;
+    ck_assert_msg(strlen(h) > strlen(extra) && strcmp(h + strlen(h) - strlen(extra), extra) == 0,
+                  "reply header %s does not end with %s", h, extra);
+  }
+  ck_assert_ptr_nonnull(strstr(p.got[n].header, "\"request-id\": 77}"));
+  ck_assert_ptr_nonnull(strstr(p.got[n + 1].header, "\"request-id\": 78}"));
+  ck_assert_ptr_nonnull(strstr(p.got[n + 2].header, "\"request-id\": 79}"));
+  ck_assert_str_eq(error_of(&p.got[n + 2]), "BAD_REQUEST");
+  for (int k = n + 3; k < n + 5; k++)
+    ck_assert_str_eq(p.got[k].header,
+                     "{\"byteorder\": \"little\", \"content-type\": \"text/json\", "
+                     "\"content-encoding\": \"utf-8\", \"content-length\": 20}");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(unknown_actions_get_the_guide_wording_or_the_applications_answer) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"delete\", \"value\": \"x\"}");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  ck_assert_str_eq(p.got[0].content, "{\"result\": \"Error: invalid action 'delete'.\"}");
+  appmsg_service_handle_unknown(svc, on_unknown, NULL);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"delete\"}");
+  ck_assert_int_eq(pump(&p, 2, 5000), 2);
+  ck_assert_str_eq(p.got[1].content,
+                   "{\"result\": \"Error: nobody does delete.\", \"error\": \"NO_SUCH_ACTION\"}");
+  /* Removing a handler makes its action unknown. */
+  ck_assert_int_eq(appmsg_service_handle(svc, "echo", NULL, NULL), 0);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\"}");
+  ck_assert_int_eq(pump(&p, 3, 5000), 3);
+  ck_assert_str_eq(error_of(&p.got[2]), "NO_SUCH_ACTION");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(a_second_reply_inside_the_handler_is_refused_and_logged) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"twice\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"after\"}");
+  ck_assert_int_eq(pump(&p, 2, 5000), 2);
+  ck_assert_int_eq(second_reply_rc, -EALREADY);
+  ck_assert_str_eq(result_of(&p.got[0]), "first");
+  ck_assert_str_eq(result_of(&p.got[1]), "after");
+  ck_assert_int_eq(pump(&p, 3, 200), 2);
+  ck_assert_ptr_nonnull(strstr(logged.p, "replied twice"));
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+static void no_builtins(struct appmsg_service_opts *o) {
+  o->builtins = 0;
+}
+
+START_TEST(builtins_can_be_switched_off) {
+  start(_i, no_builtins);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"ping\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"status\"}");
+  ck_assert_int_eq(pump(&p, 2, 5000), 2);
+  ck_assert_str_eq(result_of(&p.got[0]), "Error: invalid action 'ping'.");
+  ck_assert_str_eq(result_of(&p.got[1]), "Error: invalid action 'status'.");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(binary_requests_go_to_the_binary_handler) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "binary/x", "no handler yet");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  ck_assert_str_eq(error_of(&p.got[0]), "BAD_REQUEST");
+  appmsg_service_handle_binary(svc, on_binary, NULL);
+  peer_send(&p, NULL, "binary/x", "\x01\x02 bytes");
+  ck_assert_int_eq(pump(&p, 2, 5000), 2);
+  ck_assert_ptr_nonnull(strstr(p.got[1].header, "\"content-type\": \"binary/echo\""));
+  ck_assert_str_eq(p.got[1].content, "\x01\x02 bytes");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(content_errors_are_answered_and_the_connection_goes_on) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  char frame[256];
+  const char *hdr = "{\"byteorder\": \"little\", \"content-type\": \"text/json\", "
+                    "\"content-encoding\": \"latin-1\", \"content-length\": 2}";
+  size_t hl = strlen(hdr);
+  frame[0] = 0;
+  frame[1] = (char)hl;
+  memcpy(frame + 2, hdr, hl);
+  memcpy(frame + 2 + hl, "{}", 2);
+  peer_send_raw(&p, frame, 2 + hl + 2);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"\xff\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"ok\"}");
+  ck_assert_int_eq(pump(&p, 3, 5000), 3);
+  ck_assert_str_eq(error_of(&p.got[0]), "CONTENT_UTF8");
+  ck_assert_str_eq(error_of(&p.got[1]), "CONTENT_UTF8");
+  ck_assert_ptr_nonnull(strstr(p.got[1].content, "\"offset\": 29"));
+  ck_assert_str_eq(result_of(&p.got[2]), "ok");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(a_framing_error_reply_comes_after_the_replies_owed) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"A\"}");
+  wait_held(1);
+  peer_send_raw(&p, "\x00\x00", 2); /* HEADER_EMPTY */
+  ck_assert_int_eq(pump(&p, 1, 300), 0);
+  ck_assert_int_eq(appmsg_reply_result(held[0], "A"), 0);
+  ck_assert_int_eq(pump(&p, -1, 5000), 2);
+  ck_assert(p.eof);
+  ck_assert_str_eq(result_of(&p.got[0]), "A");
+  ck_assert_str_eq(error_of(&p.got[1]), "HEADER_EMPTY");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(the_peers_end_of_stream_waits_for_the_replies_owed) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"A\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"B\"}");
+  shutdown(p.fd, SHUT_WR);
+  wait_held(2);
+  ck_assert_int_eq(pump(&p, 1, 300), 0);
+  ck_assert_int_eq(appmsg_reply_result(held[1], "B"), 0);
+  ck_assert_int_eq(appmsg_reply_error(held[0], "NOT_FOUND", "no A"), 0);
+  ck_assert_int_eq(pump(&p, -1, 5000), 2);
+  ck_assert(p.eof);
+  ck_assert_str_eq(error_of(&p.got[0]), "NOT_FOUND");
+  ck_assert_str_eq(result_of(&p.got[1]), "B");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(a_drain_waits_for_the_replies_owed) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  wait_held(1);
+  appmsg_service_drain(svc);
+  ck_assert_int_eq(pump(&p, 1, 300), 0);
+  ck_assert(!p.eof);
+  ck_assert_int_eq(appmsg_reply_result(held[0], "done"), 0);
+  ck_assert_int_eq(pump(&p, -1, 5000), 1);
+  ck_assert(p.eof);
+  run_until(no_connections, 5000);
+  ck_assert(no_connections());
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+static void few_pending(struct appmsg_service_opts *o) {
+  o->max_pending = 4;
+}
+
+START_TEST(too_many_owed_replies_pause_reading) {
+  start(_i, few_pending);
+  struct peer p;
+  peer_connect(&p);
+  struct tu_str burst = {0};
+  for (int k = 0; k < 10; k++) {
+    char body[64], frame[512];
+    int bl = snprintf(body, sizeof body, "{\"action\": \"later\", \"value\": \"%d\"}", k);
+    int hl = snprintf(frame + 2, sizeof frame - 2,
+                      "{\"byteorder\": \"big\", \"content-type\": \"text/json\", "
+                      "\"content-encoding\": \"utf-8\", \"content-length\": %d}",
+                      bl);
+    frame[0] = 0;
+    frame[1] = (char)hl;
+    memcpy(frame + 2 + hl, body, (size_t)bl);
+    tu_str_add(&burst, frame, 2 + (size_t)hl + (size_t)bl);
+  }
+  peer_send_raw(&p, burst.p, burst.len); /* all ten in one write: one read on the server */
+  tu_str_free(&burst);
+  wait_held(4);
+  ck_assert_int_eq(pump(&p, 1, 200), 0);
+  ck_assert_int_eq(handled, 4); /* the rest waits, unread */
+  for (int k = 0; k < 10; k++) {
+    target_held = k + 1;
+    run_until(enough_held, 5000);
+    ck_assert_int_ge(nheld, k + 1);
+    ck_assert_int_le(nheld - k, 4); /* never more than 4 owed */
+    ck_assert_int_eq(appmsg_reply_result(held[k], appmsg_request_string(held[k], "value")), 0);
+  }
+  ck_assert_int_eq(pump(&p, 10, 5000), 10);
+  for (int k = 0; k < 10; k++) {
+    char want[4];
+    snprintf(want, sizeof want, "%d", k);
+    ck_assert_str_eq(result_of(&p.got[k]), want);
+  }
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(replies_check_what_they_send) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json",
+            "{\"action\": \"later\", \"n\": 42, \"f\": 1.5, \"big\": 1e400}");
+  wait_held(1);
+  struct appmsg_request *r = held[0];
+  long long v;
+  ck_assert_int_eq(appmsg_request_int(r, "n", &v), 0);
+  ck_assert_int_eq(v, 42);
+  ck_assert_int_eq(appmsg_request_int(r, "f", &v), -EINVAL);
+  ck_assert_int_eq(appmsg_request_int(r, "none", &v), -ENOENT);
+  size_t len;
+  const char *raw = appmsg_request_json(r, "big", &len);
+  ck_assert_int_eq((int)len, 5);
+  ck_assert_int_eq(memcmp(raw, "1e400", 5), 0);
+  ck_assert_ptr_null(appmsg_request_string(r, "n")); /* not a string */
+  ck_assert_int_eq(appmsg_reply_result(r, "bad \xff utf-8"), -EINVAL);
+  ck_assert_int_eq(appmsg_reply_json(r, "{nope", 5), -EINVAL);
+  ck_assert_int_eq(appmsg_reply_error(r, "lower_case", "x"), -EINVAL);
+  ck_assert_int_eq(appmsg_reply_json(r, "[1, {\"a\": null}]", 16), 0); /* still owed until now */
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  ck_assert_str_eq(p.got[0].content, "{\"result\": [1, {\"a\": null}]}");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("service");
+  TCase *tc = tcase_create("service");
+  tcase_set_timeout(tc, 60);
+  tcase_add_loop_test(tc, replies_leave_in_request_order_when_answered_out_of_order, 0, 2);
+  tcase_add_loop_test(tc, a_reply_after_the_connection_closed_is_dropped_and_logged, 0, 2);
+  tcase_add_loop_test(tc, an_unanswered_request_gets_a_timeout_reply_at_the_deadline, 0, 2);
+  tcase_add_loop_test(tc, status_counters_move_as_requests_replies_and_errors_do, 0, 2);
+  tcase_add_loop_test(tc, a_status_hook_adds_members, 0, 2);
+  tcase_add_loop_test(tc, request_ids_are_echoed_byte_for_byte_and_absent_when_absent, 0, 2);
+  tcase_add_loop_test(tc, unknown_actions_get_the_guide_wording_or_the_applications_answer, 0, 2);
+  tcase_add_loop_test(tc, a_second_reply_inside_the_handler_is_refused_and_logged, 0, 2);
+  tcase_add_loop_test(tc, builtins_can_be_switched_off, 0, 2);
+  tcase_add_loop_test(tc, binary_requests_go_to_the_binary_handler, 0, 2);
+  tcase_add_loop_test(tc, content_errors_are_answered_and_the_connection_goes_on, 0, 2);
+  tcase_add_loop_test(tc, a_framing_error_reply_comes_after_the_replies_owed, 0, 2);
+  tcase_add_loop_test(tc, the_peers_end_of_stream_waits_for_the_replies_owed, 0, 2);
+  tcase_add_loop_test(tc, a_drain_waits_for_the_replies_owed, 0, 2);
+  tcase_add_loop_test(tc, too_many_owed_replies_pause_reading, 0, 2);
+  tcase_add_loop_test(tc, replies_check_what_they_send, 0, 2);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}
