@@ -116,6 +116,8 @@ check_case = re.compile(r"^[^\s:]+\.c:\d+:[FE]:[^:]*:([^:]+):\d+: ?(.*)$")
 # unittest -v summary: "FAIL: test_x (test_programs.Class.test_x)" / "ERROR: ...".
 unit_case = re.compile(r"^(?:FAIL|ERROR): (\S+) \(([\w.]+)\)")
 unit_skip = re.compile(r"^(\S+) \(([\w.]+)\)(?: \.\.\.| .*\.\.\.) skipped (.*)$")
+# unittest -v: a known bug ("expected failure"), or one that is gone ("unexpected success").
+unit_xfail = re.compile(r"^(\S+) \(([\w.]+)\).*\.\.\. (expected failure|unexpected success)$")
 # The hostile-peer battery: "FAIL name: why".
 battery_case = re.compile(r"^FAIL (\S+?):? (.*)$")
 # A Check suite's test that was not registered here, and why: "SKIP name: reason" (tu_skip).
@@ -167,6 +169,10 @@ for r in range(1, runs + 1):
         if m:
             skips[(name, m.group(1), m.group(3))] += 1
             continue
+        m = unit_xfail.match(ln)
+        if m:
+            skips[(name, m.group(1), m.group(3))] += 1
+            continue
         m = check_skip.match(ln)
         if m:
             skips[(name, m.group(1), m.group(2))] += 1
@@ -190,7 +196,7 @@ if cases:
     for (name, case), n in sorted(cases.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {name}: {case}  x{n}  {why[(name, case)][:150]}")
 if skips:
-    print("\nskipped cases (test: case, runs, reason):")
+    print("\nskipped cases and known bugs (test: case, runs, reason):")
     for (name, case, reason), n in sorted(skips.items()):
         print(f"  {name}: {case}  x{n}  {reason[:150]}")
 sys.exit(1 if total_failed or cases else 0)
