@@ -13,6 +13,8 @@
 #   new conn a new connection per request (50 concurrent connectors), app-server vs baseline
 #   P16 lib  app-server at P16 loaded through the client library (client-bench, client.h)
 #            beside appmsg-bench's own client
+#   P16 x2   app-server --threads 2 at P16 (unpinned: its two threads and the load generator
+#            share the two cores), for its server CPU per request against --threads 1
 # Servers run on core 0 and the load generator on core 1 (taskset, with 2+ cores).  For each run
 # the server's CPU time (utime+stime from /proc/PID/stat) is read before and after.  Then each
 # server is started afresh and IDLE_CONNS idle connections are opened to it: the RSS it gains,
@@ -254,12 +256,19 @@ redis_run() { # redis_run KEY ROUND PID
 A_PORT=$PORT_BASE
 B_PORT=$((PORT_BASE + 1))
 R_PORT=$((PORT_BASE + 2))
+T_PORT=$((PORT_BASE + 3))
 : >"$TMP/results"
 
 start_server app-server "$A_PORT" "$APP" "$HOST" "$A_PORT"
 APP_PID=$SERVER_PID
 start_server baseline "$B_PORT" "$BASE" "$HOST" "$B_PORT"
 BASE_PID=$SERVER_PID
+# Two threads: not pinned (taskset would put both on core 0).
+SRV_SAVED=("${SRV[@]}")
+SRV=()
+start_server app-server-x2 "$T_PORT" "$APP" --threads 2 "$HOST" "$T_PORT"
+APP2_PID=$SERVER_PID
+SRV=("${SRV_SAVED[@]}")
 REDIS_PID=
 if [ "$have_redis" = 1 ]; then
   start_server redis "$R_PORT" redis-server --port "$R_PORT" --bind "$HOST" --save '' \
@@ -300,6 +309,7 @@ for round in $(seq "$ROUNDS"); do
   done
   LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 --duration "$DURATION" \
     --warmup 100000
+  bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
   for who in $order; do
     if [ "$who" = app ]; then
       bench_run nc.app "$round" "$APP_PID" -p "$A_PORT" "${NC[@]}"
@@ -335,6 +345,7 @@ if [ "$PERF" = 1 ]; then
   fi
 fi
 
+stop_server "$APP2_PID"
 APP_HWM=$(status_kb "$APP_PID" VmHWM)
 BASE_HWM=$(status_kb "$BASE_PID" VmHWM)
 REDIS_HWM=-
@@ -420,6 +431,8 @@ ratio_row app/base p16.app p16.base
 [ "$have_redis" = 1 ] && ratio_row app/redis p16.app p16.redis
 row "P16 via client.h" app-server p16.lib
 ratio_row lib/bench p16.lib p16.app
+row "P16 --threads 2" app-server p16.x2
+ratio_row x2/x1 p16.x2 p16.app
 row "new conn per request" app-server nc.app
 row "" baseline nc.base
 ratio_row app/base nc.app nc.base
@@ -445,6 +458,8 @@ target "P16 server CPU per request app-server/baseline <= 1.3" \
   "$(ratio "$(median p16.app 10)" "$(median p16.base 10)")" "<=" 1.3
 target "P16 req/s through client.h / appmsg-bench's client >= 0.8" \
   "$(ratio "$(median p16.lib 3)" "$(median p16.app 3)")" ">=" 0.8
+target "P16 server CPU per request --threads 2 / --threads 1 <= 1.1" \
+  "$(ratio "$(median p16.x2 10)" "$(median p16.app 10)")" "<=" 1.1
 if [ "$have_redis" = 1 ]; then
   target "P16 req/s app-server/redis GET >= 1.0" "$(ratio "$(median p16.app 3)" "$(median p16.redis 3)")" ">=" 1.0
 fi

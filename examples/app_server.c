@@ -9,9 +9,11 @@
  * unknown actions (the guide's wording), ping and status, timeouts,
  * limits, the drain on SIGINT/SIGTERM.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "appmsg/appmsg.h"
 #include "common.h"
@@ -62,6 +64,7 @@ int main(int argc, char **argv) {
   unsigned long max_content = 1UL << 20, max_conns = 10000;
   double idle = 60, frame = 10, deadline = 30;
   int verbose = 0;
+  const char *threads_text = "1";
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
        "answer searches from FILE, a JSON object of strings (default: the guide's 3 keys)", 0, 0},
@@ -75,6 +78,8 @@ int main(int argc, char **argv) {
        "a request not answered in S gets a TIMEOUT reply (default 30)", 0, 86400},
       {"--max-conns", 0, OPT_COUNT, &max_conns, "N",
        "connections served at once; more are told to retry (default 10000)", 1, 10000000},
+      {"--threads", 0, OPT_STRING, &threads_text, "N",
+       "serve with N threads, each its own loop, on one port (default 1; auto: one per CPU)", 0, 0},
       {"--verbose", 'v', OPT_FLAG, &verbose, NULL, "log every connection", 0, 0},
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
@@ -90,12 +95,22 @@ int main(int argc, char **argv) {
   };
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
+  char *end;
+  long threads = strcmp(threads_text, "auto") == 0 ? sysconf(_SC_NPROCESSORS_ONLN)
+                                                   : strtol(threads_text, &end, 10);
+  if (strcmp(threads_text, "auto") != 0 && (*end || end == threads_text))
+    threads = 0;
+  if (threads < 1 || threads > 1024) {
+    logf_("--threads needs a number from 1 to 1024, or auto, not '%s'", threads_text);
+    cli_usage_error(&cli);
+  }
 
   o.server.conn.limits.max_content_length = max_content;
   o.server.conn.idle_timeout_ms = (uint32_t)(idle * 1000);
   o.server.conn.frame_timeout_ms = (uint32_t)(frame * 1000);
   o.server.max_conns = max_conns;
   o.deadline_ms = (uint32_t)(deadline * 1000);
+  o.server.reuseport = threads > 1;
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
 
@@ -104,24 +119,29 @@ int main(int argc, char **argv) {
     return 1;
   appmsg_ignore_sigpipe();
   raise_fd_limit();
-  struct appmsg_loop *loop;
-  struct appmsg_service *svc = NULL;
-  int rc = appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT);
-  if (rc == 0)
-    rc = appmsg_service_new(&svc, loop, &o);
-  if (rc == 0)
-    rc = appmsg_service_handle(svc, "search", on_search, &data);
+  /* One service per thread, each on a loop of its own; the dataset is shared, read only. */
+  struct appmsg_service **svcs = calloc((size_t)threads, sizeof *svcs);
+  int rc = svcs ? 0 : -ENOMEM;
+  for (long i = 0; i < threads && rc == 0; i++) {
+    rc = appmsg_service_new(&svcs[i], NULL, &o);
+    if (rc == 0)
+      rc = appmsg_service_handle(svcs[i], "search", on_search, &data);
+    if (rc == 0)
+      appmsg_service_handle_binary(svcs[i], on_binary, NULL);
+  }
   int status = 1;
   if (rc) {
     logf_("cannot start: %s", appmsg_strerror(rc));
   } else {
-    appmsg_service_handle_binary(svc, on_binary, NULL);
     char what[64];
-    snprintf(what, sizeof what, "%zu keys, %s loop", data.count, appmsg_loop_backend_name(loop));
-    status = serve(svc, host, port, what, 10000);
+    snprintf(what, sizeof what, "%zu keys, %s loop", data.count,
+             appmsg_loop_backend_name(appmsg_service_loop(svcs[0])));
+    status = threads == 1 ? serve(svcs[0], host, port, what, 10000)
+                          : serve_threads(svcs, (size_t)threads, host, port, what, 10000);
   }
-  appmsg_service_free(svc);
-  appmsg_loop_free(loop);
+  for (long i = 0; svcs && i < threads; i++)
+    appmsg_service_free(svcs[i]);
+  free(svcs);
   dataset_free(&data);
   return status;
 }

@@ -2,12 +2,14 @@
 #include "common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *prog = "appmsg";
 
@@ -289,6 +291,87 @@ int serve(struct appmsg_service *svc, const char *host, const char *port, const 
   rc = appmsg_service_run(svc, drain_ms);
   logf_("bye");
   return rc < 0 ? 1 : 0;
+}
+
+/* One thread of serve_threads(): its loop until stopped, then its drain. */
+struct worker {
+  struct appmsg_service *svc;
+  uint32_t drain_ms;
+  pthread_t thread;
+};
+
+static void *work(void *arg) {
+  struct worker *w = arg;
+  int rc = appmsg_loop_run(appmsg_service_loop(w->svc));
+  if (rc < 0)
+    logf_("event loop failed: %s", appmsg_strerror(rc));
+  appmsg_service_finish(w->svc, w->drain_ms);
+  return NULL;
+}
+
+int serve_threads(struct appmsg_service **svcs, size_t n, const char *host, const char *port,
+                  const char *what, uint32_t drain_ms) {
+  char err[APPMSG_NET_ERRLEN];
+  int rc = appmsg_service_listen(svcs[0], host, port, err, sizeof err);
+  if (rc) {
+    logf_("%s", err);
+    if (rc == -EADDRINUSE)
+      logf_("is another server already running on that port? pick another with: %s %s PORT", prog,
+            host);
+    return 1;
+  }
+  /* The others on the same port: the one the first got, when port was 0. */
+  const char *addr = appmsg_service_address(svcs[0]);
+  char actual[16];
+  snprintf(actual, sizeof actual, "%s", strrchr(addr, ':') ? strrchr(addr, ':') + 1 : port);
+  int is_unix = strncmp(host, "unix:", 5) == 0;
+  for (size_t i = 1; i < n && rc == 0; i++) {
+    if (is_unix) {
+      int fd = dup(appmsg_server_fd(appmsg_service_server(svcs[0])));
+      rc = fd < 0 ? -errno : appmsg_service_listen_fd(svcs[i], fd, err, sizeof err);
+    } else {
+      rc = appmsg_service_listen(svcs[i], host, actual, err, sizeof err);
+    }
+  }
+  if (rc == 0)
+    rc = appmsg_service_group(svcs, n);
+  if (rc) {
+    logf_("cannot listen with %zu threads: %s", n, rc == -ENOMEM ? "out of memory" : err);
+    return 1;
+  }
+  /* Only this thread takes SIGINT and SIGTERM (sigwait below): the workers block them. */
+  sigset_t sigs, old;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, &old);
+  struct worker *w = calloc(n, sizeof *w);
+  size_t started = 0;
+  for (; w && started < n; started++) {
+    w[started] = (struct worker){svcs[started], drain_ms, 0};
+    if (pthread_create(&w[started].thread, NULL, work, &w[started]) != 0)
+      break;
+  }
+  int status = 0, sig = 0;
+  if (started < n) {
+    logf_("cannot start %zu threads (%zu started)", n, started);
+    status = 1;
+  } else {
+    logf_("listening on %s (%s, %zu threads)", appmsg_service_address(svcs[0]), what, n);
+    sigwait(&sigs, &sig);
+    struct appmsg_service_stats st;
+    appmsg_service_stats_total(svcs[0], &st);
+    logf_("%s: finishing %llu connection(s)", sig == SIGINT ? "interrupted" : "terminated",
+          (unsigned long long)st.connections);
+  }
+  for (size_t i = 0; i < started; i++)
+    appmsg_loop_stop_async(appmsg_service_loop(svcs[i]));
+  for (size_t i = 0; i < started; i++)
+    pthread_join(w[i].thread, NULL);
+  free(w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  logf_("bye");
+  return status;
 }
 
 void endpoint_text(const char *host, const char *port, char *buf, size_t len) {

@@ -101,6 +101,18 @@ ssize_t recv_upto(int fd, void *buf, size_t want);
 int serve(struct appmsg_service *svc, const char *host, const char *port, const char *what,
           uint32_t drain_ms);
 
+/*
+ * serve() for n services, one per thread, each on its own loop (made with
+ * appmsg_service_new(&svc, NULL, ...)), all on host:port: on TCP each
+ * listens with SO_REUSEPORT (the services' opts must have
+ * server.reuseport set) and the kernel spreads connections among them; on
+ * a Unix socket they share one.  Their status is summed.  The main thread
+ * waits for SIGINT/SIGTERM, then stops every loop and each thread drains
+ * its service.  Returns the exit status.
+ */
+int serve_threads(struct appmsg_service **svcs, size_t n, const char *host, const char *port,
+                  const char *what, uint32_t drain_ms);
+
 /* Raises the soft RLIMIT_NOFILE to the hard one (servers hold many sockets). */
 void raise_fd_limit(void);
 

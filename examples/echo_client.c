@@ -21,7 +21,6 @@
 
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  const struct opt opts[] = {{NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
       .usage = "[HOST [PORT]]",
       .about = "The guide's echo client: sends \"Hello, world\", reads the echo and prints it\n"
@@ -29,7 +28,7 @@ int main(int argc, char **argv) {
       .operands = "HOST  the server's address (default 127.0.0.1)\nPORT  its port (default 65432)",
       .exits = "0  the whole message came back\n1  could not connect, or the echo did not come "
                "back whole\n2  usage error",
-      .opts = opts,
+      .opts = (const struct opt[]){{0}}, /* no options but --help and --version */
   };
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);

@@ -51,7 +51,6 @@ static int accept_one(int lfd, int *fd) {
 
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  const struct opt opts[] = {{NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
       .usage = "[HOST [PORT]]",
       .about = "The guide's echo server: accepts one connection, prints \"Connected by ADDR\",\n"
@@ -59,7 +58,7 @@ int main(int argc, char **argv) {
       .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
       .exits = "0  the client closed the connection\n1  could not listen, or the connection "
                "broke\n2  usage error",
-      .opts = opts,
+      .opts = (const struct opt[]){{0}}, /* no options but --help and --version */
   };
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);

@@ -71,14 +71,13 @@ static void drain(struct appmsg_server *srv) {
 
 int main(int argc, char **argv) {
   prog_init(argv[0]);
-  const struct opt cli_opts[] = {{NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
       .usage = "HOST PORT",
       .about = "The guide's multi-connection server: serves any number of clients at once and\n"
                "echoes every byte back as it arrives (raw, unframed bytes).",
       .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
       .exits = "0  stopped by SIGINT or SIGTERM\n1  could not listen\n2  usage error",
-      .opts = cli_opts,
+      .opts = (const struct opt[]){{0}}, /* no options but --help and --version */
   };
   /* The guide requires both arguments; the defaults make a bare run work too. */
   const char *pos[2], *host, *port;

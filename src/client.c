@@ -79,20 +79,7 @@ struct appmsg_client {
 
 /* ---- small things ------------------------------------------------------ */
 
-static void cl_log(const struct appmsg_client *c, enum appmsg_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void cl_log(const struct appmsg_client *c, enum appmsg_log_level level, const char *fmt,
-                   ...) {
-  if (c->opts->log == NULL)
-    return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  c->opts->log(c->opts->log_ud, level, line);
-}
+#define cl_log(c, level, ...) appmsg__logf((c)->opts->log, (c)->opts->log_ud, level, __VA_ARGS__)
 
 static void push(struct list *l, struct call *k) {
   k->next = NULL;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,7 +57,8 @@ struct appmsg_conn {
   unsigned paused : 1;                     /* the owner stopped reading */
   unsigned shut : 1;                       /* our write side is shut down */
   unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
-  unsigned when_idle : 1;                  /* close once the current frame is answered */
+  unsigned when_idle : 1;                  /* close once quiet: nothing to read, nothing owed */
+  unsigned quiet : 1;                      /* the last read found nothing to read */
 };
 
 void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
@@ -171,9 +173,7 @@ static void update_interest(struct appmsg_conn *c) {
     ev = APPMSG_EV_WRITE;
   } else {
     int paused = c->paused || (c->opts->read_pause && pending > c->opts->read_pause);
-    /* Between frames, a connection asked to close when idle reads no more. */
-    int draining = c->when_idle && !appmsg_decoder_in_frame(&c->dec);
-    if (c->shut || (!c->eof && !c->close_req && !paused && !draining && !c->stash))
+    if (c->shut || (!c->eof && !c->close_req && !paused && !c->stash))
       ev |= APPMSG_EV_READ;
     if (pending)
       ev |= APPMSG_EV_WRITE;
@@ -240,7 +240,10 @@ static void settle(struct appmsg_conn *c) {
     if (rc < 0) {
       appmsg_conn_abort(c, rc);
     } else {
-      if (c->when_idle && !c->close_req && !appmsg_decoder_in_frame(&c->dec))
+      /* A drain ends a connection once it is quiet: every request that had
+       * arrived is answered, no frame is half read, nothing more is waiting. */
+      if (c->when_idle && !c->close_req && c->quiet && !c->stash &&
+          !appmsg_decoder_in_frame(&c->dec))
         begin_close(c, 0);
       progress_close(c);
     }
@@ -313,9 +316,7 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
         c->cbs->on_message(c, appmsg_decoder_header(&c->dec), content, len, c->ud);
         c->busy--;
       }
-      if (c->when_idle) {
-        begin_close(c, 0);
-      } else if (c->paused && off + used < n && !c->close_req && !c->dead) {
+      if (c->paused && off + used < n && !c->close_req && !c->dead) {
         stash(c, p + off + used, n - off - used); /* fed when reading resumes */
         return;
       }
@@ -326,13 +327,16 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
   }
 }
 
-static void on_readable(struct appmsg_conn *c) {
+/* One read: what arrived is delivered, or the end of stream handled.
+ * Returns what the read returned. */
+static ssize_t read_once(struct appmsg_conn *c) {
   ssize_t n = appmsg_recv(c->fd, rbuf, sizeof rbuf);
+  c->quiet = n == -EAGAIN;
   if (n == -EAGAIN)
-    return;
+    return n;
   if (n < 0) {
     appmsg_conn_abort(c, (int)n);
-    return;
+    return n;
   }
   c->last_rx = now_ms(c);
   if (n > 0 && c->opts->counters)
@@ -340,20 +344,20 @@ static void on_readable(struct appmsg_conn *c) {
   if (n > 0) {
     if (!c->close_req && !c->eof)
       deliver(c, rbuf, (size_t)n);
-    return; /* a closing connection discards what still arrives */
+    return n; /* a closing connection discards what still arrives */
   }
   /* End of stream. */
   c->eof = 1;
   if (c->shut) {
     appmsg_conn_abort(c, 0);
-    return;
+    return 0;
   }
   if (c->close_req)
-    return;
+    return 0;
   int rc = c->opts->raw ? 0 : appmsg_decoder_finish(&c->dec);
   if (rc) {
     protocol_error(c, rc, appmsg_decoder_reason(&c->dec), appmsg_decoder_error_offset(&c->dec));
-    return;
+    return 0;
   }
   if (c->cbs->on_eof) {
     c->busy++;
@@ -361,6 +365,16 @@ static void on_readable(struct appmsg_conn *c) {
     c->busy--;
   }
   begin_close(c, 0); /* the replies still owed (holds) are sent first */
+  return 0;
+}
+
+static void on_readable(struct appmsg_conn *c) {
+  ssize_t n = read_once(c);
+  /* Draining: the peer is quiet when nothing more waits to be read - no new readiness would
+   * come to say so. */
+  int avail;
+  if (n > 0 && c->when_idle && !c->dead && ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0)
+    c->quiet = 1;
 }
 
 static void on_connected(struct appmsg_conn *c) {
@@ -570,7 +584,14 @@ void appmsg_conn_close(struct appmsg_conn *c) {
 }
 
 void appmsg_conn_close_when_idle(struct appmsg_conn *c) {
+  if (c->when_idle || c->dead)
+    return;
   c->when_idle = 1;
+  if (c->busy == 0 && !c->connecting && !c->close_req && !c->paused && !c->stash) {
+    c->busy++;
+    on_readable(c); /* what has arrived is read and answered; or it is quiet already */
+    c->busy--;
+  }
   if (c->busy == 0)
     settle(c);
 }

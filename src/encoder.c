@@ -115,26 +115,13 @@ void appmsg_prepared_free(struct appmsg_prepared *p) {
   free(p);
 }
 
-/* Writes v in decimal into out (room for 20); returns the length. */
-static size_t u64_digits(uint64_t v, char *out) {
-  char tmp[20];
-  size_t n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  for (size_t k = 0; k < n; k++)
-    out[k] = tmp[n - 1 - k];
-  return n;
-}
-
 int appmsg__encoder_push_prepared(struct appmsg_encoder *e, const struct appmsg_prepared *p,
                                   const char *extra, size_t extra_len, const void *content,
                                   size_t len) {
   if ((uint64_t)len > APPMSG_CONTENT_LENGTH_MAX)
     return APPMSG_E_CONTENT_TOO_LARGE;
   char digits[20];
-  size_t nd = u64_digits(len, digits);
+  size_t nd = appmsg__u64_digits(digits, len);
   size_t hlen = p->len + nd + extra_len;
   if (hlen > APPMSG_HEADER_LENGTH_MAX)
     return APPMSG_E_HEADER_TOO_LARGE;

@@ -1,8 +1,10 @@
 /* Error names and texts, all from the one table in include/appmsg/error.h. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
-#include "appmsg/appmsg.h"
+#include "internal.h"
 
 /* Names of the errno values a network program meets; others are "ESYSTEM". */
 #define ERRNO_NAMES(X)                                                                             \
@@ -102,4 +104,15 @@ int appmsg_errcode(const char *name) {
 
 const char *appmsg_version(void) {
   return APPMSG_VERSION_STRING;
+}
+
+void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...) {
+  if (fn == NULL)
+    return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fn(ud, level, line);
 }

@@ -616,8 +616,7 @@ static void put_quoted(struct out *o, const char *s) {
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-/* Writes v in decimal; returns the length (at most 20). */
-static size_t put_u64(char *out, uint64_t v) {
+size_t appmsg__u64_digits(char *out, uint64_t v) {
   char tmp[20];
   size_t n = 0;
   do {
@@ -673,7 +672,7 @@ long appmsg_header_write(const struct appmsg_header *h, uint64_t content_length,
   if (rc)
     return rc;
   char digits[20];
-  size_t nd = put_u64(digits, content_length);
+  size_t nd = appmsg__u64_digits(digits, content_length);
   struct out o = {out, out ? cap : 0, 0};
   size_t split;
   return write_parts(h, &o, digits, nd, &split);

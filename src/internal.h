@@ -46,6 +46,13 @@ void appmsg__header_release_borrowed(struct appmsg_header *h);
 long appmsg__header_write_split(const struct appmsg_header *h, char *out, size_t cap,
                                 size_t *split);
 
+/* Writes v in decimal into out (room for 20 bytes, no NUL); returns the length. */
+size_t appmsg__u64_digits(char *out, uint64_t v);
+
+/* Formats one log line and hands it to fn (nothing when fn is NULL). */
+void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Makes the decoder's header parsing take the general path only (on 0) or
  * the fast path where it can (on 1, the default).  For tests and fuzzers,
  * which check that both give the same results. */

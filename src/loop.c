@@ -70,6 +70,8 @@ static int pick_backend(enum appmsg_loop_backend which, const struct appmsg__bac
   }
 }
 
+static int signals_setup_pipe(struct appmsg_loop *loop);
+
 int appmsg_loop_new(struct appmsg_loop **loopp, enum appmsg_loop_backend which) {
   const struct appmsg__backend *backend;
   *loopp = NULL;
@@ -86,6 +88,8 @@ int appmsg_loop_new(struct appmsg_loop **loopp, enum appmsg_loop_backend which) 
   rc = appmsg__loop_ready_reserve(loop, 64);
   if (rc == 0)
     rc = backend->init(loop);
+  if (rc == 0)
+    rc = signals_setup_pipe(loop);
   if (rc < 0) {
     appmsg_loop_free(loop);
     return rc;
@@ -100,6 +104,12 @@ void appmsg_loop_free(struct appmsg_loop *loop) {
   if (loop == NULL)
     return;
   signals_teardown(loop);
+  if (loop->sig_rfd >= 0) {
+    appmsg_loop_unwatch(loop, loop->sig_rfd);
+    close(loop->sig_rfd);
+    close(loop->sig_wfd);
+    loop->sig_rfd = loop->sig_wfd = -1;
+  }
   for (uint32_t i = 0; i < loop->nheap; i++)
     loop->heap[i]->_index = 0;
   if (loop->backend != NULL)
@@ -461,9 +471,17 @@ static void on_sig_pipe(struct appmsg_loop *loop, int fd, unsigned events, void 
   unsigned char buf[64];
   ssize_t n;
   while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0)
-      loop->last_signal = buf[n - 1];
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != 0) /* 0: appmsg_loop_stop_async(), not a signal */
+        loop->last_signal = buf[i];
   appmsg_loop_stop(loop);
+}
+
+int appmsg_loop_stop_async(struct appmsg_loop *loop) {
+  unsigned char b = 0;
+  if (write(loop->sig_wfd, &b, 1) == 1 || errno == EAGAIN)
+    return 0; /* (a full pipe already holds a wake-up) */
+  return -errno;
 }
 
 static void restore_dispositions(struct appmsg_loop *loop) {
@@ -479,12 +497,6 @@ static void signals_teardown(struct appmsg_loop *loop) {
   if (sig_owner == loop) {
     sig_pipe_wfd = -1;
     sig_owner = NULL;
-  }
-  if (loop->sig_rfd >= 0) {
-    appmsg_loop_unwatch(loop, loop->sig_rfd);
-    close(loop->sig_rfd);
-    close(loop->sig_wfd);
-    loop->sig_rfd = loop->sig_wfd = -1;
   }
 }
 
@@ -514,11 +526,6 @@ int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, si
     return 0;
   }
   restore_dispositions(loop);
-  if (loop->sig_rfd < 0) {
-    int rc = signals_setup_pipe(loop);
-    if (rc < 0)
-      return rc;
-  }
   loop->saved = calloc(n, sizeof *loop->saved);
   if (loop->saved == NULL) {
     signals_teardown(loop);

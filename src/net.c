@@ -256,13 +256,20 @@ static int listen_unix(const char *host, int backlog, int *fdp, char *err, size_
 
 /* ---- listening ---------------------------------------------------------- */
 
-static int listen_one(const struct addrinfo *ai, int dual_stack, int backlog, int *fdp) {
+static int listen_one(const struct addrinfo *ai, int dual_stack, int backlog, unsigned flags,
+                      int *fdp) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
   if (fd < 0)
     return -errno;
   int one = 1, zero = 0;
   /* Rebinding a port with connections in TIME_WAIT must work after a restart. */
   (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if ((flags & APPMSG_LISTEN_REUSEPORT) &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    int rc = -errno;
+    close(fd);
+    return rc;
+  }
   if (dual_stack && ai->ai_family == AF_INET6)
     (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
   if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
@@ -274,8 +281,8 @@ static int listen_one(const struct addrinfo *ai, int dual_stack, int backlog, in
   return 0;
 }
 
-static int listen_tcp(const char *host, const char *port, int backlog, int *fdp, char *err,
-                      size_t errlen) {
+static int listen_tcp(const char *host, const char *port, int backlog, unsigned flags, int *fdp,
+                      char *err, size_t errlen) {
   struct addrinfo *res;
   int rc = appmsg_resolve(host, port, 1, &res, err, errlen);
   if (rc < 0)
@@ -287,7 +294,7 @@ static int listen_tcp(const char *host, const char *port, int backlog, int *fdp,
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
       if (wildcard && (pass == 0) != (ai->ai_family == AF_INET6))
         continue;
-      rc = listen_one(ai, wildcard, backlog, fdp);
+      rc = listen_one(ai, wildcard, backlog, flags, fdp);
       if (rc == 0)
         break;
       char addr[APPMSG_ADDRSTRLEN];
@@ -302,14 +309,19 @@ static int listen_tcp(const char *host, const char *port, int backlog, int *fdp,
   return rc;
 }
 
-int appmsg_listen(const char *host, const char *port, int backlog, int *fdp, char *err,
-                  size_t errlen) {
+int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigned flags, int *fdp,
+                        char *err, size_t errlen) {
   *fdp = -1;
   if (backlog <= 0)
     backlog = SOMAXCONN;
   if (is_unix(host))
     return listen_unix(host, backlog, fdp, err, errlen);
-  return listen_tcp(host, port, backlog, fdp, err, errlen);
+  return listen_tcp(host, port, backlog, flags, fdp, err, errlen);
+}
+
+int appmsg_listen(const char *host, const char *port, int backlog, int *fdp, char *err,
+                  size_t errlen) {
+  return appmsg_listen_flags(host, port, backlog, 0, fdp, err, errlen);
 }
 
 /* ---- connecting ------------------------------------------------------------ */

@@ -107,11 +107,10 @@ static void on_resume(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud
     appmsg_loop_modify(loop, s->acc.listen_fd, APPMSG_EV_READ);
 }
 
-static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
-  (void)fd;
-  (void)events;
-  struct appmsg_server *s = ud;
-  for (int k = 0; k < ACCEPT_BATCH && s->listening; k++) {
+/* Accepts up to max pending connections. */
+static void accept_some(struct appmsg_server *s, int max) {
+  struct appmsg_loop *loop = s->loop;
+  for (int k = 0; k < max && s->listening; k++) {
     int cfd;
     int rc = appmsg_acceptor_accept(&s->acc, &cfd);
     if (rc == -EAGAIN)
@@ -147,27 +146,30 @@ static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *u
   }
 }
 
-int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, const char *host,
-                      const char *port, const struct appmsg_server_opts *opts,
-                      const struct appmsg_conn_callbacks *conn_cbs,
-                      const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
-                      size_t errlen) {
+static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+  (void)loop;
+  (void)fd;
+  (void)events;
+  accept_some(ud, ACCEPT_BATCH); /* a batch at a time: fair to the connections served */
+}
+
+/* Serves on fd (owned from now on); owner: whether to unlink a Unix socket's file at the end. */
+static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd, int owner,
+                    const struct appmsg_server_opts *opts,
+                    const struct appmsg_conn_callbacks *conn_cbs,
+                    const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
+                    size_t errlen) {
   struct appmsg_server *s = calloc(1, sizeof *s);
-  if (s == NULL)
-    return -ENOMEM;
-  int fd;
-  int rc = appmsg_listen(host, port, opts->backlog, &fd, err, errlen);
-  if (rc) {
-    free(s);
-    return rc;
-  }
-  rc = appmsg_acceptor_init(&s->acc, fd);
+  int rc = s ? appmsg_set_nonblock(fd, 1) : -ENOMEM;
+  if (rc == 0)
+    rc = appmsg_acceptor_init(&s->acc, fd);
   if (rc == 0)
     rc = appmsg_loop_watch(loop, fd, APPMSG_EV_READ, on_listen, s);
   if (rc) {
     if (err && errlen)
       snprintf(err, errlen, "cannot serve: %s", appmsg_strerror(rc));
-    appmsg_acceptor_cleanup(&s->acc);
+    if (s)
+      appmsg_acceptor_cleanup(&s->acc);
     close(fd);
     free(s);
     return rc;
@@ -180,11 +182,32 @@ int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, cons
   s->listening = 1;
   appmsg_timer_init(&s->resume, on_resume, s);
   char name[APPMSG_ADDRSTRLEN];
-  if (appmsg_sockname(fd, name, sizeof name) > 5 && strncmp(name, "unix:/", 6) == 0 &&
+  if (owner && appmsg_sockname(fd, name, sizeof name) > 5 && strncmp(name, "unix:/", 6) == 0 &&
       stat(name + 5, &s->unix_st) == 0)
     s->unix_path = strdup(name + 5);
   *out = s;
   return 0;
+}
+
+int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, const char *host,
+                      const char *port, const struct appmsg_server_opts *opts,
+                      const struct appmsg_conn_callbacks *conn_cbs,
+                      const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
+                      size_t errlen) {
+  int fd;
+  int rc = appmsg_listen_flags(host, port, opts->backlog,
+                               opts->reuseport ? APPMSG_LISTEN_REUSEPORT : 0, &fd, err, errlen);
+  if (rc)
+    return rc;
+  return serve_fd(out, loop, fd, 1, opts, conn_cbs, srv_cbs, ud, err, errlen);
+}
+
+int appmsg_server_new_fd(struct appmsg_server **out, struct appmsg_loop *loop, int listen_fd,
+                         const struct appmsg_server_opts *opts,
+                         const struct appmsg_conn_callbacks *conn_cbs,
+                         const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
+                         size_t errlen) {
+  return serve_fd(out, loop, listen_fd, 0, opts, conn_cbs, srv_cbs, ud, err, errlen);
 }
 
 const char *appmsg_server_address(const struct appmsg_server *s) {
@@ -219,6 +242,10 @@ static void stop_listening(struct appmsg_server *s) {
 }
 
 void appmsg_server_drain(struct appmsg_server *s) {
+  /* Whoever connected before the drain is served: the accept queue is emptied before the
+   * listener closes (closing it would reset them). */
+  if (s->listening)
+    accept_some(s, s->opts->backlog > 0 ? 4 * s->opts->backlog : 4096);
   stop_listening(s);
   for (size_t fd = 0; fd < s->slots; fd++)
     if (s->by_fd[fd])

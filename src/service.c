@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "appmsg/service.h"
 #include "internal.h"
@@ -96,6 +97,7 @@ struct error_count {
 struct appmsg_service {
   struct appmsg_loop *loop;
   struct appmsg_loop *own_loop; /* the loop it made, freed with it */
+  struct appmsg_service *self;  /* itself (a group of one) */
   const struct appmsg_service_opts *opts;
   struct appmsg_server *srv;        /* after listen */
   struct appmsg_server_opts sopts;  /* opts->server with the counters pointer set */
@@ -110,45 +112,51 @@ struct appmsg_service {
   unsigned types_next;    /* the cache entry to replace next */
   struct pending **by_fd; /* connections with a queue, by descriptor */
   size_t by_fd_len;
-  struct appmsg_request *free_list; /* pooled request objects */
-  struct appmsg_request *live;      /* requests owed, orphaned or expired */
-  uint64_t started;                 /* loop time of creation */
-  struct appmsg_service_stats st;   /* counters (bytes come from io) */
-  struct error_count errors[ERROR_NAMES_MAX + 1];
-  size_t nerrors;
+  struct appmsg_request *free_list;               /* pooled request objects */
+  struct appmsg_request *live;                    /* requests owed, orphaned or expired */
+  uint64_t started;                               /* loop time of creation */
+  struct appmsg_service_stats st;                 /* counters (bytes come from io) */
+  struct error_count errors[ERROR_NAMES_MAX + 1]; /* the last one is OTHER */
+  size_t nerrors;                                 /* names in use before OTHER */
+  struct appmsg_service **group;                  /* the services that report as one */
+  size_t ngroup;                                  /* (NULL, 0: just this one) */
   uint64_t refusals; /* connections refused, for rate-limiting their log */
 };
 
 /* ---- small things --------------------------------------------------------- */
 
-static void svc_log(const struct appmsg_service *s, enum appmsg_log_level level, const char *fmt,
-                    ...) __attribute__((format(printf, 3, 4)));
+/* The counters have one writer (the service's thread) and may be read by
+ * the services of other threads (a group's status): relaxed atomic loads
+ * and stores, which cost plain moves. */
+#define ADD(counter, n)                                                                            \
+  __atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (uint64_t)(n),      \
+                   __ATOMIC_RELAXED)
+#define GET(counter) __atomic_load_n(&(counter), __ATOMIC_RELAXED)
 
-static void svc_log(const struct appmsg_service *s, enum appmsg_log_level level, const char *fmt,
-                    ...) {
-  if (s->opts->log == NULL || level > s->opts->log_level)
-    return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  s->opts->log(s->opts->log_ud, level, line);
-}
+/* Logs a line when the service's log level asks for it. */
+#define svc_log(s, level, ...)                                                                     \
+  do {                                                                                             \
+    if ((level) <= (s)->opts->log_level)                                                           \
+      appmsg__logf((s)->opts->log, (s)->opts->log_ud, level, __VA_ARGS__);                         \
+  } while (0)
 
+/* Counts an error reply by name.  A name is written before it is published
+ * (nerrors, a release store), so that other threads read whole names. */
 static void count_error(struct appmsg_service *s, const char *name) {
-  s->st.errors++;
-  for (size_t i = 0; i < s->nerrors; i++)
+  ADD(s->st.errors, 1);
+  size_t n = s->nerrors;
+  for (size_t i = 0; i < n; i++)
     if (strcmp(s->errors[i].name, name) == 0) {
-      s->errors[i].n++;
+      ADD(s->errors[i].n, 1);
       return;
     }
-  size_t i = s->nerrors < ERROR_NAMES_MAX ? s->nerrors++ : ERROR_NAMES_MAX;
-  if (i == ERROR_NAMES_MAX && strcmp(s->errors[i].name, "OTHER") != 0)
-    strcpy(s->errors[i].name, "OTHER");
-  else if (i < ERROR_NAMES_MAX)
-    snprintf(s->errors[i].name, sizeof s->errors[i].name, "%s", name);
-  s->errors[i].n++;
+  if (n < ERROR_NAMES_MAX) {
+    snprintf(s->errors[n].name, sizeof s->errors[n].name, "%s", name);
+    ADD(s->errors[n].n, 1);
+    __atomic_store_n(&s->nerrors, n + 1, __ATOMIC_RELEASE);
+  } else {
+    ADD(s->errors[ERROR_NAMES_MAX].n, 1); /* "OTHER", named at creation */
+  }
 }
 
 static uint64_t hash_name(const char *p, size_t n) {
@@ -211,7 +219,7 @@ static void live_unlink(struct appmsg_request *r) {
 static void request_put(struct appmsg_request *r) {
   struct appmsg_service *s = r->svc;
   if (r->live)
-    s->st.pending--;
+    ADD(s->st.pending, -1);
   live_unlink(r);
   appmsg_timer_stop(s->loop, &r->deadline);
   appmsg_header_cleanup(&r->hdr_copy);
@@ -377,7 +385,7 @@ static int deliver_reply(struct appmsg_request *r, const struct appmsg_prepared 
       return rc;
     r->replied = 1;
   }
-  s->st.replies++;
+  ADD(s->st.replies, 1);
   if (error_name)
     count_error(s, error_name);
   return 0;
@@ -411,7 +419,7 @@ static int finish_reply(struct appmsg_request *r, int rc) {
   r->answered = 1;
   if (!r->in_handler) {
     live_unlink(r);
-    r->svc->st.pending--;
+    ADD(r->svc->st.pending, -1);
     appmsg_timer_stop(r->svc->loop, &r->deadline);
     maybe_done(r);
   }
@@ -769,26 +777,54 @@ static void text_addf(struct text *t, const char *fmt, ...) {
   }
 }
 
+/* The services a status reports: the group, or s alone. */
+static struct appmsg_service *const *group_of(const struct appmsg_service *s, size_t *n) {
+  if (s->ngroup) {
+    *n = s->ngroup;
+    return s->group;
+  }
+  *n = 1;
+  return &s->self;
+}
+
+/* Writes the errors object of a status: every name's count, summed over the group. */
+static void status_errors(const struct appmsg_service *s, struct text *t) {
+  size_t n, written = 0;
+  struct appmsg_service *const *m = group_of(s, &n);
+  for (size_t a = 0; a < n; a++) {
+    size_t na = __atomic_load_n(&m[a]->nerrors, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i <= na; i++) {
+      const char *name = m[a]->errors[i < na ? i : ERROR_NAMES_MAX].name;
+      int seen = 0; /* counted already, with an earlier member's */
+      for (size_t b = 0; b < a && !seen; b++)
+        seen = appmsg_service_error_count(m[b], name) > 0;
+      uint64_t total = 0;
+      for (size_t b = a; b < n && !seen; b++)
+        total += appmsg_service_error_count(m[b], name);
+      if (!seen && total > 0)
+        text_addf(t, "%s\"%s\": %llu", written++ ? ", " : "", name, (unsigned long long)total);
+    }
+  }
+}
+
 static void builtin_status(struct appmsg_request *r, void *ud) {
   (void)ud;
   struct appmsg_service *s = r->svc;
   struct appmsg_service_stats st;
-  appmsg_service_stats(s, &st);
+  appmsg_service_stats_total(s, &st);
   struct text t = {malloc(512), 0, 512, 0};
   t.failed = t.p == NULL;
+  size_t threads;
+  group_of(s, &threads);
   text_addf(&t,
             "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
             "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
-            "\"pending\": %llu, \"errors\": {",
+            "\"pending\": %llu, \"threads\": %zu, \"errors\": {",
             appmsg_version(), (unsigned long long)(st.uptime_ms / 1000),
             (unsigned long long)st.connections, (unsigned long long)st.connections_total,
             (unsigned long long)st.requests, (unsigned long long)st.replies,
-            (unsigned long long)st.pending);
-  for (size_t i = 0; i < s->nerrors + (s->errors[ERROR_NAMES_MAX].n > 0); i++) {
-    size_t k = i < s->nerrors ? i : ERROR_NAMES_MAX;
-    text_addf(&t, "%s\"%s\": %llu", i ? ", " : "", s->errors[k].name,
-              (unsigned long long)s->errors[k].n);
-  }
+            (unsigned long long)st.pending, threads);
+  status_errors(s, &t);
   text_addf(&t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu", (unsigned long long)st.bytes_in,
             (unsigned long long)st.bytes_out);
   if (s->status_fn && !t.failed) {
@@ -866,7 +902,7 @@ static void make_owed(struct appmsg_service *s, struct appmsg_request *r, struct
   if (s->live)
     s->live->live_prev = r;
   s->live = r;
-  s->st.pending++;
+  ADD(s->st.pending, 1);
   int oom = appmsg_header_copy(&r->hdr_copy, r->hdr) != 0;
   r->hdr = oom ? &empty_header : &r->hdr_copy;
   if (!r->queued) {
@@ -914,7 +950,7 @@ static void read_request_id(struct appmsg_request *r) {
 static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                        size_t len, void *ud) {
   struct appmsg_service *s = ud;
-  s->st.requests++;
+  ADD(s->st.requests, 1);
   struct appmsg_request *r = request_get(s);
   if (r == NULL) {
     appmsg_conn_abort(c, -ENOMEM);
@@ -951,9 +987,12 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
     hd->fn(r, hd->ud);
   r->in_handler = 0;
   if (r->answered) {
+    r->replied = 1; /* (if its reply could not be made, nothing more is owed for it) */
     if (!r->queued)
       request_put(r);
-    return; /* a queued one is freed when its reply leaves */
+    else
+      flush_queue(s, c); /* a queued one is freed when its turn comes */
+    return;
   }
   make_owed(s, r, c);
 }
@@ -965,7 +1004,7 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
   svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing", appmsg_conn_peer(c),
           appmsg_errname(err), (unsigned long long)offset, text);
   struct pending *q = pending_of(s, c);
-  s->st.replies++;
+  ADD(s->st.replies, 1);
   count_error(s, appmsg_errname(err));
   if (q == NULL || q->head == NULL) {
     appmsg_conn_send_error(c, err, reason, (long long)offset);
@@ -988,7 +1027,7 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
 
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   struct appmsg_service *s = ud;
-  s->st.connections--;
+  ADD(s->st.connections, -1);
   if (reason == APPMSG_E_TIMEOUT)
     svc_log(s, APPMSG_LOG_WARN, "%s: closed: timed out", appmsg_conn_peer(c));
   else if (reason == APPMSG_E_OUTPUT_FULL)
@@ -1017,8 +1056,8 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
 static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud) {
   (void)srv;
   struct appmsg_service *s = ud;
-  s->st.connections++;
-  s->st.connections_total++;
+  ADD(s->st.connections, 1);
+  ADD(s->st.connections_total, 1);
   svc_log(s, APPMSG_LOG_DEBUG, "accepted connection from %s", appmsg_conn_peer(c));
 }
 
@@ -1027,7 +1066,7 @@ static void on_refuse(struct appmsg_server *srv, int err, void *ud) {
   struct appmsg_service *s = ud;
   static const char name[] = "TOO_MANY_CONNS";
   if (err == APPMSG_E_TOO_MANY_CONNS) {
-    s->st.replies++;
+    ADD(s->st.replies, 1);
     count_error(s, name);
   }
   if (s->refusals++ % 1000 == 0) /* a flood must not flood the log */
@@ -1067,6 +1106,8 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
   s->loop = loop;
   s->opts = opts;
   s->started = appmsg_loop_now(loop);
+  s->self = s;
+  strcpy(s->errors[ERROR_NAMES_MAX].name, "OTHER");
   s->unknown.fn = invalid_action;
   struct appmsg_header h;
   appmsg_header_init(&h);
@@ -1169,6 +1210,29 @@ int appmsg_service_listen(struct appmsg_service *s, const char *host, const char
                            errlen);
 }
 
+int appmsg_service_listen_fd(struct appmsg_service *s, int listen_fd, char *err, size_t errlen) {
+  if (s->srv) {
+    if (err && errlen)
+      snprintf(err, errlen, "the service is already listening");
+    close(listen_fd);
+    return -EALREADY;
+  }
+  s->sopts = s->opts->server;
+  s->sopts.conn.counters = &s->io;
+  return appmsg_server_new_fd(&s->srv, s->loop, listen_fd, &s->sopts, &conn_cbs, &server_cbs, s,
+                              err, errlen);
+}
+
+long appmsg_service_finish(struct appmsg_service *s, uint32_t drain_ms) {
+  long left = s->srv ? appmsg_server_finish(s->srv, drain_ms) : 0;
+  if (left < 0)
+    svc_log(s, APPMSG_LOG_ERROR, "event loop failed while draining: %s",
+            appmsg_strerror((int)left));
+  else if (left > 0)
+    svc_log(s, APPMSG_LOG_WARN, "closing %ld connection(s) that did not finish in time", left);
+  return left;
+}
+
 const char *appmsg_service_address(const struct appmsg_service *s) {
   return s->srv ? appmsg_server_address(s->srv) : "?";
 }
@@ -1196,12 +1260,7 @@ int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms) {
   size_t open = s->srv ? appmsg_server_conn_count(s->srv) : 0;
   svc_log(s, APPMSG_LOG_INFO, "%s: finishing %zu connection(s)",
           sig == SIGINT ? "interrupted" : "terminated", open);
-  long left = s->srv ? appmsg_server_finish(s->srv, drain_ms) : 0;
-  if (left < 0)
-    svc_log(s, APPMSG_LOG_ERROR, "event loop failed while draining: %s",
-            appmsg_strerror((int)left));
-  else if (left > 0)
-    svc_log(s, APPMSG_LOG_WARN, "closing %ld connection(s) that did not finish in time", left);
+  appmsg_service_finish(s, drain_ms);
   return sig;
 }
 
@@ -1234,6 +1293,7 @@ void appmsg_service_free(struct appmsg_service *s) {
     free(s->by_fd[i]);
   free(s->by_fd);
   appmsg_prepared_free(s->json_hdr);
+  free(s->group);
   appmsg_loop_free(s->own_loop);
   free(s);
 }
@@ -1243,15 +1303,53 @@ struct appmsg_loop *appmsg_service_loop(const struct appmsg_service *s) {
 }
 
 void appmsg_service_stats(const struct appmsg_service *s, struct appmsg_service_stats *out) {
-  *out = s->st;
   out->uptime_ms = appmsg_loop_now(s->loop) - s->started;
+  out->connections = GET(s->st.connections);
+  out->connections_total = GET(s->st.connections_total);
+  out->requests = GET(s->st.requests);
+  out->replies = GET(s->st.replies);
+  out->errors = GET(s->st.errors);
+  out->pending = GET(s->st.pending);
   out->bytes_in = appmsg_counter_get(&s->io.bytes_in);
   out->bytes_out = appmsg_counter_get(&s->io.bytes_out);
 }
 
+void appmsg_service_stats_total(const struct appmsg_service *s, struct appmsg_service_stats *out) {
+  size_t n;
+  struct appmsg_service *const *m = group_of(s, &n);
+  memset(out, 0, sizeof *out);
+  for (size_t i = 0; i < n; i++) {
+    struct appmsg_service_stats one;
+    appmsg_service_stats(m[i], &one);
+    out->connections += one.connections;
+    out->connections_total += one.connections_total;
+    out->requests += one.requests;
+    out->replies += one.replies;
+    out->errors += one.errors;
+    out->pending += one.pending;
+    out->bytes_in += one.bytes_in;
+    out->bytes_out += one.bytes_out;
+  }
+  out->uptime_ms = appmsg_loop_now(s->loop) - s->started; /* this one's: they started together */
+}
+
 uint64_t appmsg_service_error_count(const struct appmsg_service *s, const char *name) {
-  for (size_t i = 0; i <= ERROR_NAMES_MAX; i++)
-    if (s->errors[i].n && strcmp(s->errors[i].name, name) == 0)
-      return s->errors[i].n;
+  size_t n = __atomic_load_n(&s->nerrors, __ATOMIC_ACQUIRE);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(s->errors[i].name, name) == 0)
+      return GET(s->errors[i].n);
+  return strcmp(name, "OTHER") == 0 ? GET(s->errors[ERROR_NAMES_MAX].n) : 0;
+}
+
+int appmsg_service_group(struct appmsg_service *const *services, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    struct appmsg_service **copy = malloc(n * sizeof *copy);
+    if (copy == NULL)
+      return -ENOMEM; /* (the ones done keep their group: each still counts itself) */
+    memcpy(copy, services, n * sizeof *copy);
+    free(services[i]->group);
+    services[i]->group = copy;
+    services[i]->ngroup = n;
+  }
   return 0;
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -162,6 +163,18 @@ static void peer_send(struct peer *p, const char *hdr_extra, const char *type,
   frame[1] = (char)(hl & 0xff);
   memcpy(frame + 2 + hl, content, clen);
   peer_send_raw(p, frame, 2 + (size_t)hl + clen);
+}
+
+/* Waits (at most 5 s) until everything the peer sent has reached the
+ * server's socket: nothing left unacknowledged in the peer's send queue. */
+static void wait_delivered(struct peer *p) {
+  for (int k = 0; k < 5000; k++) {
+    int queued = -1;
+    if (ioctl(p->fd, TIOCOUTQ, &queued) == 0 && queued == 0)
+      return;
+    usleep(1000);
+  }
+  ck_abort_msg("the peer's bytes did not reach the server in 5 s");
 }
 
 /* Cuts complete frames off p->in. */
@@ -601,6 +614,24 @@ START_TEST(a_drain_waits_for_the_replies_owed) {
 }
 END_TEST
 
+START_TEST(a_drain_answers_every_request_that_had_arrived) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"first\"}");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1); /* accepted and served */
+  for (int k = 0; k < 40; k++)
+    peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"queued\"}");
+  wait_delivered(&p);        /* all of it in the server's socket (the stack may be lazy) */
+  appmsg_service_drain(svc); /* before the loop has read any of it */
+  ck_assert_int_eq(pump(&p, -1, 5000), 41);
+  ck_assert(p.eof);
+  ck_assert_str_eq(result_of(&p.got[40]), "queued");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
 static void few_pending(struct appmsg_service_opts *o) {
   o->max_pending = 4;
 }
@@ -692,6 +723,7 @@ int main(void) {
   tcase_add_loop_test(tc, a_framing_error_reply_comes_after_the_replies_owed, 0, 2);
   tcase_add_loop_test(tc, the_peers_end_of_stream_waits_for_the_replies_owed, 0, 2);
   tcase_add_loop_test(tc, a_drain_waits_for_the_replies_owed, 0, 2);
+  tcase_add_loop_test(tc, a_drain_answers_every_request_that_had_arrived, 0, 2);
   tcase_add_loop_test(tc, too_many_owed_replies_pause_reading, 0, 2);
   tcase_add_loop_test(tc, replies_check_what_they_send, 0, 2);
   suite_add_tcase(s, tc);

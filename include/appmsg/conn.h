@@ -196,10 +196,13 @@ APPMSG_API void appmsg_conn_close(struct appmsg_conn *c);
  * after that callback). */
 APPMSG_API void appmsg_conn_abort(struct appmsg_conn *c, int reason);
 
-/* Closes when the current frame (if any) has been answered and sent, and
- * no hold is left: used to drain a server on SIGTERM.  No further frame is
- * read.  A raw connection has no frames, so it closes once its queued
- * output is sent. */
+/* Closes once the connection is quiet: every request that has arrived is
+ * answered and sent, no frame is half read, no hold is left, and a read
+ * finds nothing more waiting (a peer that keeps sending is served until
+ * it pauses).  Used to drain a server on SIGTERM: a client loses nothing
+ * it sent before the drain, and sees an end of stream, not a reset, after
+ * its last answer.  A raw connection closes once it is quiet and its
+ * queued output is sent. */
 APPMSG_API void appmsg_conn_close_when_idle(struct appmsg_conn *c);
 
 /*

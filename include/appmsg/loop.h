@@ -40,6 +40,10 @@
  * the moment of the call.  A callback may not free the loop, nor run it
  * recursively (appmsg_loop_run/run_once).
  *
+ * Descriptors: a loop holds its backend's (the epoll instance) and a
+ * wake-up pipe, used by signals and appmsg_loop_stop_async(); neither keeps
+ * it alive.
+ *
  * Memory: 24 bytes of bookkeeping per fd in a table indexed by fd, plus 8
  * bytes (a struct pollfd) per watched fd with the poll backend.  10,000
  * idle connections cost about 240 KB (epoll) or 320 KB (poll), plus their
@@ -146,6 +150,16 @@ APPMSG_API int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms);
 
 /* Asks appmsg_loop_run() to return after the current iteration. */
 APPMSG_API void appmsg_loop_stop(struct appmsg_loop *loop);
+
+/*
+ * appmsg_loop_stop() from another thread (or a signal handler): the one
+ * function of a loop that may be called from anywhere.  It writes to the
+ * loop's wake-up pipe, so a loop waiting in epoll/poll wakes and stops
+ * after the current iteration.  This is how a program with a loop per
+ * thread stops them all: one thread waits for the signal (sigwait()) and
+ * calls this for every loop.  Returns 0 or a negated errno.
+ */
+APPMSG_API int appmsg_loop_stop_async(struct appmsg_loop *loop);
 
 /* 1 if a user fd is watched or a timer is armed, else 0. */
 APPMSG_API int appmsg_loop_alive(const struct appmsg_loop *loop);

@@ -96,6 +96,14 @@ APPMSG_API int appmsg_resolve(const char *host, const char *port, int passive,
 APPMSG_API int appmsg_listen(const char *host, const char *port, int backlog, int *fd, char *err,
                              size_t errlen);
 
+/* appmsg_listen() with flags: APPMSG_LISTEN_REUSEPORT sets SO_REUSEPORT on a
+ * TCP socket, so that several sockets - one per thread or per process -
+ * listen on one port and the kernel spreads new connections among them
+ * (by a hash of the connection's addresses).  Ignored for Unix paths. */
+#define APPMSG_LISTEN_REUSEPORT 0x1u
+APPMSG_API int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigned flags,
+                                   int *fd, char *err, size_t errlen);
+
 /*
  * Starts a non-blocking connect to host/port.  On 0, *fd is the socket and
  * *in_progress says whether the connect is still pending (EINPROGRESS): then

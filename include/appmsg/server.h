@@ -37,6 +37,7 @@ struct appmsg_server_opts {
   struct appmsg_conn_opts conn; /* options of every connection */
   size_t max_conns;             /* connections served at once; more are refused (0: no limit) */
   int backlog;                  /* listen() backlog */
+  int reuseport;                /* 1: SO_REUSEPORT (several servers on one port; see net.h) */
 };
 
 /* Defaults: appmsg_conn_opts_default(), 10000 connections, backlog 511. */
@@ -62,6 +63,19 @@ APPMSG_API int appmsg_server_new(struct appmsg_server **s, struct appmsg_loop *l
                                  const struct appmsg_conn_callbacks *conn_cbs,
                                  const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
                                  size_t errlen);
+
+/*
+ * appmsg_server_new() on a socket that already listens (non-blocking or
+ * not), for instance a dup() of another server's socket, so that servers
+ * on several threads share one Unix socket.  The server owns listen_fd
+ * from now on (it closes it); it never unlinks a Unix socket's file (the
+ * server that made the socket does).  Returns as appmsg_server_new().
+ */
+APPMSG_API int appmsg_server_new_fd(struct appmsg_server **s, struct appmsg_loop *loop,
+                                    int listen_fd, const struct appmsg_server_opts *opts,
+                                    const struct appmsg_conn_callbacks *conn_cbs,
+                                    const struct appmsg_server_callbacks *srv_cbs, void *ud,
+                                    char *err, size_t errlen);
 
 /* The listening address as text ("127.0.0.1:65432"), thread buffer. */
 APPMSG_API const char *appmsg_server_address(const struct appmsg_server *s);

@@ -63,7 +63,7 @@
  *   {"action": "ping"}   -> {"result": "pong"}
  *   {"action": "status"} -> {"result": {"version": ..., "uptime_s": ...,
  *     "connections": ..., "connections_total": ..., "requests": ...,
- *     "replies": ..., "pending": ..., "errors": {NAME: count, ...},
+ *     "replies": ..., "pending": ..., "threads": ..., "errors": {NAME: count, ...},
  *     "bytes_in": ..., "bytes_out": ...}} plus the members a status hook
  *     adds.  "errors" counts every error reply sent by name (the guide's
  *     invalid-action reply, which has no name, as INVALID_ACTION).
@@ -155,6 +155,12 @@ APPMSG_API void appmsg_service_status_hook(struct appmsg_service *s, appmsg_stat
 APPMSG_API int appmsg_service_listen(struct appmsg_service *s, const char *host, const char *port,
                                      char *err, size_t errlen);
 
+/* appmsg_service_listen() on a socket that already listens (see
+ * appmsg_server_new_fd()), e.g. a dup() of another thread's service's Unix
+ * socket.  The service owns listen_fd from now on. */
+APPMSG_API int appmsg_service_listen_fd(struct appmsg_service *s, int listen_fd, char *err,
+                                        size_t errlen);
+
 /* The listening address as text ("127.0.0.1:65432"; thread buffer), or "?". */
 APPMSG_API const char *appmsg_service_address(const struct appmsg_service *s);
 
@@ -168,6 +174,15 @@ APPMSG_API struct appmsg_server *appmsg_service_server(struct appmsg_service *s)
 /* Stops accepting and closes every connection once it owes nothing and its
  * current frame is answered.  Idempotent. */
 APPMSG_API void appmsg_service_drain(struct appmsg_service *s);
+
+/*
+ * appmsg_service_drain(), then runs the loop until every connection has
+ * finished (its replies owed sent) or drain_ms have passed, logging what
+ * is cut off.  Returns the connections left, or a negative code if the
+ * loop failed.  For a thread of a program with a loop per thread, once
+ * its loop was stopped (appmsg_loop_stop_async()).
+ */
+APPMSG_API long appmsg_service_finish(struct appmsg_service *s, uint32_t drain_ms);
 
 /*
  * Runs the loop until SIGINT or SIGTERM (which it handles meanwhile), then
@@ -197,7 +212,22 @@ struct appmsg_service_stats {
 APPMSG_API void appmsg_service_stats(const struct appmsg_service *s,
                                      struct appmsg_service_stats *out);
 
-/* How many error replies named name were sent (0 if none). */
+/*
+ * Several services that report as one - one per thread, each with its own
+ * loop, listening on one port (server.h's reuseport) - form a group: their
+ * status action, and appmsg_service_stats_total(), sum the counters of
+ * all of them.  Each thread writes only its own counters (no lock on the
+ * request path); status reads the others' with relaxed atomic loads.  Form
+ * the group before the loops run, and free its services only after every
+ * loop has stopped.  Returns 0 or -ENOMEM.
+ */
+APPMSG_API int appmsg_service_group(struct appmsg_service *const *services, size_t n);
+
+/* The counters summed over the service's group (its own when alone). */
+APPMSG_API void appmsg_service_stats_total(const struct appmsg_service *s,
+                                           struct appmsg_service_stats *out);
+
+/* How many error replies named name this service sent (0 if none). */
 APPMSG_API uint64_t appmsg_service_error_count(const struct appmsg_service *s, const char *name);
 
 /* ---- inside a handler: the request ------------------------------------ */

@@ -8,8 +8,14 @@ echoed byte for byte on the wire, and the shared command line (--opt VALUE and -
 Run:  python3 -m unittest -v test_service      (from tests/e2e)
 """
 
+import fcntl
 import json
+import os
+import signal
 import struct
+import subprocess
+import termios
+import time
 import unittest
 
 from test_programs import E2E, HOST, appmsg_ref, guide_peer  # noqa: F401  (helpers)
@@ -21,6 +27,18 @@ def json_request(obj, extra_header_text: str = "") -> bytes:
             f'"content-length": {len(content)}{extra_header_text}}}')
     raw = text.encode("utf-8")
     return struct.pack(">H", len(raw)) + raw + content
+
+
+def wait_delivered(sock, timeout=10.0):
+    """Waits until everything sent on sock has reached the peer's socket (nothing unacknowledged
+    is left in the send queue)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if queued == 0:
+            return
+        time.sleep(0.005)
+    raise AssertionError("the bytes sent did not reach the server in time")
 
 
 def raw_frames(data: bytes):
@@ -174,6 +192,89 @@ class TestRequestIds(E2E):
                                         "search", "morpheus")
         self.assertEqual((rc, out), (0, "Follow the white rabbit. \U0001f430\n"), err)
         self.assertIn("reply 1 has no request-id", err)
+
+
+class TestThreads(E2E):
+    def status(self, port):
+        c = self.client(port)
+        c.send(json_request({"action": "status"}))
+        return json.loads(c.frame().content)["result"]
+
+    def test_threads_share_one_port_and_status_sums_them(self):
+        srv = self.app_server("--threads", "3")
+        self.assertIn("3 threads", srv.listen_line)
+        self.assertEqual(len(os.listdir(f"/proc/{srv.pid}/task")), 4)   # 3 workers + main
+        n = 60
+        for _ in range(n):                  # new connections: the kernel spreads them
+            self.assert_served(srv.port)
+        st = self.status(srv.port)
+        self.assertEqual(st["threads"], 3)
+        self.assertEqual(st["requests"], n + 1)
+        self.assertEqual(st["replies"], n)
+        self.assertGreaterEqual(st["connections_total"], n + 1)
+
+    def test_sigterm_drains_every_thread(self):
+        srv = self.app_server("--threads", "2")
+        conns = [self.client(srv.port) for _ in range(8)]
+        for c in conns:
+            c.send(json_request({"action": "search", "value": "morpheus"}) * 50)
+        for c in conns:     # every request has reached the server's sockets: none may be lost
+            wait_delivered(c.sock)
+        srv.signal(signal.SIGTERM)
+        for c in conns:
+            replies = c.frames(50)
+            self.assertTrue(all(json.loads(m.content)["result"].startswith("Follow") for m in replies))
+            c.wait_eof()
+        self.assertEqual(srv.wait(30), 0, srv.stderr())
+        self.assertIn("bye", srv.stderr())
+
+    def test_threads_auto_and_bad_counts(self):
+        srv = self.app_server("--threads", "auto")
+        if os.cpu_count() > 1:    # one thread per CPU online (a single one prints no count)
+            self.assertIn(f"{os.cpu_count()} threads", srv.listen_line)
+        self.assert_served(srv.port)
+        for bad in ("0", "many", "-2"):
+            rc, out, err, _ = self.run_prog("app-server", "--threads", bad, HOST, "0")
+            self.assertEqual(rc, 2, err)
+
+
+class TestReadmeExample(E2E):
+    """The service in README.md's "Write your own service" compiles, runs and answers."""
+
+    def test_the_readme_service_works(self):
+        from test_programs import BIN_DIR, SRC_DIR, free_port
+        readme = (SRC_DIR / "README.md").read_text(encoding="utf-8")
+        section = readme.split("## Write your own service", 1)[1]
+        code = section.split("```c\n", 1)[1].split("```", 1)[0]
+        port = free_port()
+        self.assertIn('"65432"', code)
+        code = code.replace('"65432"', f'"{port}"')
+        build = BIN_DIR.parent
+        src = os.path.join(self._tmp, "hello.c")
+        exe = os.path.join(self._tmp, "hello")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(code)
+        cache = (build / "CMakeCache.txt").read_text(encoding="utf-8", errors="replace")
+        sanitize = ["-fsanitize=address,undefined"] if "APPMSG_SANITIZE:BOOL=ON" in cache else []
+        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", *sanitize, "-o", exe, src,
+                             f"-I{SRC_DIR / 'include'}", f"-I{build / 'include'}",
+                             str(build / "libappmsg.a"), "-lcjson", "-lpthread"],
+                            capture_output=True, text=True, timeout=120)
+        self.assertEqual(cc.returncode, 0, cc.stderr)
+        srv = self.start([exe])
+        deadline = time.monotonic() + 30
+        while True:                          # it says nothing: wait until it answers a ping
+            rc, out, err, _ = self.run_prog("kv-client", "--timeout", "2", HOST, port, "ping")
+            if rc == 0 or time.monotonic() > deadline or srv.poll() is not None:
+                break
+        self.assertEqual((rc, out), (0, "pong\n"), err + srv.stderr())
+        c = self.client(port)
+        c.send(json_request({"action": "hello", "name": "Ann"}))
+        self.assertEqual(json.loads(c.frame().content), {"result": "Hello, Ann!"})
+        c.send(json_request({"action": "hello"}))
+        self.assert_error_reply(c.frame(), "BAD_REQUEST", framing=False)
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(30), 0, srv.stderr())
 
 
 class TestCommandLines(E2E):
