@@ -98,6 +98,15 @@ def load_guide_frames():
 GUIDE_FRAMES = load_guide_frames()
 
 
+def free_port() -> int:
+    """A loopback port that was free a moment ago, for a program that cannot listen on port 0
+    and say where (another process may take it in between: prefer port 0 and the program's
+    "listening on" line)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
 def wait_for(cond, what, timeout=EVENT_TIMEOUT):
     """Polls cond() until it is true; fails with `what` if it is not within timeout."""
     deadline = time.monotonic() + timeout
