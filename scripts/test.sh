@@ -10,7 +10,7 @@
 #   5. the end-to-end tests once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format
+bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== formatting (clang-format)"

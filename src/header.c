@@ -542,6 +542,16 @@ long appmsg_header_extra_raw(const struct appmsg_header *h, const char *key, cha
 }
 
 char *appmsg_header_extra_json(const struct appmsg_header *h, const char *key) {
+  const struct extras *e = h->_extras;
+  if (e && e->raw) { /* received: the text as the sender wrote it (PROTOCOL.md 2.2) */
+    long n = appmsg_header_extra_raw(h, key, NULL, 0);
+    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (text) {
+      appmsg_header_extra_raw(h, key, text, (size_t)n);
+      text[n] = '\0';
+    }
+    return text;
+  }
   cJSON *it = extra_item(h, key);
   return it ? cJSON_PrintUnformatted(it) : NULL;
 }

@@ -1,9 +1,11 @@
 /*
  * Every vector of proto/vectors must decode to the same trace - the same
- * messages, or the same error at the same offset - however its bytes are
- * cut: whole, one byte at a time, split at every point into two, into
- * three, and in chunks of every size.  Large vectors (over 4 KiB) are cut
- * at a sample of points so the suite stays fast.
+ * messages (with their content checks where the vector asks), or the same
+ * error at the same offset - however its bytes are cut: whole, one byte at
+ * a time, split at every point into two, into three, and in chunks of
+ * every size.  Vectors over BIG bytes are split in two at a sample of
+ * points, and vectors over THREE_WAY_ALL bytes split in three at a sample
+ * of pairs (main() prints how many of each), so the suite stays fast.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,10 @@ static struct tu_vec *vecs;
 static size_t nvecs;
 
 #define BIG 4096
+/* Every pair of split points up to this length (O(n^2) decodes); above
+ * it, the pairs of THREE_WAY_SAMPLE points near either end and across. */
+#define THREE_WAY_ALL 400
+#define THREE_WAY_SAMPLE 40
 
 static void expect_trace(const struct tu_vec *v, const size_t *cuts, size_t ncuts,
                          const char *how) {
@@ -29,21 +35,21 @@ static int sampled(size_t i, size_t len) {
   return len <= BIG || i < 300 || len - i < 300 || i % 997 == 0;
 }
 
-START_TEST(whole) {
+START_TEST(each_vector_decodes_as_expected_fed_whole) {
   expect_trace(&vecs[_i], NULL, 0, "whole");
 }
 END_TEST
 
 /* The canonical-header fast path off: the general path alone must give
  * the same traces (the fast path is an optimisation, never a behaviour). */
-START_TEST(whole_general_path_only) {
+START_TEST(each_vector_decodes_the_same_by_the_general_header_path_alone) {
   tu_fast_path = 0;
   expect_trace(&vecs[_i], NULL, 0, "whole, general path only");
   tu_fast_path = 1;
 }
 END_TEST
 
-START_TEST(byte_by_byte) {
+START_TEST(each_vector_decodes_the_same_one_byte_at_a_time) {
   const struct tu_vec *v = &vecs[_i];
   if (v->len < 2)
     return;
@@ -55,7 +61,7 @@ START_TEST(byte_by_byte) {
 }
 END_TEST
 
-START_TEST(every_split) {
+START_TEST(each_vector_decodes_the_same_split_in_two_anywhere) {
   const struct tu_vec *v = &vecs[_i];
   for (size_t i = 1; i < v->len; i++) {
     if (!sampled(i, v->len))
@@ -67,21 +73,42 @@ START_TEST(every_split) {
 }
 END_TEST
 
-START_TEST(three_way_splits) {
+/* The split points tried for a three-way split of a vector of len bytes:
+ * all of them, or THREE_WAY_SAMPLE spread over the vector (a third near
+ * each end, where the prefix, header and content boundaries of the first
+ * and last frames are, and the rest evenly between).  Returns the count. */
+static size_t three_way_points(size_t len, size_t *pts) {
+  if (len <= THREE_WAY_ALL) {
+    for (size_t i = 1; i < len; i++)
+      pts[i - 1] = i;
+    return len > 0 ? len - 1 : 0;
+  }
+  size_t n = 0, edge = THREE_WAY_SAMPLE / 3, mid = THREE_WAY_SAMPLE - 2 * edge;
+  for (size_t i = 1; i <= edge; i++)
+    pts[n++] = i;
+  for (size_t k = 1; k <= mid; k++)
+    pts[n++] = edge + k * (len - 2 * edge - 1) / (mid + 1);
+  for (size_t i = len - edge; i < len; i++)
+    pts[n++] = i;
+  return n;
+}
+
+START_TEST(each_vector_decodes_the_same_split_in_three) {
   const struct tu_vec *v = &vecs[_i];
-  if (v->len > 400) /* O(n^2) runs: keep it to the small vectors */
-    return;
-  for (size_t i = 1; i < v->len; i++)
-    for (size_t j = i + 1; j < v->len; j++) {
-      size_t cuts[2] = {i, j};
+  size_t *pts = malloc((v->len > THREE_WAY_ALL ? THREE_WAY_SAMPLE : v->len + 1) * sizeof *pts);
+  size_t n = three_way_points(v->len, pts);
+  for (size_t a = 0; a < n; a++)
+    for (size_t b = a + 1; b < n; b++) {
+      size_t cuts[2] = {pts[a], pts[b]};
       char how[64];
-      snprintf(how, sizeof how, "split at %zu and %zu", i, j);
+      snprintf(how, sizeof how, "split at %zu and %zu", cuts[0], cuts[1]);
       expect_trace(v, cuts, 2, how);
     }
+  free(pts);
 }
 END_TEST
 
-START_TEST(chunk_sizes) {
+START_TEST(each_vector_decodes_the_same_in_chunks_of_every_size) {
   const struct tu_vec *v = &vecs[_i];
   size_t *cuts = malloc((v->len + 1) * sizeof *cuts);
   for (size_t chunk = 1; chunk <= v->len; chunk++) {
@@ -98,9 +125,11 @@ START_TEST(chunk_sizes) {
 }
 END_TEST
 
-/* The guide's frames are all among the vectors, and all the files of
- * shared/guide-frames are there byte for byte. */
-START_TEST(guide_frames_covered) {
+/* The frames the guide's programs exchange are vectors of their own, in
+ * proto/vectors/guide, each one whole frame that ends the stream cleanly:
+ * the requests and replies of a search, a search without a match, the
+ * binary request and an invalid action. */
+START_TEST(the_guides_frames_are_all_among_the_vectors) {
   const char *names[] = {"binary-double42.request", "binary-double42.response",
                          "invalid-action.request",  "invalid-action.response",
                          "search-dog.request",      "search-dog.response",
@@ -108,20 +137,17 @@ START_TEST(guide_frames_covered) {
                          "search-nomatch.request",  "search-nomatch.response"};
   for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/../shared/guide-frames/%s.hex", APPMSG_SOURCE_DIR, names[k]);
-    size_t hlen;
-    unsigned char *hex = tu_read_file(path, &hlen);
-    if (hex == NULL) /* shared/ is beside the checkout in CI; the vectors still hold the bytes */
-      continue;
-    unsigned char *bytes = malloc(hlen);
-    long n = tu_unhex((char *)hex, bytes, hlen);
-    ck_assert_int_gt(n, 0);
-    int found = 0;
-    for (size_t i = 0; i < nvecs && !found; i++)
-      found = vecs[i].len == (size_t)n && memcmp(vecs[i].stream, bytes, (size_t)n) == 0;
-    ck_assert_msg(found, "no vector holds the bytes of %s", path);
-    free(bytes);
-    free(hex);
+    snprintf(path, sizeof path, "%s/proto/vectors/guide/%s.vec", APPMSG_SOURCE_DIR, names[k]);
+    const struct tu_vec *v = NULL;
+    for (size_t i = 0; i < nvecs && !v; i++)
+      if (strcmp(vecs[i].path, path) == 0)
+        v = &vecs[i];
+    ck_assert_msg(v != NULL, "no vector %s", path);
+    ck_assert_msg(v->len > 2, "%s holds no frame", path);
+    const char *second = strstr(v->expect + 1, "\nmessage\n");
+    ck_assert_msg(strncmp(v->expect, "message\n", 8) == 0 && second == NULL,
+                  "%s is not exactly one message", path);
+    ck_assert_msg(strstr(v->expect, "\nend\n") != NULL, "%s does not end cleanly", path);
   }
 }
 END_TEST
@@ -132,16 +158,26 @@ int main(void) {
     fprintf(stderr, "no vectors found\n");
     return 1;
   }
+  size_t big2 = 0, big3 = 0;
+  for (size_t i = 0; i < nvecs; i++) {
+    big2 += vecs[i].len > BIG;
+    big3 += vecs[i].len > THREE_WAY_ALL;
+  }
+  printf("%zu vectors; split in two at every point: %zu, at a sample of points (over %d bytes): "
+         "%zu; split in three at every pair of points: %zu, at pairs of %d sampled points (over "
+         "%d bytes): %zu\n",
+         nvecs, nvecs - big2, BIG, big2, nvecs - big3, THREE_WAY_SAMPLE, THREE_WAY_ALL, big3);
   Suite *s = suite_create("vectors");
   TCase *tc = tcase_create("cuts");
   tcase_set_timeout(tc, 240);
-  tcase_add_loop_test(tc, whole, 0, (int)nvecs);
-  tcase_add_loop_test(tc, whole_general_path_only, 0, (int)nvecs);
-  tcase_add_loop_test(tc, byte_by_byte, 0, (int)nvecs);
-  tcase_add_loop_test(tc, every_split, 0, (int)nvecs);
-  tcase_add_loop_test(tc, three_way_splits, 0, (int)nvecs);
-  tcase_add_loop_test(tc, chunk_sizes, 0, (int)nvecs);
-  tcase_add_test(tc, guide_frames_covered);
+  tcase_add_loop_test(tc, each_vector_decodes_as_expected_fed_whole, 0, (int)nvecs);
+  tcase_add_loop_test(tc, each_vector_decodes_the_same_by_the_general_header_path_alone, 0,
+                      (int)nvecs);
+  tcase_add_loop_test(tc, each_vector_decodes_the_same_one_byte_at_a_time, 0, (int)nvecs);
+  tcase_add_loop_test(tc, each_vector_decodes_the_same_split_in_two_anywhere, 0, (int)nvecs);
+  tcase_add_loop_test(tc, each_vector_decodes_the_same_split_in_three, 0, (int)nvecs);
+  tcase_add_loop_test(tc, each_vector_decodes_the_same_in_chunks_of_every_size, 0, (int)nvecs);
+  tcase_add_test(tc, the_guides_frames_are_all_among_the_vectors);
   suite_add_tcase(s, tc);
   int rc = tu_run_suite(s);
   tu_free_vectors(vecs, nvecs);

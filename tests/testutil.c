@@ -248,7 +248,7 @@ void tu_trace_message(struct tu_str *t, const struct appmsg_header *h, const voi
 /* Expected-message fields gathered while reading a .vec file. */
 struct pending {
   int open;
-  struct tu_str type, enc, content, extras;
+  struct tu_str type, enc, content, extras, check;
   char byteorder[16];
   unsigned long long length;
 };
@@ -266,6 +266,9 @@ static void flush_message(struct tu_str *t, struct pending *m) {
   tu_str_add(t, "  content ", 10);
   trace_hex(t, (unsigned char *)(m->content.p ? m->content.p : ""), m->content.len);
   tu_str_add(t, "\n", 1);
+  if (m->check.p)
+    tu_str_addf(t, "  content-check %s\n", m->check.p);
+  tu_str_free(&m->check);
   tu_str_free(&m->type);
   tu_str_free(&m->enc);
   tu_str_free(&m->content);
@@ -281,14 +284,15 @@ static void load_one(const char *path, struct tu_vec *v) {
   memset(v, 0, sizeof *v);
   snprintf(v->path, sizeof v->path, "%s", path);
   appmsg_limits_default(&v->lim);
-  struct tu_str stream = {0}, exp = {0};
+  v->content_depth = 64;
+  struct tu_str stream = {0}, exp = {0}, checks = {0};
   struct pending m = {0};
   int ended = 0;
   for (char *line = text, *next; line && *line; line = next) {
     next = strchr(line, '\n');
     if (next)
       *next++ = '\0';
-    if (*line == '\0' || *line == '#')
+    if (line[strspn(line, " \t")] == '\0' || *line == '#') /* blank lines and comments */
       continue;
     char *sp = strchr(line, ' ');
     const char *arg = sp ? sp + 1 : "";
@@ -319,8 +323,16 @@ static void load_one(const char *path, struct tu_vec *v) {
       v->lim.max_content_length = strtoull(arg, NULL, 10);
     } else if (!strcmp(kw, "limit-header")) {
       v->lim.max_header_length = (uint32_t)strtoul(arg, NULL, 10);
+    } else if (!strcmp(kw, "limit-content-depth")) {
+      v->content_depth = atoi(arg);
+    } else if (!strcmp(kw, "content-check")) {
+      if (!m.open)
+        die("content-check outside a message", path);
+      tu_str_add(&m.check, arg, strlen(arg));
+      checks.p[checks.len - 1] = '1';
     } else if (!strcmp(kw, "message")) {
       flush_message(&exp, &m);
+      tu_str_add(&checks, "0", 1);
       m.open = 1;
       snprintf(m.byteorder, sizeof m.byteorder, "unset");
     } else if (!strcmp(kw, "byteorder")) {
@@ -364,6 +376,9 @@ static void load_one(const char *path, struct tu_vec *v) {
   v->stream = (unsigned char *)stream.p;
   v->len = stream.len;
   v->expect = exp.p;
+  if (!checks.p)
+    tu_str_add(&checks, "", 0);
+  v->checks = checks.p;
   free(text);
 }
 
@@ -412,6 +427,7 @@ void tu_free_vectors(struct tu_vec *v, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(v[i].stream);
     free(v[i].expect);
+    free(v[i].checks);
   }
   free(v);
 }
@@ -424,7 +440,7 @@ char *tu_decode_trace(const struct tu_vec *v, const size_t *cuts, size_t ncuts) 
   if (appmsg_decoder_init(&d, &v->lim) != 0)
     die("bad limits", v->path);
   appmsg__decoder_set_fast_path(&d, tu_fast_path);
-  size_t start = 0;
+  size_t start = 0, nmsg = 0;
   int failed = 0;
   for (size_t c = 0; c <= ncuts && !failed; c++) {
     size_t end = c < ncuts ? cuts[c] : v->len;
@@ -439,6 +455,16 @@ char *tu_decode_trace(const struct tu_vec *v, const size_t *cuts, size_t ncuts) 
         size_t len;
         const void *content = appmsg_decoder_content(&d, &len);
         tu_trace_message(&t, appmsg_decoder_header(&d), content, len);
+        if (v->checks[nmsg] == '1') { /* the content check of PROTOCOL.md 3.2 */
+          size_t eoff = 0;
+          int rc = appmsg_json_check(content, len, v->content_depth, &eoff, NULL);
+          if (rc == 0)
+            tu_str_add(&t, "  content-check ok\n", 19);
+          else
+            tu_str_addf(&t, "  content-check %s %zu\n", appmsg_errname(rc), eoff);
+        }
+        if (v->checks[nmsg] != '\0')
+          nmsg++;
       } else if (st == APPMSG_ERROR) {
         tu_str_addf(&t, "error %s %llu\n", appmsg_errname(appmsg_decoder_error(&d)),
                     (unsigned long long)appmsg_decoder_error_offset(&d));

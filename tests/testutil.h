@@ -61,6 +61,8 @@ struct tu_vec {
   size_t len;               /* their count */
   struct appmsg_limits lim; /* decoder limits */
   char *expect;             /* the expected trace (see tu_trace_*) */
+  char *checks;             /* per message, in order: '1' if a content-check line is expected */
+  int content_depth;        /* limit-content-depth: the content check's nesting limit */
 };
 
 /* Loads every *.vec under dir (recursively, sorted by path).  Returns the

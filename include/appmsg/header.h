@@ -91,8 +91,11 @@ APPMSG_API const char *appmsg_header_extra_key(const struct appmsg_header *h, si
 APPMSG_API const char *appmsg_header_extra_string(const struct appmsg_header *h, const char *key);
 
 /*
- * The value of an extra key as compact JSON text, newly allocated (free()
- * it), or NULL when the key is absent (or memory ran out).
+ * The value of an extra key as JSON text, newly allocated (free() it), or
+ * NULL when the key is absent (or memory ran out): for a received header
+ * the text exactly as the sender wrote it (9007199254740991 and 1e400 stay
+ * as they are; see appmsg_header_extra_raw()), for a header built here the
+ * compact text of the value.
  */
 APPMSG_API char *appmsg_header_extra_json(const struct appmsg_header *h, const char *key);
 

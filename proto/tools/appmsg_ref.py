@@ -18,6 +18,8 @@ Command line:
     appmsg_ref.py hex2bin FILE.vec OUT   write a vector's byte stream to OUT
     appmsg_ref.py decode FILE [--limit-content N] [--limit-header N]
                                          decode a binary stream, print outcomes as .vec lines
+    appmsg_ref.py conformance-decoder    the decoder side of proto/tools/conformance: commands
+                                         on stdin, outcomes on stdout (proto/vectors/README.md)
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 __all__ = [
-    "Decoder", "Message", "Error", "encode", "check_header", "load_vector", "Vector",
+    "Decoder", "Message", "Error", "encode", "check_header", "check_header_raw", "check_content",
+    "is_checked_content", "load_vector", "Vector", "DEFAULT_CONTENT_DEPTH",
     "DEFAULT_MAX_CONTENT_LENGTH", "DEFAULT_MAX_HEADER_LENGTH", "CONTENT_LENGTH_MAX",
     "HEADER_DEPTH_MAX", "REQUIRED_KEYS",
 ]
@@ -62,6 +66,7 @@ class Message:
     offset: int                      # stream offset of the frame's first (prefix) byte
     header: dict
     content: bytes = b""
+    raw: dict = field(default_factory=dict)    # key -> the value's JSON text as received (bytes)
 
     @property
     def byteorder(self) -> str:
@@ -82,6 +87,12 @@ class Message:
     @property
     def extras(self) -> dict:
         return {k: v for k, v in self.header.items() if k not in REQUIRED_KEYS}
+
+
+def json_value(text: str):
+    """A JSON text as a value to compare (proto/vectors/README.md): numbers exact, so 1, 1.0 and
+    1e0 are equal and 1e400 is itself; objects as dicts, the last of a repeated key winning."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
 
 
 def compact_json(value) -> str:
@@ -115,16 +126,28 @@ class _Parser:
     Every failure raises _Fail at the first byte where the text stops being the beginning of a
     valid header (or at len(h) when the text ends early)."""
 
-    def __init__(self, h: bytes):
+    def __init__(self, h: bytes, max_depth: int = HEADER_DEPTH_MAX):
         self.h = h
         self.n = len(h)
+        self.max_depth = max_depth
         self.members = []            # top-level (key, value, raw value bytes)
+
+    def parse_value(self):
+        """One JSON value of any kind, with only whitespace around it (text/json content)."""
+        pos = self.ws(0)
+        if pos >= self.n:
+            raise _Fail("CONTENT_JSON", pos, "no JSON value: the content is empty or whitespace")
+        val, pos = self.value(pos, 0)
+        pos = self.ws(pos)
+        if pos < self.n:
+            raise _Fail("CONTENT_JSON", pos, "bytes after the JSON value")
+        return val
 
     def ws(self, pos: int) -> int:
         return _WS_RE.match(self.h, pos).end()
 
     def eof(self):
-        raise _Fail("HEADER_JSON", self.n, "the header ends inside the object")
+        raise _Fail("HEADER_JSON", self.n, "the text ends inside the object")
 
     def byte(self, pos: int) -> int:
         if pos >= self.n:
@@ -161,8 +184,8 @@ class _Parser:
         raise _Fail("HEADER_JSON", pos, f"unexpected character {_show(c)}, expected a value")
 
     def obj(self, pos: int, depth: int, top: bool = False):
-        if depth > HEADER_DEPTH_MAX:
-            raise _Fail("HEADER_DEPTH", pos, f"'{{' opens depth {depth}, above {HEADER_DEPTH_MAX}")
+        if depth > self.max_depth:
+            raise _Fail("HEADER_DEPTH", pos, f"'{{' opens depth {depth}, above {self.max_depth}")
         out = {}
         pos = self.ws(pos + 1)
         if self.byte(pos) == 0x7D:
@@ -192,8 +215,8 @@ class _Parser:
             pos = self.ws(pos + 1)
 
     def arr(self, pos: int, depth: int):
-        if depth > HEADER_DEPTH_MAX:
-            raise _Fail("HEADER_DEPTH", pos, f"'[' opens depth {depth}, above {HEADER_DEPTH_MAX}")
+        if depth > self.max_depth:
+            raise _Fail("HEADER_DEPTH", pos, f"'[' opens depth {depth}, above {self.max_depth}")
         out = []
         pos = self.ws(pos + 1)
         if self.byte(pos) == 0x5D:
@@ -306,48 +329,82 @@ def _is_number(v) -> bool:
 def check_header(h: bytes, max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH):
     """Checks a complete header (rules 2-5). Returns (header dict, None) or (None, Error) with the
     error's offset relative to the header's first byte."""
+    fields, _, err = check_header_raw(h, max_content_length)
+    return fields, err
+
+
+def check_header_raw(h: bytes, max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH):
+    """check_header() that also returns every member's value as its JSON text, byte for byte:
+    (fields, {key: bytes}, None) or (None, None, Error)."""
     first = _NON_WS_RE.search(h)
     if first is None:
-        return None, Error("HEADER_NOT_OBJECT", len(h), "the header is only whitespace")
+        return None, None, Error("HEADER_NOT_OBJECT", len(h), "the header is only whitespace")
     if h[first.start()] != 0x7B:
-        return None, Error("HEADER_NOT_OBJECT", first.start(), "the header does not start with '{'")
+        return None, None, Error("HEADER_NOT_OBJECT", first.start(), "the header does not start with '{'")
     try:
         h.decode("utf-8")                          # strict: no overlongs, surrogates, > U+10FFFF
     except UnicodeDecodeError as e:
-        return None, Error("HEADER_UTF8", e.start, f"ill-formed UTF-8 ({e.reason})")
+        return None, None, Error("HEADER_UTF8", e.start, f"ill-formed UTF-8 ({e.reason})")
     try:
         members = _Parser(h).parse()
     except _Fail as f:
-        return None, Error(f.name, f.pos, f.reason)
+        return None, None, Error(f.name, f.pos, f.reason)
     seen = set()
     for key, _, _ in members:
         if key in seen:
-            return None, Error("HEADER_DUPLICATE", 0, f"key {key!r} appears more than once")
+            return None, None, Error("HEADER_DUPLICATE", 0, f"key {key!r} appears more than once")
         seen.add(key)
     fields = {k: v for k, v, _ in members}
     raw = {k: r for k, _, r in members}
     for key in REQUIRED_KEYS:
         if key not in fields:
-            return None, Error("FIELD_MISSING", 0, f"required key {key!r} is missing")
+            return None, None, Error("FIELD_MISSING", 0, f"required key {key!r} is missing")
         v = fields[key]
         if key == "content-length":
             if not _is_number(v):
-                return None, Error("FIELD_TYPE", 0, "content-length is not a number")
+                return None, None, Error("FIELD_TYPE", 0, "content-length is not a number")
             if not re.fullmatch(rb"[0-9]+", raw[key]):
-                return None, Error("CONTENT_LENGTH", 0,
+                return None, None, Error("CONTENT_LENGTH", 0,
                                    f"content-length {raw[key].decode()} is not written as digits only")
             digits = raw[key]
             if len(digits) > 30 or int(digits) > max_content_length:
-                return None, Error("CONTENT_TOO_LARGE", 0,
+                return None, None, Error("CONTENT_TOO_LARGE", 0,
                                    f"content-length {digits[:30].decode()} is above the limit "
                                    f"{max_content_length}")
             fields[key] = int(digits)
         else:
             if not isinstance(v, str):
-                return None, Error("FIELD_TYPE", 0, f"{key} is not a string")
+                return None, None, Error("FIELD_TYPE", 0, f"{key} is not a string")
             if key == "byteorder" and v not in ("little", "big"):
-                return None, Error("BYTEORDER", 0, f"byteorder {v!r} is neither 'little' nor 'big'")
-    return fields, None
+                return None, None, Error("BYTEORDER", 0, f"byteorder {v!r} is neither 'little' nor 'big'")
+    return fields, raw, None
+
+
+# --------------------------------------------------------------------------------------------------
+# The content check (section 3.2)
+
+DEFAULT_CONTENT_DEPTH = 64
+
+
+def is_checked_content(content_type: str, content_encoding: str) -> bool:
+    """Whether section 3.2 applies: content-type exactly "text/json", content-encoding "utf-8"
+    or "utf8" in any ASCII case."""
+    return content_type == "text/json" and content_encoding.lower() in ("utf-8", "utf8")
+
+
+def check_content(data: bytes, max_depth: int = DEFAULT_CONTENT_DEPTH):
+    """Checks text/json content: None, or Error(CONTENT_UTF8 | CONTENT_JSON, offset into the
+    content)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Error("CONTENT_UTF8", e.start, f"ill-formed UTF-8 ({e.reason})")
+    p = _Parser(data, max_depth)
+    try:
+        p.parse_value()
+    except _Fail as f:
+        return Error("CONTENT_JSON", f.pos, f.reason)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,6 +434,7 @@ class Decoder:
         self._prefix = b""
         self._seen_open = False
         self._header = None
+        self._raw = {}
         self._clen = 0
 
     @property
@@ -433,12 +491,13 @@ class Decoder:
                 if len(self._buf) < self._hlen:
                     break
                 hstart = self._frame_start + 2
-                fields, err = check_header(bytes(self._buf), self.max_content_length)
+                fields, raw, err = check_header_raw(bytes(self._buf), self.max_content_length)
                 self._buf.clear()
                 if err is not None:
                     out.append(self._fail(err.name, hstart + err.offset, err.reason))
                     return out
                 self._header = fields
+                self._raw = raw
                 self._clen = fields["content-length"]
                 self._state = _CONTENT
                 if self._clen == 0:
@@ -453,7 +512,7 @@ class Decoder:
         return out
 
     def _complete(self) -> Message:
-        msg = Message(self._frame_start, self._header, bytes(self._buf))
+        msg = Message(self._frame_start, self._header, bytes(self._buf), self._raw)
         self._buf.clear()
         self._header = None
         self._state = _PREFIX
@@ -543,6 +602,7 @@ class ExpectedMessage:
     fields: dict = field(default_factory=dict)      # byteorder, content-type ... as given
     extras: dict = field(default_factory=dict)      # key -> compact JSON text
     content: bytearray = field(default_factory=bytearray)
+    check: object = None                            # None, "ok" or Error: the content check
 
 
 @dataclass
@@ -552,6 +612,7 @@ class Vector:
     max_content_length: int
     max_header_length: int
     expected: list                                   # ExpectedMessage... then maybe Error
+    content_depth: int = DEFAULT_CONTENT_DEPTH
 
 
 def unescape(text: str) -> bytes:
@@ -602,7 +663,8 @@ def load_vector(path: str) -> Vector:
     except UnicodeDecodeError as e:
         raise VectorFormatError(f"not UTF-8 at byte {e.start}") from None
     stream = bytearray()
-    limits = {"limit-content": DEFAULT_MAX_CONTENT_LENGTH, "limit-header": DEFAULT_MAX_HEADER_LENGTH}
+    limits = {"limit-content": DEFAULT_MAX_CONTENT_LENGTH, "limit-header": DEFAULT_MAX_HEADER_LENGTH,
+              "limit-content-depth": DEFAULT_CONTENT_DEPTH}
     expected = []
     cur = None
     done = False
@@ -637,7 +699,8 @@ def load_vector(path: str) -> Vector:
                     raise VectorFormatError("text after 'message'")
                 cur = ExpectedMessage()
                 expected.append(cur)
-            elif kw in _MESSAGE_KEYS or kw in ("extra", "content-hex", "content-str"):
+            elif kw in _MESSAGE_KEYS or kw in ("extra", "content-hex", "content-str",
+                                                "content-check"):
                 if cur is None:
                     raise VectorFormatError(f"'{kw}' outside a message")
                 if kw == "byteorder":
@@ -658,6 +721,17 @@ def load_vector(path: str) -> Vector:
                     continue
                 elif kw == "content-hex":
                     cur.content += _hex(rest)
+                    continue
+                elif kw == "content-check":
+                    if cur.check is not None:
+                        raise VectorFormatError("'content-check' given twice")
+                    m = re.fullmatch(r"(CONTENT_UTF8|CONTENT_JSON) ([0-9]+)", rest)
+                    if rest == "ok":
+                        cur.check = "ok"
+                    elif m:
+                        cur.check = Error(m.group(1), int(m.group(2)))
+                    else:
+                        raise VectorFormatError(f"bad content-check {rest!r}")
                     continue
                 else:
                     cur.content += unescape(rest)
@@ -688,7 +762,12 @@ def load_vector(path: str) -> Vector:
                 raise VectorFormatError(f"a message does not list {', '.join(missing)}")
             if m.fields["content-length"] != len(m.content):
                 raise VectorFormatError("content-length differs from the listed content")
-    return Vector(path, bytes(stream), limits["limit-content"], limits["limit-header"], expected)
+            if m.check is not None and not is_checked_content(
+                    m.fields["content-type"].decode("utf-8", "replace"),
+                    m.fields["content-encoding"].decode("utf-8", "replace")):
+                raise VectorFormatError("content-check on content that is not text/json utf-8")
+    return Vector(path, bytes(stream), limits["limit-content"], limits["limit-header"], expected,
+                  limits["limit-content-depth"])
 
 
 def _compare(vec: Vector, got: list) -> str | None:
@@ -711,12 +790,19 @@ def _compare(vec: Vector, got: list) -> str | None:
                 gv = gv.encode("utf-8")
             if gv != v:
                 return f"outcome {i}: {k}: expected {v!r}, got {gv!r}"
-        gx = {k: compact_json(v) for k, v in g.extras.items()}
-        if gx != exp.extras:
+        gx = {k: r.decode("utf-8") for k, r in g.raw.items() if k not in REQUIRED_KEYS}
+        if {k: json_value(v) for k, v in gx.items()} != \
+                {k: json_value(v) for k, v in exp.extras.items()}:
             return f"outcome {i}: extras: expected {exp.extras}, got {gx}"
         if g.content != bytes(exp.content):
             return f"outcome {i}: content differs: expected {bytes(exp.content)[:60]!r}..., " \
                    f"got {g.content[:60]!r}..."
+        if exp.check is not None:
+            err = check_content(g.content, vec.content_depth)
+            got_check = "ok" if err is None else f"{err.name} {err.offset}"
+            want = "ok" if exp.check == "ok" else f"{exp.check.name} {exp.check.offset}"
+            if got_check != want:
+                return f"outcome {i}: content-check: expected {want}, got {got_check}"
     if len(got) > len(vec.expected):
         return f"unexpected outcome {len(vec.expected)}: {_describe(got[len(vec.expected)])}"
     return None
@@ -843,6 +929,54 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def _hex_or_dash(b: bytes) -> str:
+    return b.hex() if b else "-"
+
+
+def conformance_line(o, content_depth: int) -> str:
+    """One outcome in the conformance kit's protocol (proto/vectors/README.md)."""
+    if isinstance(o, Error):
+        return f"error {o.name} {o.offset}"
+    extras = [(k, r) for k, r in o.raw.items() if k not in REQUIRED_KEYS]
+    ext = b"{" + b", ".join(json.dumps(k, ensure_ascii=False).encode() + b": " + r
+                            for k, r in extras) + b"}"
+    check = "-"
+    if is_checked_content(o.content_type, o.content_encoding):
+        err = check_content(o.content, content_depth)
+        check = "ok" if err is None else f"{err.name}:{err.offset}"
+    return " ".join(("message", o.byteorder, _hex_or_dash(o.content_type.encode()),
+                     _hex_or_dash(o.content_encoding.encode()), str(o.content_length),
+                     _hex_or_dash(o.content), ext.hex() if extras else "-", check))
+
+
+def cmd_conformance_decoder(args) -> int:
+    """The decoder side of the conformance kit: commands on stdin, outcomes on stdout.
+    --mutate makes it report every error offset one byte too far (to test the kit itself)."""
+    mutate = "--mutate" in args
+    dec, depth = None, DEFAULT_CONTENT_DEPTH
+    out = sys.stdout
+    for line in sys.stdin:
+        cmd, _, arg = line.rstrip("\n").partition(" ")
+        if cmd == "stream":
+            c, h, d = (int(x) for x in arg.split())
+            dec, depth = Decoder(c, h), d
+            out.write("ready\n")
+        elif cmd in ("feed", "end"):
+            outcomes = dec.feed(bytes.fromhex(arg)) if cmd == "feed" else dec.finish()
+            for o in outcomes:
+                if mutate and isinstance(o, Error):
+                    o = Error(o.name, o.offset + 1)
+                out.write(conformance_line(o, depth) + "\n")
+            out.write("fed\n" if cmd == "feed" else "ended\n")
+        elif cmd == "quit":
+            break
+        else:
+            out.write(f"unknown command {cmd}\n")
+            return 2
+        out.flush()
+    return 0
+
+
 def _usage() -> int:
     print(__doc__.split("Command line:")[1].strip(), file=sys.stderr)
     return 2
@@ -858,6 +992,8 @@ def main(argv) -> int:
         return 0
     if len(argv) >= 2 and argv[0] == "decode":
         return cmd_decode(argv[1:])
+    if len(argv) >= 1 and argv[0] == "conformance-decoder":
+        return cmd_conformance_decoder(argv[1:])
     return _usage()
 
 
