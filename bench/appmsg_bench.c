@@ -4,8 +4,9 @@
  *
  *   appmsg-bench [-h HOST] [-p PORT] [-c CONNS] [-n REQUESTS | --duration S] [-P PIPELINE]
  *                [--new-conn] [--workload search|binary|echo] [--size BYTES] [--warmup N]
- *                [--threads N] [--timeout S] [-q]
- *   appmsg-bench [-h HOST] [-p PORT] --idle N [--hold S]
+ *                [--threads N] [--timeout S] [-q] [TLS options]
+ *   appmsg-bench [-h HOST] [-p PORT] --idle N [--hold S] [TLS options]
+ *   TLS options: --tls [--tls-ca FILE [--tls-name NAME]] [--tls-cert FILE --tls-key FILE]
  *
  * One thread (or --threads N, each with its own epoll and its share of the
  * connections) drives CONNS non-blocking connections through a
@@ -40,9 +41,18 @@
  *   RESULT rps=... p50_us=... p99_us=... p999_us=... max_us=... errors=... requests=... total=...
  * (requests: verified replies measured; total: with the warm-up ones).
  *
+ * --tls speaks TLS (OpenSSL, used directly, as redis-benchmark does: the
+ * load generator shares no TLS code with the servers it measures), offering
+ * ALPN "appmsg"; with --tls-ca the server's chain and name (--tls-name,
+ * default localhost) are verified, else nothing is; --tls-cert/--tls-key
+ * present a client certificate.  Every connection makes a full handshake
+ * (no session resumption), so --new-conn measures one handshake per
+ * request.  Latency with --new-conn includes the handshake.
+ *
  * --idle N opens N connections, prints "IDLE connected=N failed=F", holds
  * them for --hold seconds (default 10) or until SIGTERM/SIGINT, then prints
  * "IDLE held=H dropped=D" (D: connections the server closed meanwhile).
+ * With --tls, a connection counts as connected once its handshake is done.
  *
  * Bounded: -n stops after that many requests, --duration after that many
  * seconds, and either gives up after --timeout seconds (default 60, or the
@@ -68,6 +78,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "appmsg/appmsg.h"
 #include "appmsg/net.h"
@@ -100,7 +113,10 @@ static struct {
   int quiet;
   long idle;
   double hold;
-} cfg = {.host = "127.0.0.1",
+  int tls;
+  const char *tls_ca, *tls_name, *tls_cert, *tls_key;
+} cfg = {.tls_name = "localhost",
+         .host = "127.0.0.1",
          .port = "65432",
          .conns = 50,
          .pipeline = 1,
@@ -225,7 +241,7 @@ static uint64_t hist_quantile(const struct hist *h, double q) {
 /* ---- connections -------------------------------------------------------------------------------
  */
 
-enum { C_IDLE, C_CONNECTING, C_OPEN, C_SENT, C_DEAD, C_DONE };
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_SENT, C_DEAD, C_DONE };
 
 struct inflight {
   uint64_t ts;
@@ -237,6 +253,8 @@ struct thread;
 struct conn {
   struct thread *t;
   int fd;
+  SSL *ssl;     /* --tls: the connection's TLS, NULL otherwise */
+  int tls_done; /* --tls --new-conn: the handshake is finished */
   int state;
   unsigned events; /* the epoll interest in force */
   uint64_t tx_pos; /* request-stream bytes written */
@@ -270,6 +288,110 @@ static int set_interest(struct conn *c, unsigned ev) {
     return -errno;
   c->events = ev;
   return 0;
+}
+
+/* ---- TLS -----------------------------------------------------------------------------------
+ */
+
+static SSL_CTX *tls_ctx;
+
+static int tls_setup(void) {
+  static const unsigned char alpn[] = {6, 'a', 'p', 'p', 'm', 's', 'g'};
+  tls_ctx = SSL_CTX_new(TLS_client_method());
+  if (!tls_ctx)
+    return -1;
+  SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+  SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_read_ahead(tls_ctx, 1); /* one read() for many records; drained below */
+  SSL_CTX_set_alpn_protos(tls_ctx, alpn, sizeof alpn);
+  if (cfg.tls_ca) {
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_load_verify_locations(tls_ctx, cfg.tls_ca, NULL) != 1) {
+      fprintf(stderr, "appmsg-bench: cannot read %s\n", cfg.tls_ca);
+      return -1;
+    }
+  }
+  if (cfg.tls_cert && (SSL_CTX_use_certificate_chain_file(tls_ctx, cfg.tls_cert) != 1 ||
+                       SSL_CTX_use_PrivateKey_file(tls_ctx, cfg.tls_key, SSL_FILETYPE_PEM) != 1)) {
+    fprintf(stderr, "appmsg-bench: cannot read %s / %s\n", cfg.tls_cert, cfg.tls_key);
+    return -1;
+  }
+  return 0;
+}
+
+static SSL *tls_new(int fd) {
+  SSL *ssl = SSL_new(tls_ctx);
+  if (!ssl)
+    return NULL;
+  SSL_set_fd(ssl, fd);
+  SSL_set_connect_state(ssl);
+  SSL_set_tlsext_host_name(ssl, cfg.tls_name);
+  if (cfg.tls_ca)
+    SSL_set1_host(ssl, cfg.tls_name);
+  return ssl;
+}
+
+static const char *tls_why(void) {
+  static _Thread_local char buf[256];
+  unsigned long e = ERR_get_error();
+  if (e)
+    ERR_error_string_n(e, buf, sizeof buf);
+  else
+    snprintf(buf, sizeof buf, "%s", errno ? strerror(errno) : "connection closed");
+  ERR_clear_error();
+  return buf;
+}
+
+/* A non-blocking step: SSL_do_handshake.  1 done, 0 wait (*ev: the readiness), -1 failed. */
+static int tls_step(SSL *ssl, unsigned *ev) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(ssl);
+  if (r == 1)
+    return 1;
+  int e = SSL_get_error(ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    *ev = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+    return 0;
+  }
+  return -1;
+}
+
+/* read()/write() or their TLS forms: bytes, 0 at the end, -1 with errno (EAGAIN to wait). */
+static ssize_t io_read(struct conn *c, void *buf, size_t len) {
+  if (!c->ssl)
+    return read(c->fd, buf, len);
+  ERR_clear_error();
+  int r = SSL_read(c->ssl, buf, (int)len);
+  if (r > 0)
+    return r;
+  int e = SSL_get_error(c->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+    return 0;
+  if (e != SSL_ERROR_SYSCALL)
+    errno = EPROTO;
+  return -1;
+}
+
+static ssize_t io_write(struct conn *c, const void *buf, size_t len) {
+  if (!c->ssl)
+    return write(c->fd, buf, len);
+  ERR_clear_error();
+  int r = SSL_write(c->ssl, buf, (int)len);
+  if (r > 0)
+    return r;
+  int e = SSL_get_error(c->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (e != SSL_ERROR_SYSCALL)
+    errno = EPROTO;
+  return -1;
 }
 
 /* Hands out the next request number, or 0 when no more may be issued. */
@@ -333,6 +455,11 @@ static void conn_drop(struct conn *c, int next_state) {
   add_errors(c->count);
   c->count = 0;
   c->head = 0;
+  if (c->ssl) {
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
+  c->tls_done = 0;
   if (c->fd >= 0) {
     close(c->fd); /* also removes it from the epoll set */
     c->fd = -1;
@@ -349,7 +476,7 @@ static void conn_drop(struct conn *c, int next_state) {
 static int flush_out(struct conn *c) {
   while (c->pending > 0) {
     const unsigned char *p = req_rep + (size_t)(c->tx_pos % req_len);
-    ssize_t w = write(c->fd, p, c->pending);
+    ssize_t w = io_write(c, p, c->pending);
     if (w > 0) {
       c->tx_pos += (uint64_t)w;
       c->pending -= (size_t)w;
@@ -477,9 +604,30 @@ static void persistent_event(struct conn *c, unsigned ev) {
       return;
     }
     appmsg_set_nodelay(c->fd, 1);
-    c->state = C_OPEN;
-    t->connected++;
-    set_interest(c, EPOLLIN);
+    if (cfg.tls) {
+      c->ssl = tls_new(c->fd);
+      c->state = C_HANDSHAKE;
+    } else {
+      c->state = C_OPEN;
+      t->connected++;
+      set_interest(c, EPOLLIN);
+      return;
+    }
+  }
+  if (c->state == C_HANDSHAKE) {
+    unsigned want = 0;
+    int r = c->ssl ? tls_step(c->ssl, &want) : -1;
+    if (r < 0) {
+      complain("TLS handshake: %s", tls_why());
+      add_errors(1);
+      conn_drop(c, C_DEAD);
+    } else if (r == 0) {
+      set_interest(c, want);
+    } else {
+      c->state = C_OPEN;
+      t->connected++;
+      set_interest(c, EPOLLIN);
+    }
     return;
   }
   if (c->state != C_OPEN)
@@ -489,11 +637,14 @@ static void persistent_event(struct conn *c, unsigned ev) {
     if (flush_out(c) < 0)
       return;
   }
-  if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-    ssize_t n = read(c->fd, t->rbuf, READ_CHUNK);
+  /* Under TLS, read until OpenSSL has nothing buffered (the socket would not say). */
+  for (int more = 1; more && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR));) {
+    more = 0;
+    ssize_t n = io_read(c, t->rbuf, READ_CHUNK);
     if (n > 0) {
       if (on_bytes(c, t->rbuf, (size_t)n, now) < 0)
         return;
+      more = c->ssl && SSL_has_pending(c->ssl);
     } else if (n == 0) {
       if (c->count > 0 || !atomic_load(&g_stop))
         complain("the server closed a connection with %u request(s) in flight", c->count);
@@ -543,10 +694,28 @@ static void newconn_event(struct conn *c, unsigned ev) {
       return;
     }
     c->state = C_SENT;
-    if (flush_out(c) < 0) {
+    if (cfg.tls) {
+      c->ssl = tls_new(c->fd);
+      if (!c->ssl) {
+        conn_drop(c, C_IDLE);
+        slot_next(c, now);
+        return;
+      }
+    }
+  }
+  if (c->state == C_SENT && c->ssl && !c->tls_done) {
+    unsigned want;
+    int r = tls_step(c->ssl, &want); /* edge-triggered: either readiness may move it */
+    if (r < 0) {
+      complain("TLS handshake: %s", tls_why());
+      conn_drop(c, C_IDLE);
       slot_next(c, now);
       return;
     }
+    if (r == 0)
+      return;
+    c->tls_done = 1;
+    ev |= EPOLLOUT | EPOLLIN;
   }
   if (c->state == C_SENT && c->pending > 0 && (ev & EPOLLOUT)) {
     if (flush_out(c) < 0) {
@@ -556,7 +725,7 @@ static void newconn_event(struct conn *c, unsigned ev) {
   }
   if (c->state == C_SENT && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
     for (;;) { /* edge-triggered: read until EAGAIN or the reply is complete */
-      ssize_t n = read(c->fd, t->rbuf, READ_CHUNK);
+      ssize_t n = io_read(c, t->rbuf, READ_CHUNK);
       if (n > 0) {
         int done = on_bytes(c, t->rbuf, (size_t)n, now);
         if (done < 0) {
@@ -564,6 +733,12 @@ static void newconn_event(struct conn *c, unsigned ev) {
           return;
         }
         if (c->count == 0) { /* the reply is complete: close and go again */
+          if (c->ssl) {
+            SSL_shutdown(c->ssl); /* close_notify, as a polite client sends */
+            SSL_free(c->ssl);
+            c->ssl = NULL;
+            c->tls_done = 0;
+          }
           close(c->fd);
           c->fd = -1;
           c->events = 0;
@@ -719,13 +894,27 @@ static void raise_nofile(rlim_t need) {
   }
 }
 
+/* An idle TLS connection became readable: reads what came (session
+ * tickets); 1 while it stays open. */
+static int tls_alive(SSL *ssl) {
+  char buf[4096];
+  ERR_clear_error();
+  int r = SSL_read(ssl, buf, sizeof buf);
+  if (r > 0)
+    return 0; /* data on an idle connection: an error reply */
+  int e = SSL_get_error(ssl, r);
+  ERR_clear_error();
+  return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+}
+
 static int run_idle(void) {
   long n = cfg.idle;
   raise_nofile((rlim_t)n + 64);
   int *fds = malloc((size_t)n * sizeof *fds);
-  unsigned char *up = calloc((size_t)n, 1); /* 1 once connected */
+  unsigned char *up = calloc((size_t)n, 1); /* 1 once connected, 2 while its handshake runs */
+  SSL **ssls = calloc((size_t)n, sizeof *ssls);
   int epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (!fds || !up || epfd < 0) {
+  if (!fds || !up || !ssls || epfd < 0) {
     fprintf(stderr, "appmsg-bench: out of memory or descriptors\n");
     return 1;
   }
@@ -754,23 +943,42 @@ static int run_idle(void) {
       int fd = fds[i];
       if (fd < 0)
         continue;
-      if (!up[i]) { /* a connect finished */
-        connecting--;
-        int rc = appmsg_connect_result(fd);
+      if (up[i] != 1) { /* a connect or a handshake step */
+        int rc = up[i] ? 0 : appmsg_connect_result(fd);
         if (rc == 0 && !(evs[j].events & (EPOLLERR | EPOLLHUP))) {
-          struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)i};
-          epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &e);
-          up[i] = 1;
-          connected++;
-          continue;
+          unsigned want = EPOLLIN | EPOLLRDHUP;
+          int step = 1;
+          if (cfg.tls) {
+            if (!ssls[i])
+              ssls[i] = tls_new(fd);
+            step = ssls[i] ? tls_step(ssls[i], &want) : -1;
+            up[i] = 2;
+          }
+          if (step >= 0) {
+            if (step == 1) {
+              up[i] = 1;
+              connected++;
+              connecting--;
+              want = EPOLLIN | EPOLLRDHUP;
+            }
+            struct epoll_event e = {.events = want, .data.u64 = (uint64_t)i};
+            epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &e);
+            continue;
+          }
+          rc = -EPROTO;
         }
+        connecting--;
         if (failed++ == 0)
           fprintf(stderr, "appmsg-bench: connect %ld: %s\n", i,
-                  appmsg_strerror(rc ? rc : -ECONNRESET));
-      } else { /* the server closed (or answered) an established connection */
+                  rc == -EPROTO ? tls_why() : appmsg_strerror(rc ? rc : -ECONNRESET));
+      } else if (ssls[i] && tls_alive(ssls[i])) {
+        continue; /* session tickets: the connection is idle all the same */
+      } else {    /* the server closed (or answered) an established connection */
         connected--;
         dropped++;
       }
+      SSL_free(ssls[i]);
+      ssls[i] = NULL;
       close(fd);
       fds[i] = -1;
     }
@@ -784,8 +992,12 @@ static int run_idle(void) {
       long i = (long)evs[j].data.u64;
       if (fds[i] < 0)
         continue;
-      if (up[i])
+      if (up[i] == 1 && ssls[i] && tls_alive(ssls[i]))
+        continue;
+      if (up[i] == 1)
         dropped++;
+      SSL_free(ssls[i]);
+      ssls[i] = NULL;
       close(fds[i]);
       fds[i] = -1;
     }
@@ -793,9 +1005,11 @@ static int run_idle(void) {
   long held = 0;
   for (long i = 0; i < started; i++)
     if (fds[i] >= 0) {
-      held += up[i];
+      held += up[i] == 1;
+      SSL_free(ssls[i]);
       close(fds[i]);
     }
+  free(ssls);
   printf("IDLE held=%ld dropped=%ld\n", held, dropped);
   free(fds);
   free(up);
@@ -811,6 +1025,7 @@ static void usage(FILE *f) {
              "                    [-P PIPELINE] [--new-conn] [--workload search|binary|echo]\n"
              "                    [--size BYTES] [--warmup N] [--threads N] [--timeout S] [-q]\n"
              "       appmsg-bench [-h HOST] [-p PORT] --idle N [--hold S]\n"
+             "TLS: --tls [--tls-ca FILE [--tls-name NAME]] [--tls-cert FILE --tls-key FILE]\n"
              "defaults: 127.0.0.1 65432, 50 connections, pipeline 1, -n 100000, search\n");
 }
 
@@ -879,6 +1094,17 @@ static void parse_args(int argc, char **argv) {
       cfg.hold = num_arg(a, v, 0, 3600), i++;
     } else if (!strcmp(a, "-q")) {
       cfg.quiet = 1;
+    } else if (!strcmp(a, "--tls")) {
+      cfg.tls = 1;
+    } else if (!strcmp(a, "--tls-ca") || !strcmp(a, "--tls-name") || !strcmp(a, "--tls-cert") ||
+               !strcmp(a, "--tls-key")) {
+      if (!v)
+        goto bad;
+      const char **slot = a[6] == 'c' && a[7] == 'a' ? &cfg.tls_ca
+                          : a[6] == 'n'              ? &cfg.tls_name
+                          : a[6] == 'c'              ? &cfg.tls_cert
+                                                     : &cfg.tls_key;
+      *slot = v, i++;
     } else {
       goto bad;
     }
@@ -886,6 +1112,14 @@ static void parse_args(int argc, char **argv) {
   bad:
     fprintf(stderr, "appmsg-bench: bad argument '%s'%s%s\n", a, v ? " before " : "", v ? v : "");
     usage(stderr);
+    exit(2);
+  }
+  if (!cfg.tls && (cfg.tls_ca || cfg.tls_cert || cfg.tls_key)) {
+    fprintf(stderr, "appmsg-bench: the --tls-* options need --tls\n");
+    exit(2);
+  }
+  if (!cfg.tls_cert != !cfg.tls_key) {
+    fprintf(stderr, "appmsg-bench: --tls-cert and --tls-key go together\n");
     exit(2);
   }
   if (cfg.requests && cfg.duration) {
@@ -995,6 +1229,10 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (resolve())
     return 1;
+  if (cfg.tls && tls_setup()) {
+    fprintf(stderr, "appmsg-bench: cannot set up TLS: %s\n", tls_why());
+    return 1;
+  }
   if (cfg.idle) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1100,5 +1338,6 @@ int main(int argc, char **argv) {
   free(req);
   free(req_rep);
   free(exp_content);
+  SSL_CTX_free(tls_ctx);
   return errors || ok == 0 ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 # server with no parsing) and against redis-server, under the same load from appmsg-bench.
 #
 #   bash bench/run.sh                 # ROUNDS=3 DURATION=5 IDLE_CONNS=10000 PORT_BASE=21400 PERF=0
+#                                     # TLS=1 IDLE_TLS_CONNS=2000
 #
 # Builds Release into build-bench/, installs redis-server and redis-tools with apt-get if missing
 # (as root; without them the redis rows are skipped), then, ROUNDS times, interleaved (the order
@@ -15,10 +16,16 @@
 #            beside appmsg-bench's own client
 #   P16 x2   app-server --threads 2 at P16 (unpinned: its two threads and the load generator
 #            share the two cores), for its server CPU per request against --threads 1
+# and, with TLS=1 (the default), the same over TLS: app-server --tls-cert/--tls-key (a second
+# process) beside redis-server's own TLS port (--tls-port, the same certificates, ECDSA P-256 from
+# tests/tls/make_certs.sh) under appmsg-bench --tls and redis-benchmark --tls; redis without TLS
+# at pipeline 1 and 16 and with a new connection per request (redis-benchmark -k 0) too, so that
+# both TLS/plaintext ratios come from the same run.  Every TLS connection makes a full handshake.
 # Servers run on core 0 and the load generator on core 1 (taskset, with 2+ cores).  For each run
 # the server's CPU time (utime+stime from /proc/PID/stat) is read before and after.  Then each
 # server is started afresh and IDLE_CONNS idle connections are opened to it: the RSS it gains,
-# divided by IDLE_CONNS, is its user-space memory per idle connection.  Prints every run, then a
+# divided by IDLE_CONNS, is its user-space memory per idle connection (and IDLE_TLS_CONNS
+# connections, handshake done, to the TLS servers).  Prints every run, then a
 # table of medians, ratios and the targets.  PERF=1 also records app-server with perf
 # (cpu-clock, call graphs) during one extra P1 and one extra P16 run: build-bench/perf/*.txt.
 # Loopback only; every load is bounded; every server started here is killed on exit.
@@ -30,6 +37,8 @@ DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PORT_BASE=${PORT_BASE:-21400} # below the ephemeral range (32768-60999), so no client port collides
 PERF=${PERF:-0}
+TLS=${TLS:-1}
+IDLE_TLS_CONNS=${IDLE_TLS_CONNS:-2000}
 BUILD=build-bench
 HOST=127.0.0.1
 CONNS=50
@@ -52,7 +61,8 @@ trap 'exit 130' INT TERM
 say() { printf '%s\n' "$*"; }
 
 # ---- build --------------------------------------------------------------------------------------
-if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson 2>/dev/null; then
+if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson openssl 2>/dev/null ||
+  ! command -v openssl >/dev/null; then
   bash scripts/deps.sh
 fi
 say "== building Release into $BUILD/"
@@ -63,6 +73,16 @@ APP=$BUILD/examples/app-server
 BASE=$BUILD/bench/baseline-server
 BENCH=$BUILD/bench/appmsg-bench
 LIBBENCH=$BUILD/bench/client-bench
+CERTS=$TMP/certs
+app_tls=0
+if [ "$TLS" = 1 ]; then
+  sh tests/tls/make_certs.sh "$CERTS"
+  if "$APP" --help 2>&1 | grep -q -- '--tls-cert'; then
+    app_tls=1
+  else
+    say "note: this app-server has no --tls-cert: its TLS rows are skipped"
+  fi
+fi
 
 # ---- redis ----------------------------------------------------------------------------------------
 have_redis=1
@@ -220,22 +240,38 @@ bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...  (LOADGEN=client-be
   printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$key" "$round" "$(field "$line" rps)" \
     "$(field "$line" p50_us)" "$(field "$line" p99_us)" "$(field "$line" p999_us)" \
     "$(field "$line" max_us)" "$(field "$line" errors)" "$total" "$cpu" "$OTHER_PCT" >>"$TMP/results"
-  printf '  round %s %-9s %s  server CPU %s s/100k, others %s%%\n' "$round" "$key" "${line#RESULT }" \
+  printf '  round %s %-12s %s  server CPU %s s/100k, others %s%%\n' "$round" "$key" "${line#RESULT }" \
     "$cpu" "$OTHER_PCT"
 }
 
-REDIS_N=0
-redis_run() { # redis_run KEY ROUND PID
-  local key=$1 round=$2 pid=$3 out line rc=0
+# redis-benchmark has no duration option: each scenario gets an -n for about DURATION seconds
+# from a short calibration run (redis_calibrate KEY N0 args...: sets RN_KEY).
+redis_calibrate() {
+  local key=$1 n0=$2 out rps
+  shift 2
+  out=$(timeout 120 "${CLI[@]}" redis-benchmark -h "$HOST" -c "$CONNS" -t get -n "$n0" --csv "$@" \
+    2>/dev/null | grep '^"GET"' | tr -d '"' | cut -d, -f2 || true)
+  rps=${out:-0}
+  local var=${key//./_}
+  printf -v "RN_${var//-/_}" '%s' "$(awk -v r="$rps" -v d="$DURATION" -v m="$n0" \
+    'BEGIN { n = int(r * d); if (n < m) n = m; print n }')"
+  say "== redis calibration $key: ${out:-?} GET/s"
+}
+redis_run() { # redis_run KEY ROUND PID redis-benchmark-args...
+  local key=$1 round=$2 pid=$3 out line rc=0 nvar
+  shift 3
+  nvar=${key//./_}
+  nvar="RN_${nvar//-/_}"
+  local n=${!nvar}
   span_begin "$pid"
-  out=$(timeout $((DURATION * 6 + 30)) "${CLI[@]}" redis-benchmark -h "$HOST" -p "$R_PORT" \
-    -c "$CONNS" -P 16 -t get -n "$REDIS_N" --csv 2>"$TMP/redis-bench.err") || rc=$?
+  out=$(timeout $((DURATION * 6 + 60)) "${CLI[@]}" redis-benchmark -h "$HOST" -c "$CONNS" -t get \
+    -n "$n" --csv "$@" 2>"$TMP/redis-bench.err") || rc=$?
   span_end "$pid"
   line=$(printf '%s\n' "$out" | grep '^"GET"' | tail -1 | tr -d '"' || true)
   local rps p50 p99 max errors=0
   if [ -z "$line" ] || [ "$rc" -ne 0 ]; then
     say "error: redis-benchmark failed (exit $rc)"
-    head -5 "$TMP/redis-bench.err"
+    grep -v -i 'warning' "$TMP/redis-bench.err" | head -5
     rps=0 p50=0 p99=0 max=0 errors=1
   else # test,rps,avg_ms,min_ms,p50_ms,p95_ms,p99_ms,max_ms
     IFS=, read -r _ rps _ _ p50 _ p99 max <<<"$line"
@@ -244,12 +280,12 @@ redis_run() { # redis_run KEY ROUND PID
     max=$(awk -v v="$max" 'BEGIN { printf "%.1f", v * 1000 }')
   fi
   local cpu
-  cpu=$(awk -v t="$SERVER_TICKS" -v hz="$TCK" -v n="$REDIS_N" \
+  cpu=$(awk -v t="$SERVER_TICKS" -v hz="$TCK" -v n="$n" \
     'BEGIN { if (n > 0) printf "%.4f", t / hz * 100000 / n; else print "nan" }')
   printf '%s %s %s %s %s - %s %s %s %s %s\n' "$key" "$round" "$rps" "$p50" "$p99" "$max" "$errors" \
-    "$REDIS_N" "$cpu" "$OTHER_PCT" >>"$TMP/results"
-  printf '  round %s %-9s rps=%s p50_us=%s p99_us=%s max_us=%s (redis-benchmark -n %s)  server CPU %s s/100k, others %s%%\n' \
-    "$round" "$key" "$rps" "$p50" "$p99" "$max" "$REDIS_N" "$cpu" "$OTHER_PCT"
+    "$n" "$cpu" "$OTHER_PCT" >>"$TMP/results"
+  printf '  round %s %-12s rps=%s p50_us=%s p99_us=%s max_us=%s (redis-benchmark -n %s)  server CPU %s s/100k, others %s%%\n' \
+    "$round" "$key" "$rps" "$p50" "$p99" "$max" "$n" "$cpu" "$OTHER_PCT"
 }
 
 # ---- load rounds ---------------------------------------------------------------------------------------
@@ -257,7 +293,11 @@ A_PORT=$PORT_BASE
 B_PORT=$((PORT_BASE + 1))
 R_PORT=$((PORT_BASE + 2))
 T_PORT=$((PORT_BASE + 3))
+AT_PORT=$((PORT_BASE + 3)) # app-server over TLS
+RT_PORT=$((PORT_BASE + 4)) # redis's TLS port
 : >"$TMP/results"
+TLS_CLIENT=(--tls --tls-ca "$CERTS/ca.pem" --tls-name localhost)
+REDIS_TLS=(--tls --cacert "$CERTS/ca.pem" --sni localhost)
 
 start_server app-server "$A_PORT" "$APP" "$HOST" "$A_PORT"
 APP_PID=$SERVER_PID
@@ -269,52 +309,101 @@ SRV=()
 start_server app-server-x2 "$T_PORT" "$APP" --threads 2 "$HOST" "$T_PORT"
 APP2_PID=$SERVER_PID
 SRV=("${SRV_SAVED[@]}")
+APPT_PID=
+if [ "$app_tls" = 1 ]; then
+  start_server app-server-tls "$AT_PORT" "$APP" --tls-cert "$CERTS/server.pem" \
+    --tls-key "$CERTS/server.key" "$HOST" "$AT_PORT"
+  APPT_PID=$SERVER_PID
+fi
 REDIS_PID=
+redis_tls=0
 if [ "$have_redis" = 1 ]; then
-  start_server redis "$R_PORT" redis-server --port "$R_PORT" --bind "$HOST" --save '' \
-    --appendonly no --protected-mode yes --maxclients $((IDLE_CONNS + 100))
-  REDIS_PID=$SERVER_PID
+  redis_args=(--port "$R_PORT" --bind "$HOST" --save '' --appendonly no --protected-mode yes
+    --maxclients $((IDLE_CONNS + 100)))
+  if [ "$TLS" = 1 ]; then # the same server, with its TLS port beside the plain one
+    "${SRV[@]}" redis-server "${redis_args[@]}" --tls-port "$RT_PORT" --tls-cert-file \
+      "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" --tls-ca-cert-file "$CERTS/ca.pem" \
+      --tls-auth-clients no >"$TMP/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    if wait_port "$R_PORT" "$REDIS_PID" 2>/dev/null; then
+      redis_tls=1
+    else
+      say "note: this redis-server has no TLS: its TLS rows are skipped"
+      REDIS_PID=
+    fi
+  fi
+  if [ -z "$REDIS_PID" ]; then
+    start_server redis "$R_PORT" redis-server "${redis_args[@]}"
+    REDIS_PID=$SERVER_PID
+  fi
   redis-cli -h "$HOST" -p "$R_PORT" set key:__rand_int__ xxx >/dev/null
-  # Calibrate: redis-benchmark has no duration option, so pick -n for about DURATION seconds.
-  REDIS_N=200000
-  cal=$(timeout 60 "${CLI[@]}" redis-benchmark -h "$HOST" -p "$R_PORT" -c "$CONNS" -P 16 -t get \
-    -n "$REDIS_N" --csv 2>/dev/null | grep '^"GET"' | tr -d '"' | cut -d, -f2 || true)
-  REDIS_N=$(awk -v r="${cal:-0}" -v d="$DURATION" \
-    'BEGIN { n = int(r * d); if (n < 100000) n = 100000; print n }')
-  say "== redis calibration: ${cal:-?} GET/s -> -n $REDIS_N per run"
+  redis_calibrate p16.redis 100000 -p "$R_PORT" -P 16
+  if [ "$TLS" = 1 ]; then
+    redis_calibrate p1.redis 20000 -p "$R_PORT" -P 1
+    redis_calibrate nc.redis 5000 -p "$R_PORT" -k 0
+  fi
+  if [ "$redis_tls" = 1 ]; then
+    redis_calibrate p1.redis-tls 20000 -p "$RT_PORT" "${REDIS_TLS[@]}" -P 1
+    redis_calibrate p16.redis-tls 50000 -p "$RT_PORT" "${REDIS_TLS[@]}" -P 16
+    redis_calibrate nc.redis-tls 1000 -p "$RT_PORT" "${REDIS_TLS[@]}" -k 0
+  fi
 fi
 
 P1=(--workload search -P 1 --duration "$DURATION" --warmup 20000)
 P16=(--workload search -P 16 --duration "$DURATION" --warmup 100000)
 NC=(--workload search --new-conn --duration "$DURATION" --warmup 2000)
 say "== load: $ROUNDS rounds"
+run_who() { # run_who SCENARIO WHO ROUND
+  local sc=$1 who=$2 round=$3 args
+  case $sc in
+  p1) args=("${P1[@]}") ;;
+  p16) args=("${P16[@]}") ;;
+  nc) args=("${NC[@]}") ;;
+  esac
+  case $who in
+  app) bench_run "$sc.app" "$round" "$APP_PID" -p "$A_PORT" "${args[@]}" ;;
+  base) bench_run "$sc.base" "$round" "$BASE_PID" -p "$B_PORT" "${args[@]/search/echo}" ;;
+  app-tls)
+    [ -n "$APPT_PID" ] && bench_run "$sc.app-tls" "$round" "$APPT_PID" -p "$AT_PORT" \
+      "${args[@]}" "${TLS_CLIENT[@]}"
+    ;;
+  redis)
+    if [ "$have_redis" = 1 ]; then
+      case $sc in
+      p1) [ "$TLS" = 1 ] && redis_run p1.redis "$round" "$REDIS_PID" -p "$R_PORT" -P 1 ;;
+      p16) redis_run p16.redis "$round" "$REDIS_PID" -p "$R_PORT" -P 16 ;;
+      nc) [ "$TLS" = 1 ] && redis_run nc.redis "$round" "$REDIS_PID" -p "$R_PORT" -k 0 ;;
+      esac
+    fi
+    ;;
+  redis-tls)
+    if [ "$redis_tls" = 1 ]; then
+      case $sc in
+      p1) redis_run p1.redis-tls "$round" "$REDIS_PID" -p "$RT_PORT" "${REDIS_TLS[@]}" -P 1 ;;
+      p16) redis_run p16.redis-tls "$round" "$REDIS_PID" -p "$RT_PORT" "${REDIS_TLS[@]}" -P 16 ;;
+      nc) redis_run nc.redis-tls "$round" "$REDIS_PID" -p "$RT_PORT" "${REDIS_TLS[@]}" -k 0 ;;
+      esac
+    fi
+    ;;
+  esac
+  return 0
+}
 for round in $(seq "$ROUNDS"); do
   wait_quiet
-  if [ $((round % 2)) -eq 1 ]; then order="app base"; else order="base app"; fi
-  for who in $order; do
-    if [ "$who" = app ]; then
-      bench_run p1.app "$round" "$APP_PID" -p "$A_PORT" "${P1[@]}"
-    else
-      bench_run p1.base "$round" "$BASE_PID" -p "$B_PORT" "${P1[@]/search/echo}"
-    fi
-  done
-  for who in $order redis; do
-    if [ "$who" = app ]; then
-      bench_run p16.app "$round" "$APP_PID" -p "$A_PORT" "${P16[@]}"
-    elif [ "$who" = base ]; then
-      bench_run p16.base "$round" "$BASE_PID" -p "$B_PORT" "${P16[@]/search/echo}"
-    elif [ "$have_redis" = 1 ]; then
-      redis_run p16.redis "$round" "$REDIS_PID"
-    fi
-  done
-  LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 --duration "$DURATION" \
-    --warmup 100000
-  bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
-  for who in $order; do
-    if [ "$who" = app ]; then
-      bench_run nc.app "$round" "$APP_PID" -p "$A_PORT" "${NC[@]}"
-    else
-      bench_run nc.base "$round" "$BASE_PID" -p "$B_PORT" "${NC[@]/search/echo}"
+  if [ $((round % 2)) -eq 1 ]; then
+    order="app base app-tls redis redis-tls"
+  else
+    order="redis-tls redis app-tls base app"
+  fi
+  for sc in p1 p16 nc; do
+    for who in $order; do
+      run_who "$sc" "$who" "$round"
+    done
+    if [ "$sc" = p16 ]; then
+      LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 \
+        --duration "$DURATION" --warmup 100000
+      bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
     fi
   done
 done
@@ -346,6 +435,9 @@ if [ "$PERF" = 1 ]; then
 fi
 
 stop_server "$APP2_PID"
+APPT_HWM=-
+[ -n "$APPT_PID" ] && APPT_HWM=$(status_kb "$APPT_PID" VmHWM)
+[ -n "$APPT_PID" ] && stop_server "$APPT_PID"
 APP_HWM=$(status_kb "$APP_PID" VmHWM)
 BASE_HWM=$(status_kb "$BASE_PID" VmHWM)
 REDIS_HWM=-
@@ -356,7 +448,9 @@ stop_server "$BASE_PID"
 
 # ---- idle connections -------------------------------------------------------------------------------------
 : >"$TMP/idle"
-idle_run() { # idle_run NAME PORT command...
+IDLE_N=$IDLE_CONNS
+IDLE_ARGS=()
+idle_run() { # idle_run NAME PORT command...  (IDLE_N connections, appmsg-bench IDLE_ARGS)
   local name=$1 port=$2
   shift 2
   start_server "idle-$name" "$port" "$@"
@@ -364,7 +458,8 @@ idle_run() { # idle_run NAME PORT command...
   sleep 0.3
   rss0=$(status_kb "$pid" VmRSS)
   fds0=$(fd_count "$pid")
-  "${CLI[@]}" "$BENCH" -h "$HOST" -p "$port" --idle "$IDLE_CONNS" --hold 120 >"$TMP/holder.out" 2>&1 &
+  "${CLI[@]}" "$BENCH" -h "$HOST" -p "$port" --idle "$IDLE_N" --hold 120 ${IDLE_ARGS[@]+"${IDLE_ARGS[@]}"} \
+    >"$TMP/holder.out" 2>&1 &
   holder=$!
   PIDS+=("$holder")
   for i in $(seq 600); do # the client has them all (60 s at most)
@@ -373,7 +468,7 @@ idle_run() { # idle_run NAME PORT command...
     sleep 0.1
   done
   for i in $(seq 150); do # the server has accepted them all (15 s at most)
-    [ "$(fd_count "$pid")" -ge $((fds0 + IDLE_CONNS)) ] && break
+    [ "$(fd_count "$pid")" -ge $((fds0 + IDLE_N)) ] && break
     sleep 0.1
   done
   sleep 1
@@ -383,9 +478,9 @@ idle_run() { # idle_run NAME PORT command...
   kill -TERM "$holder" 2>/dev/null || true
   wait "$holder" 2>/dev/null || true
   held=$(grep '^IDLE held' "$TMP/holder.out" | sed 's/^IDLE //' || true)
-  per=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
+  per=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_N" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
   printf '%s %s %s %s %s\n' "$name" "$rss0" "$rss1" "$per" "$((fds1 - fds0))" >>"$TMP/idle"
-  printf '  idle %-10s RSS %s kB -> %s kB with %s connections open (%s): %s bytes each\n' \
+  printf '  idle %-14s RSS %s kB -> %s kB with %s connections open (%s): %s bytes each\n' \
     "$name" "$rss0" "$rss1" "$((fds1 - fds0))" "${held:-?}" "$per"
   stop_server "$pid"
 }
@@ -396,6 +491,21 @@ if [ "$have_redis" = 1 ]; then
   idle_run redis $((PORT_BASE + 12)) redis-server --port $((PORT_BASE + 12)) --bind "$HOST" \
     --save '' --appendonly no --protected-mode yes --maxclients $((IDLE_CONNS + 100))
 fi
+if [ "$app_tls" = 1 ] || [ "$redis_tls" = 1 ]; then
+  say "== idle TLS connections: $IDLE_TLS_CONNS (handshake done) to a fresh server each"
+  IDLE_N=$IDLE_TLS_CONNS
+  IDLE_ARGS=("${TLS_CLIENT[@]}")
+  if [ "$app_tls" = 1 ]; then
+    idle_run app-server-tls $((PORT_BASE + 13)) "$APP" --tls-cert "$CERTS/server.pem" \
+      --tls-key "$CERTS/server.key" "$HOST" $((PORT_BASE + 13))
+  fi
+  if [ "$redis_tls" = 1 ]; then
+    idle_run redis-tls $((PORT_BASE + 15)) redis-server --port 0 --tls-port $((PORT_BASE + 15)) \
+      --tls-cert-file "$CERTS/server.pem" --tls-key-file "$CERTS/server.key" \
+      --tls-ca-cert-file "$CERTS/ca.pem" --tls-auth-clients no --bind "$HOST" --save '' \
+      --appendonly no --protected-mode yes --maxclients $((IDLE_CONNS + 100))
+  fi
+fi
 
 # ---- the table -----------------------------------------------------------------------------------------------
 median() { # median KEY COLUMN (3 rps, 4 p50, 5 p99, 6 p999, 7 max, 10 cpu)
@@ -405,13 +515,13 @@ median() { # median KEY COLUMN (3 rps, 4 p50, 5 p99, 6 p999, 7 max, 10 cpu)
 }
 errsum() { awk -v k="$1" '$1 == k { s += $8 } END { print s + 0 }' "$TMP/results"; }
 row() { # row LABEL SERVER KEY
-  printf '%-22s %-11s %10s %8s %8s %9s %8s %10s %6s\n' "$1" "$2" "$(median "$3" 3)" \
+  printf '%-22s %-13s %10s %8s %8s %9s %8s %10s %6s\n' "$1" "$2" "$(median "$3" 3)" \
     "$(median "$3" 4)" "$(median "$3" 5)" "$(median "$3" 6)" "$(median "$3" 7)" \
     "$(median "$3" 10)" "$(errsum "$3")"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "-") printf "%.2f", a / b; else print "-" }'; }
 ratio_row() { # ratio_row LABEL KEY_A KEY_B
-  printf '%-22s %-11s %10s %8s %8s %9s %8s %10s\n' "" "$1" "$(ratio "$(median "$2" 3)" "$(median "$3" 3)")" \
+  printf '%-22s %-13s %10s %8s %8s %9s %8s %10s\n' "" "$1" "$(ratio "$(median "$2" 3)" "$(median "$3" 3)")" \
     "$(ratio "$(median "$2" 4)" "$(median "$3" 4)")" "$(ratio "$(median "$2" 5)" "$(median "$3" 5)")" \
     "$(ratio "$(median "$2" 6)" "$(median "$3" 6)")" "$(ratio "$(median "$2" 7)" "$(median "$3" 7)")" \
     "$(ratio "$(median "$2" 10)" "$(median "$3" 10)")"
@@ -419,11 +529,22 @@ ratio_row() { # ratio_row LABEL KEY_A KEY_B
 
 say ""
 say "== medians of $ROUNDS rounds ($DURATION s each, $CONNS connections; $pinning)"
-printf '%-22s %-11s %10s %8s %8s %9s %8s %10s %6s\n' scenario server "req/s" "p50 us" "p99 us" \
+printf '%-22s %-13s %10s %8s %8s %9s %8s %10s %6s\n' scenario server "req/s" "p50 us" "p99 us" \
   "p99.9 us" "max us" "CPU s/100k" errors
+has() { awk -v k="$1" '$1 == k { f = 1 } END { exit !f }' "$TMP/results"; }
+tls_rows() { # tls_rows SCENARIO: the TLS rows and ratios of a scenario, where there are some
+  has "$1.app-tls" && row "" "app TLS" "$1.app-tls"
+  has "$1.redis" && [ "$1" != p16 ] && row "" "redis GET" "$1.redis"
+  has "$1.redis-tls" && row "" "redis TLS" "$1.redis-tls"
+  has "$1.app-tls" && ratio_row "app TLS/pl" "$1.app-tls" "$1.app"
+  has "$1.redis-tls" && ratio_row "redis TLS/pl" "$1.redis-tls" "$1.redis"
+  has "$1.app-tls" && has "$1.redis-tls" && ratio_row "TLS app/redis" "$1.app-tls" "$1.redis-tls"
+  return 0
+}
 row "P1 persistent" app-server p1.app
 row "" baseline p1.base
 ratio_row app/base p1.app p1.base
+tls_rows p1
 row "P16 persistent" app-server p16.app
 row "" baseline p16.base
 [ "$have_redis" = 1 ] && row "" "redis GET" p16.redis
@@ -433,12 +554,14 @@ row "P16 via client.h" app-server p16.lib
 ratio_row lib/bench p16.lib p16.app
 row "P16 --threads 2" app-server p16.x2
 ratio_row x2/x1 p16.x2 p16.app
+tls_rows p16
 row "new conn per request" app-server nc.app
 row "" baseline nc.base
 ratio_row app/base nc.app nc.base
+tls_rows nc
 say ""
-say "peak RSS (VmHWM) after the load rounds: app-server $APP_HWM kB, baseline $BASE_HWM kB, redis $REDIS_HWM kB"
-awk '{ printf "idle: %-10s %6s bytes of RSS per idle connection (%s kB -> %s kB, %s fds)\n", $1, $4, $2, $3, $5 }' "$TMP/idle"
+say "peak RSS (VmHWM) after the load rounds: app-server $APP_HWM kB, app-server TLS $APPT_HWM kB, baseline $BASE_HWM kB, redis $REDIS_HWM kB"
+awk '{ printf "idle: %-14s %6s bytes of RSS per idle connection (%s kB -> %s kB, %s fds)\n", $1, $4, $2, $3, $5 }' "$TMP/idle"
 
 # ---- the targets --------------------------------------------------------------------------------------------------
 say ""
@@ -467,6 +590,18 @@ target "new conn: CPU per request app-server/baseline <= 1.3" \
   "$(ratio "$(median nc.app 10)" "$(median nc.base 10)")" "<=" 1.3
 target "idle: app-server bytes per connection <= 512" \
   "$(awk '$1 == "app-server" { print $4 }' "$TMP/idle")" "<=" 512
+tls_ratio() { # tls_ratio SCENARIO COLUMN: (app TLS/plain) / (redis TLS/plain)
+  awk -v a="$(median "$1.app-tls" "$2")" -v b="$(median "$1.app" "$2")" \
+    -v c="$(median "$1.redis-tls" "$2")" -v d="$(median "$1.redis" "$2")" \
+    'BEGIN { if (a == "-" || c == "-" || b + 0 <= 0 || d + 0 <= 0 || c + 0 <= 0) print "-";
+             else printf "%.2f", (a / b) / (c / d) }'
+}
+if has p1.app-tls && has p1.redis-tls; then
+  target "P1 TLS/plain req/s: app-server's / redis's >= 1.0" "$(tls_ratio p1 3)" ">=" 1.0
+  target "P16 TLS/plain req/s: app-server's / redis's >= 1.0" "$(tls_ratio p16 3)" ">=" 1.0
+  target "new conn TLS: server CPU per handshake app/redis <= 1.0" \
+    "$(ratio "$(median nc.app-tls 10)" "$(median nc.redis-tls 10)")" "<=" 1.0
+fi
 total_errors=$(awk '{ s += $8 } END { print s + 0 }' "$TMP/results")
 noisy=$(awk '$11 + 0 > 10 { n++ } END { print n + 0 }' "$TMP/results")
 if [ "$noisy" -gt 0 ]; then

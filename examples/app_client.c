@@ -93,8 +93,9 @@ static void on_reply(const struct appmsg_reply *r, void *ud) {
     else if (r->status == APPMSG_E_CLOSED)
       logf_("the server at %s closed the connection after %zu of %zu answers", run->where,
             run->answered, run->sent);
-    else if (r->status == APPMSG_E_ADDRESS)
-      logf_("%s", r->reason);
+    else if (r->status == APPMSG_E_ADDRESS || r->status == APPMSG_E_TLS ||
+             r->status == APPMSG_E_TLS_HANDSHAKE || r->status == APPMSG_E_TLS_VERIFY)
+      logf_("%s", r->reason); /* says what and why: a name, a certificate */
     else
       logf_("cannot connect to %s: %s; is the server running on %s?", run->where,
             connect_hint(r->status), run->where);
@@ -170,12 +171,14 @@ int main(int argc, char **argv) {
   struct run run = {0};
   double timeout_s = 10;
   const char *request_id = NULL;
+  struct tls_args tls = {0};
   const struct opt opts[] = {
       {"--timeout", 0, OPT_SECONDS, &timeout_s, "S",
        "give up when the answers have not come after S seconds (default 10)", 0.001, 86400},
       {"--request-id", 0, OPT_STRING, &request_id, "ID",
        "send a request-id (JSON, or else a string) and show the one each reply carries", 0, 0},
       {"--verbose", 'v', OPT_FLAG, &run.verbose, NULL, "log the connection and every reply", 0, 0},
+      TLS_CLIENT_OPTS(tls),
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -188,7 +191,8 @@ int main(int argc, char **argv) {
                   "VALUE      the key to search for, or the binary request's text\n"
                   "-          read one \"ACTION VALUE\" a line from stdin, send them all at once",
       .exits = "0  every request was answered\n"
-               "1  the connection failed, was closed early, or timed out\n2  usage error\n"
+               "1  the connection failed (TLS refused included), was closed early, or timed out\n"
+               "2  usage error\n"
                "3  the server answered with an error reply",
       .opts = opts,
   };
@@ -223,6 +227,8 @@ int main(int argc, char **argv) {
   o.reconnect = 0;
   o.max_queued = (size_t)-1; /* every line of stdin waits for the connection */
   o.log = run.verbose ? log_line : NULL;
+  o.conn.tls = tls_client_setup(&cli, &tls);
+  o.conn.tls_server_name = tls.name;
   int rc = appmsg_loop_new(&run.loop, APPMSG_LOOP_DEFAULT);
   if (rc == 0)
     rc = appmsg_client_new(&run.client, run.loop, host, port, &o);
@@ -257,6 +263,7 @@ int main(int argc, char **argv) {
   }
   appmsg_client_free(run.client);
   appmsg_loop_free(run.loop);
+  appmsg_tls_free(o.conn.tls);
   free(rid);
   return run.status;
 }

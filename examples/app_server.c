@@ -62,8 +62,9 @@ int main(int argc, char **argv) {
   appmsg_service_opts_default(&o);
   const char *data_path = NULL;
   unsigned long max_content = 1UL << 20, max_conns = 10000;
-  double idle = 60, frame = 10, deadline = 30;
+  double idle = 60, frame = 10, deadline = 30, handshake = 10;
   int verbose = 0;
+  struct tls_args tls = {0};
   const char *threads_text = "1";
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
@@ -81,6 +82,9 @@ int main(int argc, char **argv) {
       {"--threads", 0, OPT_STRING, &threads_text, "N",
        "serve with N threads, each its own loop, on one port (default 1; auto: one per CPU)", 0, 0},
       {"--verbose", 'v', OPT_FLAG, &verbose, NULL, "log every connection", 0, 0},
+      TLS_SERVER_OPTS(tls),
+      {"--handshake-timeout", 0, OPT_SECONDS, &handshake, "S",
+       "TLS: close a connection whose handshake is not done in S (default 10)", 0.001, 86400},
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -90,7 +94,9 @@ int main(int argc, char **argv) {
       .operands = "HOST  address to listen on: IPv4, IPv6, a host name or unix:/path "
                   "(default 127.0.0.1)\nPORT  TCP port (default 65432; 0 picks a free one)",
       .exits = "0  stopped by SIGINT or SIGTERM after finishing the replies in flight\n"
-               "1  could not start (address in use, bad dataset, ...)\n2  usage error",
+               "1  could not start (address in use, bad dataset, unusable TLS files, ...)\n"
+               "2  usage error\n"
+               "(with TLS, SIGHUP reloads the certificate and key; open connections stay)",
       .opts = opts,
   };
   const char *pos[2], *host, *port;
@@ -113,6 +119,8 @@ int main(int argc, char **argv) {
   o.server.reuseport = threads > 1;
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
+  o.server.conn.tls = tls_server_setup(&cli, &tls);
+  o.server.conn.handshake_timeout_ms = (uint32_t)(handshake * 1000);
 
   struct dataset data;
   if (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data))
@@ -134,14 +142,19 @@ int main(int argc, char **argv) {
     logf_("cannot start: %s", appmsg_strerror(rc));
   } else {
     char what[64];
-    snprintf(what, sizeof what, "%zu keys, %s loop", data.count,
-             appmsg_loop_backend_name(appmsg_service_loop(svcs[0])));
-    status = threads == 1 ? serve(svcs[0], host, port, what, 10000)
-                          : serve_threads(svcs, (size_t)threads, host, port, what, 10000);
+    snprintf(what, sizeof what, "%zu keys, %s loop%s", data.count,
+             appmsg_loop_backend_name(appmsg_service_loop(svcs[0])),
+             !tls.cert ? ""
+             : tls.ca  ? ", mutual TLS"
+                       : ", TLS");
+    status = threads == 1
+                 ? serve(svcs[0], host, port, what, 10000)
+                 : serve_threads(svcs, (size_t)threads, o.server.conn.tls, host, port, what, 10000);
   }
   for (long i = 0; svcs && i < threads; i++)
     appmsg_service_free(svcs[i]);
   free(svcs);
+  appmsg_tls_free(o.server.conn.tls);
   dataset_free(&data);
   return status;
 }

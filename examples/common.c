@@ -309,8 +309,8 @@ static void *work(void *arg) {
   return NULL;
 }
 
-int serve_threads(struct appmsg_service **svcs, size_t n, const char *host, const char *port,
-                  const char *what, uint32_t drain_ms) {
+int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls, const char *host,
+                  const char *port, const char *what, uint32_t drain_ms) {
   char err[APPMSG_NET_ERRLEN];
   int rc = appmsg_service_listen(svcs[0], host, port, err, sizeof err);
   if (rc) {
@@ -344,6 +344,8 @@ int serve_threads(struct appmsg_service **svcs, size_t n, const char *host, cons
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
+  if (tls)
+    sigaddset(&sigs, SIGHUP); /* a reload, for every thread at once (the context is shared) */
   pthread_sigmask(SIG_BLOCK, &sigs, &old);
   struct worker *w = calloc(n, sizeof *w);
   size_t started = 0;
@@ -358,7 +360,13 @@ int serve_threads(struct appmsg_service **svcs, size_t n, const char *host, cons
     status = 1;
   } else {
     logf_("listening on %s (%s, %zu threads)", appmsg_service_address(svcs[0]), what, n);
-    sigwait(&sigs, &sig);
+    while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+      char why[512];
+      if (appmsg_tls_reload(tls, why, sizeof why) == 0)
+        logf_("SIGHUP: reloaded the TLS certificate and key; connections open now keep theirs");
+      else
+        logf_("SIGHUP: %s; still serving with the previous certificate", why);
+    }
     struct appmsg_service_stats st;
     appmsg_service_stats_total(svcs[0], &st);
     logf_("%s: finishing %llu connection(s)", sig == SIGINT ? "interrupted" : "terminated",
@@ -381,4 +389,47 @@ void endpoint_text(const char *host, const char *port, char *buf, size_t len) {
     snprintf(buf, len, "[%s]:%s", host, port);
   else
     snprintf(buf, len, "%s:%s", host, port);
+}
+
+struct appmsg_tls *tls_server_setup(const struct cli *c, const struct tls_args *a) {
+  if (!a->cert && !a->key && !a->ca)
+    return NULL;
+  if (!a->cert || !a->key) {
+    logf_("--tls-cert and --tls-key go together%s",
+          a->ca ? " (and --tls-client-ca needs them)" : "");
+    cli_usage_error(c);
+  }
+  struct appmsg_tls *tls;
+  char err[512];
+  if (appmsg_tls_server_new(&tls, a->cert, a->key, a->ca, err, sizeof err) != 0) {
+    logf_("%s", err);
+    exit(1);
+  }
+  return tls;
+}
+
+struct appmsg_tls *tls_client_setup(const struct cli *c, const struct tls_args *a) {
+  if (!a->use) {
+    if (a->ca || a->cert || a->key || a->name || a->insecure) {
+      logf_("the --tls-* options need --tls");
+      cli_usage_error(c);
+    }
+    return NULL;
+  }
+  if (!a->cert != !a->key) {
+    logf_("--tls-cert and --tls-key go together");
+    cli_usage_error(c);
+  }
+  if (a->insecure)
+    logf_("warning: --tls-insecure: the server's certificate is not verified; anyone on the "
+          "path can read and change this traffic");
+  struct appmsg_tls *tls;
+  char err[512];
+  if (appmsg_tls_client_new(&tls, a->ca, a->cert, a->key,
+                            a->insecure ? APPMSG_TLS_INSECURE_SKIP_VERIFY : 0, err,
+                            sizeof err) != 0) {
+    logf_("%s", err);
+    exit(1);
+  }
+  return tls;
 }

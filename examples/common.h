@@ -70,6 +70,69 @@ void cli_usage_error(const struct cli *c) __attribute__((noreturn));
 /* Reads optional HOST and PORT operands (defaults 127.0.0.1 65432). */
 void host_port(const char **pos, int npos, const char **host, const char **port);
 
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* The TLS options of a server and of a client, with where their values go. */
+struct tls_args {
+  const char *cert, *key, *ca; /* --tls-cert, --tls-key; --tls-client-ca or --tls-ca */
+  const char *name;            /* --tls-name (clients) */
+  int use, insecure;           /* --tls, --tls-insecure (clients) */
+};
+
+/* Their entries in a program's option table (a server's, a client's). */
+#define TLS_SERVER_OPTS(a)                                                                         \
+  {"--tls-cert",                                                                                   \
+   0,                                                                                              \
+   OPT_STRING,                                                                                     \
+   &(a).cert,                                                                                      \
+   "FILE",                                                                                         \
+   "serve over TLS with this certificate chain (PEM: certificate first)",                          \
+   0,                                                                                              \
+   0},                                                                                             \
+      {"--tls-key", 0, OPT_STRING, &(a).key, "FILE", "the certificate's private key (PEM)", 0, 0}, \
+  {                                                                                                \
+    "--tls-client-ca", 0, OPT_STRING, &(a).ca, "FILE",                                             \
+        "mutual TLS: require a client certificate signed by a CA in FILE", 0, 0                    \
+  }
+#define TLS_CLIENT_OPTS(a)                                                                          \
+  {"--tls", 0, OPT_FLAG, &(a).use, NULL, "speak TLS (verifying the server's certificate)", 0, 0},   \
+      {"--tls-ca", 0,      OPT_STRING,                                                              \
+       &(a).ca,    "FILE", "trust the CAs in FILE (default: the system's store)",                   \
+       0,          0},                                                                              \
+      {"--tls-cert",                                                                                \
+       0,                                                                                           \
+       OPT_STRING,                                                                                  \
+       &(a).cert,                                                                                   \
+       "FILE",                                                                                      \
+       "present this client certificate (mutual TLS)",                                              \
+       0,                                                                                           \
+       0},                                                                                          \
+      {"--tls-key", 0, OPT_STRING, &(a).key, "FILE", "the client certificate's private key", 0, 0}, \
+      {"--tls-name",                                                                                \
+       0,                                                                                           \
+       OPT_STRING,                                                                                  \
+       &(a).name,                                                                                   \
+       "NAME",                                                                                      \
+       "the server's name to verify and send (default: HOST)",                                      \
+       0,                                                                                           \
+       0},                                                                                          \
+  {                                                                                                 \
+    "--tls-insecure", 0, OPT_FLAG, &(a).insecure, NULL,                                             \
+        "INSECURE: do not verify the server's certificate or name", 0, 0                            \
+  }
+
+/*
+ * The server's TLS context from its options: NULL (plaintext) when none
+ * was given; a usage error (exit 2) for --tls-key or --tls-client-ca
+ * without --tls-cert or the reverse; exit 1 with the reason for files that
+ * cannot be used.
+ */
+struct appmsg_tls *tls_server_setup(const struct cli *c, const struct tls_args *a);
+
+/* The client's TLS context (NULL without --tls), as tls_server_setup();
+ * the --tls-* options without --tls are a usage error. */
+struct appmsg_tls *tls_client_setup(const struct cli *c, const struct tls_args *a);
+
 /* ---- addresses, errors, clocks ---------------------------------------- */
 
 /* "host:port" as a person would type it: "[::1]:65432", "unix:/path". */
@@ -108,10 +171,12 @@ int serve(struct appmsg_service *svc, const char *host, const char *port, const 
  * server.reuseport set) and the kernel spreads connections among them; on
  * a Unix socket they share one.  Their status is summed.  The main thread
  * waits for SIGINT/SIGTERM, then stops every loop and each thread drains
- * its service.  Returns the exit status.
+ * its service; with tls (the context every service's connections share),
+ * SIGHUP reloads its certificate and key meanwhile.  Returns the exit
+ * status.
  */
-int serve_threads(struct appmsg_service **svcs, size_t n, const char *host, const char *port,
-                  const char *what, uint32_t drain_ms);
+int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls, const char *host,
+                  const char *port, const char *what, uint32_t drain_ms);
 
 /* Raises the soft RLIMIT_NOFILE to the hard one (servers hold many sockets). */
 void raise_fd_limit(void);

@@ -15,10 +15,12 @@ int main(int argc, char **argv) {
   prog_init(argv[0]);
   double timeout_s = 10;
   int json = 0;
+  struct tls_args tls = {0};
   const struct opt opts[] = {
       {"--timeout", 0, OPT_SECONDS, &timeout_s, "S", "give up after S seconds (default 10)", 0.001,
        86400},
       {"--json", 0, OPT_FLAG, &json, NULL, "set: VALUE is JSON text (default: a string)", 0, 0},
+      TLS_CLIENT_OPTS(tls),
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -51,6 +53,10 @@ int main(int argc, char **argv) {
   const char *key = args[a] > 0 ? pos[k + 1] : NULL, *value = args[a] > 1 ? pos[k + 2] : NULL;
   struct appmsg_answer ans;
   uint32_t ms = (uint32_t)(timeout_s * 1000);
+  struct appmsg_client_opts co;
+  appmsg_client_opts_default(&co);
+  co.conn.tls = tls_client_setup(&cli, &tls);
+  co.conn.tls_server_name = tls.name;
   if (value && json) { /* the value as JSON text: the request is built by hand */
     size_t q = appmsg_json_quote(key, strlen(key), NULL, 0), cap = q + strlen(value) + 64;
     char *body = malloc(cap), *quoted = malloc(q + 1);
@@ -62,15 +68,15 @@ int main(int argc, char **argv) {
     struct appmsg_call call = {.content = body};
     call.len = (size_t)snprintf(body, cap, "{\"action\": \"set\", \"key\": %s, \"value\": %s}",
                                 quoted, value);
-    appmsg_ask_call(host, port, ms, &call, &ans);
+    appmsg_ask_call_with(host, port, &co, ms, &call, &ans);
     free(body);
     free(quoted);
   } else if (value) {
-    appmsg_ask(host, port, ms, &ans, acts[a], "key", key, "value", value, NULL);
+    appmsg_ask_with(host, port, &co, ms, &ans, acts[a], "key", key, "value", value, NULL);
   } else if (key) {
-    appmsg_ask(host, port, ms, &ans, acts[a], "key", key, NULL);
+    appmsg_ask_with(host, port, &co, ms, &ans, acts[a], "key", key, NULL);
   } else {
-    appmsg_ask(host, port, ms, &ans, acts[a], NULL);
+    appmsg_ask_with(host, port, &co, ms, &ans, acts[a], NULL);
   }
   int status = 0;
   if (ans.status == 0 || ans.status == APPMSG_E_ERROR_REPLY) {
@@ -91,5 +97,6 @@ int main(int argc, char **argv) {
     status = 1;
   }
   appmsg_answer_cleanup(&ans);
+  appmsg_tls_free(co.conn.tls);
   return status;
 }

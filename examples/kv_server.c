@@ -117,19 +117,23 @@ static void on_keys(struct appmsg_request *req, void *ud) {
 
 int main(int argc, char **argv) {
   prog_init(argv[0]);
+  struct tls_args tls = {0};
+  const struct opt opts[] = {TLS_SERVER_OPTS(tls), {NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
       .usage = "[HOST [PORT]]",
       .about = "An in-memory key-value service: set, get, delete, keys (and ping, status).\n"
                "It runs on one thread; the data lives as long as the process.",
       .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
-      .exits = "0  stopped by SIGINT or SIGTERM\n1  could not start\n2  usage error",
-      .opts = (const struct opt[]){{0}}, /* no options but --help and --version */
+      .exits = "0  stopped by SIGINT or SIGTERM\n1  could not start\n2  usage error\n"
+               "(with TLS, SIGHUP reloads the certificate and key; open connections stay)",
+      .opts = opts,
   };
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
   struct appmsg_service_opts o;
   appmsg_service_opts_default(&o);
   o.log = log_line; /* the library never prints: its log lines go to stderr here */
+  o.server.conn.tls = tls_server_setup(&cli, &tls);
   struct appmsg_service *svc = NULL;
   int status = 1;
   if (appmsg_service_new(&svc, NULL, &o) || appmsg_service_handle(svc, "set", on_set, NULL) ||
@@ -138,8 +142,10 @@ int main(int argc, char **argv) {
       appmsg_service_handle(svc, "keys", on_keys, NULL))
     logf_("cannot start: out of memory");
   else
-    status = serve(svc, host, port, "key-value store", 10000); /* until SIGINT/SIGTERM */
+    status = serve(svc, host, port, !tls.cert ? "key-value store" : "key-value store, TLS",
+                   10000); /* until SIGINT/SIGTERM */
   appmsg_service_free(svc);
+  appmsg_tls_free(o.server.conn.tls);
   tdestroy(store, free_item);
   return status;
 }

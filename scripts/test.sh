@@ -7,7 +7,7 @@
 #   3. the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #   4. a short libFuzzer pass over the decoder and the JSON check (FUZZ_SECONDS
 #      each, default 30);
-#   5. the end-to-end tests once more with every program under valgrind.
+#   5. the end-to-end tests (plaintext and TLS) once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark
@@ -41,5 +41,5 @@ bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo "== end-to-end tests under valgrind"
 APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
-  ctest --test-dir build --output-on-failure -R '^e2e_programs$'
+  ctest --test-dir build --output-on-failure -R '^(e2e_programs|tls_programs)$'
 echo "== all tests passed"

@@ -67,14 +67,16 @@ struct appmsg_client {
   uint32_t backoff;             /* the next delay, before jitter */
   int last_err;                 /* why the last attempt failed */
   char last_reason[APPMSG_NET_ERRLEN];
-  struct list queue, flight;    /* see above */
-  struct call *free_calls;      /* pooled */
-  struct appmsg_prepared *json; /* text/json, utf-8 */
-  uint64_t next_id;             /* automatic request ids */
-  uint64_t connects;            /* connections made */
-  uint64_t rng;                 /* jitter */
-  unsigned busy;                /* inside the client's own handlers */
-  int freeing;                  /* appmsg_client_free() called while busy */
+  int tls_err;                        /* a TLS failure the connection reported, 0 if none */
+  char tls_reason[APPMSG_NET_ERRLEN]; /* its sentence */
+  struct list queue, flight;          /* see above */
+  struct call *free_calls;            /* pooled */
+  struct appmsg_prepared *json;       /* text/json, utf-8 */
+  uint64_t next_id;                   /* automatic request ids */
+  uint64_t connects;                  /* connections made */
+  uint64_t rng;                       /* jitter */
+  unsigned busy;                      /* inside the client's own handlers */
+  int freeing;                        /* appmsg_client_free() called while busy */
 };
 
 /* ---- small things ------------------------------------------------------ */
@@ -563,12 +565,27 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
   leave(c);
 }
 
+/* A TLS failure (or a handshake that timed out) ends the connection as on_close says; its
+ * sentence is kept for the calls it fails. */
+static int tls_failure(const struct appmsg_client *c, int err) {
+  return c->copts.tls &&
+         (err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY ||
+          (err == APPMSG_E_TIMEOUT && c->state == S_CONNECTING));
+}
+
 static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint64_t offset,
                      void *ud) {
   (void)conn;
   struct appmsg_client *c = ud;
   if (c == NULL)
     return;
+  if (tls_failure(c, err)) {
+    c->tls_err = err;
+    snprintf(c->tls_reason, sizeof c->tls_reason, "TLS with %s failed: %s", c->where,
+             reason ? reason : appmsg_strerror(err));
+    cl_log(c, APPMSG_LOG_WARN, "%s", c->tls_reason);
+    return;
+  }
   cl_log(c, APPMSG_LOG_WARN, "bad reply from %s: %s at offset %llu: %s", c->where,
          appmsg_errname(err), (unsigned long long)offset, reason);
 }
@@ -643,27 +660,37 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
     return;
   c->conn = NULL;
   enter(c);
+  int tls_err = c->tls_err;
+  c->tls_err = 0;
   if (c->state == S_CONNECTING) {
     appmsg_timer_stop(c->loop, &c->retry);
     c->last_err = reason ? reason : APPMSG_E_CLOSED;
-    snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
-             reason == APPMSG_E_TIMEOUT ? "timed out" : appmsg_strerror(c->last_err));
+    if (tls_err) /* the handshake failed: its own sentence says why */
+      snprintf(c->last_reason, sizeof c->last_reason, "%s", c->tls_reason);
+    else
+      snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
+               reason == APPMSG_E_TIMEOUT ? "timed out" : appmsg_strerror(c->last_err));
     try_next(c);
     leave(c);
     return;
   }
-  /* A working connection ended: what was in flight is lost. */
+  /* A working connection ended: what was in flight is lost (under TLS, a
+   * refusal of our certificate can come after the handshake: its code and
+   * sentence tell the calls so). */
   char why[APPMSG_NET_ERRLEN];
-  snprintf(why, sizeof why, "the connection to %s was lost%s%s", c->where, reason ? ": " : "",
-           reason ? appmsg_strerror(reason) : " (the server closed it)");
+  if (tls_err)
+    snprintf(why, sizeof why, "%s", c->tls_reason);
+  else
+    snprintf(why, sizeof why, "the connection to %s was lost%s%s", c->where, reason ? ": " : "",
+             reason ? appmsg_strerror(reason) : " (the server closed it)");
   struct call *k;
   while ((k = pop(&c->flight)) != NULL) {
-    fail_call(c, k, APPMSG_E_CLOSED, why);
+    fail_call(c, k, tls_err ? tls_err : APPMSG_E_CLOSED, why);
     call_put(c, k);
   }
   if (!c->freeing) {
     cl_log(c, APPMSG_LOG_INFO, "%s", why);
-    c->last_err = APPMSG_E_CLOSED;
+    c->last_err = tls_err ? tls_err : APPMSG_E_CLOSED;
     snprintf(c->last_reason, sizeof c->last_reason, "%s", why);
     c->state = S_CONNECTING;
     attempt_failed(c); /* waits backoff_min (jittered), then connects again */
@@ -756,6 +783,9 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   c->copts.idle_timeout_ms = 0;
   c->copts.frame_timeout_ms = 0; /* connects are timed here; calls have their own timeouts */
   c->host = strdup(host ? host : "127.0.0.1");
+  /* TLS: the server's name to verify is the host's, unless another is given. */
+  if (c->copts.tls && !c->copts.tls_server_name && c->host && strncmp(c->host, "unix:", 5) != 0)
+    c->copts.tls_server_name = c->host;
   c->port = strdup(port ? port : "65432");
   c->backoff = opts->backoff_min_ms ? opts->backoff_min_ms : 1;
   c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
@@ -872,7 +902,8 @@ static void on_answer(const struct appmsg_reply *r, void *ud) {
 }
 
 /* Runs a one-call client; send starts the call. */
-static int ask(const char *host, const char *port, uint32_t timeout_ms, struct appmsg_answer *a,
+static int ask(const char *host, const char *port, const struct appmsg_client_opts *with,
+               uint32_t timeout_ms, struct appmsg_answer *a,
                int (*send)(struct appmsg_client *, struct ask *, void *), void *arg) {
   memset(a, 0, sizeof *a);
   struct appmsg_loop *loop;
@@ -880,7 +911,10 @@ static int ask(const char *host, const char *port, uint32_t timeout_ms, struct a
   if (rc)
     return a->status = rc;
   struct appmsg_client_opts o;
-  appmsg_client_opts_default(&o);
+  if (with)
+    o = *with;
+  else
+    appmsg_client_opts_default(&o);
   o.connect_timeout_ms = timeout_ms;
   o.call_timeout_ms = timeout_ms;
   o.reconnect = 0;
@@ -922,14 +956,30 @@ int appmsg_ask(const char *host, const char *port, uint32_t timeout_ms, struct a
   va_list ap;
   va_start(ap, action);
   struct ask_va v = {action, &ap};
-  int rc = ask(host, port, timeout_ms, a, send_va, &v);
+  int rc = ask(host, port, NULL, timeout_ms, a, send_va, &v);
   va_end(ap);
   return rc;
 }
 
 int appmsg_ask_call(const char *host, const char *port, uint32_t timeout_ms,
                     const struct appmsg_call *call, struct appmsg_answer *a) {
-  return ask(host, port, timeout_ms, a, send_call, (void *)call);
+  return ask(host, port, NULL, timeout_ms, a, send_call, (void *)call);
+}
+
+int appmsg_ask_call_with(const char *host, const char *port, const struct appmsg_client_opts *opts,
+                         uint32_t timeout_ms, const struct appmsg_call *call,
+                         struct appmsg_answer *a) {
+  return ask(host, port, opts, timeout_ms, a, send_call, (void *)call);
+}
+
+int appmsg_ask_with(const char *host, const char *port, const struct appmsg_client_opts *opts,
+                    uint32_t timeout_ms, struct appmsg_answer *a, const char *action, ...) {
+  va_list ap;
+  va_start(ap, action);
+  struct ask_va v = {action, &ap};
+  int rc = ask(host, port, opts, timeout_ms, a, send_va, &v);
+  va_end(ap);
+  return rc;
 }
 
 void appmsg_answer_cleanup(struct appmsg_answer *a) {

@@ -6,6 +6,12 @@
  * output stalled, frame stalled, idle) and either acts or sleeps again
  * until the remaining time is up.  A change to a stricter state (a frame
  * starts, output queues) pulls the timer in if it was set for later.
+ *
+ * Bytes cross the socket through the transport calls below (tp_read,
+ * tp_write): the socket itself, or TLS (tls.c).  Under TLS a read may have
+ * to wait for the socket to be writable and a write for it to be
+ * readable, so each side keeps the readiness it waits for (rd_want,
+ * wr_want); the framing above does not know which transport it has.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,10 +24,12 @@
 
 #include "appmsg/conn.h"
 #include "appmsg/net.h"
+#include "appmsg/tls.h"
 #include "internal.h"
 
 #define READ_CHUNK 65536
 #define LINGER_MS 2000 /* how long a closing connection waits for the peer's EOF */
+#define TLS_ROUNDS 4   /* READ_CHUNKs read per event while TLS holds buffered records */
 
 static _Thread_local unsigned char rbuf[READ_CHUNK];
 
@@ -36,7 +44,9 @@ struct appmsg_conn {
   void *ud;                                /* the caller's pointer */
   appmsg_conn_hook_fn hook;                /* the owner's close hook, or NULL */
   void *hook_arg;                          /* its argument */
-  uint64_t last_rx;                        /* loop time of the last byte received */
+  struct appmsg__tls_conn *tls;            /* TLS under the framing; NULL: plaintext */
+  uint64_t last_rx;                        /* loop time of the last byte received (handshake:
+                                              when it started) */
   uint64_t last_tx;                        /* loop time output last moved (or was queued) */
   uint64_t timer_due;                      /* when the timer is set to fire */
   uint64_t linger_until;                   /* end of the closing linger */
@@ -59,6 +69,11 @@ struct appmsg_conn {
   unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
   unsigned when_idle : 1;                  /* close once quiet: nothing to read, nothing owed */
   unsigned quiet : 1;                      /* the last read found nothing to read */
+  unsigned handshaking : 1;                /* a TLS handshake is in progress */
+  unsigned outgoing : 1;                   /* the TLS client side (on_connect after handshake) */
+  unsigned notify_wait : 1;                /* close_notify waits for wr_want */
+  unsigned rd_want : 2;                    /* readiness a read (or handshake) waits for */
+  unsigned wr_want : 2;                    /* readiness a write waits for */
 };
 
 void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
@@ -68,6 +83,7 @@ void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
   o->frame_timeout_ms = 30000;
   o->read_pause = 256 * 1024;
   o->max_output = 16 * 1024 * 1024;
+  o->handshake_timeout_ms = 10000;
 }
 
 /* Adds to a counter that other threads may read (appmsg_counter_get()):
@@ -115,6 +131,7 @@ static void finish(struct appmsg_conn *c) {
     c->hook(c, c->reason, c->hook_arg);
   if (c->cbs->on_close)
     c->cbs->on_close(c, c->reason, c->ud);
+  appmsg__tls_conn_free(c->tls);
   close(c->fd);
   free(c->stash);
   appmsg_decoder_cleanup(&c->dec);
@@ -139,6 +156,8 @@ static uint64_t deadline(const struct appmsg_conn *c) {
     return c->linger_until;
   if (c->connecting)
     return o->frame_timeout_ms ? c->last_tx + o->frame_timeout_ms : 0;
+  if (c->handshaking)
+    return o->handshake_timeout_ms ? c->last_rx + o->handshake_timeout_ms : 0;
   uint64_t d = 0;
   if (appmsg_encoder_pending(&c->enc) > 0 && o->frame_timeout_ms)
     d = c->last_tx + o->frame_timeout_ms;
@@ -166,28 +185,75 @@ static int rearm(struct appmsg_conn *c) {
   return appmsg_timer_start(c->loop, &c->timer, due > now ? due - now : 0, 0);
 }
 
+/* Whether the connection reads now: not once the peer finished or no more
+ * messages are wanted (but a lingering one reads on to see the EOF), nor
+ * while the owner paused reading, stashed input waits, or too much output
+ * waits for a peer that does not read it. */
+static int reading(const struct appmsg_conn *c) {
+  if (c->shut)
+    return 1;
+  if (c->eof || c->close_req || c->paused || c->stash)
+    return 0;
+  return !(c->opts->read_pause && appmsg_encoder_pending(&c->enc) > c->opts->read_pause);
+}
+
 static void update_interest(struct appmsg_conn *c) {
   unsigned ev = 0;
-  size_t pending = appmsg_encoder_pending(&c->enc);
   if (c->connecting) {
     ev = APPMSG_EV_WRITE;
+  } else if (c->handshaking) {
+    ev = c->rd_want;
   } else {
-    int paused = c->paused || (c->opts->read_pause && pending > c->opts->read_pause);
-    if (c->shut || (!c->eof && !c->close_req && !paused && !c->stash))
-      ev |= APPMSG_EV_READ;
-    if (pending)
-      ev |= APPMSG_EV_WRITE;
+    if (reading(c))
+      ev |= c->rd_want;
+    if (appmsg_encoder_pending(&c->enc) || c->notify_wait)
+      ev |= c->wr_want;
   }
   appmsg_loop_modify(c->loop, c->fd, ev);
 }
 
-/* Writes what the kernel takes.  Returns 0, or a negative errno when the
+/* ---- the transport ------------------------------------------------------------------------ */
+
+/* Bytes in: > 0, 0 at the end of the stream, -EAGAIN (wait for rd_want), or a failure. */
+static long tp_read(struct appmsg_conn *c, void *buf, size_t len) {
+  if (!c->tls)
+    return appmsg_recv(c->fd, buf, len);
+  unsigned want = APPMSG_EV_READ;
+  long n = appmsg__tls_read(c->tls, buf, len, &want);
+  c->rd_want = n == -EAGAIN ? want : APPMSG_EV_READ;
+  return n;
+}
+
+/* Bytes out: > 0, -EAGAIN (wait for wr_want; under TLS, retry with the same bytes), or a failure. */
+static long tp_write(struct appmsg_conn *c, const void *buf, size_t len) {
+  if (!c->tls)
+    return appmsg_send(c->fd, buf, len);
+  unsigned want = APPMSG_EV_WRITE;
+  long n = appmsg__tls_write(c->tls, buf, len, &want);
+  c->wr_want = n == -EAGAIN ? want : APPMSG_EV_WRITE;
+  return n;
+}
+
+/* Leaves TLS for the raw socket: after close_notify, or after a failure
+ * (the lingering close then reads and discards raw bytes). */
+static void drop_tls(struct appmsg_conn *c) {
+  appmsg__tls_conn_free(c->tls);
+  c->tls = NULL;
+  c->handshaking = 0;
+  c->notify_wait = 0;
+  c->rd_want = APPMSG_EV_READ;
+  c->wr_want = APPMSG_EV_WRITE;
+}
+
+/* Writes what the transport takes.  Returns 0, or a negative code when the
  * connection broke (the caller aborts). */
 static int flush(struct appmsg_conn *c) {
+  if (c->handshaking)
+    return 0; /* queued output waits for the handshake */
   while (appmsg_encoder_pending(&c->enc) > 0) {
     size_t n;
     const void *p = appmsg_encoder_peek(&c->enc, &n);
-    ssize_t w = appmsg_send(c->fd, p, n);
+    long w = tp_write(c, p, n);
     if (w == -EAGAIN)
       return 0;
     if (w < 0)
@@ -207,6 +273,15 @@ static void progress_close(struct appmsg_conn *c) {
   if (c->dead || !c->closing || appmsg_encoder_pending(&c->enc) > 0)
     return;
   if (!c->shut) {
+    if (c->tls) {
+      unsigned want = APPMSG_EV_WRITE;
+      if (!c->handshaking && appmsg__tls_shutdown(c->tls, &want) == -EAGAIN) {
+        c->wr_want = want; /* close_notify waits for room */
+        c->notify_wait = 1;
+        return;
+      }
+      drop_tls(c);
+    }
     shutdown(c->fd, SHUT_WR);
     c->shut = 1;
     c->linger_until = now_ms(c) + LINGER_MS;
@@ -228,6 +303,8 @@ static void begin_close(struct appmsg_conn *c, int reason) {
     c->closing = 1;
 }
 
+static void on_readable(struct appmsg_conn *c);
+
 /* After any event: settle flags, output, interest and timer.  The work is
  * done "busy" so that an abort inside it is only recorded; the connection
  * is freed here, last, if it ended. */
@@ -236,6 +313,9 @@ static void settle(struct appmsg_conn *c) {
     c->busy++;
     if (c->stash && !c->paused)
       feed_stash(c);
+    /* Records OpenSSL took in while reading was paused: the socket will not say so. */
+    if (!c->dead && c->tls && !c->handshaking && reading(c) && appmsg__tls_pending(c->tls))
+      on_readable(c);
     int rc = c->dead ? 0 : flush(c);
     if (rc < 0) {
       appmsg_conn_abort(c, rc);
@@ -327,16 +407,41 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
   }
 }
 
-/* One read: what arrived is delivered, or the end of stream handled.
- * Returns what the read returned. */
-static ssize_t read_once(struct appmsg_conn *c) {
-  ssize_t n = appmsg_recv(c->fd, rbuf, sizeof rbuf);
-  c->quiet = n == -EAGAIN;
-  if (n == -EAGAIN)
-    return n;
+/* A TLS failure (code and sentence from tls.c, or a handshake timeout):
+ * on_error hears it, then the connection closes.  What is queued is
+ * dropped and nothing more can be sent - it would leave in the clear
+ * (PROTOCOL.md 8: a plaintext frame on a TLS port gets no reply either);
+ * the TLS state goes and the lingering close goes on on the raw socket. */
+static void tls_failed(struct appmsg_conn *c, int err, const char *why) {
+  int in_handshake = c->handshaking;
+  if (c->close_req) { /* nothing more can be sent: end now */
+    drop_tls(c);
+    appmsg_conn_abort(c, err);
+    return;
+  }
+  char reason[512];
+  snprintf(reason, sizeof reason, "%s", why);
+  drop_tls(c);
+  appmsg_encoder_cleanup(&c->enc);
+  appmsg_encoder_init(&c->enc);
+  c->close_req = 1; /* appmsg_conn_send() refuses from now on, replies owed or not */
+  c->closing = 1;
+  protocol_error(c, err, reason, c->dec.offset);
+  if (in_handshake && c->outgoing && c->cbs->on_connect) {
+    c->busy++;
+    c->cbs->on_connect(c, err, c->ud);
+    c->busy--;
+  }
+}
+
+/* What a read returned: bytes to deliver, the end of the stream, or a failure. */
+static void got(struct appmsg_conn *c, long n) {
   if (n < 0) {
-    appmsg_conn_abort(c, (int)n);
-    return n;
+    if (c->tls && n < APPMSG_E_BASE)
+      tls_failed(c, (int)n, appmsg__tls_reason());
+    else
+      appmsg_conn_abort(c, (int)n);
+    return;
   }
   c->last_rx = now_ms(c);
   if (n > 0 && c->opts->counters)
@@ -344,20 +449,20 @@ static ssize_t read_once(struct appmsg_conn *c) {
   if (n > 0) {
     if (!c->close_req && !c->eof)
       deliver(c, rbuf, (size_t)n);
-    return n; /* a closing connection discards what still arrives */
+    return; /* a closing connection discards what still arrives */
   }
   /* End of stream. */
   c->eof = 1;
   if (c->shut) {
     appmsg_conn_abort(c, 0);
-    return 0;
+    return;
   }
   if (c->close_req)
-    return 0;
+    return;
   int rc = c->opts->raw ? 0 : appmsg_decoder_finish(&c->dec);
   if (rc) {
     protocol_error(c, rc, appmsg_decoder_reason(&c->dec), appmsg_decoder_error_offset(&c->dec));
-    return 0;
+    return;
   }
   if (c->cbs->on_eof) {
     c->busy++;
@@ -365,16 +470,93 @@ static ssize_t read_once(struct appmsg_conn *c) {
     c->busy--;
   }
   begin_close(c, 0); /* the replies still owed (holds) are sent first */
-  return 0;
+}
+
+/* Reads a chunk into rbuf.  Plain: one read.  TLS: records until rbuf is
+ * full or OpenSSL has nothing buffered (the next record would need the
+ * socket: it is read on its next readiness, which saves the read that
+ * would only say EAGAIN).  Returns what tp_read does; when bytes were read
+ * and then the stream ended or failed, that result is left in *after. */
+static long read_chunk(struct appmsg_conn *c, long *after) {
+  if (!c->tls)
+    return tp_read(c, rbuf, sizeof rbuf);
+  size_t n = 0;
+  while (n < sizeof rbuf) {
+    long r = tp_read(c, rbuf + n, sizeof rbuf - n);
+    if (r <= 0) {
+      if (n == 0)
+        return r;
+      if (r != -EAGAIN)
+        *after = r;
+      break;
+    }
+    n += (size_t)r;
+    if (!c->tls || !appmsg__tls_pending(c->tls))
+      break;
+  }
+  return (long)n;
 }
 
 static void on_readable(struct appmsg_conn *c) {
-  ssize_t n = read_once(c);
-  /* Draining: the peer is quiet when nothing more waits to be read - no new readiness would
-   * come to say so. */
-  int avail;
-  if (n > 0 && c->when_idle && !c->dead && ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0)
-    c->quiet = 1;
+  /* Under TLS, records already buffered must be read now: the socket will
+   * not report them.  A few chunks at most per event, for fairness; what
+   * is left when reading pauses is read when it resumes (settle()). */
+  for (int round = 0; round < TLS_ROUNDS; round++) {
+    long after = -EAGAIN;
+    long n = read_chunk(c, &after);
+    c->quiet = n == -EAGAIN;
+    if (n == -EAGAIN)
+      return;
+    got(c, n);
+    if (after != -EAGAIN && !c->dead)
+      got(c, after);
+    if (c->dead || n <= 0)
+      return;
+    int buffered = c->tls && !c->handshaking && appmsg__tls_pending(c->tls);
+    if (buffered && reading(c))
+      continue;
+    /* Draining: the peer is quiet when nothing more waits to be read - no
+     * new readiness would come to say so. */
+    int avail;
+    if (c->when_idle && !buffered && ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0)
+      c->quiet = 1;
+    return;
+  }
+}
+
+/* Drives the TLS handshake one step: on its end, a client is told (once
+ * its server is verified) and what arrived with the last flight is read. */
+static void handshake(struct appmsg_conn *c) {
+  unsigned want = APPMSG_EV_READ;
+  int rc = appmsg__tls_handshake(c->tls, &want);
+  if (rc == -EAGAIN) {
+    c->rd_want = want;
+    return;
+  }
+  if (rc == 1) { /* the peer left before it began: a plain end */
+    c->eof = 1;
+    appmsg_conn_abort(c, 0);
+    return;
+  }
+  if (rc < 0) {
+    if (rc < APPMSG_E_BASE) {
+      tls_failed(c, rc, appmsg__tls_reason());
+    } else {
+      if (c->outgoing && c->cbs->on_connect)
+        c->cbs->on_connect(c, rc, c->ud);
+      appmsg_conn_abort(c, rc);
+    }
+    return;
+  }
+  c->handshaking = 0;
+  c->rd_want = APPMSG_EV_READ;
+  c->last_rx = c->last_tx = now_ms(c);
+  if (c->outgoing && c->cbs->on_connect)
+    c->cbs->on_connect(c, 0, c->ud);
+  /* What came with the last flight is read now; a draining server looks
+   * at once whether the client is quiet (a handshake is not a request). */
+  if (!c->dead && c->tls && reading(c) && (c->when_idle || appmsg__tls_pending(c->tls)))
+    on_readable(c);
 }
 
 static void on_connected(struct appmsg_conn *c) {
@@ -383,6 +565,10 @@ static void on_connected(struct appmsg_conn *c) {
   if (rc == 0)
     lookup_peer(c);
   c->last_rx = c->last_tx = now_ms(c);
+  if (rc == 0 && c->tls) {
+    handshake(c); /* on_connect when it is done */
+    return;
+  }
   if (c->cbs->on_connect) {
     c->busy++;
     c->cbs->on_connect(c, rc, c->ud);
@@ -399,13 +585,16 @@ static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
   c->busy++;
   if (c->connecting) {
     on_connected(c);
+  } else if (c->handshaking) {
+    handshake(c);
   } else {
-    if (events & APPMSG_EV_WRITE) {
+    if (events & c->wr_want) {
       int rc = flush(c);
       if (rc < 0)
         appmsg_conn_abort(c, rc);
     }
-    if (!c->dead && (events & (APPMSG_EV_READ | APPMSG_EV_HUP | APPMSG_EV_ERROR)))
+    if (!c->dead &&
+        ((events & (APPMSG_EV_HUP | APPMSG_EV_ERROR)) || ((events & c->rd_want) && reading(c))))
       on_readable(c);
   }
   c->busy--;
@@ -433,6 +622,11 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
     if (c->cbs->on_connect)
       c->cbs->on_connect(c, APPMSG_E_TIMEOUT, c->ud);
     appmsg_conn_abort(c, APPMSG_E_TIMEOUT);
+  } else if (c->handshaking) {
+    char why[96];
+    snprintf(why, sizeof why, "the TLS handshake did not finish within %u ms",
+             (unsigned)c->opts->handshake_timeout_ms);
+    tls_failed(c, APPMSG_E_TIMEOUT, why);
   } else if (appmsg_encoder_pending(&c->enc) > 0 && c->last_tx + c->opts->frame_timeout_ms <= now) {
     appmsg_conn_abort(c, APPMSG_E_TIMEOUT); /* the peer does not read its replies */
   } else if (appmsg_decoder_in_frame(&c->dec)) {
@@ -447,18 +641,29 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
 
 static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
                      const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
-                     void *ud, int connecting) {
+                     void *ud, int connecting, const char *tls_name) {
   struct appmsg_conn *c = calloc(1, sizeof *c);
   int rc = c ? appmsg_set_nonblock(fd, 1) : -ENOMEM;
   if (rc == 0)
     rc = appmsg_decoder_init(&c->dec, &opts->limits);
+  if (rc == 0 && opts->tls) {
+    rc = appmsg__tls_conn_new(&c->tls, opts->tls, fd, tls_name);
+    c->handshaking = 1;
+    c->outgoing = !appmsg_tls_is_server(opts->tls);
+  }
+  /* A TLS client speaks first: its handshake starts once the socket is writable. */
+  unsigned first = connecting || (c && c->outgoing) ? APPMSG_EV_WRITE : APPMSG_EV_READ;
   if (rc == 0)
-    rc = appmsg_loop_watch(loop, fd, connecting ? APPMSG_EV_WRITE : APPMSG_EV_READ, on_io, c);
+    rc = appmsg_loop_watch(loop, fd, first, on_io, c);
   if (rc) {
+    if (c)
+      appmsg__tls_conn_free(c->tls);
     free(c);
     close(fd);
     return rc;
   }
+  c->rd_want = first;
+  c->wr_want = APPMSG_EV_WRITE;
   appmsg_set_nodelay(fd, 1);
   c->loop = loop;
   c->fd = fd;
@@ -471,6 +676,7 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
   if (rearm(c) < 0) {
     appmsg_loop_unwatch(loop, fd);
     appmsg_decoder_cleanup(&c->dec);
+    appmsg__tls_conn_free(c->tls);
     free(c);
     close(fd);
     return -ENOMEM;
@@ -483,7 +689,7 @@ int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, 
                               const struct appmsg_conn_opts *opts,
                               const struct appmsg_conn_callbacks *cbs, void *ud,
                               const struct sockaddr *peer, unsigned peer_len) {
-  int rc = make_conn(c, loop, fd, opts, cbs, ud, 0);
+  int rc = make_conn(c, loop, fd, opts, cbs, ud, 0, NULL);
   if (rc == 0)
     remember_peer(*c, peer, peer_len);
   return rc;
@@ -492,7 +698,7 @@ int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, 
 int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
                     const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
                     void *ud) {
-  int rc = make_conn(c, loop, fd, opts, cbs, ud, 0);
+  int rc = make_conn(c, loop, fd, opts, cbs, ud, 0, opts->tls_server_name);
   if (rc == 0)
     lookup_peer(*c);
   return rc;
@@ -501,7 +707,7 @@ int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
 int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
                                const struct appmsg_conn_opts *opts,
                                const struct appmsg_conn_callbacks *cbs, void *ud) {
-  return make_conn(c, loop, fd, opts, cbs, ud, 1);
+  return make_conn(c, loop, fd, opts, cbs, ud, 1, opts->tls_server_name);
 }
 
 void *appmsg__conn_take_content(struct appmsg_conn *c, size_t *len) {
@@ -513,10 +719,26 @@ int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const 
                         const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
                         size_t errlen) {
   int fd, pending;
+  const char *name = opts->tls_server_name;
+  if (name == NULL && host && strncmp(host, "unix:", 5) != 0)
+    name = host;
+  if (opts->tls && appmsg_tls_is_server(opts->tls)) {
+    if (err && errlen)
+      snprintf(err, errlen, "an outgoing connection needs a TLS client context, not a server's");
+    return -EINVAL;
+  }
   int rc = appmsg_connect(host, port, &fd, &pending, err, errlen);
   if (rc)
     return rc;
-  return make_conn(c, loop, fd, opts, cbs, ud, 1);
+  rc = make_conn(c, loop, fd, opts, cbs, ud, 1, name);
+  if (rc == -EINVAL && opts->tls && err && errlen)
+    snprintf(err, errlen,
+             "a TLS connection to %s needs the server's name to verify "
+             "(appmsg_conn_opts.tls_server_name)",
+             host ? host : "?");
+  else if (rc && err && errlen)
+    snprintf(err, errlen, "cannot set up the connection: %s", appmsg_strerror(rc));
+  return rc;
 }
 
 /* Whether queuing more bytes breaks the output cap. */
@@ -587,7 +809,8 @@ void appmsg_conn_close_when_idle(struct appmsg_conn *c) {
   if (c->when_idle || c->dead)
     return;
   c->when_idle = 1;
-  if (c->busy == 0 && !c->connecting && !c->close_req && !c->paused && !c->stash) {
+  if (c->busy == 0 && !c->connecting && !c->handshaking && !c->close_req && !c->paused &&
+      !c->stash) {
     c->busy++;
     on_readable(c); /* what has arrived is read and answered; or it is quiet already */
     c->busy--;
@@ -713,4 +936,12 @@ int appmsg_conn_send_error(struct appmsg_conn *c, int err, const char *reason, l
     rc = appmsg_conn_send(c, &h, body, n);
   appmsg_header_cleanup(&h);
   return rc;
+}
+
+int appmsg_conn_tls_info(const struct appmsg_conn *c, char *buf, size_t len) {
+  if (c->tls)
+    return appmsg__tls_describe(c->tls, buf, len);
+  if (len)
+    buf[0] = '\0';
+  return 0;
 }

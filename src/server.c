@@ -8,6 +8,7 @@
 
 #include "appmsg/net.h"
 #include "appmsg/server.h"
+#include "appmsg/tls.h"
 #include "internal.h"
 
 #define MAX_REFUSING 64     /* refused connections being told so at once */
@@ -153,12 +154,25 @@ static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *u
   accept_some(ud, ACCEPT_BATCH); /* a batch at a time: fair to the connections served */
 }
 
+/* A server's connections accept: a TLS context must be a server's. */
+static int tls_role_ok(const struct appmsg_server_opts *opts, char *err, size_t errlen) {
+  if (opts->conn.tls == NULL || appmsg_tls_is_server(opts->conn.tls))
+    return 1;
+  if (err && errlen)
+    snprintf(err, errlen, "a server needs a TLS server context, not a client's");
+  return 0;
+}
+
 /* Serves on fd (owned from now on); owner: whether to unlink a Unix socket's file at the end. */
 static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd, int owner,
                     const struct appmsg_server_opts *opts,
                     const struct appmsg_conn_callbacks *conn_cbs,
                     const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
                     size_t errlen) {
+  if (!tls_role_ok(opts, err, errlen)) {
+    close(fd);
+    return -EINVAL;
+  }
   struct appmsg_server *s = calloc(1, sizeof *s);
   int rc = s ? appmsg_set_nonblock(fd, 1) : -ENOMEM;
   if (rc == 0)
@@ -194,6 +208,8 @@ int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, cons
                       const struct appmsg_conn_callbacks *conn_cbs,
                       const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
                       size_t errlen) {
+  if (!tls_role_ok(opts, err, errlen))
+    return -EINVAL;
   int fd;
   int rc = appmsg_listen_flags(host, port, opts->backlog,
                                opts->reuseport ? APPMSG_LISTEN_REUSEPORT : 0, &fd, err, errlen);

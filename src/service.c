@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "appmsg/service.h"
+#include "appmsg/tls.h"
 #include "internal.h"
 
 #define REQUEST_DEPTH_MAX 64 /* nesting allowed in a text/json request */
@@ -1001,8 +1002,12 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
                      void *ud) {
   struct appmsg_service *s = ud;
   const char *text = reason ? reason : appmsg_strerror(err);
-  svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing", appmsg_conn_peer(c),
-          appmsg_errname(err), (unsigned long long)offset, text);
+  if (err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY)
+    svc_log(s, APPMSG_LOG_WARN, "%s: %s: %s; closing", appmsg_conn_peer(c), appmsg_errname(err),
+            text); /* who and why; a stream offset means nothing here */
+  else
+    svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing", appmsg_conn_peer(c),
+            appmsg_errname(err), (unsigned long long)offset, text);
   struct pending *q = pending_of(s, c);
   ADD(s->st.replies, 1);
   count_error(s, appmsg_errname(err));
@@ -1247,11 +1252,25 @@ void appmsg_service_drain(struct appmsg_service *s) {
 }
 
 int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms) {
-  static const int sigs[] = {SIGINT, SIGTERM};
-  int rc = appmsg_loop_stop_on_signals(s->loop, sigs, 2);
-  if (rc == 0)
-    rc = appmsg_loop_run(s->loop);
-  int sig = appmsg_loop_signal(s->loop);
+  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  /* Under TLS, SIGHUP reloads the certificate and key, and the service goes on. */
+  struct appmsg_tls *tls = s->opts->server.conn.tls;
+  int rc, sig;
+  for (;;) {
+    rc = appmsg_loop_stop_on_signals(s->loop, sigs, tls ? 3 : 2);
+    if (rc == 0)
+      rc = appmsg_loop_run(s->loop);
+    sig = appmsg_loop_signal(s->loop);
+    if (rc < 0 || sig != SIGHUP || tls == NULL)
+      break;
+    char err[512];
+    if (appmsg_tls_reload(tls, err, sizeof err) == 0)
+      svc_log(s, APPMSG_LOG_INFO,
+              "SIGHUP: reloaded the TLS certificate and key; connections "
+              "open now keep theirs");
+    else
+      svc_log(s, APPMSG_LOG_ERROR, "SIGHUP: %s; still serving with the previous certificate", err);
+  }
   appmsg_loop_stop_on_signals(s->loop, NULL, 0); /* a second Ctrl-C kills at once */
   if (rc < 0) {
     svc_log(s, APPMSG_LOG_ERROR, "event loop failed: %s", appmsg_strerror(rc));

@@ -17,6 +17,7 @@
  *   server.h   a listener serving framed connections
  *   service.h  a server made of actions: handlers, replies in order
  *   client.h   calls instead of sockets: pipelined, matched, reconnecting
+ *   tls.h      TLS contexts for servers and outgoing connections
  */
 #ifndef APPMSG_APPMSG_H
 #define APPMSG_APPMSG_H
@@ -35,6 +36,7 @@
 #include "server.h"
 #include "service.h"
 #include "client.h"
+#include "tls.h"
 
 #ifdef __cplusplus
 extern "C" {

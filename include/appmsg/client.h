@@ -44,6 +44,15 @@
  * with APPMSG_E_CLOSED.  A callback may make new calls and may free the
  * client.
  *
+ * TLS.  opts->conn.tls (a client context, tls.h) makes every connection
+ * TLS; the name verified is opts->conn.tls_server_name, or else the host.
+ * The connect timeout covers the handshake.  A handshake that fails is
+ * reported like a failed connect, with its sentence ("TLS with HOST:PORT
+ * failed: the server's certificate is not valid for 'HOST' ..."); a
+ * refusal that comes after the handshake (a server that does not accept
+ * our certificate, under TLS 1.3) fails the calls in flight with the TLS
+ * code (APPMSG_E_TLS_VERIFY ...) rather than APPMSG_E_CLOSED.
+ *
  * Threads and ownership.  A client belongs to one loop and one thread.
  * The caller owns the client and frees it; opts must outlive it.  The
  * reply given to a callback, and everything it points to, is valid only
@@ -197,6 +206,16 @@ APPMSG_API int appmsg_ask(const char *host, const char *port, uint32_t timeout_m
 /* appmsg_ask() for any request (binary ones too). */
 APPMSG_API int appmsg_ask_call(const char *host, const char *port, uint32_t timeout_ms,
                                const struct appmsg_call *call, struct appmsg_answer *a);
+
+/* appmsg_ask() and appmsg_ask_call() with a client's options (TLS among
+ * them: opts->conn.tls); the connect and call timeouts become timeout_ms,
+ * reconnecting is off and one call may wait.  opts NULL: the defaults. */
+APPMSG_API int appmsg_ask_with(const char *host, const char *port,
+                               const struct appmsg_client_opts *opts, uint32_t timeout_ms,
+                               struct appmsg_answer *a, const char *action, ...);
+APPMSG_API int appmsg_ask_call_with(const char *host, const char *port,
+                                    const struct appmsg_client_opts *opts, uint32_t timeout_ms,
+                                    const struct appmsg_call *call, struct appmsg_answer *a);
 
 /* Frees what an answer holds and zeroes it.  Safe on a zeroed answer. */
 APPMSG_API void appmsg_answer_cleanup(struct appmsg_answer *a);

@@ -40,6 +40,13 @@
  * send one last reply; the connection then stops reading, sends what is
  * queued, and closes.
  *
+ * TLS (opts.tls, see tls.h): the same connection over TLS.  A server
+ * context makes the connection the accepting side, a client context the
+ * connecting side, whether it comes from appmsg_conn_connect() or
+ * appmsg_conn_new(); a TLS client's on_connect reports the end of the
+ * handshake (0 once the server is verified).  TLS failures reach on_error
+ * and on_close with APPMSG_E_TLS* codes.
+ *
  * Ownership: the library allocates and frees the connection; the caller
  * must not use the pointer after on_close returns.  opts must outlive the
  * connection (one struct is usually shared by all connections of a
@@ -97,9 +104,14 @@ struct appmsg_conn_opts {
   size_t max_output;           /* a send beyond this much queued output closes (0: no cap) */
   int raw;                     /* 1: no framing, on_data gets the bytes (guide's multiconn) */
   struct appmsg_conn_counters *counters; /* totals to add to, or NULL */
+  struct appmsg_tls *tls;                /* TLS under the framing (tls.h); NULL: plaintext */
+  const char *tls_server_name;   /* TLS clients: the name to verify and send as SNI; NULL: the
+                                    host given to appmsg_conn_connect() */
+  uint32_t handshake_timeout_ms; /* a TLS handshake must end within this; 0: never */
 };
 
-/* Fills in the defaults: 1 MiB content, idle 300 s, frame 30 s, pause at 256 KiB, cap 16 MiB. */
+/* Fills in the defaults: 1 MiB content, idle 300 s, frame 30 s, pause at 256 KiB, cap 16 MiB,
+ * plaintext, TLS handshake 10 s. */
 APPMSG_API void appmsg_conn_opts_default(struct appmsg_conn_opts *o);
 
 struct appmsg_conn_callbacks {
@@ -110,10 +122,13 @@ struct appmsg_conn_callbacks {
   /* Raw mode only: bytes as they arrive. */
   void (*on_data)(struct appmsg_conn *c, const void *data, size_t len, void *ud);
   /* A framing error or a stalled frame (err, reason, stream offset): the
-   * last chance to send a reply.  Optional. */
+   * last chance to send a reply.  Also a TLS failure (tls.h), after which
+   * no reply can be sent.
+   * Optional. */
   void (*on_error)(struct appmsg_conn *c, int err, const char *reason, uint64_t offset, void *ud);
-  /* An outgoing connection finished connecting: err 0, or why it failed
-   * (on_close follows a failure).  Optional. */
+  /* An outgoing connection finished connecting - under TLS, finished its
+   * handshake: err 0, or why it failed (on_close follows a failure).
+   * Optional. */
   void (*on_connect)(struct appmsg_conn *c, int err, void *ud);
   /* The peer finished sending (end of stream between frames); replies
    * still queued will be sent, then on_close(0).  Optional. */
@@ -125,7 +140,8 @@ struct appmsg_conn_callbacks {
 /*
  * Wraps a connected socket (made non-blocking here).  The connection owns
  * fd from now on, even when this fails.  Returns 0 and *c, or -ENOMEM /
- * the loop's error.
+ * the loop's error; with a TLS client context that verifies, -EINVAL when
+ * opts->tls_server_name is NULL.
  */
 APPMSG_API int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
                                const struct appmsg_conn_opts *opts,
@@ -147,7 +163,9 @@ APPMSG_API int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_
  * wraps it; on_connect reports the outcome.  Returns 0 and *c, or an
  * immediate failure (APPMSG_E_ADDRESS, -ECONNREFUSED ...) with a sentence
  * in err (if not NULL).  Only the first resolved address is tried; the
- * client library (client.h) tries them all.
+ * client library (client.h) tries them all.  With a TLS client context
+ * the server's name is opts->tls_server_name, or else host (-EINVAL when
+ * neither is a name: a Unix socket path).
  */
 APPMSG_API int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop,
                                    const char *host, const char *port,

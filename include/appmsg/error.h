@@ -39,7 +39,10 @@ extern "C" {
   X(CLOSED, -20019, "connection closed")                                                           \
   X(OUTPUT_FULL, -20020, "too many unsent bytes queued")                                           \
   X(TOO_MANY_CONNS, -20021, "too many connections")                                                \
-  X(ERROR_REPLY, -20022, "the server answered with an error reply")
+  X(ERROR_REPLY, -20022, "the server answered with an error reply")                                \
+  X(TLS, -20023, "TLS error")                                                                      \
+  X(TLS_HANDSHAKE, -20024, "TLS handshake failed")                                                 \
+  X(TLS_VERIFY, -20025, "TLS certificate refused")
 
 /* The band of appmsg's own codes: APPMSG_E_BASE > code > APPMSG_E_BASE-1000. */
 #define APPMSG_E_BASE (-20000)

@@ -17,6 +17,11 @@
  * closed.  When the process runs out of descriptors, pending connections
  * are accepted and closed at once with a reserve descriptor, and accepting
  * pauses briefly, so the loop never spins.
+ *
+ * TLS: set opts.conn.tls to a server context (tls.h) and every connection
+ * is served over TLS; a handshake that fails reaches the connections'
+ * on_error with the reason (a refused client certificate, a plaintext
+ * frame, a timeout), then the connection closes.
  */
 #ifndef APPMSG_SERVER_H
 #define APPMSG_SERVER_H

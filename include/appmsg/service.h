@@ -188,8 +188,10 @@ APPMSG_API long appmsg_service_finish(struct appmsg_service *s, uint32_t drain_m
  * Runs the loop until SIGINT or SIGTERM (which it handles meanwhile), then
  * drains: no new connections, the replies in flight are finished, for at
  * most drain_ms.  A second signal during the drain ends the process as
- * usual.  Returns the signal that stopped it, or a negative code if the
- * loop failed.
+ * usual.  With TLS (opts.server.conn.tls), SIGHUP reloads the certificate
+ * and key (appmsg_tls_reload(), logged either way) and the service goes
+ * on: connections open then keep what they have.  Returns the signal that
+ * stopped it, or a negative code if the loop failed.
  */
 APPMSG_API int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms);
 

@@ -258,7 +258,8 @@ class TestReadmeExample(E2E):
         sanitize = ["-fsanitize=address,undefined"] if "APPMSG_SANITIZE:BOOL=ON" in cache else []
         cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", *sanitize, "-o", exe, src,
                              f"-I{SRC_DIR / 'include'}", f"-I{build / 'include'}",
-                             str(build / "libappmsg.a"), "-lcjson", "-lpthread"],
+                             str(build / "libappmsg.a"), "-lcjson", "-lssl", "-lcrypto",
+                             "-lpthread"],
                             capture_output=True, text=True, timeout=120)
         self.assertEqual(cc.returncode, 0, cc.stderr)
         srv = self.start([exe])
