@@ -679,7 +679,7 @@ static int read_json(struct appmsg_request *r) {
   if (strcasecmp(h->content_encoding, "utf-8") != 0 && strcasecmp(h->content_encoding, "utf8")) {
     snprintf(msg, sizeof msg, "text/json content must be in utf-8, not '%.100s'",
              h->content_encoding); /* a cut character is made valid by the error reply */
-    error_reply(r, "CONTENT_UTF8", msg, -1);
+    error_reply(r, "BAD_REQUEST", msg, -1);
     return -1;
   }
   enum appmsg_json_type top;
@@ -948,6 +948,20 @@ static void read_request_id(struct appmsg_request *r) {
   r->rid_len = sizeof key - 1 + (size_t)n;
 }
 
+/* Whether the request's "appmsg-version", if any, is one this server reads
+ * (a string starting with "1."); if not, answers BAD_REQUEST (PROTOCOL.md 2.7). */
+static int version_ok(struct appmsg_request *r) {
+  char v[64];
+  long n = appmsg_header_extra_raw(r->hdr, "appmsg-version", v, sizeof v - 1);
+  if (n < 0 || (n >= 4 && (size_t)n < sizeof v && memcmp(v, "\"1.", 3) == 0))
+    return 1;
+  char msg[128];
+  v[n < (long)sizeof v - 1 ? n : (long)sizeof v - 1] = '\0';
+  snprintf(msg, sizeof msg, "unsupported appmsg version %s; this server speaks 1.x", v);
+  error_reply(r, "BAD_REQUEST", msg, -1);
+  return 0;
+}
+
 static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                        size_t len, void *ud) {
   struct appmsg_service *s = ud;
@@ -968,7 +982,9 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
     enqueue(s, q, r); /* behind replies still owed: its own must wait */
   const struct handler *hd = NULL;
   r->in_handler = 1;
-  if (strcmp(h->content_type, "text/json") == 0) {
+  if (h->_extras && !version_ok(r)) {
+    r->answered = 1; /* a later version's request: answered BAD_REQUEST */
+  } else if (strcmp(h->content_type, "text/json") == 0) {
     if (read_json(r) == 0) {
       hd = find_handler(s, r->action, strlen(r->action));
       if (hd == NULL)

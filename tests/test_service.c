@@ -548,7 +548,7 @@ START_TEST(content_errors_are_answered_and_the_connection_goes_on) {
   peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"\xff\"}");
   peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"ok\"}");
   ck_assert_int_eq(pump(&p, 3, 5000), 3);
-  ck_assert_str_eq(error_of(&p.got[0]), "CONTENT_UTF8");
+  ck_assert_str_eq(error_of(&p.got[0]), "BAD_REQUEST"); /* an encoding it cannot read */
   ck_assert_str_eq(error_of(&p.got[1]), "CONTENT_UTF8");
   ck_assert_ptr_nonnull(strstr(p.got[1].content, "\"offset\": 29"));
   ck_assert_str_eq(result_of(&p.got[2]), "ok");
@@ -676,6 +676,27 @@ START_TEST(too_many_owed_replies_pause_reading) {
 }
 END_TEST
 
+START_TEST(a_later_protocol_version_is_a_bad_request) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, ", \"appmsg-version\": \"1.1\"", "text/json",
+            "{\"action\": \"echo\", \"value\": \"a\"}");
+  peer_send(&p, ", \"appmsg-version\": \"2.0\"", "text/json",
+            "{\"action\": \"echo\", \"value\": \"b\"}");
+  peer_send(&p, ", \"appmsg-version\": 2", "binary/x", "c");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"d\"}");
+  ck_assert_int_eq(pump(&p, 4, 5000), 4);
+  ck_assert_str_eq(result_of(&p.got[0]), "a");
+  ck_assert_str_eq(error_of(&p.got[1]), "BAD_REQUEST");
+  ck_assert_ptr_nonnull(strstr(p.got[1].content, "unsupported appmsg version \\\"2.0\\\""));
+  ck_assert_str_eq(error_of(&p.got[2]), "BAD_REQUEST");
+  ck_assert_str_eq(result_of(&p.got[3]), "d");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
 START_TEST(replies_check_what_they_send) {
   start(_i, NULL);
   struct peer p;
@@ -725,6 +746,7 @@ int main(void) {
   tcase_add_loop_test(tc, a_drain_waits_for_the_replies_owed, 0, 2);
   tcase_add_loop_test(tc, a_drain_answers_every_request_that_had_arrived, 0, 2);
   tcase_add_loop_test(tc, too_many_owed_replies_pause_reading, 0, 2);
+  tcase_add_loop_test(tc, a_later_protocol_version_is_a_bad_request, 0, 2);
   tcase_add_loop_test(tc, replies_check_what_they_send, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

@@ -705,7 +705,7 @@ add_request("action-not-string", b'{"action": ["search"], "value": "morpheus"}')
 add_request("action-unknown", b'{"action": "delete", "value": "morpheus"}',
             exact=guide_reply("Error: invalid action 'delete'."))
 add_request("reply-utf8-long-content-encoding", b"{}", ce="a" + "\u00e9" * 60,
-            names={"CONTENT_UTF8"})
+            names={"BAD_REQUEST"})
 add_request("reply-utf8-long-invalid-action",
             json.dumps({"action": "a" + "\u00e9" * 300, "value": "x"},
                        ensure_ascii=False).encode())
@@ -739,8 +739,8 @@ add_request("content-nested-65000", b"[" * 65000, names={"CONTENT_JSON"})
 add_request("content-nested-in-value", b'{"action": "search", "value": ' + b"[" * 60000 + b"1"
             + b"]" * 5000, names={"CONTENT_JSON"})
 add_request("content-encoding-latin-1", b'{"action": "search", "value": "caf\xe9"}',
-            ce="latin-1", names={"CONTENT_UTF8"})
-add_request("content-encoding-empty", SEARCH, ce="", names={"CONTENT_UTF8"})
+            ce="latin-1", names={"BAD_REQUEST"})
+add_request("content-encoding-empty", SEARCH, ce="", names={"BAD_REQUEST"})
 
 
 @case("search-long-value-echoed")
