@@ -184,13 +184,14 @@ for r in range(1, runs + 1):
             why[key] = m.group(2)
 
 print()
-print(f"{'test':32} {'runs':>5} {'failed':>7}")
+w = max([len(n) for n in tests] + [20]) + 2
+print(f"{'test':{w}} {'runs':>5} {'failed':>7}")
 total_runs = total_failed = 0
 for name, (seen, failed) in tests.items():
     total_runs += seen
     total_failed += failed
-    print(f"{name:32} {seen:5} {failed:7}{'  <-' if failed else ''}")
-print(f"{'all':32} {total_runs:5} {total_failed:7}   ({found} run(s) x {len(tests)} tests)")
+    print(f"{name:{w}} {seen:5} {failed:7}{'  <-' if failed else ''}")
+print(f"{'all':{w}} {total_runs:5} {total_failed:7}   ({found} run(s) x {len(tests)} tests)")
 if cases:
     print("\nfailing cases (test: case, failures, last reason):")
     for (name, case), n in sorted(cases.items(), key=lambda kv: (-kv[1], kv[0])):
