@@ -16,6 +16,9 @@
 #            beside appmsg-bench's own client
 #   P16 x2   app-server --threads 2 at P16 (unpinned: its two threads and the load generator
 #            share the two cores), for its server CPU per request against --threads 1
+#   HAProxy  P1, P16 and new conn again through HAProxy (TCP mode, one thread, on the server's
+#            core), for app-server and for the baseline: HAProxy's own cost, and appmsg's share
+#            of what is lost through it (HAPROXY=0 skips these; haproxy is installed if missing)
 # and, with TLS=1 (the default), the same over TLS: app-server --tls-cert/--tls-key (a second
 # process) beside redis-server's own TLS port (--tls-port, the same certificates, ECDSA P-256 from
 # tests/tls/make_certs.sh) under appmsg-bench --tls and redis-benchmark --tls; redis without TLS
@@ -28,6 +31,8 @@
 # connections, handshake done, to the TLS servers).  Prints every run, then a
 # table of medians, ratios and the targets.  PERF=1 also records app-server with perf
 # (cpu-clock, call graphs) during one extra P1 and one extra P16 run: build-bench/perf/*.txt.
+# Last, it draws the medians - req/s and p99 latency per workload, one bar per server, whatever
+# rows the run has - with gnuplot (gnuplot-nox, installed if missing) into bench/results.png.
 # Loopback only; every load is bounded; every server started here is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +42,7 @@ DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PORT_BASE=${PORT_BASE:-21400} # below the ephemeral range (32768-60999), so no client port collides
 PERF=${PERF:-0}
+HAPROXY=${HAPROXY:-1}
 TLS=${TLS:-1}
 IDLE_TLS_CONNS=${IDLE_TLS_CONNS:-2000}
 BUILD=build-bench
@@ -77,11 +83,7 @@ CERTS=$TMP/certs
 app_tls=0
 if [ "$TLS" = 1 ]; then
   sh tests/tls/make_certs.sh "$CERTS"
-  if "$APP" --help 2>&1 | grep -q -- '--tls-cert'; then
-    app_tls=1
-  else
-    say "note: this app-server has no --tls-cert: its TLS rows are skipped"
-  fi
+  app_tls=1
 fi
 
 # ---- redis ----------------------------------------------------------------------------------------
@@ -101,6 +103,31 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     have_redis=0
     say "note: redis-server/redis-benchmark not installable here (not root, or no package): redis rows skipped"
   fi
+fi
+
+# ---- HAProxy and gnuplot ----------------------------------------------------------------------------
+# haproxy for the rows through it; gnuplot-nox (and a font) for bench/results.png.
+want=()
+[ "$HAPROXY" = 1 ] && ! command -v haproxy >/dev/null && ! [ -x /usr/sbin/haproxy ] && want+=(haproxy)
+command -v gnuplot >/dev/null || want+=(gnuplot-nox fonts-dejavu-core)
+if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+  say "== installing ${want[*]}"
+  # RUNLEVEL=1: the haproxy package's init script must not start an HAProxy of its own.
+  export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
+  { apt-get install -y -qq --no-install-recommends "${want[@]}" ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${want[@]}"; }; } \
+    >"$TMP/apt-haproxy.log" 2>&1 || true
+  unset RUNLEVEL
+fi
+HAPROXY_BIN=$(command -v haproxy || { [ -x /usr/sbin/haproxy ] && echo /usr/sbin/haproxy; } || true)
+if [ "$HAPROXY" = 1 ] && [ -z "$HAPROXY_BIN" ]; then
+  HAPROXY=0
+  say "note: haproxy not installable here (not root, or no package): HAProxy rows skipped"
+fi
+have_gnuplot=1
+if ! command -v gnuplot >/dev/null; then
+  have_gnuplot=0
+  say "note: gnuplot not installable here (not root, or no package): no bench/results.png"
 fi
 
 # ---- machine ----------------------------------------------------------------------------------------
@@ -293,7 +320,7 @@ A_PORT=$PORT_BASE
 B_PORT=$((PORT_BASE + 1))
 R_PORT=$((PORT_BASE + 2))
 T_PORT=$((PORT_BASE + 3))
-AT_PORT=$((PORT_BASE + 3)) # app-server over TLS
+AT_PORT=$((PORT_BASE + 5)) # app-server over TLS
 RT_PORT=$((PORT_BASE + 4)) # redis's TLS port
 : >"$TMP/results"
 TLS_CLIENT=(--tls --tls-ca "$CERTS/ca.pem" --tls-name localhost)
@@ -407,6 +434,81 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
 done
+
+# ---- the same load through HAProxy -------------------------------------------------------------------
+# One HAProxy, TCP mode as in deploy/haproxy/appmsg.cfg (same timeouts, leastconn, retries and
+# redispatch; no health checks and no log lines, which cost nothing per request), one frontend
+# for app-server and one for the baseline.  It runs on the server's core, one thread: the rows
+# "via HAProxy" against the direct ones show what the proxy costs the machine per request, and
+# app-server against the baseline through it, how much of that loss is appmsg's.
+if [ "$HAPROXY" = 1 ]; then
+  HA_APP_PORT=$((PORT_BASE + 20))
+  HA_BASE_PORT=$((PORT_BASE + 21))
+  cat >"$TMP/haproxy.cfg" <<HAEOF
+global
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 65s
+    timeout server 65s
+    timeout client-fin 10s
+    timeout server-fin 10s
+    retries 3
+    option redispatch 1
+frontend app
+    bind $HOST:$HA_APP_PORT
+    default_backend app
+backend app
+    balance leastconn
+    server app1 $HOST:$A_PORT
+frontend base
+    bind $HOST:$HA_BASE_PORT
+    default_backend base
+backend base
+    balance leastconn
+    server base1 $HOST:$B_PORT
+HAEOF
+  start_server haproxy "$HA_APP_PORT" "$HAPROXY_BIN" -db -f "$TMP/haproxy.cfg"
+  HA_PID=$SERVER_PID
+  : >"$TMP/haproxy_cpu"
+  ha_run() { # ha_run KEY ROUND SERVER_PID appmsg-bench-args...: bench_run, plus HAProxy's CPU
+    local h0 h1 adj total
+    h0=$(cpu_ticks "$HA_PID")
+    bench_run "$@"
+    h1=$(cpu_ticks "$HA_PID")
+    # HAProxy is part of the setup, not "other processes": take its share out of that column.
+    adj=$(awk -v h=$((h1 - h0)) -v t=$((M1T - M0T)) 'BEGIN { printf "%d", (t > 0 ? h * 100 / t : 0) }')
+    awk -v a="$adj" 'NR > 1 { print prev } { prev = $0 } END { n = split(prev, f, " ")
+      f[11] = f[11] - a < 0 ? 0 : f[11] - a; s = f[1]; for (i = 2; i <= n; i++) s = s " " f[i]
+      print s }' "$TMP/results" >"$TMP/results.new" && mv "$TMP/results.new" "$TMP/results"
+    total=$(tail -1 "$TMP/results" | awk '{ print $9 }')
+    printf '%s %s %s\n' "$1" "$2" "$(awk -v t=$((h1 - h0)) -v hz="$TCK" -v n="$total" \
+      'BEGIN { if (n > 0) printf "%.4f", t / hz * 100000 / n; else print "nan" }')" >>"$TMP/haproxy_cpu"
+    printf '  %28s HAProxy CPU %s s/100k; others without HAProxy %s%%\n' "" \
+      "$(tail -1 "$TMP/haproxy_cpu" | awk '{ print $3 }')" "$(tail -1 "$TMP/results" | awk '{ print $11 }')"
+  }
+  say "== through HAProxy ($("$HAPROXY_BIN" -v | awk 'NR == 1 { print $3 }')): $ROUNDS rounds"
+  for round in $(seq "$ROUNDS"); do
+    wait_quiet
+    if [ $((round % 2)) -eq 1 ]; then order="app base"; else order="base app"; fi
+    for w in p1 p16 nc; do
+      case $w in
+        p1) args=("${P1[@]}") ;;
+        p16) args=("${P16[@]}") ;;
+        nc) args=("${NC[@]}") ;;
+      esac
+      for who in $order; do
+        if [ "$who" = app ]; then
+          ha_run "$w.app-haproxy" "$round" "$APP_PID" -p "$HA_APP_PORT" "${args[@]}"
+        else
+          ha_run "$w.base-haproxy" "$round" "$BASE_PID" -p "$HA_BASE_PORT" "${args[@]/search/echo}"
+        fi
+      done
+    done
+  done
+  stop_server "$HA_PID"
+fi
 
 if [ "$PERF" = 1 ]; then
   mkdir -p "$BUILD/perf"
@@ -559,6 +661,29 @@ row "new conn per request" app-server nc.app
 row "" baseline nc.base
 ratio_row app/base nc.app nc.base
 tls_rows nc
+if [ "$HAPROXY" = 1 ]; then
+  # Through HAProxy: "app v/dir" and "base v/dir" are each server through HAProxy against
+  # itself directly; "app/base" is app-server against the baseline, both through HAProxy.
+  ha_cpu() { # ha_cpu KEY: median HAProxy CPU s/100k
+    awk -v k="$1" '$1 == k { print $3 }' "$TMP/haproxy_cpu" | sort -g |
+      awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2];
+             else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+  }
+  for w in p1 p16 nc; do
+    case $w in
+      p1) label="P1 via HAProxy" ;;
+      p16) label="P16 via HAProxy" ;;
+      nc) label="new conn via HAProxy" ;;
+    esac
+    row "$label" app-server "$w.app-haproxy"
+    row "" baseline "$w.base-haproxy"
+    ratio_row "app v/dir" "$w.app-haproxy" "$w.app"
+    ratio_row "base v/dir" "$w.base-haproxy" "$w.base"
+    ratio_row "app/base" "$w.app-haproxy" "$w.base-haproxy"
+    printf '%-22s %-11s HAProxy CPU s/100k: %s with app-server, %s with the baseline\n' "" "" \
+      "$(ha_cpu "$w.app-haproxy")" "$(ha_cpu "$w.base-haproxy")"
+  done
+fi
 say ""
 say "peak RSS (VmHWM) after the load rounds: app-server $APP_HWM kB, app-server TLS $APPT_HWM kB, baseline $BASE_HWM kB, redis $REDIS_HWM kB"
 awk '{ printf "idle: %-14s %6s bytes of RSS per idle connection (%s kB -> %s kB, %s fds)\n", $1, $4, $2, $3, $5 }' "$TMP/idle"
@@ -611,3 +736,99 @@ else
 fi
 say ""
 say "errors in all runs: $total_errors"
+
+# ---- the picture ------------------------------------------------------------------------------------------------
+# Medians of every row in the results (KEY is WORKLOAD.SERVER): req/s and p99 latency, one group
+# of bars per workload, one bar per server; rows added to this script appear by themselves (a
+# server name not known below is shown as it is written in its key).
+draw_results() { # draw_results PNG
+  local m
+  for m in 3:rps 5:p99; do
+    awk -v c="${m%%:*}" '
+      function median(key,    n, i, j, t, a) {
+        n = cnt[key]; for (i = 1; i <= n; i++) a[i] = v[key, i]
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      function wname(w) {
+        if (w == "p1") return "P1: 1 request in flight"
+        if (w == "p16") return "P16: 16 in flight"
+        if (w == "nc") return "a new connection per request"
+        return w
+      }
+      function sname(s) {
+        if (s == "app") return "app-server"
+        if (s == "base") return "baseline (raw echo)"
+        if (s == "redis") return "redis GET"
+        if (s == "app-tls") return "app-server over TLS"
+        if (s == "redis-tls") return "redis GET over TLS"
+        if (s == "lib") return "app-server, load via client.h"
+        if (s == "x2") return "app-server --threads 2"
+        if (s == "app-haproxy") return "app-server via HAProxy"
+        if (s == "base-haproxy") return "baseline via HAProxy"
+        return s
+      }
+      $c == "-" || $c + 0 <= 0 { next }
+      {
+        w = $1; sub(/\..*/, "", w); s = substr($1, length(w) + 2)
+        if (!(w in wi)) { wi[w] = ++nw; ws[nw] = w }
+        if (!(s in si)) { si[s] = ++ns; ss[ns] = s }
+        cnt[$1]++; v[$1, cnt[$1]] = $c + 0
+        if (min == "" || $c + 0 < min) min = $c + 0
+      }
+      END {
+        printf "# min %g\nworkload", min
+        for (j = 1; j <= ns; j++) printf " \"%s\"", sname(ss[j])
+        printf "\n"
+        for (i = 1; i <= nw; i++) {
+          printf "\"%s\"", wname(ws[i])
+          for (j = 1; j <= ns; j++) {
+            k = ws[i] "." ss[j]
+            if (k in cnt) printf " %g", median(k); else printf " -"
+          }
+          printf "\n"
+        }
+      }' "$TMP/results" >"$TMP/plot-${m#*:}.dat"
+  done
+  local n floor_rps floor_p99 title
+  n=$(sed -n 2p "$TMP/plot-rps.dat" | awk -F'" "' '{ print NF }')
+  floor_rps=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-rps.dat")
+  floor_p99=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-p99.dat")
+  title="bench/run.sh $(date +%Y-%m-%d)$(git rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /'):"
+  title="$title medians of $ROUNDS rounds of ${DURATION} s, $CONNS connections"
+  if [ "$noisy" -gt 0 ]; then
+    title="$title\\nskewed: other processes took over 10% of the CPU in $noisy of $(wc -l <"$TMP/results") runs"
+  fi
+  gnuplot <<PLOTEOF
+set terminal pngcairo size 1400,1000 font "DejaVu Sans,11"
+set output "$1"
+set datafile missing "-"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics mytics
+set logscale y
+set multiplot layout 2,1 title "$title"
+set key outside right top vertical
+set title "throughput (higher is better)"
+set ylabel "requests/s"
+set format y "%.0s%c"
+set yrange [$floor_rps:*]
+plot for [i=2:$((n + 1))] "$TMP/plot-rps.dat" using i:xtic(1) title columnheader(i)
+set title "p99 latency (lower is better)"
+set ylabel "microseconds"
+set format y "%.0f"
+set yrange [$floor_p99:*]
+plot for [i=2:$((n + 1))] "$TMP/plot-p99.dat" using i:xtic(1) title columnheader(i)
+unset multiplot
+PLOTEOF
+}
+if [ "$have_gnuplot" = 1 ]; then
+  if draw_results bench/results.png 2>"$TMP/gnuplot.err"; then
+    say "== picture: bench/results.png"
+  else
+    say "note: gnuplot failed, no picture:"
+    head -5 "$TMP/gnuplot.err"
+  fi
+fi

@@ -2,15 +2,20 @@
 # Installs what is missing, builds, and runs every test:
 #   0. the formatting of every C file (clang-format, the committed .clang-format);
 #   1. the Python reference decoder over proto/vectors;
-#   2. every CTest test (Check suites, end-to-end and hostile-peer tests) in a
-#      normal build (build/);
-#   3. the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
+#   2. every CTest test (Check suites, end-to-end and hostile-peer tests, and the
+#      deployment tests: HAProxy failover, the Debian package) in a normal build
+#      (build/);
+#   3. the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/),
+#      except the package test (the package is built from a fresh directory anyway);
 #   4. a short libFuzzer pass over the decoder and the JSON check (FUZZ_SECONDS
 #      each, default 30);
 #   5. the end-to-end tests (plaintext and TLS) once more with every program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark
+# tshark: the dissector's tests; haproxy, systemd (systemd-analyze), dpkg-dev, groff-base: the
+# deployment tests; RUNLEVEL=1: no package's init script starts a daemon of its own while installing.
+RUNLEVEL=1 bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark \
+  haproxy systemd dpkg-dev groff-base
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== formatting (clang-format)"
