@@ -1218,12 +1218,9 @@ class TestAppClient(E2E):
         self.assertIn("is the server running", err)
         self.assertEqual(out, "")
 
-    @unittest.expectedFailure
     def test_missing_unix_socket_names_the_endpoint(self):
         # A connect that fails at once (here ENOENT; EADDRNOTAVAIL for ::1 on a machine without
-        # IPv6) is reported as "cannot send the request: No such file or directory" followed by
-        # "event loop failed: ...", without the endpoint or the hint a refused TCP connect gets;
-        # remove expectedFailure once app-client says "cannot connect to unix:...".
+        # IPv6) names the endpoint and the reason, as a refused TCP connect does.
         path = Path(self._tmp) / "no-server-here.sock"
         rc, out, err, _ = self.run_prog("app-client", f"unix:{path}", "0", "search", "x")
         self.assertEqual(rc, 1, err)
@@ -1327,11 +1324,9 @@ class TestAppClient(E2E):
         self.assertTrue(client_closed, err)
         self.assertNotIn("timed out", err)
 
-    @unittest.expectedFailure
     def test_garbage_reply_is_named_not_called_a_close(self):
-        # app-client says "the server at H:P closed the connection after 0 of 1 answers" when
-        # the reply is not a frame at all (the connection was closed by app-client, after a
-        # HEADER_NOT_OBJECT error); remove expectedFailure once it says what was wrong.
+        # A reply that is not a frame at all: app-client says what was wrong with it, not that
+        # the server closed the connection (app-client closed it, after HEADER_NOT_OBJECT).
         rc, err, _ = self.garbage_reply()
         self.assertEqual(rc, 1, err)
         self.assertNotIn("closed the connection", err)
