@@ -206,9 +206,14 @@ start_server() { # start_server NAME PORT command...: sets SERVER_PID
   wait_port "$port" "$SERVER_PID" || { cat "$TMP/$name.log"; exit 1; }
 }
 
-stop_server() { # stop_server PID
+stop_server() { # stop_server PID (and forget it: its number may be another process's later)
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
+  local p keep=()
+  for p in "${PIDS[@]}"; do
+    [ "$p" = "$1" ] || keep+=("$p")
+  done
+  PIDS=("${keep[@]}")
 }
 
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
@@ -626,8 +631,7 @@ idle_run() { # idle_run NAME PORT command...  (IDLE_N connections, appmsg-bench 
   rss1=$(status_kb "$pid" VmRSS)
   local fds1
   fds1=$(fd_count "$pid")
-  kill -TERM "$holder" 2>/dev/null || true
-  wait "$holder" 2>/dev/null || true
+  stop_server "$holder" # (SIGTERM: it prints what it held, then exits)
   held=$(grep '^IDLE held' "$TMP/holder.out" | sed 's/^IDLE //' || true)
   per=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_N" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
   printf '%s %s %s %s %s\n' "$name" "$rss0" "$rss1" "$per" "$((fds1 - fds0))" >>"$TMP/idle"

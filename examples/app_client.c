@@ -93,12 +93,11 @@ static void on_reply(const struct appmsg_reply *r, void *ud) {
     else if (r->status == APPMSG_E_CLOSED)
       logf_("the server at %s closed the connection after %zu of %zu answers", run->where,
             run->answered, run->sent);
-    else if (r->status == APPMSG_E_ADDRESS || r->status == APPMSG_E_TLS ||
-             r->status == APPMSG_E_TLS_HANDSHAKE || r->status == APPMSG_E_TLS_VERIFY)
-      logf_("%s", r->reason); /* says what and why: a name, a certificate */
-    else
+    else if (r->status < 0 && r->status > -4096) /* an errno: the connect failed */
       logf_("cannot connect to %s: %s; is the server running on %s?", run->where,
             connect_hint(r->status), run->where);
+    else /* a name that does not resolve, TLS, a reply that is not a frame: says what and why */
+      logf_("%s (%zu of %zu answered)", r->reason, run->answered, run->sent);
   }
   fflush(stdout);
   if (run->finished == run->sent)
@@ -251,14 +250,17 @@ int main(int argc, char **argv) {
   } else if ((rc = send_request(&run, action, value)) == 0) {
     run.sent = 1;
   }
-  if (rc) {
-    logf_("cannot send the request: %s", appmsg_strerror(rc));
+  if (rc) { /* refused at once: the connect already failed (or no memory) */
+    const char *why = appmsg_client_last_error(run.client);
+    if (rc < 0 && rc > -4096 && *why)
+      logf_("%s; is the server running on %s?", why, run.where);
+    else
+      logf_("cannot send the request: %s", *why ? why : appmsg_strerror(rc));
     run.status = 1;
   }
-  if (run.finished < run.sent)
-    rc = appmsg_loop_run(run.loop); /* until every call has its answer (or its reason) */
-  if (rc < 0) {
-    logf_("event loop failed: %s", appmsg_strerror(rc));
+  int lrc = run.finished < run.sent ? appmsg_loop_run(run.loop) : 0; /* every answer, or why */
+  if (lrc < 0) {
+    logf_("event loop failed: %s", appmsg_strerror(lrc));
     run.status = 1;
   }
   appmsg_client_free(run.client);

@@ -67,16 +67,16 @@ struct appmsg_client {
   uint32_t backoff;             /* the next delay, before jitter */
   int last_err;                 /* why the last attempt failed */
   char last_reason[APPMSG_NET_ERRLEN];
-  int tls_err;                        /* a TLS failure the connection reported, 0 if none */
-  char tls_reason[APPMSG_NET_ERRLEN]; /* its sentence */
-  struct list queue, flight;          /* see above */
-  struct call *free_calls;            /* pooled */
-  struct appmsg_prepared *json;       /* text/json, utf-8 */
-  uint64_t next_id;                   /* automatic request ids */
-  uint64_t connects;                  /* connections made */
-  uint64_t rng;                       /* jitter */
-  unsigned busy;                      /* inside the client's own handlers */
-  int freeing;                        /* appmsg_client_free() called while busy */
+  int conn_err;                        /* why the connection failed (TLS, a bad reply), or 0 */
+  char conn_reason[APPMSG_NET_ERRLEN]; /* its sentence */
+  struct list queue, flight;           /* see above */
+  struct call *free_calls;             /* pooled */
+  struct appmsg_prepared *json;        /* text/json, utf-8 */
+  uint64_t next_id;                    /* automatic request ids */
+  uint64_t connects;                   /* connections made */
+  uint64_t rng;                        /* jitter */
+  unsigned busy;                       /* inside the client's own handlers */
+  int freeing;                         /* appmsg_client_free() called while busy */
 };
 
 /* ---- small things ------------------------------------------------------ */
@@ -580,14 +580,18 @@ static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint
   if (c == NULL)
     return;
   if (tls_failure(c, err)) {
-    c->tls_err = err;
-    snprintf(c->tls_reason, sizeof c->tls_reason, "TLS with %s failed: %s", c->where,
+    c->conn_err = err;
+    snprintf(c->conn_reason, sizeof c->conn_reason, "TLS with %s failed: %s", c->where,
              reason ? reason : appmsg_strerror(err));
-    cl_log(c, APPMSG_LOG_WARN, "%s", c->tls_reason);
+    cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
     return;
   }
-  cl_log(c, APPMSG_LOG_WARN, "bad reply from %s: %s at offset %llu: %s", c->where,
-         appmsg_errname(err), (unsigned long long)offset, reason);
+  /* The connection ends on this: its calls in flight fail with this code and sentence. */
+  c->conn_err = err;
+  snprintf(c->conn_reason, sizeof c->conn_reason, "bad reply from %s: %s at offset %llu: %s",
+           c->where, appmsg_errname(err), (unsigned long long)offset,
+           reason ? reason : appmsg_strerror(err));
+  cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
 }
 
 /* ---- connecting ---------------------------------------------------------------- */
@@ -660,13 +664,13 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
     return;
   c->conn = NULL;
   enter(c);
-  int tls_err = c->tls_err;
-  c->tls_err = 0;
+  int conn_err = c->conn_err;
+  c->conn_err = 0;
   if (c->state == S_CONNECTING) {
     appmsg_timer_stop(c->loop, &c->retry);
     c->last_err = reason ? reason : APPMSG_E_CLOSED;
-    if (tls_err) /* the handshake failed: its own sentence says why */
-      snprintf(c->last_reason, sizeof c->last_reason, "%s", c->tls_reason);
+    if (conn_err) /* the handshake failed: its own sentence says why */
+      snprintf(c->last_reason, sizeof c->last_reason, "%s", c->conn_reason);
     else
       snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
                reason == APPMSG_E_TIMEOUT ? "timed out" : appmsg_strerror(c->last_err));
@@ -674,23 +678,23 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
     leave(c);
     return;
   }
-  /* A working connection ended: what was in flight is lost (under TLS, a
-   * refusal of our certificate can come after the handshake: its code and
-   * sentence tell the calls so). */
+  /* A working connection ended: what was in flight is lost.  A bad reply or a TLS failure
+   * (under TLS 1.3 a refusal of our certificate can come after the handshake) gives the
+   * calls its own code and sentence; anything else is APPMSG_E_CLOSED. */
   char why[APPMSG_NET_ERRLEN];
-  if (tls_err)
-    snprintf(why, sizeof why, "%s", c->tls_reason);
+  if (conn_err)
+    snprintf(why, sizeof why, "%s", c->conn_reason);
   else
     snprintf(why, sizeof why, "the connection to %s was lost%s%s", c->where, reason ? ": " : "",
              reason ? appmsg_strerror(reason) : " (the server closed it)");
   struct call *k;
   while ((k = pop(&c->flight)) != NULL) {
-    fail_call(c, k, tls_err ? tls_err : APPMSG_E_CLOSED, why);
+    fail_call(c, k, conn_err ? conn_err : APPMSG_E_CLOSED, why);
     call_put(c, k);
   }
   if (!c->freeing) {
     cl_log(c, APPMSG_LOG_INFO, "%s", why);
-    c->last_err = tls_err ? tls_err : APPMSG_E_CLOSED;
+    c->last_err = conn_err ? conn_err : APPMSG_E_CLOSED;
     snprintf(c->last_reason, sizeof c->last_reason, "%s", why);
     c->state = S_CONNECTING;
     attempt_failed(c); /* waits backoff_min (jittered), then connects again */
@@ -814,6 +818,10 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   attempt(c); /* (no call yet: no callback can run) */
   *out = c;
   return 0;
+}
+
+const char *appmsg_client_last_error(const struct appmsg_client *c) {
+  return c->last_err ? c->last_reason : "";
 }
 
 int appmsg_client_connected(const struct appmsg_client *c) {

@@ -29,7 +29,8 @@ int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *li
     appmsg_limits_default(&d->limits);
   } else {
     if (lim->max_header_length == 0 || lim->max_header_length > APPMSG_HEADER_LENGTH_MAX ||
-        lim->max_content_length > APPMSG_CONTENT_LENGTH_MAX)
+        lim->max_content_length > APPMSG_CONTENT_LENGTH_MAX ||
+        lim->max_content_length > SIZE_MAX) /* (a 32-bit size_t cannot hold more) */
       return -EINVAL;
     d->limits = *lim;
   }

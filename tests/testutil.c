@@ -10,19 +10,83 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
+
+static void die(const char *what, const char *detail) {
+  fprintf(stderr, "testutil: %s: %s\n", what, detail);
+  exit(2);
+}
+
+static int skipped;
+
+void tu_skip(const char *test, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("SKIP %s: ", test);
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+  fflush(stdout);
+  skipped++;
+}
 
 int tu_run_suite(Suite *s) {
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
+  if (skipped)
+    printf("%d test(s) skipped (see SKIP above); they are not counted as checks\n", skipped);
   return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-static void die(const char *what, const char *detail) {
-  fprintf(stderr, "testutil: %s: %s\n", what, detail);
-  exit(2);
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int tu_refused_port(char *port, size_t len) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof a;
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
+    die("cannot bind a loopback port", strerror(errno));
+  snprintf(port, len, "%u", (unsigned)ntohs(a.sin_port));
+  return fd;
+}
+
+uint64_t tu_now_ms(void) {
+  return mono_ns() / 1000000u;
+}
+
+/* Nanoseconds this process has spent runnable but not running; 0 if the kernel does not say. */
+static uint64_t run_delay_ns(void) {
+  FILE *f = fopen("/proc/self/schedstat", "r");
+  unsigned long long on_cpu = 0, queued = 0;
+  if (!f)
+    return 0;
+  if (fscanf(f, "%llu %llu", &on_cpu, &queued) != 2)
+    queued = 0;
+  fclose(f);
+  return queued;
+}
+
+void tu_watch_start(struct tu_watch *w) {
+  w->queued_ns = run_delay_ns();
+  w->wall_ns = mono_ns();
+}
+
+uint64_t tu_watch_ms(const struct tu_watch *w) {
+  uint64_t wall = mono_ns() - w->wall_ns;
+  uint64_t queued = run_delay_ns() - w->queued_ns;
+  return (queued < wall ? wall - queued : 0) / 1000000u;
 }
 
 void tu_str_add(struct tu_str *s, const void *data, size_t n) {

@@ -8,8 +8,42 @@
 
 #include "appmsg/appmsg.h"
 
-/* Runs a suite and returns the process exit status (0 when all passed). */
+/* Runs a suite and returns the process exit status (0 when all passed).  Says how many tests
+ * were skipped (tu_skip), so that a skip is never mistaken for a pass. */
 int tu_run_suite(Suite *s);
+
+/* Records that a test is not run here, and why: prints "SKIP name: reason" at once.  Call it
+ * instead of adding the test to its case, so that Check does not count it as passed. */
+void tu_skip(const char *test, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * The longest a test waits for an event that must come (bytes, a close, a connection, a timer
+ * that is due).  Every such wait returns as soon as the event happens; this bound is reached
+ * only when it never does, so it is generous: a loaded machine must not fail a test.
+ */
+#define TU_EVENT_MS 10000
+
+/* A loopback TCP port that refuses connections: a socket bound to 127.0.0.1 and not listening
+ * (the kernel answers a SYN with a reset).  Writes the port's number into port and returns the
+ * socket, which keeps the port from any other process until the caller closes it. */
+int tu_refused_port(char *port, size_t len);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t tu_now_ms(void);
+
+/*
+ * A stopwatch for upper bounds on how late something happens.  Wall time on a shared machine
+ * includes time the process was ready to run but another one had the CPU; that time says nothing
+ * about the code under test.  tu_watch_ms() is the wall time since tu_watch_start() minus the
+ * time this process spent waiting for a CPU (the kernel's run_delay, /proc/self/schedstat), or
+ * the plain wall time where the kernel does not tell.  Single-threaded tests only.
+ */
+struct tu_watch {
+  uint64_t wall_ns;   /* CLOCK_MONOTONIC at the start */
+  uint64_t queued_ns; /* run_delay at the start (0 if unknown) */
+};
+void tu_watch_start(struct tu_watch *w);
+uint64_t tu_watch_ms(const struct tu_watch *w);
 
 /* A growable string. */
 struct tu_str {

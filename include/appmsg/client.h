@@ -117,7 +117,9 @@ struct appmsg_reply {
  *                        client was freed
  *   a connect error      the queue was not allowed or is full, and the server
  *                        cannot be reached (-ECONNREFUSED, APPMSG_E_ADDRESS, ...)
- *   other codes          the reply could not be read (a framing error, -ENOMEM)
+ *   other codes          the reply could not be read (a framing error such as
+ *                        APPMSG_E_HEADER_NOT_OBJECT, a TLS failure, -ENOMEM): the
+ *                        connection ends, and every call in flight gets that code
  */
 
 /* A call's callback. */
@@ -160,6 +162,12 @@ APPMSG_API int appmsg_client_send(struct appmsg_client *c, const struct appmsg_c
  */
 APPMSG_API int appmsg_client_call(struct appmsg_client *c, appmsg_call_fn cb, void *ud,
                                   const char *action, ...);
+
+/* Why the last connect attempt (or the connection) failed, as a sentence
+ * ("cannot connect to unix:/run/x.sock: No such file or directory"), or ""
+ * when nothing failed.  For the error a call returned at once.  Valid until
+ * the client's next callback or call. */
+APPMSG_API const char *appmsg_client_last_error(const struct appmsg_client *c);
 
 /* Whether the client is connected now. */
 APPMSG_API int appmsg_client_connected(const struct appmsg_client *c);

@@ -85,7 +85,8 @@ struct appmsg_decoder {
 /*
  * Prepares a decoder.  lim may be NULL for the defaults.  Returns 0, or
  * -EINVAL when a limit is out of range (max_header_length 0 or above
- * 65535, max_content_length above APPMSG_CONTENT_LENGTH_MAX).
+ * 65535, max_content_length above APPMSG_CONTENT_LENGTH_MAX or above
+ * SIZE_MAX).
  */
 APPMSG_API int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *lim);
 
