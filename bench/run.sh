@@ -5,8 +5,9 @@
 #   bash bench/run.sh                 # ROUNDS=3 DURATION=5 IDLE_CONNS=10000 PORT_BASE=21400 PERF=0
 #                                     # TLS=1 IDLE_TLS_CONNS=2000
 #
-# Builds Release into build-bench/, installs redis-server and redis-tools with apt-get if missing
-# (as root; without them the redis rows are skipped), then, ROUNDS times, interleaved (the order
+# Builds Release into build-bench/ (with hiredis, libhiredis-dev, for app-server --redis), installs
+# redis-server and redis-tools with apt-get if missing (as root; without them the redis rows are
+# skipped), then, ROUNDS times, interleaved (the order
 # flips every round), DURATION seconds each, 50 connections:
 #   P1       app-server (search, the guide's 146-byte frame) vs baseline (echo of the same bytes)
 #   P16      the same with 16 requests in flight per connection, and redis GET under
@@ -14,6 +15,9 @@
 #   new conn a new connection per request (50 concurrent connectors), app-server vs baseline
 #   P16 lib  app-server at P16 loaded through the client library (client-bench, client.h)
 #            beside appmsg-bench's own client
+#   P16 Redis app-server --redis at P16, its searches answered from the same redis-server (one
+#            GET each, pipelined): req/s beside redis-benchmark's GET, and the CPU per request
+#            of app-server and of redis-server, each on its own (both servers on core 0)
 #   P16 x2   app-server --threads 2 at P16 (unpinned: its two threads and the load generator
 #            share the two cores), for its server CPU per request against --threads 1
 #   HAProxy  P1, P16 and new conn again through HAProxy (TCP mode, one thread, on the server's
@@ -71,6 +75,15 @@ if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson openssl 2>/de
   ! command -v openssl >/dev/null; then
   bash scripts/deps.sh
 fi
+if ! pkg-config --exists hiredis 2>/dev/null && [ "$(id -u)" -eq 0 ]; then
+  say "== installing libhiredis-dev"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libhiredis-dev \
+    >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libhiredis-dev \
+      >/dev/null 2>&1; } || true
+fi
+have_hiredis=0
+pkg-config --exists hiredis 2>/dev/null && have_hiredis=1
 say "== building Release into $BUILD/"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAPPMSG_BUILD_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target app-server appmsg-bench baseline-server client-bench \
@@ -214,19 +227,26 @@ child_ticks() { # CPU ticks of this shell's finished children (the load generato
 }
 # Around each run: the server's CPU ticks, and how much of the machine the other processes
 # (neither the server nor the load generator) took: OTHER_PCT.  Usage: span_begin PID; ...; span_end PID
+# ALSO_PID, when set, is a second server of the run (redis-server behind app-server --redis): its
+# ticks are left out of OTHER_PCT and kept in ALSO_TICKS.
 span_begin() {
+  A0=0
+  [ -n "${ALSO_PID:-}" ] && A0=$(cpu_ticks "$ALSO_PID")
   S0=$(cpu_ticks "$1")
   read -r M0B M0T <<<"$(machine_ticks)"
   times >"$TMP/times"
   C0=$(child_ticks)
 }
 span_end() {
+  A1=0
+  [ -n "${ALSO_PID:-}" ] && A1=$(cpu_ticks "$ALSO_PID")
+  ALSO_TICKS=$((A1 - A0))
   S1=$(cpu_ticks "$1")
   read -r M1B M1T <<<"$(machine_ticks)"
   times >"$TMP/times"
   C1=$(child_ticks)
   SERVER_TICKS=$((S1 - S0))
-  OTHER_PCT=$(awk -v b=$((M1B - M0B)) -v t=$((M1T - M0T)) -v s=$((S1 - S0)) -v c=$((C1 - C0)) \
+  OTHER_PCT=$(awk -v b=$((M1B - M0B)) -v t=$((M1T - M0T)) -v s=$((S1 - S0 + ALSO_TICKS)) -v c=$((C1 - C0)) \
     'BEGIN { o = b - s - c; if (o < 0) o = 0; printf "%d", (t > 0 ? o * 100 / t : 0) }')
 }
 QUIET_BUDGET=${QUIET_BUDGET:-60} # seconds, in all, that the rounds may wait for a quiet machine
@@ -274,6 +294,20 @@ bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...  (LOADGEN=client-be
     "$(field "$line" max_us)" "$(field "$line" errors)" "$total" "$cpu" "$OTHER_PCT" >>"$TMP/results"
   printf '  round %s %-12s %s  server CPU %s s/100k, others %s%%\n' "$round" "$key" "${line#RESULT }" \
     "$cpu" "$OTHER_PCT"
+}
+
+# bench_run on app-server --redis, with redis-server's CPU per request in a row of its own
+# ("KEY.redis": no latencies).
+bench_run_redis() { # bench_run_redis KEY ROUND PID appmsg-bench-args...
+  local key=$1 round=$2 total cpu
+  ALSO_PID=$REDIS_PID bench_run "$@"
+  total=$(awk -v k="$key" -v r="$round" '$1 == k && $2 == r { t = $9 } END { print t + 0 }' \
+    "$TMP/results")
+  cpu=$(awk -v t="$ALSO_TICKS" -v hz="$TCK" -v n="$total" \
+    'BEGIN { if (n > 0) printf "%.4f", t / hz * 100000 / n; else print "nan" }')
+  printf '%s %s - - - - - 0 %s %s 0\n' "$key.redis" "$round" "$total" "$cpu" \
+    >>"$TMP/results"
+  printf '  round %s %-9s redis-server behind it: CPU %s s/100k\n' "$round" "$key" "$cpu"
 }
 
 # redis-benchmark has no duration option: each scenario gets an -n for about DURATION seconds
@@ -327,6 +361,7 @@ R_PORT=$((PORT_BASE + 2))
 T_PORT=$((PORT_BASE + 3))
 AT_PORT=$((PORT_BASE + 5)) # app-server over TLS
 RT_PORT=$((PORT_BASE + 4)) # redis's TLS port
+AR_PORT=$((PORT_BASE + 6)) # app-server --redis
 : >"$TMP/results"
 TLS_CLIENT=(--tls --tls-ca "$CERTS/ca.pem" --tls-name localhost)
 REDIS_TLS=(--tls --cacert "$CERTS/ca.pem" --sni localhost)
@@ -348,6 +383,7 @@ if [ "$app_tls" = 1 ]; then
   APPT_PID=$SERVER_PID
 fi
 REDIS_PID=
+APPR_PID=
 redis_tls=0
 if [ "$have_redis" = 1 ]; then
   redis_args=(--port "$R_PORT" --bind "$HOST" --save '' --appendonly no --protected-mode yes
@@ -379,6 +415,15 @@ if [ "$have_redis" = 1 ]; then
     redis_calibrate p1.redis-tls 20000 -p "$RT_PORT" "${REDIS_TLS[@]}" -P 1
     redis_calibrate p16.redis-tls 50000 -p "$RT_PORT" "${REDIS_TLS[@]}" -P 16
     redis_calibrate nc.redis-tls 1000 -p "$RT_PORT" "${REDIS_TLS[@]}" -k 0
+  fi
+  if [ "$have_hiredis" = 1 ]; then
+    # The answer appmsg-bench checks, in Redis; app-server --redis beside redis-server on core 0.
+    redis-cli -h "$HOST" -p "$R_PORT" set morpheus "Follow the white rabbit. $(printf '\360\237\220\260')" \
+      >/dev/null
+    start_server app-server-redis "$AR_PORT" "$APP" --redis "$HOST:$R_PORT" "$HOST" "$AR_PORT"
+    APPR_PID=$SERVER_PID
+  else
+    say "note: no hiredis (libhiredis-dev): the app-server --redis row is skipped"
   fi
 fi
 
@@ -436,6 +481,9 @@ for round in $(seq "$ROUNDS"); do
       LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 \
         --duration "$DURATION" --warmup 100000
       bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
+      if [ -n "$APPR_PID" ]; then
+        bench_run_redis p16.appr "$round" "$APPR_PID" -p "$AR_PORT" "${P16[@]}"
+      fi
     fi
   done
 done
@@ -542,6 +590,7 @@ if [ "$PERF" = 1 ]; then
 fi
 
 stop_server "$APP2_PID"
+[ -n "${APPR_PID:-}" ] && stop_server "$APPR_PID"
 APPT_HWM=-
 [ -n "$APPT_PID" ] && APPT_HWM=$(status_kb "$APPT_PID" VmHWM)
 [ -n "$APPT_PID" ] && stop_server "$APPT_PID"
@@ -656,6 +705,11 @@ row "" baseline p16.base
 [ "$have_redis" = 1 ] && row "" "redis GET" p16.redis
 ratio_row app/base p16.app p16.base
 [ "$have_redis" = 1 ] && ratio_row app/redis p16.app p16.redis
+if [ -n "${APPR_PID:-}" ]; then
+  row "P16 from Redis" "app --redis" p16.appr
+  row "" "its redis" p16.appr.redis
+  ratio_row app/redis p16.appr p16.redis
+fi
 row "P16 via client.h" app-server p16.lib
 ratio_row lib/bench p16.lib p16.app
 row "P16 --threads 2" app-server p16.x2
@@ -712,6 +766,10 @@ target "P16 req/s through client.h / appmsg-bench's client >= 0.8" \
   "$(ratio "$(median p16.lib 3)" "$(median p16.app 3)")" ">=" 0.8
 target "P16 server CPU per request --threads 2 / --threads 1 <= 1.1" \
   "$(ratio "$(median p16.x2 10)" "$(median p16.app 10)")" "<=" 1.1
+if [ -n "${APPR_PID:-}" ]; then
+  target "P16 req/s app-server --redis / redis GET >= 0.4" \
+    "$(ratio "$(median p16.appr 3)" "$(median p16.redis 3)")" ">=" 0.4
+fi
 if [ "$have_redis" = 1 ]; then
   target "P16 req/s app-server/redis GET >= 1.0" "$(ratio "$(median p16.app 3)" "$(median p16.redis 3)")" ">=" 1.0
 fi

@@ -7,7 +7,8 @@
  *
  * The service does the rest: framing and its errors, request order,
  * unknown actions (the guide's wording), ping and status, timeouts,
- * limits, the drain on SIGINT/SIGTERM.
+ * limits, the drain on SIGINT/SIGTERM.  With --redis the answers come
+ * from Redis (redis_store.h), and --load fills Redis from a --data file.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,29 +19,31 @@
 #include "appmsg/appmsg.h"
 #include "common.h"
 #include "dataset.h"
+#include "redis_store.h"
+
+/* Where a thread's answers come from: the dataset (shared, read only), or
+ * the thread's own Redis store when store is set. */
+struct source {
+  const struct dataset *set;
+  struct redis_store *store;
+};
 
 static void on_search(struct appmsg_request *req, void *ud) {
-  const struct dataset *data = ud;
+  const struct source *data = ud;
   const char *key = appmsg_request_string(req, "value");
   if (key == NULL) {
     appmsg_reply_error(req, "BAD_REQUEST", "\"search\" needs a \"value\" string");
     return;
   }
-  const char *answer = dataset_get(data, key);
-  if (answer) {
+  if (data->store) {
+    redis_store_search(data->store, req, key);
+    return;
+  }
+  const char *answer = dataset_get(data->set, key);
+  if (answer)
     appmsg_reply_result(req, answer);
-    return;
-  }
-  char stack[512], *text = stack; /* the guide's wording, however long the key */
-  size_t need = strlen(key) + 32;
-  if (need > sizeof stack && (text = malloc(need)) == NULL) {
-    appmsg_reply_error(req, "INTERNAL", "out of memory");
-    return;
-  }
-  snprintf(text, need, "No match for '%s'.", key);
-  appmsg_reply_result(req, text);
-  if (text != stack)
-    free(text);
+  else
+    reply_no_match(req, key);
 }
 
 static void on_binary(struct appmsg_request *req, void *ud) {
@@ -60,7 +63,10 @@ int main(int argc, char **argv) {
   prog_init(argv[0]);
   struct appmsg_service_opts o;
   appmsg_service_opts_default(&o);
-  const char *data_path = NULL;
+  const char *data_path = NULL, *redis = NULL, *load = NULL;
+  struct redis_store_opts ro;
+  redis_store_opts_default(&ro);
+  double redis_timeout = ro.timeout_ms / 1000.0;
   unsigned long max_content = 1UL << 20, max_conns = 10000;
   double idle = 60, frame = 10, deadline = 30, handshake = 10;
   int verbose = 0;
@@ -69,6 +75,15 @@ int main(int argc, char **argv) {
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
        "answer searches from FILE, a JSON object of strings (default: the guide's 3 keys)", 0, 0},
+      {"--redis", 0, OPT_STRING, &redis, "ADDR",
+       "answer searches from Redis at ADDR (HOST:PORT, [IPV6]:PORT or unix:/path)", 0, 0},
+      {"--redis-prefix", 0, OPT_STRING, &ro.prefix, "P",
+       "with --redis: search KEY reads the Redis key P+KEY (default: none)", 0, 0},
+      {"--redis-timeout", 0, OPT_SECONDS, &redis_timeout, "S",
+       "with --redis: a search Redis does not answer in S gets UNAVAILABLE (default 1)", 0.001,
+       3600},
+      {"--load", 0, OPT_STRING, &load, "FILE",
+       "with --redis: write FILE (as for --data) into Redis, report the count and exit", 0, 0},
       {"--max-content", 0, OPT_COUNT, &max_content, "BYTES",
        "largest content accepted (default 1048576)", 0, 4503599627370496.0},
       {"--idle-timeout", 0, OPT_SECONDS, &idle, "S",
@@ -110,6 +125,28 @@ int main(int argc, char **argv) {
     logf_("--threads needs a number from 1 to 1024, or auto, not '%s'", threads_text);
     cli_usage_error(&cli);
   }
+  if ((load || ro.prefix[0]) && !redis) {
+    logf_("%s needs --redis", load ? "--load" : "--redis-prefix");
+    cli_usage_error(&cli);
+  }
+  struct redis_addr addr;
+  char what[APPMSG_ADDRSTRLEN + 600];
+  if (redis && redis_addr_parse(redis, &addr, what, sizeof what) != 0) {
+    logf_("--redis: %s", what);
+    cli_usage_error(&cli);
+  }
+  if (redis && data_path) {
+    logf_("--data and --redis are two sources of answers: pick one");
+    cli_usage_error(&cli);
+  }
+  ro.addr = redis;
+  ro.timeout_ms = (uint32_t)(redis_timeout * 1000 + 0.5);
+  if (redis && !load && deadline > 0 && redis_timeout >= deadline)
+    logf_("note: --redis-timeout %g is not below --deadline %g: searches Redis does not answer get "
+          "TIMEOUT first",
+          redis_timeout, deadline);
+  if (load)
+    return redis_load(redis, ro.prefix, load, ro.timeout_ms);
 
   o.server.conn.limits.max_content_length = max_content;
   o.server.conn.idle_timeout_ms = (uint32_t)(idle * 1000);
@@ -122,37 +159,57 @@ int main(int argc, char **argv) {
   o.server.conn.tls = tls_server_setup(&cli, &tls);
   o.server.conn.handshake_timeout_ms = (uint32_t)(handshake * 1000);
 
-  struct dataset data;
-  if (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data))
+  struct dataset data = {0};
+  if (!redis && (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data)))
     return 1;
   appmsg_ignore_sigpipe();
   raise_fd_limit();
-  /* One service per thread, each on a loop of its own; the dataset is shared, read only. */
+  /* One service per thread, each on a loop of its own; the dataset is shared, read only; with
+   * --redis each thread has its own store (its own connection to Redis). */
   struct appmsg_service **svcs = calloc((size_t)threads, sizeof *svcs);
-  int rc = svcs ? 0 : -ENOMEM;
-  for (long i = 0; i < threads && rc == 0; i++) {
+  struct source *srcs = calloc((size_t)threads, sizeof *srcs);
+  struct redis_store **stores = calloc((size_t)threads, sizeof *stores);
+  int rc = svcs && srcs && stores ? 0 : -ENOMEM, store_failed = 0;
+  for (long i = 0; i < threads && rc == 0 && !store_failed; i++) {
+    srcs[i].set = &data;
     rc = appmsg_service_new(&svcs[i], NULL, &o);
     if (rc == 0)
-      rc = appmsg_service_handle(svcs[i], "search", on_search, &data);
+      rc = appmsg_service_handle(svcs[i], "search", on_search, &srcs[i]);
     if (rc == 0)
       appmsg_service_handle_binary(svcs[i], on_binary, NULL);
+    if (rc == 0 && redis) {
+      store_failed =
+          redis_store_new(&stores[i], appmsg_service_loop(svcs[i]), &ro, what, sizeof what) != 0;
+      srcs[i].store = stores[i];
+      if (!store_failed)
+        appmsg_service_status_hook(svcs[i], redis_store_status, stores[i]);
+    }
   }
+  if (rc == 0 && !store_failed && redis)
+    rc = redis_store_group(stores, (size_t)threads);
   int status = 1;
   if (rc) {
     logf_("cannot start: %s", appmsg_strerror(rc));
+  } else if (store_failed) {
+    logf_("%s", what);
   } else {
-    char what[64];
-    snprintf(what, sizeof what, "%zu keys, %s loop%s", data.count,
-             appmsg_loop_backend_name(appmsg_service_loop(svcs[0])),
-             !tls.cert ? ""
-             : tls.ca  ? ", mutual TLS"
-                       : ", TLS");
+    const char *backend = appmsg_loop_backend_name(appmsg_service_loop(svcs[0]));
+    const char *secure = !tls.cert ? "" : tls.ca ? ", mutual TLS" : ", TLS";
+    if (redis)
+      snprintf(what, sizeof what, "data in Redis at %s, %s loop%s", redis, backend, secure);
+    else
+      snprintf(what, sizeof what, "%zu keys, %s loop%s", data.count, backend, secure);
     status = threads == 1
                  ? serve(svcs[0], host, port, what, 10000)
                  : serve_threads(svcs, (size_t)threads, o.server.conn.tls, host, port, what, 10000);
   }
+  /* The stores first: they answer the requests still waiting for Redis. */
+  for (long i = 0; stores && i < threads; i++)
+    redis_store_free(stores[i]);
   for (long i = 0; svcs && i < threads; i++)
     appmsg_service_free(svcs[i]);
+  free(stores);
+  free(srcs);
   free(svcs);
   appmsg_tls_free(o.server.conn.tls);
   dataset_free(&data);

@@ -159,3 +159,16 @@ void dataset_free(struct dataset *d) {
   free(d->slots);
   free(d->arena);
 }
+
+void reply_no_match(struct appmsg_request *req, const char *key) {
+  char stack[512], *text = stack; /* the guide's wording, however long the key */
+  size_t need = strlen(key) + 32;
+  if (need > sizeof stack && (text = malloc(need)) == NULL) {
+    appmsg_reply_error(req, "INTERNAL", "out of memory");
+    return;
+  }
+  snprintf(text, need, "No match for '%s'.", key);
+  appmsg_reply_result(req, text);
+  if (text != stack)
+    free(text);
+}

@@ -36,4 +36,9 @@ const char *dataset_get(const struct dataset *d, const char *key);
 
 void dataset_free(struct dataset *d);
 
+struct appmsg_request;
+
+/* Answers req with the guide's {"result": "No match for 'KEY'."}. */
+void reply_no_match(struct appmsg_request *req, const char *key);
+
 #endif

@@ -11,6 +11,9 @@ done
 echo "deps: installing ${missing[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# RUNLEVEL=1: no package's init script starts a daemon of its own (redis-server would start a
+# system Redis on port 6379, haproxy its service; the tests start their own).  env: sudo would
+# drop the variables.
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -9,13 +9,15 @@
 #      except the package test (the package is built from a fresh directory anyway);
 #   4. a short libFuzzer pass over the decoder and the JSON check (FUZZ_SECONDS
 #      each, default 30);
-#   5. the end-to-end tests (plaintext and TLS) once more with every program under valgrind.
+#   5. the end-to-end tests (plaintext and TLS, and app-server on Redis) once more with every
+#      program under valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # tshark: the dissector's tests; haproxy, systemd (systemd-analyze), dpkg-dev, groff-base: the
-# deployment tests; RUNLEVEL=1: no package's init script starts a daemon of its own while installing.
+# deployment tests; libhiredis-dev, redis-server, redis-tools: app-server on Redis; RUNLEVEL=1: no
+# package's init script starts a daemon of its own while installing.
 RUNLEVEL=1 bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark \
-  haproxy systemd dpkg-dev groff-base
+  haproxy systemd dpkg-dev groff-base libhiredis-dev redis-server redis-tools
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== formatting (clang-format)"
@@ -29,12 +31,13 @@ echo "== reference decoder over proto/vectors"
 python3 proto/tools/appmsg_ref.py check proto/vectors
 
 echo "== build and test (RelWithDebInfo)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAPPMSG_WERROR=ON >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAPPMSG_WERROR=ON -DAPPMSG_HIREDIS=on >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "== build and test under ASan/UBSan"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPMSG_SANITIZE=ON -DAPPMSG_WERROR=ON >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPPMSG_SANITIZE=ON -DAPPMSG_WERROR=ON \
+  -DAPPMSG_HIREDIS=on >/dev/null
 cmake --build build-asan -j"$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -46,5 +49,5 @@ bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo "== end-to-end tests under valgrind"
 APPMSG_WRAPPER="valgrind -q --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite" \
-  ctest --test-dir build --output-on-failure -R '^(e2e_programs|tls_programs)$'
+  ctest --test-dir build --output-on-failure -R '^(e2e_programs|tls_programs|e2e_redis)$'
 echo "== all tests passed"

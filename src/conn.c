@@ -784,6 +784,10 @@ void appmsg__conn_leave(struct appmsg_conn *c) {
     settle(c);
 }
 
+void appmsg__conn_leave_later(struct appmsg_conn *c) {
+  c->busy--;
+}
+
 int appmsg__conn_send_prepared_ex(struct appmsg_conn *c, const struct appmsg_prepared *p,
                                   const char *extra, size_t extra_len, const void *content,
                                   size_t len) {

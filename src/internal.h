@@ -80,6 +80,12 @@ size_t appmsg__error_body(const char *name, const char *reason, long long offset
 void appmsg__conn_enter(struct appmsg_conn *c);
 void appmsg__conn_leave(struct appmsg_conn *c);
 
+/* Leaves without settling: the caller promises an appmsg__conn_enter() +
+ * appmsg__conn_leave() pair soon (in the same loop iteration), which
+ * writes what was queued - so that many replies made one after another
+ * from outside leave in one write.  Until then c is not freed. */
+void appmsg__conn_leave_later(struct appmsg_conn *c);
+
 /* appmsg_conn_send_prepared() with extra header members (see
  * appmsg__encoder_push_prepared()). */
 int appmsg__conn_send_prepared_ex(struct appmsg_conn *c, const struct appmsg_prepared *p,

@@ -75,7 +75,10 @@ struct appmsg_request {
 struct pending {
   struct appmsg_request *head, *tail;
   uint32_t count;
-  int paused; /* reading stopped: too many owed */
+  int paused;                 /* reading stopped: too many owed */
+  int to_flush;               /* in the service's flush list */
+  struct appmsg_conn *conn;   /* its connection (for the flush) */
+  struct pending *flush_next; /* next in the flush list */
 };
 
 struct handler {
@@ -122,6 +125,10 @@ struct appmsg_service {
   struct appmsg_service **group;                  /* the services that report as one */
   size_t ngroup;                                  /* (NULL, 0: just this one) */
   uint64_t refusals; /* connections refused, for rate-limiting their log */
+  /* Connections given replies from outside their callbacks in this loop
+   * iteration, written once at its end by flush_timer (0 ms). */
+  struct pending *flush_list;
+  struct appmsg_timer flush_timer;
 };
 
 /* ---- small things --------------------------------------------------------- */
@@ -427,14 +434,56 @@ static int finish_reply(struct appmsg_request *r, int rc) {
   return 0;
 }
 
+/*
+ * Replies made outside their connection's callbacks (later: from a timer,
+ * or from another library's callback, such as a Redis client's) are not
+ * written one by one: the connection is put on the service's flush list
+ * and written once at the end of the loop iteration (a 0 ms timer), so the
+ * many replies that one read from a database brings leave in one write
+ * per connection, as replies made inside handlers do.
+ */
+static void on_flush(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  struct appmsg_service *s = ud;
+  struct pending *q;
+  /* One at a time off the list: settling one connection may end it, and
+   * its close takes it off the list (never another one). */
+  while ((q = s->flush_list) != NULL) {
+    s->flush_list = q->flush_next;
+    q->to_flush = 0;
+    appmsg__conn_enter(q->conn);
+    appmsg__conn_leave(q->conn); /* writes; may end the connection (and free q) */
+  }
+}
+
+/* Leaves c after a reply made outside: later, with the others, or now
+ * when that cannot be arranged. */
+static void leave_outside(struct appmsg_service *s, struct appmsg_conn *c) {
+  struct pending *q = pending_of(s, c);
+  if (q && !q->to_flush &&
+      (appmsg_timer_active(&s->flush_timer) ||
+       appmsg_timer_start(s->loop, &s->flush_timer, 0, 0) == 0)) {
+    q->to_flush = 1;
+    q->conn = c;
+    q->flush_next = s->flush_list;
+    s->flush_list = q;
+  }
+  if (q && q->to_flush)
+    appmsg__conn_leave_later(c);
+  else
+    appmsg__conn_leave(c);
+}
+
 /* Wraps a reply made outside any callback of r's connection. */
 #define OUTSIDE_BEGIN(r)                                                                           \
+  struct appmsg_service *svc_ = (r)->svc;                                                          \
   struct appmsg_conn *entered_ = (r)->in_handler ? NULL : (r)->conn;                               \
   if (entered_)                                                                                    \
   appmsg__conn_enter(entered_)
 #define OUTSIDE_END()                                                                              \
   if (entered_)                                                                                    \
-  appmsg__conn_leave(entered_)
+  leave_outside(svc_, entered_)
 
 /* {"result": QUOTED} into buf (or a new allocation, *heap) and its length. */
 static char *result_body(const char *text, char *buf, size_t cap, size_t *len, char **heap) {
@@ -1063,6 +1112,11 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   if (q == NULL)
     return;
   s->by_fd[fd] = NULL;
+  for (struct pending **p = &s->flush_list; q->to_flush && *p; p = &(*p)->flush_next)
+    if (*p == q) {
+      *p = q->flush_next;
+      break;
+    }
   for (struct appmsg_request *r = q->head, *next; r; r = next) {
     next = r->next;
     r->queued = 0;
@@ -1128,6 +1182,7 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
   s->opts = opts;
   s->started = appmsg_loop_now(loop);
   s->self = s;
+  appmsg_timer_init(&s->flush_timer, on_flush, s);
   strcpy(s->errors[ERROR_NAMES_MAX].name, "OTHER");
   s->unknown.fn = invalid_action;
   struct appmsg_header h;
@@ -1303,6 +1358,7 @@ void appmsg_service_free(struct appmsg_service *s) {
   if (s == NULL)
     return;
   appmsg_server_free(s->srv); /* each connection's close orphans its requests */
+  appmsg_timer_stop(s->loop, &s->flush_timer);
   while (s->live) {
     struct appmsg_request *r = s->live;
     r->answered = 1;

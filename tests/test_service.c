@@ -299,6 +299,35 @@ START_TEST(replies_leave_in_request_order_when_answered_out_of_order) {
 }
 END_TEST
 
+START_TEST(replies_made_later_one_after_another_leave_together) {
+  /* As when a database's answers arrive: 50 replies made outside any
+   * callback of the connection are written once, when the loop goes on,
+   * not with one write each. */
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  for (int k = 0; k < 50; k++)
+    peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  wait_held(50);
+  for (int k = 0; k < 50; k++) {
+    char text[16];
+    snprintf(text, sizeof text, "r%d", k);
+    ck_assert_int_eq(appmsg_reply_result(held[k], text), 0);
+  }
+  char buf[8192];
+  ck_assert_int_eq(recv(p.fd, buf, sizeof buf, MSG_DONTWAIT), -1); /* nothing yet */
+  ck_assert_int_eq(errno, EAGAIN);
+  ck_assert_int_eq(pump(&p, 50, 5000), 50);
+  for (int k = 0; k < 50; k++) {
+    char text[16];
+    snprintf(text, sizeof text, "r%d", k);
+    ck_assert_str_eq(result_of(&p.got[k]), text);
+  }
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
 START_TEST(a_reply_after_the_connection_closed_is_dropped_and_logged) {
   start(_i, NULL);
   struct peer p;
@@ -731,6 +760,7 @@ int main(void) {
   TCase *tc = tcase_create("service");
   tcase_set_timeout(tc, 60);
   tcase_add_loop_test(tc, replies_leave_in_request_order_when_answered_out_of_order, 0, 2);
+  tcase_add_loop_test(tc, replies_made_later_one_after_another_leave_together, 0, 2);
   tcase_add_loop_test(tc, a_reply_after_the_connection_closed_is_dropped_and_logged, 0, 2);
   tcase_add_loop_test(tc, an_unanswered_request_gets_a_timeout_reply_at_the_deadline, 0, 2);
   tcase_add_loop_test(tc, status_counters_move_as_requests_replies_and_errors_do, 0, 2);

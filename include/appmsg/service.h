@@ -49,7 +49,11 @@
  * APPMSG_E_CLOSED and frees the request.  A second reply to a request
  * still inside its handler is refused with -EALREADY (and logged).
  * Every request must be answered exactly once; after a reply made outside
- * the handler the pointer is gone.  While a connection owes more than
+ * the handler the pointer is gone.  Replies made outside a handler (from a
+ * timer, or from another library's callback, such as a database client's)
+ * are queued and written when the loop goes on, at the end of its current
+ * iteration: many made one after another leave in one write per
+ * connection.  While a connection owes more than
  * max_pending replies, its further requests are not read.
  *
  * Request ids (PROTOCOL.md).  When a request's header carries the extra
