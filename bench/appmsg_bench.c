@@ -357,41 +357,36 @@ static int tls_step(SSL *ssl, unsigned *ev) {
   return -1;
 }
 
-/* read()/write() or their TLS forms: bytes, 0 at the end, -1 with errno (EAGAIN to wait). */
-static ssize_t io_read(struct conn *c, void *buf, size_t len) {
-  if (!c->ssl)
-    return read(c->fd, buf, len);
-  ERR_clear_error();
-  int r = SSL_read(c->ssl, buf, (int)len);
+/* What SSL_read()/SSL_write() returned, as read()/write() would say it: bytes, 0 at the end
+ * (reads only), -1 with errno (EAGAIN to wait). */
+static ssize_t ssl_result(SSL *ssl, int r, int reading) {
   if (r > 0)
     return r;
-  int e = SSL_get_error(c->ssl, r);
+  int e = SSL_get_error(ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     errno = EAGAIN;
     return -1;
   }
-  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+  if (reading && (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)))
     return 0;
   if (e != SSL_ERROR_SYSCALL)
     errno = EPROTO;
   return -1;
 }
 
+/* read()/write() or their TLS forms: bytes, 0 at the end, -1 with errno (EAGAIN to wait). */
+static ssize_t io_read(struct conn *c, void *buf, size_t len) {
+  if (!c->ssl)
+    return read(c->fd, buf, len);
+  ERR_clear_error();
+  return ssl_result(c->ssl, SSL_read(c->ssl, buf, (int)len), 1);
+}
+
 static ssize_t io_write(struct conn *c, const void *buf, size_t len) {
   if (!c->ssl)
     return write(c->fd, buf, len);
   ERR_clear_error();
-  int r = SSL_write(c->ssl, buf, (int)len);
-  if (r > 0)
-    return r;
-  int e = SSL_get_error(c->ssl, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-    errno = EAGAIN;
-    return -1;
-  }
-  if (e != SSL_ERROR_SYSCALL)
-    errno = EPROTO;
-  return -1;
+  return ssl_result(c->ssl, SSL_write(c->ssl, buf, (int)len), 0);
 }
 
 /* Hands out the next request number, or 0 when no more may be issued. */

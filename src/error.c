@@ -106,6 +106,15 @@ const char *appmsg_version(void) {
   return APPMSG_VERSION_STRING;
 }
 
+void appmsg__errf(char *err, size_t errlen, const char *fmt, ...) {
+  if (err == NULL || errlen == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
 void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...) {
   if (fn == NULL)
     return;

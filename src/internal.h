@@ -49,6 +49,11 @@ long appmsg__header_write_split(const struct appmsg_header *h, char *out, size_t
 /* Writes v in decimal into out (room for 20 bytes, no NUL); returns the length. */
 size_t appmsg__u64_digits(char *out, uint64_t v);
 
+/* Writes a message into the caller's buffer err of errlen bytes (NUL-terminated, cut to fit);
+ * nothing when err is NULL or errlen is 0. */
+void appmsg__errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Formats one log line and hands it to fn (nothing when fn is NULL). */
 void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

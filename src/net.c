@@ -23,20 +23,11 @@
 
 #include "appmsg/error.h"
 #include "appmsg/net.h"
+#include "internal.h"
 
 #define UNIX_PREFIX "unix:"
 #define UNIX_PREFIX_LEN 5
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
-
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
-                                                          ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static int is_unix(const char *host) {
   return host != NULL && strncmp(host, UNIX_PREFIX, UNIX_PREFIX_LEN) == 0;
@@ -140,7 +131,7 @@ int appmsg_resolve(const char *host, const char *port, int passive, struct addri
   char name[256];
   const char *node = NULL;
   if (port == NULL || port[0] == '\0') {
-    set_err(err, errlen, "no port given for '%s'", show(host));
+    appmsg__errf(err, errlen, "no port given for '%s'", show(host));
     return -EINVAL;
   }
   if (!(passive && is_wildcard(host)) && host != NULL && host[0] != '\0') {
@@ -150,7 +141,7 @@ int appmsg_resolve(const char *host, const char *port, int passive, struct addri
       n -= 2;
     }
     if (copy_part(name, sizeof name, host, n) < 0) {
-      set_err(err, errlen, "cannot resolve '%s': name too long", given);
+      appmsg__errf(err, errlen, "cannot resolve '%s': name too long", given);
       return APPMSG_E_ADDRESS;
     }
     node = name;
@@ -166,17 +157,17 @@ int appmsg_resolve(const char *host, const char *port, int passive, struct addri
   *res = NULL;
   if (rc == EAI_SYSTEM) {
     int e = errno ? errno : EIO;
-    set_err(err, errlen, "cannot resolve '%s': %s", show(node), strerror(e));
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(node), strerror(e));
     return -e;
   }
   if (rc == EAI_MEMORY) {
-    set_err(err, errlen, "cannot resolve '%s': %s", show(node), gai_strerror(rc));
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(node), gai_strerror(rc));
     return -ENOMEM;
   }
   if (rc == EAI_SERVICE)
-    set_err(err, errlen, "cannot resolve port '%s': %s", port, gai_strerror(rc));
+    appmsg__errf(err, errlen, "cannot resolve port '%s': %s", port, gai_strerror(rc));
   else
-    set_err(err, errlen, "cannot resolve '%s': %s", node ? given : "*", gai_strerror(rc));
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", node ? given : "*", gai_strerror(rc));
   return APPMSG_E_ADDRESS;
 }
 
@@ -227,13 +218,13 @@ static int listen_unix(const char *host, int backlog, int *fdp, char *err, size_
   socklen_t len;
   int rc = unix_addr(host, &sun, &len);
   if (rc < 0) {
-    set_err(err, errlen, "cannot listen on '%s': %s", host, strerror(-rc));
+    appmsg__errf(err, errlen, "cannot listen on '%s': %s", host, strerror(-rc));
     return rc;
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     rc = -errno;
-    set_err(err, errlen, "cannot listen on %s: socket: %s", host, strerror(-rc));
+    appmsg__errf(err, errlen, "cannot listen on %s: socket: %s", host, strerror(-rc));
     return rc;
   }
   const char *why = "";
@@ -246,7 +237,7 @@ static int listen_unix(const char *host, int backlog, int *fdp, char *err, size_
     rc = listen(fd, backlog);
   if (rc < 0) {
     rc = -errno;
-    set_err(err, errlen, "cannot listen on %s: %s%s", host, strerror(-rc), why);
+    appmsg__errf(err, errlen, "cannot listen on %s: %s%s", host, strerror(-rc), why);
     close(fd);
     return rc;
   }
@@ -300,12 +291,12 @@ static int listen_tcp(const char *host, const char *port, int backlog, unsigned 
       char addr[APPMSG_ADDRSTRLEN];
       if (appmsg_addr_format(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr) < 0)
         snprintf(addr, sizeof addr, "%s", show(host));
-      set_err(err, errlen, "cannot listen on %s: %s", addr, strerror(-rc));
+      appmsg__errf(err, errlen, "cannot listen on %s: %s", addr, strerror(-rc));
     }
   }
   freeaddrinfo(res);
   if (rc == 0)
-    set_err(err, errlen, "%s", ""); /* no stale reason from an address tried before */
+    appmsg__errf(err, errlen, "%s", ""); /* no stale reason from an address tried before */
   return rc;
 }
 
@@ -371,7 +362,7 @@ static int each_address(const char *host, const char *port, try_fn fn, void *ctx
     if (rc == 0)
       rc = fn((struct sockaddr *)&sun, len, ctx);
     if (rc < 0)
-      set_err(err, errlen, "cannot connect to %s: %s", host, appmsg_strerror(rc));
+      appmsg__errf(err, errlen, "cannot connect to %s: %s", host, appmsg_strerror(rc));
     return rc;
   }
   struct addrinfo *res;
@@ -385,13 +376,13 @@ static int each_address(const char *host, const char *port, try_fn fn, void *ctx
       break;
     if (appmsg_addr_format(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr) < 0)
       snprintf(addr, sizeof addr, "%s", show(host));
-    set_err(err, errlen, "cannot connect to %s: %s", addr, appmsg_strerror(rc));
+    appmsg__errf(err, errlen, "cannot connect to %s: %s", addr, appmsg_strerror(rc));
     if (rc == APPMSG_E_TIMEOUT)
       break;
   }
   freeaddrinfo(res);
   if (rc == 0)
-    set_err(err, errlen, "%s", ""); /* no stale reason from an address tried before */
+    appmsg__errf(err, errlen, "%s", ""); /* no stale reason from an address tried before */
   return rc;
 }
 

@@ -75,17 +75,6 @@ const char *appmsg__tls_reason(void) {
   return reason_buf;
 }
 
-static void put(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void put(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* The text of the oldest error in OpenSSL's queue (the cause rather than
  * its consequences), then an empty queue. */
 static const char *queue_text(char *buf, size_t len) {
@@ -148,21 +137,23 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 static int load_chain(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen) {
   char why[256];
   if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-    put(err, errlen, "cannot read the certificate chain '%s': %s", cert,
-        queue_text(why, sizeof why));
+    appmsg__errf(err, errlen, "cannot read the certificate chain '%s': %s", cert,
+                 queue_text(why, sizeof why));
     return APPMSG_E_TLS;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
     if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
-      put(err, errlen, "the private key '%s' does not match the certificate '%s'", key, cert);
+      appmsg__errf(err, errlen, "the private key '%s' does not match the certificate '%s'", key,
+                   cert);
     else
-      put(err, errlen, "cannot read the private key '%s': %s", key, queue_text(why, sizeof why));
+      appmsg__errf(err, errlen, "cannot read the private key '%s': %s", key,
+                   queue_text(why, sizeof why));
     ERR_clear_error();
     return APPMSG_E_TLS;
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
-    put(err, errlen, "the private key '%s' does not match the certificate '%s': %s", key, cert,
-        queue_text(why, sizeof why));
+    appmsg__errf(err, errlen, "the private key '%s' does not match the certificate '%s': %s", key,
+                 cert, queue_text(why, sizeof why));
     return APPMSG_E_TLS;
   }
   return 0;
@@ -174,7 +165,7 @@ static int make_ctx(const struct appmsg_tls *tls, SSL_CTX **out, char *err, size
   ERR_clear_error();
   SSL_CTX *ctx = SSL_CTX_new(tls->server ? TLS_server_method() : TLS_client_method());
   if (ctx == NULL) {
-    put(err, errlen, "cannot make a TLS context: %s", queue_text(why, sizeof why));
+    appmsg__errf(err, errlen, "cannot make a TLS context: %s", queue_text(why, sizeof why));
     return -ENOMEM;
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -197,8 +188,8 @@ static int make_ctx(const struct appmsg_tls *tls, SSL_CTX **out, char *err, size
     if (rc == 0 && tls->ca) {
       STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(tls->ca);
       if (names == NULL || SSL_CTX_load_verify_locations(ctx, tls->ca, NULL) != 1) {
-        put(err, errlen, "cannot read the client CA file '%s': %s", tls->ca,
-            queue_text(why, sizeof why));
+        appmsg__errf(err, errlen, "cannot read the client CA file '%s': %s", tls->ca,
+                     queue_text(why, sizeof why));
         sk_X509_NAME_pop_free(names, X509_NAME_free);
         rc = APPMSG_E_TLS;
       } else {
@@ -213,13 +204,13 @@ static int make_ctx(const struct appmsg_tls *tls, SSL_CTX **out, char *err, size
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
       if (tls->ca ? SSL_CTX_load_verify_locations(ctx, tls->ca, NULL) != 1
                   : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        put(err, errlen, "cannot read the CA file '%s': %s", tls->ca ? tls->ca : "(system store)",
-            queue_text(why, sizeof why));
+        appmsg__errf(err, errlen, "cannot read the CA file '%s': %s",
+                     tls->ca ? tls->ca : "(system store)", queue_text(why, sizeof why));
         rc = APPMSG_E_TLS;
       }
     }
     if (rc == 0 && SSL_CTX_set_alpn_protos(ctx, alpn_list, sizeof alpn_list) != 0) {
-      put(err, errlen, "cannot set ALPN: %s", queue_text(why, sizeof why));
+      appmsg__errf(err, errlen, "cannot set ALPN: %s", queue_text(why, sizeof why));
       rc = -ENOMEM;
     }
     if (rc == 0 && tls->cert)
@@ -247,7 +238,7 @@ static int tls_new(struct appmsg_tls **out, int server, const char *ca, const ch
                    const char *key, unsigned flags, char *err, size_t errlen) {
   struct appmsg_tls *tls = calloc(1, sizeof *tls);
   if (tls == NULL) {
-    put(err, errlen, "out of memory");
+    appmsg__errf(err, errlen, "out of memory");
     return -ENOMEM;
   }
   int failed = 0;
@@ -258,9 +249,9 @@ static int tls_new(struct appmsg_tls **out, int server, const char *ca, const ch
   tls->ca = dup_or_null(ca, &failed);
   int rc = failed ? -ENOMEM : 0;
   if (failed)
-    put(err, errlen, "out of memory");
+    appmsg__errf(err, errlen, "out of memory");
   if (rc == 0 && pthread_mutex_init(&tls->lock, NULL) != 0) {
-    put(err, errlen, "cannot make a lock");
+    appmsg__errf(err, errlen, "cannot make a lock");
     rc = -ENOMEM;
   } else if (rc == 0 && (rc = make_ctx(tls, &tls->ctx, err, errlen)) != 0) {
     pthread_mutex_destroy(&tls->lock);
@@ -280,7 +271,7 @@ int appmsg_tls_server_new(struct appmsg_tls **tls, const char *cert_chain_file,
                           const char *key_file, const char *client_ca_file, char *err,
                           size_t errlen) {
   if (cert_chain_file == NULL || key_file == NULL) {
-    put(err, errlen, "a TLS server needs a certificate chain and a private key");
+    appmsg__errf(err, errlen, "a TLS server needs a certificate chain and a private key");
     return -EINVAL;
   }
   return tls_new(tls, 1, client_ca_file, cert_chain_file, key_file, 0, err, errlen);
@@ -289,11 +280,12 @@ int appmsg_tls_server_new(struct appmsg_tls **tls, const char *cert_chain_file,
 int appmsg_tls_client_new(struct appmsg_tls **tls, const char *ca_file, const char *cert_chain_file,
                           const char *key_file, unsigned flags, char *err, size_t errlen) {
   if ((cert_chain_file == NULL) != (key_file == NULL)) {
-    put(err, errlen, "a client certificate needs its private key, and a key its certificate");
+    appmsg__errf(err, errlen,
+                 "a client certificate needs its private key, and a key its certificate");
     return -EINVAL;
   }
   if (flags & ~APPMSG_TLS_INSECURE_SKIP_VERIFY) {
-    put(err, errlen, "unknown TLS flags 0x%x", flags);
+    appmsg__errf(err, errlen, "unknown TLS flags 0x%x", flags);
     return -EINVAL;
   }
   return tls_new(tls, 0, ca_file, cert_chain_file, key_file, flags, err, errlen);
