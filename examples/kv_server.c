@@ -120,7 +120,7 @@ int main(int argc, char **argv) {
   struct tls_args tls = {0};
   const struct opt opts[] = {TLS_SERVER_OPTS(tls), {NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
-      .usage = "[HOST [PORT]]",
+      .usage = "[options] [HOST [PORT]]",
       .about = "An in-memory key-value service: set, get, delete, keys (and ping, status).\n"
                "It runs on one thread; the data lives as long as the process.",
       .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
