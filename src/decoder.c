@@ -37,13 +37,45 @@ int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *li
   return 0;
 }
 
-/* Frees the frame in progress or the message just delivered. */
-static void release_frame(struct appmsg_decoder *d) {
-  appmsg__header_release_borrowed(&d->_hdr);
+/* Buffers up to these sizes are kept from one frame to the next, so that
+ * a stream of small frames costs no allocation per frame. */
+#define KEEP_HEADER 1024u
+#define KEEP_CONTENT 4096u
+
+/* Frees the buffers. */
+static void drop_buffers(struct appmsg_decoder *d) {
   free(d->_hbuf);
   free(d->_content);
   d->_hbuf = NULL;
   d->_content = NULL;
+  d->_hcap = d->_ccap = 0;
+}
+
+/* buf if its cap bytes hold n, else a new allocation of n bytes (buf is
+ * freed); NULL when out of memory. */
+static void *reuse(void *buf, uint32_t *cap, size_t n) {
+  if (buf && *cap >= n)
+    return buf;
+  free(buf);
+  void *b = malloc(n);
+  *cap = b == NULL ? 0 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+  return b;
+}
+
+/* Ends the frame in progress or the message just delivered; its buffers
+ * stay for the next frame when they are small. */
+static void release_frame(struct appmsg_decoder *d) {
+  appmsg__header_release_borrowed(&d->_hdr);
+  if (d->_hcap > KEEP_HEADER) {
+    free(d->_hbuf);
+    d->_hbuf = NULL;
+    d->_hcap = 0;
+  }
+  if (d->_ccap > KEEP_CONTENT) {
+    free(d->_content);
+    d->_content = NULL;
+    d->_ccap = 0;
+  }
   d->_hlen = d->_hhave = 0;
   d->_chave = 0;
   d->_seen_open = 0;
@@ -52,6 +84,7 @@ static void release_frame(struct appmsg_decoder *d) {
 
 void appmsg_decoder_cleanup(struct appmsg_decoder *d) {
   release_frame(d);
+  drop_buffers(d);
   free(d->_reason_alloc);
   d->_reason_alloc = NULL;
   d->_reason = NULL;
@@ -162,7 +195,7 @@ static int start_header(struct appmsg_decoder *d) {
               hint ? ": " : "", hint ? hint : "");
     return -1;
   }
-  d->_hbuf = malloc(d->_hlen);
+  d->_hbuf = reuse(d->_hbuf, &d->_hcap, d->_hlen);
   if (d->_hbuf == NULL) {
     set_error(d, -ENOMEM, d->_frame_start, "out of memory for a %u-byte header", d->_hlen);
     return -1;
@@ -198,7 +231,7 @@ static int finish_header(struct appmsg_decoder *d) {
   }
   if (d->_hdr.content_length == 0)
     return 1;
-  d->_content = malloc((size_t)d->_hdr.content_length);
+  d->_content = reuse(d->_content, &d->_ccap, (size_t)d->_hdr.content_length);
   if (d->_content == NULL) {
     set_error(d, -ENOMEM, hstart, "out of memory for %llu bytes of content",
               (unsigned long long)d->_hdr.content_length);
@@ -315,7 +348,7 @@ const void *appmsg_decoder_content(const struct appmsg_decoder *d, size_t *len) 
   }
   if (len)
     *len = (size_t)d->_hdr.content_length;
-  return d->_content ? (const void *)d->_content : (const void *)"";
+  return d->_hdr.content_length ? (const void *)d->_content : (const void *)"";
 }
 
 void *appmsg_decoder_take_content(struct appmsg_decoder *d, size_t *len) {
@@ -324,10 +357,13 @@ void *appmsg_decoder_take_content(struct appmsg_decoder *d, size_t *len) {
       *len = 0;
     return NULL;
   }
-  void *c = d->_content ? d->_content : malloc(1);
+  void *c = d->_hdr.content_length ? d->_content : malloc(1);
   if (c == NULL)
     return NULL;
-  d->_content = NULL;
+  if (c == d->_content) { /* it is the caller's now */
+    d->_content = NULL;
+    d->_ccap = 0;
+  }
   d->_content_taken = 1;
   if (len)
     *len = (size_t)d->_hdr.content_length;

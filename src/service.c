@@ -229,10 +229,13 @@ static void request_put(struct appmsg_request *r) {
   if (r->live)
     ADD(s->st.pending, -1);
   live_unlink(r);
-  appmsg_timer_stop(s->loop, &r->deadline);
-  appmsg_header_cleanup(&r->hdr_copy);
+  if (appmsg_timer_active(&r->deadline))
+    appmsg_timer_stop(s->loop, &r->deadline);
+  if (r->hdr == &r->hdr_copy) /* (a request answered in its handler has none of these) */
+    appmsg_header_cleanup(&r->hdr_copy);
   free(r->content_owned);
-  appmsg_encoder_cleanup(&r->out);
+  if (r->out._buf) /* (a reply that waited for earlier ones) */
+    appmsg_encoder_cleanup(&r->out);
   if (r->rid != r->rid_inline)
     free(r->rid);
   char *scratch = r->scratch;
@@ -485,30 +488,34 @@ static void leave_outside(struct appmsg_service *s, struct appmsg_conn *c) {
   if (entered_)                                                                                    \
   leave_outside(svc_, entered_)
 
-/* {"result": QUOTED} into buf (or a new allocation, *heap) and its length. */
-static char *result_body(const char *text, char *buf, size_t cap, size_t *len, char **heap) {
-  size_t n = strlen(text);
-  size_t q = appmsg_json_quote(text, n, NULL, 0);
+/* {"result": QUOTED} for text of n bytes into buf (or a new allocation,
+ * *heap) and its length.  Quoted once when it fits, the usual case. */
+static char *result_body(const char *text, size_t n, char *buf, size_t cap, size_t *len,
+                         char **heap) {
   char *b = buf;
   *heap = NULL;
-  if (q + 12 > cap && (b = *heap = malloc(q + 12)) == NULL)
-    return NULL;
+  size_t q = appmsg_json_quote(text, n, b + 11, cap - 12);
+  if (q > cap - 12) { /* too long: quote again into a buffer of its size */
+    if ((b = *heap = malloc(q + 12)) == NULL)
+      return NULL;
+    appmsg_json_quote(text, n, b + 11, q);
+  }
   memcpy(b, "{\"result\": ", 11);
-  appmsg_json_quote(text, n, b + 11, q);
   b[11 + q] = '}';
   *len = 12 + q;
   return b;
 }
 
 int appmsg_reply_result(struct appmsg_request *r, const char *text) {
-  if (text == NULL || appmsg_utf8_check(text, strlen(text)) != strlen(text))
+  size_t n = text ? strlen(text) : 0;
+  if (text == NULL || appmsg_utf8_check(text, n) != n)
     return -EINVAL;
   int rc = may_reply(r);
   if (rc)
     return rc;
   char stack[1024], *heap;
   size_t len;
-  const char *body = result_body(text, stack, sizeof stack, &len, &heap);
+  const char *body = result_body(text, n, stack, sizeof stack, &len, &heap);
   OUTSIDE_BEGIN(r);
   rc = body ? deliver_reply(r, r->svc->json_hdr, body, len, NULL) : -ENOMEM;
   rc = finish_reply(r, rc);
@@ -779,7 +786,7 @@ static void invalid_action(struct appmsg_request *r, void *ud) {
   snprintf(text, need, "Error: invalid action '%s'.", r->action);
   char body[1024], *heap;
   size_t len;
-  const char *b = result_body(text, body, sizeof body, &len, &heap);
+  const char *b = result_body(text, strlen(text), body, sizeof body, &len, &heap);
   if (b && deliver_reply(r, r->svc->json_hdr, b, len, NULL) == 0)
     count_error(r->svc, "INVALID_ACTION");
   r->answered = 1;

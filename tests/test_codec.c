@@ -692,6 +692,54 @@ START_TEST(json_quote_escapes_like_json_dumps) {
 }
 END_TEST
 
+static void keep_member(void *ud, const struct appmsg_json_member *m) {
+  *(struct appmsg_json_member *)ud = *m;
+}
+
+/* The string scanner looks at eight bytes at a time: a quote, a backslash or
+ * a control character is found at every position, on either side of a word. */
+START_TEST(json_strings_special_bytes_are_found_at_every_position) {
+  for (size_t at = 0; at < 24; at++) {
+    char text[64], doc[96], back[64];
+    memset(text, 'a', at);
+    /* An escaped quote and backslash at `at`: scanned, then unescaped. */
+    memcpy(text + at, "\\\"x\\\\y\xc3\xa9", 8);
+    size_t tn = at + 8;
+    int dn = snprintf(doc, sizeof doc, "{\"k\": \"%.*s\"}", (int)tn, text);
+    struct appmsg_json_member m;
+    enum appmsg_json_type top;
+    size_t off;
+    const char *why;
+    ck_assert_int_eq(appmsg_json_scan(doc, (size_t)dn, 8, &top, keep_member, &m, &off, &why), 0);
+    ck_assert_uint_eq(m.val_len, tn);
+    ck_assert_int_eq(m.val_escaped, 1);
+    size_t bn = appmsg_json_unescape(m.val, m.val_len, back);
+    ck_assert_uint_eq(bn, at + 6);
+    ck_assert_int_eq(memcmp(back + at, "\"x\\y\xc3\xa9", 6), 0);
+    /* A raw control character at `at`: refused at its own offset. */
+    text[at] = '\x01';
+    dn = snprintf(doc, sizeof doc, "{\"k\": \"%.*s\"}", (int)tn, text);
+    ck_assert_int_ne(appmsg_json_scan(doc, (size_t)dn, 8, &top, keep_member, &m, &off, &why), 0);
+    ck_assert_uint_eq(off, 7 + at);
+  }
+}
+END_TEST
+
+START_TEST(json_quote_with_any_room_writes_a_prefix_of_the_whole_and_no_more) {
+  static const char in[] = "plain \"run\"\x01 then \xf0\x9f\x90\xb0 and\\ more\n";
+  char whole[128], part[128];
+  size_t n = appmsg_json_quote(in, sizeof in - 1, whole, sizeof whole);
+  ck_assert_uint_lt(n, sizeof whole);
+  for (size_t cap = 0; cap <= n + 1; cap++) {
+    memset(part, '#', sizeof part);
+    ck_assert_uint_eq(appmsg_json_quote(in, sizeof in - 1, part, cap), n);
+    ck_assert_int_eq(memcmp(part, whole, cap < n ? cap : n), 0);
+    for (size_t i = cap < n ? cap : n; i < sizeof part; i++)
+      ck_assert_int_eq(part[i], '#'); /* nothing written past the room given */
+  }
+}
+END_TEST
+
 /* --- error table ----------------------------------------------------------- */
 
 START_TEST(every_code_has_one_name_and_one_text) {
@@ -747,6 +795,8 @@ int main(void) {
   tcase_add_test(hdr, the_host_byte_order_is_the_compilers);
   tcase_add_test(hdr, the_json_check_gives_a_code_and_an_offset);
   tcase_add_test(hdr, json_quote_escapes_like_json_dumps);
+  tcase_add_test(hdr, json_strings_special_bytes_are_found_at_every_position);
+  tcase_add_test(hdr, json_quote_with_any_room_writes_a_prefix_of_the_whole_and_no_more);
   tcase_add_test(hdr, every_code_has_one_name_and_one_text);
   suite_add_tcase(s, hdr);
   return tu_run_suite(s);

@@ -69,8 +69,10 @@ struct appmsg_decoder {
   uint64_t _err_offset;         /* stream offset the error points at */
   const char *_reason;          /* the error's reason (static or _reason_alloc) */
   char *_reason_alloc;          /* a formatted reason, allocated on error only */
-  char *_hbuf;                  /* header bytes (allocated per frame) */
-  unsigned char *_content;      /* content bytes (allocated per frame) */
+  char *_hbuf;                  /* header bytes (kept for the next frame when small) */
+  unsigned char *_content;      /* content bytes (kept for the next frame when small) */
+  uint32_t _hcap;               /* bytes allocated at _hbuf */
+  uint32_t _ccap;               /* bytes allocated at _content */
   uint64_t _chave;              /* content bytes received */
   uint32_t _hlen;               /* header length from the prefix */
   uint32_t _hhave;              /* header bytes received */
