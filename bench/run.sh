@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh                 # ROUNDS=3 DURATION=5 IDLE_CONNS=10000 PORT_BASE=21400 PERF=0
 #                                     # TLS=1 IDLE_TLS_CONNS=2000
+#   REDRAW=build-bench/results.txt bash bench/run.sh   # bench/results.png again from the last run
 #
 # Builds Release into build-bench/ (with hiredis, libhiredis-dev, for app-server --redis), installs
 # redis-server and redis-tools with apt-get if missing (as root; without them the redis rows are
@@ -69,6 +70,107 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say() { printf '%s\n' "$*"; }
+
+# ---- the picture (defined here: REDRAW uses it before any run) ------------------------------------------------------------------------------------------------
+# Medians of every row in the results (KEY is WORKLOAD.SERVER): req/s and p99 latency, one group
+# of bars per workload, one bar per server; rows added to this script appear by themselves (a
+# server name not known below is shown as it is written in its key).
+draw_results() { # draw_results PNG
+  local m
+  for m in 3:rps 5:p99; do
+    awk -v c="${m%%:*}" '
+      function median(key,    n, i, j, t, a) {
+        n = cnt[key]; for (i = 1; i <= n; i++) a[i] = v[key, i]
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      function wname(w) {
+        if (w == "p1") return "P1: 1 request in flight"
+        if (w == "p16") return "P16: 16 in flight"
+        if (w == "nc") return "a new connection per request"
+        return w
+      }
+      function sname(s) {
+        if (s == "app") return "app-server"
+        if (s == "appr") return "app-server --redis (answers from Redis)"
+        if (s == "base") return "baseline (raw echo)"
+        if (s == "redis") return "redis GET"
+        if (s == "app-tls") return "app-server over TLS"
+        if (s == "redis-tls") return "redis GET over TLS"
+        if (s == "lib") return "app-server, load via client.h"
+        if (s == "x2") return "app-server --threads 2"
+        if (s == "app-haproxy") return "app-server via HAProxy"
+        if (s == "base-haproxy") return "baseline via HAProxy"
+        return s
+      }
+      $c == "-" || $c + 0 <= 0 { next }
+      {
+        w = $1; sub(/\..*/, "", w); s = substr($1, length(w) + 2)
+        if (!(w in wi)) { wi[w] = ++nw; ws[nw] = w }
+        if (!(s in si)) { si[s] = ++ns; ss[ns] = s }
+        cnt[$1]++; v[$1, cnt[$1]] = $c + 0
+        if (min == "" || $c + 0 < min) min = $c + 0
+      }
+      END {
+        printf "# min %g\nworkload", min
+        for (j = 1; j <= ns; j++) printf " \"%s\"", sname(ss[j])
+        printf "\n"
+        for (i = 1; i <= nw; i++) {
+          printf "\"%s\"", wname(ws[i])
+          for (j = 1; j <= ns; j++) {
+            k = ws[i] "." ss[j]
+            if (k in cnt) printf " %g", median(k); else printf " -"
+          }
+          printf "\n"
+        }
+      }' "$TMP/results" >"$TMP/plot-${m#*:}.dat"
+  done
+  local n floor_rps floor_p99 title noisy
+  n=$(sed -n 2p "$TMP/plot-rps.dat" | awk -F'" "' '{ print NF }')
+  floor_rps=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-rps.dat")
+  floor_p99=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-p99.dat")
+  title=$(cat "$TMP/results.title")
+  noisy=$(awk '$11 + 0 > 10 { n++ } END { print n + 0 }' "$TMP/results")
+  if [ "$noisy" -gt 0 ]; then
+    title="$title\\nskewed: other processes took over 10% of the CPU in $noisy of $(wc -l <"$TMP/results") runs"
+  fi
+  gnuplot <<PLOTEOF
+set terminal pngcairo size 1400,1000 font "DejaVu Sans,11"
+set output "$1"
+set datafile missing "-"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics mytics
+set logscale y
+set multiplot layout 2,1 title "$title"
+set key outside right top vertical
+colors = "#9400d3 #009e73 #56b4e9 #e69f00 #f0e442 #0072b2 #d55e00 #000000 #cc79a7 #8c564b #7f7f7f #bcbd22 #17becf #ff7f0e"
+set title "throughput (higher is better)"
+set ylabel "requests/s"
+set format y "%.0s%c"
+set yrange [$floor_rps:*]
+plot for [i=2:$((n + 1))] "$TMP/plot-rps.dat" using i:xtic(1) title columnheader(i) lc rgb word(colors, i - 1)
+set title "p99 latency (lower is better)"
+set ylabel "microseconds"
+set format y "%.0f"
+set yrange [$floor_p99:*]
+plot for [i=2:$((n + 1))] "$TMP/plot-p99.dat" using i:xtic(1) title columnheader(i) lc rgb word(colors, i - 1)
+unset multiplot
+PLOTEOF
+}
+
+# REDRAW=FILE bash bench/run.sh: draws bench/results.png again from the results a run kept
+# (build-bench/results.txt and results.title), without running anything.
+if [ -n "${REDRAW:-}" ]; then
+  cp "$REDRAW" "$TMP/results"
+  cp "${REDRAW%.txt}.title" "$TMP/results.title"
+  draw_results bench/results.png
+  say "== picture: bench/results.png (from $REDRAW)"
+  exit 0
+fi
+
 
 # ---- build --------------------------------------------------------------------------------------
 if ! command -v cmake >/dev/null || ! pkg-config --exists libcjson openssl 2>/dev/null ||
@@ -799,93 +901,11 @@ fi
 say ""
 say "errors in all runs: $total_errors"
 
-# ---- the picture ------------------------------------------------------------------------------------------------
-# Medians of every row in the results (KEY is WORKLOAD.SERVER): req/s and p99 latency, one group
-# of bars per workload, one bar per server; rows added to this script appear by themselves (a
-# server name not known below is shown as it is written in its key).
-draw_results() { # draw_results PNG
-  local m
-  for m in 3:rps 5:p99; do
-    awk -v c="${m%%:*}" '
-      function median(key,    n, i, j, t, a) {
-        n = cnt[key]; for (i = 1; i <= n; i++) a[i] = v[key, i]
-        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      }
-      function wname(w) {
-        if (w == "p1") return "P1: 1 request in flight"
-        if (w == "p16") return "P16: 16 in flight"
-        if (w == "nc") return "a new connection per request"
-        return w
-      }
-      function sname(s) {
-        if (s == "app") return "app-server"
-        if (s == "base") return "baseline (raw echo)"
-        if (s == "redis") return "redis GET"
-        if (s == "app-tls") return "app-server over TLS"
-        if (s == "redis-tls") return "redis GET over TLS"
-        if (s == "lib") return "app-server, load via client.h"
-        if (s == "x2") return "app-server --threads 2"
-        if (s == "app-haproxy") return "app-server via HAProxy"
-        if (s == "base-haproxy") return "baseline via HAProxy"
-        return s
-      }
-      $c == "-" || $c + 0 <= 0 { next }
-      {
-        w = $1; sub(/\..*/, "", w); s = substr($1, length(w) + 2)
-        if (!(w in wi)) { wi[w] = ++nw; ws[nw] = w }
-        if (!(s in si)) { si[s] = ++ns; ss[ns] = s }
-        cnt[$1]++; v[$1, cnt[$1]] = $c + 0
-        if (min == "" || $c + 0 < min) min = $c + 0
-      }
-      END {
-        printf "# min %g\nworkload", min
-        for (j = 1; j <= ns; j++) printf " \"%s\"", sname(ss[j])
-        printf "\n"
-        for (i = 1; i <= nw; i++) {
-          printf "\"%s\"", wname(ws[i])
-          for (j = 1; j <= ns; j++) {
-            k = ws[i] "." ss[j]
-            if (k in cnt) printf " %g", median(k); else printf " -"
-          }
-          printf "\n"
-        }
-      }' "$TMP/results" >"$TMP/plot-${m#*:}.dat"
-  done
-  local n floor_rps floor_p99 title
-  n=$(sed -n 2p "$TMP/plot-rps.dat" | awk -F'" "' '{ print NF }')
-  floor_rps=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-rps.dat")
-  floor_p99=$(awk 'NR == 1 { printf "%g", 10 ^ int(log($3) / log(10)) }' "$TMP/plot-p99.dat")
-  title="bench/run.sh $(date +%Y-%m-%d)$(git rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /'):"
-  title="$title medians of $ROUNDS rounds of ${DURATION} s, $CONNS connections"
-  if [ "$noisy" -gt 0 ]; then
-    title="$title\\nskewed: other processes took over 10% of the CPU in $noisy of $(wc -l <"$TMP/results") runs"
-  fi
-  gnuplot <<PLOTEOF
-set terminal pngcairo size 1400,1000 font "DejaVu Sans,11"
-set output "$1"
-set datafile missing "-"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.85 border -1
-set boxwidth 0.9
-set grid ytics mytics
-set logscale y
-set multiplot layout 2,1 title "$title"
-set key outside right top vertical
-set title "throughput (higher is better)"
-set ylabel "requests/s"
-set format y "%.0s%c"
-set yrange [$floor_rps:*]
-plot for [i=2:$((n + 1))] "$TMP/plot-rps.dat" using i:xtic(1) title columnheader(i)
-set title "p99 latency (lower is better)"
-set ylabel "microseconds"
-set format y "%.0f"
-set yrange [$floor_p99:*]
-plot for [i=2:$((n + 1))] "$TMP/plot-p99.dat" using i:xtic(1) title columnheader(i)
-unset multiplot
-PLOTEOF
-}
+printf 'bench/run.sh %s%s: medians of %s rounds of %s s, %s connections\n' "$(date +%Y-%m-%d)" \
+  "$(git rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')" "$ROUNDS" "$DURATION" "$CONNS" \
+  >"$TMP/results.title"
+cp "$TMP/results" "$BUILD/results.txt"
+cp "$TMP/results.title" "$BUILD/results.title"
 if [ "$have_gnuplot" = 1 ]; then
   if draw_results bench/results.png 2>"$TMP/gnuplot.err"; then
     say "== picture: bench/results.png"
