@@ -38,9 +38,23 @@ int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *li
 }
 
 /* Buffers up to these sizes are kept from one frame to the next, so that
- * a stream of small frames costs no allocation per frame. */
+ * a stream of small frames costs no allocation per frame.  Under
+ * AddressSanitizer none is kept: every frame gets buffers of its exact
+ * size, so that a read past the end of a header or content is caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KEEP_NOTHING 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KEEP_NOTHING 1
+#endif
+#endif
+#ifdef KEEP_NOTHING
+#define KEEP_HEADER 0u
+#define KEEP_CONTENT 0u
+#else
 #define KEEP_HEADER 1024u
 #define KEEP_CONTENT 4096u
+#endif
 
 /* Frees the buffers. */
 static void drop_buffers(struct appmsg_decoder *d) {
