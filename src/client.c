@@ -569,8 +569,7 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
  * sentence is kept for the calls it fails. */
 static int tls_failure(const struct appmsg_client *c, int err) {
   return c->copts.tls &&
-         (err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY ||
-          (err == APPMSG_E_TIMEOUT && c->state == S_CONNECTING));
+         (appmsg__is_tls_error(err) || (err == APPMSG_E_TIMEOUT && c->state == S_CONNECTING));
 }
 
 static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint64_t offset,
@@ -579,18 +578,14 @@ static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint
   struct appmsg_client *c = ud;
   if (c == NULL)
     return;
-  if (tls_failure(c, err)) {
-    c->conn_err = err;
-    snprintf(c->conn_reason, sizeof c->conn_reason, "TLS with %s failed: %s", c->where,
-             reason ? reason : appmsg_strerror(err));
-    cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
-    return;
-  }
   /* The connection ends on this: its calls in flight fail with this code and sentence. */
+  const char *why = reason ? reason : appmsg_strerror(err);
   c->conn_err = err;
-  snprintf(c->conn_reason, sizeof c->conn_reason, "bad reply from %s: %s at offset %llu: %s",
-           c->where, appmsg_errname(err), (unsigned long long)offset,
-           reason ? reason : appmsg_strerror(err));
+  if (tls_failure(c, err))
+    snprintf(c->conn_reason, sizeof c->conn_reason, "TLS with %s failed: %s", c->where, why);
+  else
+    snprintf(c->conn_reason, sizeof c->conn_reason, "bad reply from %s: %s at offset %llu: %s",
+             c->where, appmsg_errname(err), (unsigned long long)offset, why);
   cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
 }
 
@@ -709,7 +704,7 @@ static const struct appmsg_conn_callbacks conn_cbs = {
 static void try_next(struct appmsg_client *c) {
   while (!c->freeing) {
     int fd = -1, pending = 0, rc;
-    if (strncmp(c->host, "unix:", 5) == 0) {
+    if (appmsg__is_unix(c->host)) {
       if (c->unix_tried)
         break;
       c->unix_tried = 1;
@@ -744,7 +739,7 @@ static void try_next(struct appmsg_client *c) {
 static void attempt(struct appmsg_client *c) {
   c->state = S_CONNECTING;
   c->unix_tried = 0;
-  if (strncmp(c->host, "unix:", 5) != 0) {
+  if (!appmsg__is_unix(c->host)) {
     char err[APPMSG_NET_ERRLEN];
     int rc = appmsg_resolve(c->host, c->port, 0, &c->ai_list, err, sizeof err);
     if (rc) {
@@ -788,7 +783,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   c->copts.frame_timeout_ms = 0; /* connects are timed here; calls have their own timeouts */
   c->host = strdup(host ? host : "127.0.0.1");
   /* TLS: the server's name to verify is the host's, unless another is given. */
-  if (c->copts.tls && !c->copts.tls_server_name && c->host && strncmp(c->host, "unix:", 5) != 0)
+  if (c->copts.tls && !c->copts.tls_server_name && !appmsg__is_unix(c->host))
     c->copts.tls_server_name = c->host;
   c->port = strdup(port ? port : "65432");
   c->backoff = opts->backoff_min_ms ? opts->backoff_min_ms : 1;
@@ -807,7 +802,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
     free(c);
     return rc;
   }
-  if (strncmp(c->host, "unix:", 5) == 0)
+  if (appmsg__is_unix(c->host))
     snprintf(c->where, sizeof c->where, "%s", c->host);
   else if (strchr(c->host, ':') && c->host[0] != '[')
     snprintf(c->where, sizeof c->where, "[%s]:%s", c->host, c->port);

@@ -720,24 +720,23 @@ int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const 
                         size_t errlen) {
   int fd, pending;
   const char *name = opts->tls_server_name;
-  if (name == NULL && host && strncmp(host, "unix:", 5) != 0)
+  if (name == NULL && host && !appmsg__is_unix(host))
     name = host;
   if (opts->tls && appmsg_tls_is_server(opts->tls)) {
-    if (err && errlen)
-      snprintf(err, errlen, "an outgoing connection needs a TLS client context, not a server's");
+    appmsg__errf(err, errlen, "an outgoing connection needs a TLS client context, not a server's");
     return -EINVAL;
   }
   int rc = appmsg_connect(host, port, &fd, &pending, err, errlen);
   if (rc)
     return rc;
   rc = make_conn(c, loop, fd, opts, cbs, ud, 1, name);
-  if (rc == -EINVAL && opts->tls && err && errlen)
-    snprintf(err, errlen,
-             "a TLS connection to %s needs the server's name to verify "
-             "(appmsg_conn_opts.tls_server_name)",
-             host ? host : "?");
-  else if (rc && err && errlen)
-    snprintf(err, errlen, "cannot set up the connection: %s", appmsg_strerror(rc));
+  if (rc == -EINVAL && opts->tls)
+    appmsg__errf(err, errlen,
+                 "a TLS connection to %s needs the server's name to verify "
+                 "(appmsg_conn_opts.tls_server_name)",
+                 host ? host : "?");
+  else if (rc)
+    appmsg__errf(err, errlen, "cannot set up the connection: %s", appmsg_strerror(rc));
   return rc;
 }
 

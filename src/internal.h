@@ -49,6 +49,14 @@ long appmsg__header_write_split(const struct appmsg_header *h, char *out, size_t
 /* Writes v in decimal into out (room for 20 bytes, no NUL); returns the length. */
 size_t appmsg__u64_digits(char *out, uint64_t v);
 
+/* Whether host names a Unix socket ("unix:/path"). */
+int appmsg__is_unix(const char *host);
+
+/* Whether err is one of the TLS layer's codes (TLS, TLS_HANDSHAKE, TLS_VERIFY). */
+static inline int appmsg__is_tls_error(int err) {
+  return err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY;
+}
+
 /* Writes a message into the caller's buffer err of errlen bytes (NUL-terminated, cut to fit);
  * nothing when err is NULL or errlen is 0. */
 void appmsg__errf(char *err, size_t errlen, const char *fmt, ...)

@@ -29,7 +29,7 @@
 #define UNIX_PREFIX_LEN 5
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
 
-static int is_unix(const char *host) {
+int appmsg__is_unix(const char *host) {
   return host != NULL && strncmp(host, UNIX_PREFIX, UNIX_PREFIX_LEN) == 0;
 }
 
@@ -73,7 +73,7 @@ int appmsg_endpoint_parse(const char *text, const char *default_host, const char
     return -EINVAL;
   const char *host = NULL, *port = NULL;
   size_t hlen = 0, plen = 0;
-  if (is_unix(text)) {
+  if (appmsg__is_unix(text)) {
     size_t n = strlen(text + UNIX_PREFIX_LEN);
     if (n == 0)
       return -EINVAL;
@@ -305,7 +305,7 @@ int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigne
   *fdp = -1;
   if (backlog <= 0)
     backlog = SOMAXCONN;
-  if (is_unix(host))
+  if (appmsg__is_unix(host))
     return listen_unix(host, backlog, fdp, err, errlen);
   return listen_tcp(host, port, backlog, flags, fdp, err, errlen);
 }
@@ -355,7 +355,7 @@ typedef int (*try_fn)(const struct sockaddr *addr, socklen_t len, void *ctx);
 static int each_address(const char *host, const char *port, try_fn fn, void *ctx, char *err,
                         size_t errlen) {
   char addr[APPMSG_ADDRSTRLEN];
-  if (is_unix(host)) {
+  if (appmsg__is_unix(host)) {
     struct sockaddr_un sun;
     socklen_t len;
     int rc = unix_addr(host, &sun, &len);

@@ -158,8 +158,7 @@ static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *u
 static int tls_role_ok(const struct appmsg_server_opts *opts, char *err, size_t errlen) {
   if (opts->conn.tls == NULL || appmsg_tls_is_server(opts->conn.tls))
     return 1;
-  if (err && errlen)
-    snprintf(err, errlen, "a server needs a TLS server context, not a client's");
+  appmsg__errf(err, errlen, "a server needs a TLS server context, not a client's");
   return 0;
 }
 
@@ -180,8 +179,7 @@ static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd
   if (rc == 0)
     rc = appmsg_loop_watch(loop, fd, APPMSG_EV_READ, on_listen, s);
   if (rc) {
-    if (err && errlen)
-      snprintf(err, errlen, "cannot serve: %s", appmsg_strerror(rc));
+    appmsg__errf(err, errlen, "cannot serve: %s", appmsg_strerror(rc));
     if (s)
       appmsg_acceptor_cleanup(&s->acc);
     close(fd);

@@ -1074,7 +1074,7 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
                      void *ud) {
   struct appmsg_service *s = ud;
   const char *text = reason ? reason : appmsg_strerror(err);
-  if (err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY)
+  if (appmsg__is_tls_error(err))
     svc_log(s, APPMSG_LOG_WARN, "%s: %s: %s; closing", appmsg_conn_peer(c), appmsg_errname(err),
             text); /* who and why; a stream offset means nothing here */
   else
@@ -1283,8 +1283,7 @@ void appmsg_service_status_hook(struct appmsg_service *s, appmsg_status_fn fn, v
 int appmsg_service_listen(struct appmsg_service *s, const char *host, const char *port, char *err,
                           size_t errlen) {
   if (s->srv) {
-    if (err && errlen)
-      snprintf(err, errlen, "the service is already listening");
+    appmsg__errf(err, errlen, "the service is already listening");
     return -EALREADY;
   }
   s->sopts = s->opts->server;
@@ -1295,8 +1294,7 @@ int appmsg_service_listen(struct appmsg_service *s, const char *host, const char
 
 int appmsg_service_listen_fd(struct appmsg_service *s, int listen_fd, char *err, size_t errlen) {
   if (s->srv) {
-    if (err && errlen)
-      snprintf(err, errlen, "the service is already listening");
+    appmsg__errf(err, errlen, "the service is already listening");
     close(listen_fd);
     return -EALREADY;
   }
