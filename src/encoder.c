@@ -8,6 +8,9 @@
 
 #include "internal.h"
 
+/* The largest first allocation an empty queue makes from what it last needed. */
+#define HINT_MAX ((size_t)64 * 1024)
+
 void appmsg_encoder_init(struct appmsg_encoder *e) {
   memset(e, 0, sizeof *e);
 }
@@ -31,7 +34,9 @@ static int reserve(struct appmsg_encoder *e, size_t extra) {
     e->_len = pending;
     return 0;
   }
-  size_t cap = e->_cap ? e->_cap : 256;
+  /* An empty queue starts at the size the last burst of replies reached:
+   * one allocation per burst, not one per doubling. */
+  size_t cap = e->_cap ? e->_cap : e->_hint > 256 ? e->_hint : 256;
   while (cap < pending + extra)
     cap *= 2;
   unsigned char *nb = malloc(cap);
@@ -174,6 +179,7 @@ void appmsg_encoder_advance(struct appmsg_encoder *e, size_t n) {
   e->_pos += n < pending ? n : pending;
   if (e->_pos == e->_len) {
     /* Empty: give the memory back, an idle connection should cost nothing. */
+    e->_hint = e->_cap < HINT_MAX ? e->_cap : HINT_MAX;
     free(e->_buf);
     e->_buf = NULL;
     e->_cap = e->_len = e->_pos = 0;

@@ -228,16 +228,11 @@ static int lit(const char *buf, size_t n, size_t *i, const char *s, size_t len) 
  * place.  Returns it, or NULL when it is not that simple. */
 static char *plain_string(char *buf, size_t n, size_t *i) {
   size_t start = *i;
-  for (size_t k = start; k < n; k++) {
-    unsigned char c = (unsigned char)buf[k];
-    if (c == '"') {
-      *i = k + 1;
-      return buf + start;
-    }
-    if (c == '\\' || c < 0x20)
-      return NULL;
-  }
-  return NULL;
+  size_t k = start + appmsg__json_plain_run((const unsigned char *)buf + start, n - start);
+  if (k >= n || buf[k] != '"')
+    return NULL;
+  *i = k + 1;
+  return buf + start;
 }
 
 #define LIT(s) lit(buf, n, &i, s, sizeof(s) - 1)

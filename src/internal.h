@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "appmsg/appmsg.h"
 
@@ -51,6 +52,37 @@ size_t appmsg__u64_digits(char *out, uint64_t v);
 
 /* Whether host names a Unix socket ("unix:/path"). */
 int appmsg__is_unix(const char *host);
+
+/*
+ * The length of the run of bytes at p[0..n) that a JSON string holds as
+ * they are: everything but '"', '\\' and the control characters below
+ * 0x20.  Eight bytes at a time (keys, actions and answers are mostly such
+ * bytes); the word that holds the end of the run gives its position at
+ * once on a little-endian machine, the last few bytes are looked at one by
+ * one.
+ */
+static inline size_t appmsg__json_plain_run(const unsigned char *p, size_t n) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    memcpy(&v, p + i, 8);
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    /* A byte below 0x20, or one that is zero after the xor, sets its high bit here. */
+    uint64_t hit = (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+    if (hit) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      /* A borrow can mark a byte after the first hit, never one before it. */
+      return i + (size_t)(__builtin_ctzll(hit) >> 3);
+#else
+      break;
+#endif
+    }
+  }
+  while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
+    i++;
+  return i;
+}
 
 /* Whether err is one of the TLS layer's codes (TLS, TLS_HANDSHAKE, TLS_VERIFY). */
 static inline int appmsg__is_tls_error(int err) {

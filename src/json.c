@@ -12,29 +12,6 @@
 
 #include "internal.h"
 
-/*
- * The length of the run of bytes at p[0..n) that a JSON string holds as
- * they are: everything but '"', '\\' and the control characters below
- * 0x20.  Eight bytes at a time while none of them is one of those (the
- * usual case: keys, actions, answers), then byte by byte.
- */
-static size_t plain_run(const unsigned char *p, size_t n) {
-  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v;
-    memcpy(&v, p + i, 8);
-    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    /* A byte below 0x20, or one that is zero after the xor, sets its high bit here. */
-    uint64_t hit = ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b);
-    if (hit & highs)
-      break;
-  }
-  while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
-    i++;
-  return i;
-}
-
 struct scan {
   const char *p;                  /* the text */
   size_t n;                       /* its length */
@@ -137,7 +114,7 @@ static int scan_string(struct scan *s, int *escaped) {
   *escaped = 0;
   for (;;) {
     /* Fast path over plain bytes. */
-    s->i += plain_run((const unsigned char *)s->p + s->i, s->n - s->i);
+    s->i += appmsg__json_plain_run((const unsigned char *)s->p + s->i, s->n - s->i);
     if (s->i >= s->n)
       return bad(s, "unexpected end inside a string");
     unsigned char c = (unsigned char)s->p[s->i];
@@ -487,7 +464,7 @@ size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {
   PUT('"');
   for (size_t i = 0; i < n;) {
     /* A run of bytes written as they are: copied at once. */
-    size_t j = i + plain_run((const unsigned char *)s + i, n - i);
+    size_t j = i + appmsg__json_plain_run((const unsigned char *)s + i, n - i);
     if (j > i) {
       if (o < cap)
         memcpy(out + o, s + i, j - i <= cap - o ? j - i : cap - o);

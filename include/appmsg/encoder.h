@@ -34,6 +34,7 @@ struct appmsg_encoder {
   size_t _pos;         /* first unsent byte */
   size_t _len;         /* end of queued bytes */
   size_t _cap;         /* allocated size of _buf */
+  size_t _hint;        /* while empty (_buf freed): the size the last burst grew to */
 };
 
 /* Makes an empty encoder (equivalent to zeroing it). */
