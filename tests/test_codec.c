@@ -485,6 +485,38 @@ START_TEST(the_encoder_queue_survives_partial_writes) {
 }
 END_TEST
 
+START_TEST(an_emptied_encoder_starts_its_next_burst_at_the_last_size) {
+  struct appmsg_header h;
+  make_header(&h, "binary/custom-client-binary-type", "binary");
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  unsigned char big[3000] = {0};
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, big, sizeof big), 0);
+  size_t grown = e._cap;
+  ck_assert_uint_ge(grown, sizeof big);
+  struct tu_str all = drain(&e, 1000);
+  ck_assert_ptr_null(e._buf); /* an empty queue holds no memory... */
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, "x", 1), 0);
+  ck_assert_uint_eq(e._cap, grown); /* ...and the next burst starts at the size the last reached */
+  struct tu_str one = drain(&e, 1000);
+  unsigned char head[512];
+  long hl = appmsg_frame_head(&h, 1, head, sizeof head);
+  ck_assert_uint_eq(one.len, (size_t)hl + 1);
+  ck_assert_mem_eq(one.p, head, (size_t)hl);
+  /* Never more than 64 KiB up front, however large the last burst was. */
+  static unsigned char huge[200000];
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, huge, sizeof huge), 0);
+  struct tu_str rest = drain(&e, 65536);
+  ck_assert_int_eq(appmsg_encoder_push(&e, &h, "x", 1), 0);
+  ck_assert_uint_eq(e._cap, 64 * 1024);
+  tu_str_free(&all);
+  tu_str_free(&one);
+  tu_str_free(&rest);
+  appmsg_encoder_cleanup(&e);
+  appmsg_header_cleanup(&h);
+}
+END_TEST
+
 START_TEST(the_encoder_refuses_headers_it_cannot_frame) {
   struct appmsg_header h;
   appmsg_header_init(&h);
@@ -786,6 +818,7 @@ int main(void) {
   tcase_add_test(enc, the_encoder_writes_the_guides_request_byte_for_byte);
   tcase_add_test(enc, prepared_header_writes_the_same_bytes_and_is_a_snapshot);
   tcase_add_test(enc, the_encoder_queue_survives_partial_writes);
+  tcase_add_test(enc, an_emptied_encoder_starts_its_next_burst_at_the_last_size);
   tcase_add_test(enc, the_encoder_refuses_headers_it_cannot_frame);
   tcase_add_test(enc, headers_are_written_escaped_like_pythons_json_dumps);
   tcase_add_test(enc, frames_round_trip_at_many_sizes_and_chunkings);
