@@ -75,14 +75,8 @@ class Server:
             return self.final
         # pread, never seek: the server writes through the same open file description, so a
         # seek(0) here would make a line it writes meanwhile overwrite the top of the log.
-        fd, chunks, off = self.log.fileno(), [], 0
-        while True:
-            b = os.pread(fd, 1 << 20, off)
-            if not b:
-                break
-            chunks.append(b)
-            off += len(b)
-        return b"".join(chunks).decode("utf-8", "replace")
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
     def wait_log(self, needle, timeout=None):
         """Waits until the log contains needle (text or compiled regex); returns whether it did."""
