@@ -2,7 +2,9 @@
  * libFuzzer target for the strict JSON check and the header's extra keys.
  * Checks: appmsg_json_check never reads out of bounds; whatever it accepts
  * cJSON parses too (it is the stricter of the two); an accepted value can
- * be stored as an extra header key, written in a frame and read back.
+ * be stored as an extra header key, written in a frame and read back; the
+ * flat-object fast path accepts nothing the general scanner refuses and
+ * reports the same members.
  */
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "appmsg/appmsg.h"
+#include "internal.h"
 
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
@@ -22,7 +25,42 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+struct members {
+  struct appmsg_json_member m[APPMSG__JSON_FLAT_MAX];
+  size_t n;
+};
+
+static void add_member(void *ud, const struct appmsg_json_member *m) {
+  struct members *l = ud;
+  if (l->n < APPMSG__JSON_FLAT_MAX)
+    l->m[l->n] = *m;
+  l->n++;
+}
+
+/* The flat-object fast path accepts only what the general scanner accepts,
+ * with the same members. */
+static void check_flat_path(const char *p, size_t n) {
+  if (appmsg_utf8_check(p, n) != n)
+    return;
+  struct members fast = {0}, general = {0};
+  enum appmsg_json_type ft, gt;
+  if (!appmsg__json_scan_flat(p, n, &ft, add_member, &fast)) {
+    CHECK(fast.n == 0);
+    return;
+  }
+  struct appmsg__json_error e;
+  CHECK(appmsg__json_scan(p, n, 31, 0, &gt, add_member, &general, &e) == 0);
+  CHECK(ft == gt && fast.n == general.n && fast.n <= APPMSG__JSON_FLAT_MAX);
+  for (size_t i = 0; i < fast.n; i++) {
+    const struct appmsg_json_member *a = &fast.m[i], *b = &general.m[i];
+    CHECK(a->key == b->key && a->key_len == b->key_len && a->key_escaped == b->key_escaped);
+    CHECK(a->val == b->val && a->val_len == b->val_len && a->val_escaped == b->val_escaped);
+    CHECK(a->val_plain_int == b->val_plain_int && a->type == b->type);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  check_flat_path((const char *)data, size);
   size_t off = 0;
   const char *reason = NULL;
   int rc = appmsg_json_check(data, size, 31, &off, &reason);

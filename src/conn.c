@@ -258,7 +258,10 @@ static int flush(struct appmsg_conn *c) {
       return 0;
     if (w < 0)
       return (int)w;
-    appmsg_encoder_advance(&c->enc, (size_t)w);
+    size_t cap;
+    void *emptied = appmsg__encoder_advance_keep(&c->enc, (size_t)w, &cap);
+    if (emptied)
+      appmsg__loop_spare_give(c->loop, emptied, cap);
     c->last_tx = now_ms(c);
     if (c->opts->counters)
       count(&c->opts->counters->bytes_out, (uint64_t)w);
@@ -755,8 +758,15 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
     appmsg_conn_abort(c, APPMSG_E_OUTPUT_FULL);
     return APPMSG_E_OUTPUT_FULL;
   }
-  if (appmsg_encoder_pending(&c->enc) == 0)
+  if (appmsg_encoder_pending(&c->enc) == 0) {
     c->last_tx = now_ms(c); /* the output-stall clock starts now */
+    if (c->enc._buf == NULL) {
+      size_t cap;
+      void *b = appmsg__loop_spare_take(c->loop, &cap);
+      if (b)
+        appmsg__encoder_adopt(&c->enc, b, cap);
+    }
+  }
   return 0;
 }
 

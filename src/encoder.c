@@ -174,16 +174,29 @@ const void *appmsg_encoder_peek(const struct appmsg_encoder *e, size_t *len) {
   return e->_buf ? (const void *)(e->_buf + e->_pos) : (const void *)"";
 }
 
-void appmsg_encoder_advance(struct appmsg_encoder *e, size_t n) {
+void *appmsg__encoder_advance_keep(struct appmsg_encoder *e, size_t n, size_t *cap) {
   size_t pending = e->_len - e->_pos;
   e->_pos += n < pending ? n : pending;
-  if (e->_pos == e->_len) {
-    /* Empty: give the memory back, an idle connection should cost nothing. */
-    e->_hint = e->_cap < HINT_MAX ? e->_cap : HINT_MAX;
-    free(e->_buf);
-    e->_buf = NULL;
-    e->_cap = e->_len = e->_pos = 0;
-  }
+  if (e->_pos != e->_len)
+    return NULL;
+  /* Empty: the memory goes, an idle connection should cost nothing. */
+  void *b = e->_buf;
+  *cap = e->_cap;
+  e->_hint = e->_cap < HINT_MAX ? e->_cap : HINT_MAX;
+  e->_buf = NULL;
+  e->_cap = e->_len = e->_pos = 0;
+  return b;
+}
+
+void appmsg_encoder_advance(struct appmsg_encoder *e, size_t n) {
+  size_t cap;
+  free(appmsg__encoder_advance_keep(e, n, &cap));
+}
+
+void appmsg__encoder_adopt(struct appmsg_encoder *e, void *buf, size_t cap) {
+  e->_buf = buf;
+  e->_cap = cap;
+  e->_pos = e->_len = 0;
 }
 
 size_t appmsg_encoder_pending(const struct appmsg_encoder *e) {

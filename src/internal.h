@@ -27,6 +27,20 @@ int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
                       enum appmsg_json_type *top, appmsg_json_member_cb cb, void *ud,
                       struct appmsg__json_error *err);
 
+/*
+ * The fast path of appmsg_json_scan() for the usual request and reply: a
+ * flat object of at most APPMSG__JSON_FLAT_MAX members whose keys and
+ * values are all strings without escapes, any JSON whitespace between the
+ * tokens ({"action": "search", "value": "morpheus"}).  p[0..n) must be
+ * valid UTF-8 already.  Returns 1 after reporting the members to cb (if
+ * not NULL) and setting *top (if not NULL) exactly as appmsg__json_scan()
+ * would; returns 0 for any other text, having reported nothing (the caller
+ * takes the general path).
+ */
+#define APPMSG__JSON_FLAT_MAX 8
+int appmsg__json_scan_flat(const char *p, size_t n, enum appmsg_json_type *top,
+                           appmsg_json_member_cb cb, void *ud);
+
 /* Parses a header already received whole: UTF-8, JSON and field rules of
  * PROTOCOL.md section 5, steps 3-5.  buf is modified (strings are
  * unescaped in place) and h's strings point into it (h must be released
@@ -83,6 +97,30 @@ static inline size_t appmsg__json_plain_run(const unsigned char *p, size_t n) {
     i++;
   return i;
 }
+
+/*
+ * An output buffer passed from connection to connection.  A connection's
+ * output queue is empty between bursts and holds no memory then (an idle
+ * connection should cost nothing); at one request in flight every reply is
+ * a burst, and a malloc and a free per reply would be most of the queue's
+ * cost.  So a connection whose queue empties gives the buffer to its loop
+ * (which keeps one, up to APPMSG__SPARE_MAX bytes, and frees the others),
+ * and the next connection to queue output takes it.  One thread per loop,
+ * like everything on a loop.
+ */
+#define APPMSG__SPARE_MAX ((size_t)64 * 1024)
+struct appmsg_loop;
+void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t *cap); /* NULL when none */
+void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap);
+
+/* Gives an empty encoder that holds no memory the buffer buf of cap bytes
+ * (it frees it as its own). */
+void appmsg__encoder_adopt(struct appmsg_encoder *e, void *buf, size_t cap);
+
+/* appmsg_encoder_advance() that, when the queue empties, hands its buffer
+ * to the caller (returned, its size in *cap) instead of freeing it;
+ * otherwise returns NULL. */
+void *appmsg__encoder_advance_keep(struct appmsg_encoder *e, size_t n, size_t *cap);
 
 /* Whether err is one of the TLS layer's codes (TLS, TLS_HANDSHAKE, TLS_VERIFY). */
 static inline int appmsg__is_tls_error(int err) {

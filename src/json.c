@@ -326,6 +326,68 @@ int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
   return 0;
 }
 
+/* JSON whitespace from i on: the index of the first other byte (or n). */
+static size_t skip_ws_at(const char *p, size_t n, size_t i) {
+  while (i < n && is_ws((unsigned char)p[i]))
+    i++;
+  return i;
+}
+
+/* A string without escapes at p[i] (its opening quote): the index of its
+ * closing quote, or 0 when it is not one. */
+static size_t plain_string_at(const char *p, size_t n, size_t i) {
+  if (i >= n || p[i] != '"')
+    return 0;
+  i++;
+  i += appmsg__json_plain_run((const unsigned char *)p + i, n - i);
+  return i < n && p[i] == '"' ? i : 0;
+}
+
+int appmsg__json_scan_flat(const char *p, size_t n, enum appmsg_json_type *top,
+                           appmsg_json_member_cb cb, void *ud) {
+  struct appmsg_json_member m[APPMSG__JSON_FLAT_MAX];
+  size_t k = 0, i = skip_ws_at(p, n, 0);
+  if (i >= n || p[i] != '{')
+    return 0;
+  i = skip_ws_at(p, n, i + 1);
+  if (i < n && p[i] == '}') {
+    i++;
+  } else {
+    for (;;) {
+      size_t kq = plain_string_at(p, n, i); /* the key's closing quote */
+      if (kq == 0 || k == APPMSG__JSON_FLAT_MAX)
+        return 0;
+      size_t c = skip_ws_at(p, n, kq + 1);
+      if (c >= n || p[c] != ':')
+        return 0;
+      size_t v = skip_ws_at(p, n, c + 1);
+      size_t vq = plain_string_at(p, n, v); /* the value's closing quote */
+      if (vq == 0)
+        return 0;
+      m[k++] = (struct appmsg_json_member){p + i + 1,  kq - i - 1, 0, p + v + 1,
+                                           vq - v - 1, 0,          0, APPMSG_JSON_STRING};
+      i = skip_ws_at(p, n, vq + 1);
+      if (i >= n)
+        return 0;
+      if (p[i] == '}') {
+        i++;
+        break;
+      }
+      if (p[i] != ',')
+        return 0;
+      i = skip_ws_at(p, n, i + 1);
+    }
+  }
+  if (skip_ws_at(p, n, i) != n)
+    return 0;
+  if (top)
+    *top = APPMSG_JSON_OBJECT;
+  if (cb)
+    for (size_t j = 0; j < k; j++)
+      cb(ud, &m[j]);
+  return 1;
+}
+
 size_t appmsg_utf8_check(const void *buf, size_t n) {
   const unsigned char *p = buf;
   size_t i = 0;
@@ -520,6 +582,8 @@ int appmsg_json_scan(const void *buf, size_t n, int max_depth, enum appmsg_json_
     rc = APPMSG_E_CONTENT_UTF8;
     e.offset = bad_utf8;
     e.reason = "not valid UTF-8";
+  } else if (appmsg__json_scan_flat(buf, n, top, cb, ud)) {
+    /* the usual request or reply: done */
   } else if (appmsg__json_scan(buf, n, max_depth > 0 ? max_depth : 1, 0, top, cb, ud, &e) != 0) {
     rc = APPMSG_E_CONTENT_JSON;
     if (e.code == APPMSG_E_HEADER_DEPTH)

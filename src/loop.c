@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "loop_internal.h"
 
 #define EV_INTEREST (APPMSG_EV_READ | APPMSG_EV_WRITE)
@@ -114,6 +115,7 @@ void appmsg_loop_free(struct appmsg_loop *loop) {
     loop->heap[i]->_index = 0;
   if (loop->backend != NULL)
     loop->backend->cleanup(loop);
+  free(loop->spare);
   free(loop->heap);
   free(loop->watch);
   free(loop->ready);
@@ -125,6 +127,23 @@ void appmsg_loop_free(struct appmsg_loop *loop) {
 
 const char *appmsg_loop_backend_name(const struct appmsg_loop *loop) {
   return loop->backend->name;
+}
+
+void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t *cap) {
+  void *b = loop->spare;
+  *cap = loop->spare_cap;
+  loop->spare = NULL;
+  loop->spare_cap = 0;
+  return b;
+}
+
+void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap) {
+  if (loop->spare == NULL && cap <= APPMSG__SPARE_MAX) {
+    loop->spare = buf;
+    loop->spare_cap = cap;
+  } else {
+    free(buf);
+  }
 }
 
 int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {

@@ -79,6 +79,11 @@ struct appmsg_loop {
   int last_signal;               /* the signal that last stopped the loop */
   struct appmsg__sigsave *saved; /* previous dispositions to restore */
   size_t nsaved;                 /* entries in saved[] */
+
+  /* One emptied output buffer, handed to the next connection that queues
+   * output (appmsg__loop_spare_take/give in internal.h). */
+  void *spare;
+  size_t spare_cap;
 };
 
 struct appmsg__sigsave {

@@ -238,26 +238,31 @@ static void request_put(struct appmsg_request *r) {
     appmsg_encoder_cleanup(&r->out);
   if (r->rid != r->rid_inline)
     free(r->rid);
-  char *scratch = r->scratch;
-  size_t scratch_cap = r->scratch_cap;
-  struct member *members = r->members;
-  size_t members_cap = r->members_cap;
-  if (scratch_cap > KEEP_BYTES) {
-    free(scratch);
-    scratch = NULL;
-    scratch_cap = 0;
+  if (r->scratch_cap > KEEP_BYTES) {
+    free(r->scratch);
+    r->scratch = NULL;
+    r->scratch_cap = 0;
   }
-  if (members_cap * sizeof *members > KEEP_BYTES) {
-    free(members);
-    members = NULL;
-    members_cap = 0;
+  if (r->members_cap * sizeof *r->members > KEEP_BYTES) {
+    free(r->members);
+    r->members = NULL;
+    r->members_cap = 0;
   }
-  memset(r, 0, sizeof *r);
-  r->scratch = scratch;
-  r->scratch_cap = scratch_cap;
-  r->members = members;
-  r->members_cap = members_cap;
-  r->svc = s;
+  /* Back to the state calloc() gave it, field by field: the timer and the
+   * encoder are clean once stopped and cleaned up, the header copy once
+   * cleaned up, and the rest is set here (a memset of the whole object
+   * would cost more than the request's own bookkeeping). */
+  r->conn = NULL;
+  r->hdr = NULL;
+  r->content = NULL;
+  r->len = 0;
+  r->content_owned = NULL;
+  r->action = NULL;
+  r->nmembers = 0;
+  r->scratch_used = 0;
+  r->rid = NULL;
+  r->rid_len = 0;
+  r->in_handler = r->answered = r->replied = r->expired = r->queued = r->live = 0;
   r->next = s->free_list;
   s->free_list = r;
 }
@@ -664,7 +669,11 @@ static const char *member_text(struct appmsg_request *r, struct member *f) {
     }
   }
   char *dst = r->scratch + r->scratch_used;
-  size_t k = appmsg_json_unescape(f->m.val, f->m.val_len, dst);
+  size_t k = f->m.val_len;
+  if (f->m.val_escaped)
+    k = appmsg_json_unescape(f->m.val, k, dst);
+  else
+    memcpy(dst, f->m.val, k);
   dst[k] = '\0';
   r->scratch_used += k + 1;
   f->text = dst;
@@ -732,7 +741,8 @@ struct appmsg_service *appmsg_request_service(const struct appmsg_request *r) {
 static int read_json(struct appmsg_request *r) {
   const struct appmsg_header *h = r->hdr;
   char msg[300];
-  if (strcasecmp(h->content_encoding, "utf-8") != 0 && strcasecmp(h->content_encoding, "utf8")) {
+  const char *enc = h->content_encoding;
+  if (strcmp(enc, "utf-8") != 0 && strcasecmp(enc, "utf-8") != 0 && strcasecmp(enc, "utf8") != 0) {
     snprintf(msg, sizeof msg, "text/json content must be in utf-8, not '%.100s'",
              h->content_encoding); /* a cut character is made valid by the error reply */
     error_reply(r, "BAD_REQUEST", msg, -1);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 /* Under AddressSanitizer, let an impossible malloc return NULL as the C
@@ -757,6 +758,79 @@ START_TEST(json_strings_special_bytes_are_found_at_every_position) {
 }
 END_TEST
 
+struct members {
+  struct appmsg_json_member m[16];
+  size_t n;
+};
+
+static void add_member(void *ud, const struct appmsg_json_member *m) {
+  struct members *l = ud;
+  if (l->n < 16)
+    l->m[l->n] = *m;
+  l->n++;
+}
+
+/* The flat-object fast path takes only texts the general scanner accepts,
+ * reports the same members, and leaves every other text alone. */
+START_TEST(json_flat_objects_read_as_the_general_scanner_reads_them) {
+  static const struct {
+    const char *text;
+    int flat; /* taken by the fast path */
+  } cases[] = {
+      {"{\"action\": \"search\", \"value\": \"morpheus\"}", 1},
+      {" \t{\n\"a\"\r:\"\" ,\"\":\"b\"}\n ", 1},
+      {"{}", 1},
+      {"{ }", 1},
+      {"{\"k\": \"caf\xc3\xa9 \xf0\x9f\x90\xb0\"}", 1},
+      {"{\"a\": \"1\", \"a\": \"2\"}", 1},
+      {"{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\",\"7\":\"\",\"8\":\"\"}",
+       1},
+      {"{\"1\":\"\",\"2\":\"\",\"3\":\"\",\"4\":\"\",\"5\":\"\",\"6\":\"\",\"7\":\"\",\"8\":\"\","
+       "\"9\":\"\"}",
+       0},
+      {"{\"a\": 1}", 0},
+      {"{\"a\": \"x\\\"y\"}", 0},
+      {"{\"a\\u0041\": \"x\"}", 0},
+      {"{\"a\": \"b\",}", 0},
+      {"{\"a\": \"b\"} x", 0},
+      {"{\"a\": \"b\"", 0},
+      {"{\"a\" \"b\"}", 0},
+      {"{\"a\": \"b\x01\"}", 0},
+      {"{\"a\": {\"b\": \"c\"}}", 0},
+      {"[\"a\"]", 0},
+      {"\"a\"", 0},
+      {"", 0},
+      {"{", 0},
+      {"{,}", 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    const char *t = cases[k].text;
+    size_t n = strlen(t);
+    struct members fast = {0}, general = {0};
+    enum appmsg_json_type ft = APPMSG_JSON_NULL, gt = APPMSG_JSON_NULL;
+    int took = appmsg__json_scan_flat(t, n, &ft, add_member, &fast);
+    ck_assert_msg(took == cases[k].flat, "case %zu: fast path %d", k, took);
+    struct appmsg__json_error e;
+    int rc = appmsg__json_scan(t, n, 8, 0, &gt, add_member, &general, &e);
+    if (!took) {
+      ck_assert_uint_eq(fast.n, 0);
+      continue;
+    }
+    ck_assert_msg(rc == 0, "case %zu: the general scanner refuses it", k);
+    ck_assert_int_eq(ft, gt);
+    ck_assert_uint_eq(fast.n, general.n);
+    for (size_t i = 0; i < fast.n; i++) {
+      const struct appmsg_json_member *a = &fast.m[i], *b = &general.m[i];
+      ck_assert_msg(a->key == b->key && a->key_len == b->key_len &&
+                        a->key_escaped == b->key_escaped && a->val == b->val &&
+                        a->val_len == b->val_len && a->val_escaped == b->val_escaped &&
+                        a->val_plain_int == b->val_plain_int && a->type == b->type,
+                    "case %zu: member %zu differs", k, i);
+    }
+  }
+}
+END_TEST
+
 START_TEST(json_quote_with_any_room_writes_a_prefix_of_the_whole_and_no_more) {
   static const char in[] = "plain \"run\"\x01 then \xf0\x9f\x90\xb0 and\\ more\n";
   char whole[128], part[128];
@@ -829,6 +903,7 @@ int main(void) {
   tcase_add_test(hdr, the_json_check_gives_a_code_and_an_offset);
   tcase_add_test(hdr, json_quote_escapes_like_json_dumps);
   tcase_add_test(hdr, json_strings_special_bytes_are_found_at_every_position);
+  tcase_add_test(hdr, json_flat_objects_read_as_the_general_scanner_reads_them);
   tcase_add_test(hdr, json_quote_with_any_room_writes_a_prefix_of_the_whole_and_no_more);
   tcase_add_test(hdr, every_code_has_one_name_and_one_text);
   suite_add_tcase(s, hdr);
