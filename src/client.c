@@ -483,9 +483,8 @@ static size_t plain_result(const void *content, size_t len) {
     return 0;
   size_t n = len - (sizeof head - 1) - 2;
   const unsigned char *t = p + sizeof head - 1;
-  for (size_t i = 0; i < n; i++)
-    if (t[i] == '"' || t[i] == '\\' || t[i] < 0x20)
-      return 0;
+  if (appmsg__json_plain_run(t, n) != n)
+    return 0;
   return appmsg_utf8_check(t, n) == n ? n : 0;
 }
 

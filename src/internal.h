@@ -67,32 +67,78 @@ size_t appmsg__u64_digits(char *out, uint64_t v);
 /* Whether host names a Unix socket ("unix:/path"). */
 int appmsg__is_unix(const char *host);
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define APPMSG__LITTLE_ENDIAN 1
+/*
+ * The last n - i bytes of p[0..n) (1 to 7 of them) as the low bytes of a
+ * word, zero above.  Reads nothing outside p[0..n): the eight bytes that
+ * end it when there are eight, else pieces of 4, 2 and 1.
+ */
+static inline uint64_t appmsg__tail_word(const unsigned char *p, size_t i, size_t n) {
+  size_t rest = n - i;
+  uint64_t v = 0;
+  if (n >= 8) {
+    memcpy(&v, p + n - 8, 8);
+    return v >> (8 * (8 - rest));
+  }
+  size_t k = 0;
+  if (rest & 4) {
+    uint32_t x;
+    memcpy(&x, p + i, 4);
+    v = x;
+    k = 4;
+  }
+  if (rest & 2) {
+    uint16_t x;
+    memcpy(&x, p + i + k, 2);
+    v |= (uint64_t)x << (8 * k);
+    k += 2;
+  }
+  if (rest & 1)
+    v |= (uint64_t)p[i + k] << (8 * k);
+  return v;
+}
+#endif
+
+/* The bytes of v that a JSON string cannot hold as they are ('"', '\\',
+ * below 0x20) with their high bit set.  A borrow can also mark a byte
+ * above (after) the first such byte, never one below it. */
+static inline uint64_t appmsg__json_special(uint64_t v) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+  return (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+}
+
 /*
  * The length of the run of bytes at p[0..n) that a JSON string holds as
  * they are: everything but '"', '\\' and the control characters below
  * 0x20.  Eight bytes at a time (keys, actions and answers are mostly such
- * bytes); the word that holds the end of the run gives its position at
- * once on a little-endian machine, the last few bytes are looked at one by
- * one.
+ * bytes); on a little-endian machine the word that holds the end of the
+ * run gives its position at once, and the last few bytes are one more
+ * word; elsewhere those are looked at one by one.
  */
 static inline size_t appmsg__json_plain_run(const unsigned char *p, size_t n) {
-  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     uint64_t v;
     memcpy(&v, p + i, 8);
-    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    /* A byte below 0x20, or one that is zero after the xor, sets its high bit here. */
-    uint64_t hit = (((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+    uint64_t hit = appmsg__json_special(v);
     if (hit) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-      /* A borrow can mark a byte after the first hit, never one before it. */
+#ifdef APPMSG__LITTLE_ENDIAN
       return i + (size_t)(__builtin_ctzll(hit) >> 3);
 #else
       break;
 #endif
     }
   }
+#ifdef APPMSG__LITTLE_ENDIAN
+  if (i < n) {
+    /* The zero bytes above the tail look special: only the tail counts. */
+    uint64_t hit =
+        appmsg__json_special(appmsg__tail_word(p, i, n)) & (((uint64_t)1 << (8 * (n - i))) - 1);
+    return hit ? i + (size_t)(__builtin_ctzll(hit) >> 3) : n;
+  }
+#endif
   while (i < n && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
     i++;
   return i;

@@ -402,6 +402,11 @@ size_t appmsg_utf8_check(const void *buf, size_t n) {
     }
     if (i >= n)
       break;
+#ifdef APPMSG__LITTLE_ENDIAN
+    /* Fewer than eight bytes left: one more word says whether they are ASCII. */
+    if (i + 8 > n && (appmsg__tail_word(p, i, n) & 0x8080808080808080ULL) == 0)
+      break;
+#endif
     unsigned char c = p[i];
     if (c < 0x80) {
       i++;
@@ -523,10 +528,17 @@ size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {
       out[o] = (ch);                                                                               \
     o++;                                                                                           \
   } while (0)
+  size_t run = appmsg__json_plain_run((const unsigned char *)s, n);
+  if (run == n && n + 2 <= cap) { /* nothing to escape, room for all: the usual string */
+    out[0] = '"';
+    memcpy(out + 1, s, n);
+    out[n + 1] = '"';
+    return n + 2;
+  }
   PUT('"');
   for (size_t i = 0; i < n;) {
     /* A run of bytes written as they are: copied at once. */
-    size_t j = i + appmsg__json_plain_run((const unsigned char *)s + i, n - i);
+    size_t j = i ? i + appmsg__json_plain_run((const unsigned char *)s + i, n - i) : run;
     if (j > i) {
       if (o < cap)
         memcpy(out + o, s + i, j - i <= cap - o ? j - i : cap - o);

@@ -758,6 +758,42 @@ START_TEST(json_strings_special_bytes_are_found_at_every_position) {
 }
 END_TEST
 
+/* The word-at-a-time readers agree with a byte loop at every length and
+ * every position, the last few bytes included (read as one more word). */
+START_TEST(word_readers_agree_with_a_byte_loop_at_every_length) {
+  static const unsigned char specials[] = {'"', '\\', 0x00, 0x1f, 0x80, 0xc3, 0xff};
+  unsigned char buf[40];
+  for (size_t n = 0; n <= 24; n++) {
+    for (size_t at = 0; at <= n; at++) {
+      for (size_t s = 0; s < sizeof specials; s++) {
+        /* A fresh allocation of exactly n bytes, so that a read past the end is seen by ASan. */
+        unsigned char *p = malloc(n ? n : 1);
+        memset(buf, 'a', sizeof buf);
+        if (at < n)
+          buf[at] = specials[s];
+        memcpy(p, buf, n);
+        size_t want = 0;
+        while (want < n && p[want] >= 0x20 && p[want] != '"' && p[want] != '\\')
+          want++;
+        ck_assert_msg(appmsg__json_plain_run(p, n) == want, "plain run: n %zu at %zu", n, at);
+        size_t bad = appmsg_utf8_check(p, n);
+        ck_assert_msg(bad == (at < n && specials[s] >= 0x80 ? at : n), "utf-8: n %zu at %zu", n,
+                      at);
+        char q[64];
+        size_t qn = appmsg_json_quote((const char *)p, n, q, sizeof q);
+        if (at == n || specials[s] >= 0x80) { /* nothing to escape: the bytes between quotes */
+          ck_assert_uint_eq(qn, n + 2);
+          ck_assert(q[0] == '"' && q[n + 1] == '"' && memcmp(q + 1, p, n) == 0);
+        } else {
+          ck_assert_uint_gt(qn, n + 2);
+        }
+        free(p);
+      }
+    }
+  }
+}
+END_TEST
+
 struct members {
   struct appmsg_json_member m[16];
   size_t n;
@@ -904,6 +940,7 @@ int main(void) {
   tcase_add_test(hdr, json_quote_escapes_like_json_dumps);
   tcase_add_test(hdr, json_strings_special_bytes_are_found_at_every_position);
   tcase_add_test(hdr, json_flat_objects_read_as_the_general_scanner_reads_them);
+  tcase_add_test(hdr, word_readers_agree_with_a_byte_loop_at_every_length);
   tcase_add_test(hdr, json_quote_with_any_room_writes_a_prefix_of_the_whole_and_no_more);
   tcase_add_test(hdr, every_code_has_one_name_and_one_text);
   suite_add_tcase(s, hdr);
