@@ -762,7 +762,7 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
     c->last_tx = now_ms(c); /* the output-stall clock starts now */
     if (c->enc._buf == NULL) {
       size_t cap;
-      void *b = appmsg__loop_spare_take(c->loop, &cap);
+      void *b = appmsg__loop_spare_take(c->loop, c->enc._hint, &cap);
       if (b)
         appmsg__encoder_adopt(&c->enc, b, cap);
     }
@@ -772,7 +772,18 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
 
 /* Outside the connection's own callbacks, queued bytes are written at
  * once; inside them, after the callback (batching pipelined replies). */
+__attribute__((cold, noinline)) static void give_back(struct appmsg_conn *c) {
+  size_t cap;
+  void *b = appmsg__encoder_advance_keep(&c->enc, 0, &cap);
+  if (b)
+    appmsg__loop_spare_give(c->loop, b, cap);
+}
+
 static int queued(struct appmsg_conn *c, int rc) {
+  /* Nothing was queued after all (a refused frame, an empty one): the
+   * buffer may_queue() took goes back, an idle connection holds none. */
+  if (__builtin_expect(c->enc._len == c->enc._pos, 0) && c->enc._buf)
+    give_back(c);
   if (rc == 0 && c->busy == 0 && !c->connecting)
     settle(c);
   return rc;

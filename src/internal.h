@@ -150,13 +150,15 @@ static inline size_t appmsg__json_plain_run(const unsigned char *p, size_t n) {
  * connection should cost nothing); at one request in flight every reply is
  * a burst, and a malloc and a free per reply would be most of the queue's
  * cost.  So a connection whose queue empties gives the buffer to its loop
- * (which keeps one, up to APPMSG__SPARE_MAX bytes, and frees the others),
- * and the next connection to queue output takes it.  One thread per loop,
- * like everything on a loop.
+ * (which keeps the largest one, up to APPMSG__SPARE_MAX bytes, and frees
+ * the others), and the next connection to queue output takes it when it
+ * is at least as large as that connection's last burst.  One thread per
+ * loop, like everything on a loop.
  */
 #define APPMSG__SPARE_MAX ((size_t)64 * 1024)
 struct appmsg_loop;
-void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t *cap); /* NULL when none */
+/* The spare buffer (its size in *cap) when it has at least min bytes, else NULL. */
+void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t min, size_t *cap);
 void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap);
 
 /* Gives an empty encoder that holds no memory the buffer buf of cap bytes

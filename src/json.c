@@ -531,7 +531,8 @@ size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {
   size_t run = appmsg__json_plain_run((const unsigned char *)s, n);
   if (run == n && n + 2 <= cap) { /* nothing to escape, room for all: the usual string */
     out[0] = '"';
-    memcpy(out + 1, s, n);
+    if (n)
+      memcpy(out + 1, s, n);
     out[n + 1] = '"';
     return n + 2;
   }

@@ -129,8 +129,10 @@ const char *appmsg_loop_backend_name(const struct appmsg_loop *loop) {
   return loop->backend->name;
 }
 
-void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t *cap) {
+void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t min, size_t *cap) {
   void *b = loop->spare;
+  if (b == NULL || loop->spare_cap < min)
+    return NULL;
   *cap = loop->spare_cap;
   loop->spare = NULL;
   loop->spare_cap = 0;
@@ -138,12 +140,13 @@ void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t *cap) {
 }
 
 void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap) {
-  if (loop->spare == NULL && cap <= APPMSG__SPARE_MAX) {
-    loop->spare = buf;
-    loop->spare_cap = cap;
-  } else {
+  if (cap > APPMSG__SPARE_MAX || (loop->spare && loop->spare_cap >= cap)) {
     free(buf);
+    return;
   }
+  free(loop->spare); /* the smaller one */
+  loop->spare = buf;
+  loop->spare_cap = cap;
 }
 
 int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {
