@@ -245,6 +245,16 @@ static void drop_tls(struct appmsg_conn *c) {
   c->wr_want = APPMSG_EV_WRITE;
 }
 
+/* Marks n queued bytes as sent; a buffer that empties goes to the loop's
+ * spare (internal.h), an idle connection holds none.  Not inlined: queued()
+ * calls it on a rare path and stays small. */
+__attribute__((noinline)) static void output_sent(struct appmsg_conn *c, size_t n) {
+  size_t cap;
+  void *emptied = appmsg__encoder_advance_keep(&c->enc, n, &cap);
+  if (emptied)
+    appmsg__loop_spare_give(c->loop, emptied, cap);
+}
+
 /* Writes what the transport takes.  Returns 0, or a negative code when the
  * connection broke (the caller aborts). */
 static int flush(struct appmsg_conn *c) {
@@ -258,10 +268,7 @@ static int flush(struct appmsg_conn *c) {
       return 0;
     if (w < 0)
       return (int)w;
-    size_t cap;
-    void *emptied = appmsg__encoder_advance_keep(&c->enc, (size_t)w, &cap);
-    if (emptied)
-      appmsg__loop_spare_give(c->loop, emptied, cap);
+    output_sent(c, (size_t)w);
     c->last_tx = now_ms(c);
     if (c->opts->counters)
       count(&c->opts->counters->bytes_out, (uint64_t)w);
@@ -772,18 +779,11 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
 
 /* Outside the connection's own callbacks, queued bytes are written at
  * once; inside them, after the callback (batching pipelined replies). */
-__attribute__((cold, noinline)) static void give_back(struct appmsg_conn *c) {
-  size_t cap;
-  void *b = appmsg__encoder_advance_keep(&c->enc, 0, &cap);
-  if (b)
-    appmsg__loop_spare_give(c->loop, b, cap);
-}
-
 static int queued(struct appmsg_conn *c, int rc) {
   /* Nothing was queued after all (a refused frame, an empty one): the
-   * buffer may_queue() took goes back, an idle connection holds none. */
+   * buffer may_queue() took goes back. */
   if (__builtin_expect(c->enc._len == c->enc._pos, 0) && c->enc._buf)
-    give_back(c);
+    output_sent(c, 0);
   if (rc == 0 && c->busy == 0 && !c->connecting)
     settle(c);
   return rc;

@@ -45,9 +45,15 @@ static int is_ws(unsigned char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* JSON whitespace from i on: the index of the first other byte (or n). */
+static size_t skip_ws_at(const char *p, size_t n, size_t i) {
+  while (i < n && is_ws((unsigned char)p[i]))
+    i++;
+  return i;
+}
+
 static void skip_ws(struct scan *s) {
-  while (s->i < s->n && is_ws((unsigned char)s->p[s->i]))
-    s->i++;
+  s->i = skip_ws_at(s->p, s->n, s->i);
 }
 
 static int hexval(unsigned char c) {
@@ -324,13 +330,6 @@ int appmsg__json_scan(const char *p, size_t n, int max_depth, int object_only,
   if (s.i < n)
     return fail(&s, APPMSG_E_HEADER_TRAILING, s.i, "bytes after the JSON value");
   return 0;
-}
-
-/* JSON whitespace from i on: the index of the first other byte (or n). */
-static size_t skip_ws_at(const char *p, size_t n, size_t i) {
-  while (i < n && is_ws((unsigned char)p[i]))
-    i++;
-  return i;
 }
 
 /* A string without escapes at p[i] (its opening quote): the index of its
