@@ -716,8 +716,11 @@ class TestFailover(ClusterTest):
         remaining = [n for n in ports if n != drained]
         before = {n: stot(n) for n in remaining}
         progress("the load to go on without the drained server")
+        # Together, not each: leastconn gives every new connection to the server with the
+        # fewest open, which may be the same one for as long as the persistent connections
+        # stay unevenly spread.
         wait_for("the other servers to take the drained one's connections",
-                 lambda: all(stot(n) > before[n] for n in remaining))
+                 lambda: sum(stot(n) for n in remaining) > sum(before.values()))
 
         load.stop()
         self.assertEqual(load.errors, [], "\n".join(load.errors))
