@@ -14,7 +14,8 @@
 #include <string.h>
 
 #include "appmsg/appmsg.h"
-#include "internal.h"
+#include "codec_internal.h"
+#include "util.h"
 
 #define CHECK(cond)                                                                                \
   do {                                                                                             \

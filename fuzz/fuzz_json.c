@@ -13,7 +13,8 @@
 #include <string.h>
 
 #include "appmsg/appmsg.h"
-#include "internal.h"
+#include "json_internal.h"
+#include "util.h"
 
 #define CHECK(cond)                                                                                \
   do {                                                                                             \

@@ -24,7 +24,12 @@
 #include <unistd.h>
 
 #include "appmsg/client.h"
-#include "internal.h"
+#include "codec_internal.h"
+#include "conn_internal.h"
+#include "json_internal.h"
+#include "header_internal.h"
+#include "loop_internal.h"
+#include "util.h"
 
 struct call {
   struct appmsg_client *cl; /* its client */
@@ -453,20 +458,12 @@ struct reply_members {
   int has_result, has_error;
 };
 
-static int key_eq(const struct appmsg_json_member *m, const char *key, size_t n) {
-  if (!m->key_escaped)
-    return m->key_len == n && memcmp(m->key, key, n) == 0;
-  char tmp[32];
-  return m->key_len <= sizeof tmp && appmsg_json_unescape(m->key, m->key_len, tmp) == n &&
-         memcmp(tmp, key, n) == 0;
-}
-
 static void reply_member(void *ud, const struct appmsg_json_member *m) {
   struct reply_members *r = ud;
-  if (key_eq(m, "result", 6)) {
+  if (appmsg__json_key_is(m, "result", 6)) {
     r->result = *m;
     r->has_result = 1;
-  } else if (key_eq(m, "error", 5)) {
+  } else if (appmsg__json_key_is(m, "error", 5)) {
     r->error = *m;
     r->has_error = 1;
   }
@@ -491,7 +488,7 @@ static size_t plain_result(const void *content, size_t len) {
 /* Which call a reply answers: the one whose request-id it carries, else
  * the oldest in flight. */
 static struct call *match(struct appmsg_client *c, const struct appmsg_header *h) {
-  if (h->_extras && c->flight.head) {
+  if (appmsg__header_has_extras(h) && c->flight.head) {
     char rid[sizeof c->flight.head->rid];
     long n = appmsg_header_extra_raw(h, "request-id", rid, sizeof rid);
     if (n > 0 && (size_t)n <= sizeof rid)

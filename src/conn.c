@@ -25,7 +25,11 @@
 #include "appmsg/conn.h"
 #include "appmsg/net.h"
 #include "appmsg/tls.h"
-#include "internal.h"
+#include "codec_internal.h"
+#include "conn_internal.h"
+#include "loop_internal.h"
+#include "tls_internal.h"
+#include "util.h"
 
 #define READ_CHUNK 65536
 #define LINGER_MS 2000 /* how long a closing connection waits for the peer's EOF */
@@ -84,12 +88,6 @@ void appmsg_conn_opts_default(struct appmsg_conn_opts *o) {
   o->read_pause = 256 * 1024;
   o->max_output = 16 * 1024 * 1024;
   o->handshake_timeout_ms = 10000;
-}
-
-/* Adds to a counter that other threads may read (appmsg_counter_get()):
- * one writer, so a relaxed load and store, which cost a plain add. */
-static void count(uint64_t *counter, uint64_t n) {
-  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 
 static uint64_t now_ms(const struct appmsg_conn *c) {
@@ -271,7 +269,7 @@ static int flush(struct appmsg_conn *c) {
     output_sent(c, (size_t)w);
     c->last_tx = now_ms(c);
     if (c->opts->counters)
-      count(&c->opts->counters->bytes_out, (uint64_t)w);
+      appmsg__count(&c->opts->counters->bytes_out, (uint64_t)w);
   }
   return 0;
 }
@@ -400,7 +398,7 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
       size_t len;
       const void *content = appmsg_decoder_content(&c->dec, &len);
       if (c->opts->counters)
-        count(&c->opts->counters->messages_in, 1);
+        appmsg__count(&c->opts->counters->messages_in, 1);
       if (c->cbs->on_message) {
         c->busy++;
         c->cbs->on_message(c, appmsg_decoder_header(&c->dec), content, len, c->ud);
@@ -455,7 +453,7 @@ static void got(struct appmsg_conn *c, long n) {
   }
   c->last_rx = now_ms(c);
   if (n > 0 && c->opts->counters)
-    count(&c->opts->counters->bytes_in, (uint64_t)n);
+    appmsg__count(&c->opts->counters->bytes_in, (uint64_t)n);
   if (n > 0) {
     if (!c->close_req && !c->eof)
       deliver(c, rbuf, (size_t)n);
@@ -767,9 +765,9 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
   }
   if (appmsg_encoder_pending(&c->enc) == 0) {
     c->last_tx = now_ms(c); /* the output-stall clock starts now */
-    if (c->enc._buf == NULL) {
+    if (!appmsg__encoder_has_buffer(&c->enc)) {
       size_t cap;
-      void *b = appmsg__loop_spare_take(c->loop, c->enc._hint, &cap);
+      void *b = appmsg__loop_spare_take(c->loop, appmsg__encoder_hint(&c->enc), &cap);
       if (b)
         appmsg__encoder_adopt(&c->enc, b, cap);
     }
@@ -782,7 +780,8 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
 static int queued(struct appmsg_conn *c, int rc) {
   /* Nothing was queued after all (a refused frame, an empty one): the
    * buffer may_queue() took goes back. */
-  if (__builtin_expect(c->enc._len == c->enc._pos, 0) && c->enc._buf)
+  if (__builtin_expect(appmsg_encoder_pending(&c->enc) == 0, 0) &&
+      appmsg__encoder_has_buffer(&c->enc))
     output_sent(c, 0);
   if (rc == 0 && c->busy == 0 && !c->connecting)
     settle(c);

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "codec_internal.h"
+#include "header_internal.h"
+#include "util.h"
 
 enum { ST_PREFIX, ST_HEADER, ST_CONTENT, ST_MESSAGE, ST_ERROR };
 

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "codec_internal.h"
+#include "header_internal.h"
+#include "util.h"
 
 /* The largest first allocation an empty queue makes from what it last needed. */
 #define HINT_MAX ((size_t)64 * 1024)

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "conn_internal.h"
+#include "util.h"
 
 /* Names of the errno values a network program meets; others are "ESYSTEM". */
 #define ERRNO_NAMES(X)                                                                             \

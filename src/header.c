@@ -14,7 +14,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
+#include "header_internal.h"
+#include "json_internal.h"
+#include "util.h"
 
 enum { F_BYTEORDER, F_TYPE, F_ENCODING, F_LENGTH, F_COUNT };
 

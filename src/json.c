@@ -10,7 +10,8 @@
  */
 #include <string.h>
 
-#include "internal.h"
+#include "json_internal.h"
+#include "util.h"
 
 struct scan {
   const char *p;                  /* the text */
@@ -471,6 +472,43 @@ static unsigned hex4(const char *p) {
   return v;
 }
 
+/* Decodes the escape at src[*i] (a backslash, accepted by the scanner)
+ * into out (1 to 4 bytes); moves *i past it and returns the byte count. */
+static size_t unescape_one(const char *src, size_t *i, char *out) {
+  char c = src[*i + 1];
+  *i += 2;
+  switch (c) {
+  case 'b':
+    *out = '\b';
+    return 1;
+  case 'f':
+    *out = '\f';
+    return 1;
+  case 'n':
+    *out = '\n';
+    return 1;
+  case 'r':
+    *out = '\r';
+    return 1;
+  case 't':
+    *out = '\t';
+    return 1;
+  case 'u': {
+    unsigned cp = hex4(src + *i);
+    *i += 4;
+    if (cp >= 0xD800 && cp <= 0xDBFF) { /* the scanner saw the low half */
+      unsigned lo = hex4(src + *i + 2);
+      *i += 6;
+      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    return put_utf8(out, cp);
+  }
+  default: /* '"', '\\', '/' */
+    *out = c;
+    return 1;
+  }
+}
+
 size_t appmsg_json_unescape(const char *src, size_t n, char *dst) {
   size_t i = 0, o = 0;
   while (i < n) {
@@ -479,43 +517,38 @@ size_t appmsg_json_unescape(const char *src, size_t n, char *dst) {
     memmove(dst + o, src + i, run); /* (dst may be src: unescaping never lengthens) */
     i += run;
     o += run;
-    if (i >= n)
-      break;
-    char c = src[i + 1];
-    i += 2;
-    switch (c) {
-    case 'b':
-      dst[o++] = '\b';
-      break;
-    case 'f':
-      dst[o++] = '\f';
-      break;
-    case 'n':
-      dst[o++] = '\n';
-      break;
-    case 'r':
-      dst[o++] = '\r';
-      break;
-    case 't':
-      dst[o++] = '\t';
-      break;
-    case 'u': {
-      unsigned cp = hex4(src + i);
-      i += 4;
-      if (cp >= 0xD800 && cp <= 0xDBFF) { /* the scanner saw the low half */
-        unsigned lo = hex4(src + i + 2);
-        i += 6;
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-      }
-      o += put_utf8(dst + o, cp);
-      break;
-    }
-    default: /* '"', '\\', '/' */
-      dst[o++] = c;
-      break;
+    if (i < n) {
+      char tmp[4]; /* (decoded aside: an escape may be shorter than its bytes, never longer) */
+      size_t k = unescape_one(src, &i, tmp);
+      memcpy(dst + o, tmp, k);
+      o += k;
     }
   }
   return o;
+}
+
+int appmsg__json_key_is(const struct appmsg_json_member *m, const char *name, size_t n) {
+  if (!m->key_escaped)
+    return m->key_len == n && memcmp(m->key, name, n) == 0;
+  /* Unescaped on the fly and compared as it goes: no buffer, so no length
+   * limit, and a mismatch stops at once. */
+  const char *k = m->key;
+  size_t i = 0, o = 0;
+  while (i < m->key_len) {
+    if (k[i] != '\\') {
+      if (o >= n || name[o] != k[i])
+        return 0;
+      i++;
+      o++;
+      continue;
+    }
+    char tmp[4];
+    size_t len = unescape_one(k, &i, tmp);
+    if (len > n - o || memcmp(name + o, tmp, len) != 0)
+      return 0;
+    o += len;
+  }
+  return o == n;
 }
 
 size_t appmsg_json_quote(const char *s, size_t n, char *out, size_t cap) {

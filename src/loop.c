@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "loop_internal.h"
+#include "loop_backend.h"
+#include "util.h"
 
 #define EV_INTEREST (APPMSG_EV_READ | APPMSG_EV_WRITE)
 #define WATCH_MIN 64
@@ -26,6 +26,10 @@ static uint64_t clock_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t appmsg__clock_ms(void) {
+  return clock_ns() / 1000000u;
 }
 
 static uint64_t update_now(struct appmsg_loop *loop) {
@@ -104,6 +108,9 @@ static void signals_teardown(struct appmsg_loop *loop);
 void appmsg_loop_free(struct appmsg_loop *loop) {
   if (loop == NULL)
     return;
+  /* Closes still pending finish first: their on_close callbacks run, and
+   * what they hold is freed. */
+  appmsg__loop_run_deferred(loop);
   signals_teardown(loop);
   if (loop->sig_rfd >= 0) {
     appmsg_loop_unwatch(loop, loop->sig_rfd);
@@ -147,6 +154,50 @@ void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap) {
   free(loop->spare); /* the smaller one */
   loop->spare = buf;
   loop->spare_cap = cap;
+}
+
+/* ---- work deferred to the end of the iteration ------------------------------------------ */
+
+void appmsg__loop_defer(struct appmsg_loop *loop, struct appmsg__deferred *d) {
+  if (d->queued)
+    return;
+  d->queued = 1;
+  d->next = NULL;
+  d->prev = loop->dq_tail;
+  if (loop->dq_tail)
+    loop->dq_tail->next = d;
+  else
+    loop->dq_head = d;
+  loop->dq_tail = d;
+}
+
+void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d) {
+  if (!d->queued)
+    return;
+  if (d->prev)
+    d->prev->next = d->next;
+  else
+    loop->dq_head = d->next;
+  if (d->next)
+    d->next->prev = d->prev;
+  else
+    loop->dq_tail = d->prev;
+  d->prev = d->next = NULL;
+  d->queued = 0;
+}
+
+void appmsg__loop_run_deferred(struct appmsg_loop *loop) {
+  struct appmsg__deferred *d;
+  /* One node at a time off the head: the work may queue nodes (itself too)
+   * and take others out, and it may free the object d lives in. */
+  while ((d = loop->dq_head) != NULL) {
+    appmsg__loop_undefer(loop, d);
+    d->fn(d);
+  }
+}
+
+int appmsg__loop_in_iteration(const struct appmsg_loop *loop) {
+  return loop->in_iteration;
 }
 
 int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {
@@ -413,8 +464,10 @@ static int run_timers(struct appmsg_loop *loop) {
 /* ---- running ----------------------------------------------------------- */
 
 int appmsg_loop_alive(const struct appmsg_loop *loop) {
-  return loop->nwatch > 0 || loop->nheap > 0;
+  return loop->nwatch > 0 || loop->nheap > 0 || loop->dq_head != NULL;
 }
+
+static int iterate(struct appmsg_loop *loop, int timeout_ms);
 
 /* The wait in ms allowed by timeout_ms (-1: none) and the next timer. */
 static int wait_ms(const struct appmsg_loop *loop, int timeout_ms) {
@@ -429,6 +482,22 @@ static int wait_ms(const struct appmsg_loop *loop, int timeout_ms) {
 
 int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms) {
   update_now(loop);
+  loop->in_iteration = 1;
+  int calls = 0;
+  if (loop->dq_head != NULL) { /* work queued from outside the loop: done first, no wait */
+    appmsg__loop_run_deferred(loop);
+    calls++;
+    timeout_ms = 0;
+  }
+  int n = iterate(loop, timeout_ms);
+  loop->in_iteration = 0;
+  return n < 0 ? n : calls + n;
+}
+
+/* One wait and what it brings: the ready fds' callbacks, the due timers,
+ * then the work they deferred.  Returns how many callbacks ran, or a
+ * negated errno. */
+static int iterate(struct appmsg_loop *loop, int timeout_ms) {
   int ms = wait_ms(loop, timeout_ms);
   if (ms < 0 && !appmsg_loop_alive(loop))
     return 0; /* nothing could ever wake us */
@@ -447,7 +516,9 @@ int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms) {
   int calls = dispatch(loop, n);
   if (n == loop->ready_cap && n < 4096)
     (void)appmsg__loop_ready_reserve(loop, n * 2); /* busy: collect more per wait */
-  return calls + run_timers(loop);
+  calls += run_timers(loop);
+  appmsg__loop_run_deferred(loop);
+  return calls;
 }
 
 int appmsg_loop_run(struct appmsg_loop *loop) {

@@ -4,7 +4,7 @@
  * watch generation, so readiness for a watch that was replaced in the same
  * iteration is recognised as stale by loop.c.
  */
-#include "loop_internal.h"
+#include "loop_backend.h"
 
 #ifdef APPMSG__HAVE_EPOLL
 

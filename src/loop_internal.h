@@ -1,102 +1,67 @@
 /*
- * The loop's insides, shared by loop.c and the backends (loop_epoll.c,
- * loop_poll.c).  Not installed.
+ * What the loop offers the library's other modules: work deferred to the
+ * end of the iteration, and the spare output buffer.  Not installed.
+ *
+ * Deferred work is how the library keeps its one lifecycle rule - no call
+ * frees anything its caller may still hold.  A call that must write,
+ * close or free (a send, an abort, a client freed from its own callback)
+ * only records what it wants and queues the object's node here; the loop
+ * runs the queue after the iteration's callbacks (and before it waits,
+ * for work queued from outside the loop), when no callback of the library
+ * or the application is on the stack.  Each node is queued at most once
+ * at a time; work queued while the queue runs runs in the same pass.
  */
 #ifndef APPMSG_LOOP_INTERNAL_H
 #define APPMSG_LOOP_INTERNAL_H
 
-#include <poll.h>
-#include <signal.h>
-#include <stdint.h>
+#include <stddef.h>
 
 #include "appmsg/loop.h"
 
-#ifdef __linux__
-#define APPMSG__HAVE_EPOLL 1
-#include <sys/epoll.h>
-#endif
-
-/* One slot per fd number, in a table indexed by fd: 24 bytes. */
-struct appmsg__watch {
-  appmsg_io_cb cb; /* NULL while the fd is not watched */
-  void *userdata;  /* handed to cb */
-  int32_t pidx;    /* poll backend: the fd's index in the pollfd array */
-  uint16_t gen;    /* bumped by watch and unwatch; stale readiness carries an old one */
-  uint8_t events;  /* interest: APPMSG_EV_READ | APPMSG_EV_WRITE */
-  uint8_t flags;   /* WATCH_INTERNAL: the loop's own fd, does not keep the loop alive */
+/* A node of the deferred queue, embedded in the object that needs the work. */
+struct appmsg__deferred {
+  void (*fn)(struct appmsg__deferred *d); /* the work; it may queue d again */
+  struct appmsg__deferred *prev, *next;   /* in the queue */
+  unsigned queued;                        /* 1 while in the queue */
 };
 
-#define APPMSG__WATCH_INTERNAL 0x1u
+/* Sets up a node (not queued) with its work. */
+static inline void appmsg__deferred_init(struct appmsg__deferred *d,
+                                         void (*fn)(struct appmsg__deferred *)) {
+  d->fn = fn;
+  d->prev = d->next = NULL;
+  d->queued = 0;
+}
 
-/* Readiness collected by a backend's wait(), dispatched by loop.c. */
-struct appmsg__ready {
-  int fd;          /* the ready fd */
-  unsigned events; /* APPMSG_EV_* bits */
-  uint16_t gen;    /* the watch generation when the readiness was collected */
-};
+/* Queues d (nothing if it is queued already). */
+void appmsg__loop_defer(struct appmsg_loop *loop, struct appmsg__deferred *d);
 
-struct appmsg__backend {
-  const char *name;
-  int (*init)(struct appmsg_loop *loop);
-  void (*cleanup)(struct appmsg_loop *loop);
-  /* Register / change / drop a watch: loop->watch[fd] is already updated. */
-  int (*add)(struct appmsg_loop *loop, int fd);
-  int (*mod)(struct appmsg_loop *loop, int fd);
-  void (*del)(struct appmsg_loop *loop, int fd);
-  /* Waits up to timeout_ms, fills loop->ready; returns the count or -errno (-EINTR too). */
-  int (*wait)(struct appmsg_loop *loop, int timeout_ms);
-};
+/* Takes d out of the queue if it is there (before its object is freed). */
+void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d);
 
-struct appmsg_loop {
-  const struct appmsg__backend *backend; /* epoll or poll */
-  struct appmsg__watch *watch;           /* per-fd slots, indexed by fd */
-  int watch_cap;                         /* slots in watch[] */
-  int nwatch;                            /* watched fds that keep the loop alive */
-  struct appmsg__ready *ready;           /* readiness of the current iteration */
-  int ready_cap;                         /* entries in ready[] */
-  int stop;                              /* appmsg_loop_stop() was called */
-  uint64_t now;                          /* cached clock, ms */
+/* Runs the queue until it is empty.  Only where no callback is on the
+ * stack: the loop itself, appmsg_loop_free(), and a free made from
+ * outside the loop's callbacks. */
+void appmsg__loop_run_deferred(struct appmsg_loop *loop);
 
-  /* epoll backend */
-  int epfd; /* the epoll instance, -1 if none */
-#ifdef APPMSG__HAVE_EPOLL
-  struct epoll_event *ep_events; /* epoll_wait() buffer, ready_cap entries */
-#endif
+/* 1 while appmsg_loop_run_once() is running (callbacks may be on the
+ * stack): an object freed then must wait for the end of the iteration. */
+int appmsg__loop_in_iteration(const struct appmsg_loop *loop);
 
-  /* poll backend */
-  struct pollfd *pfd; /* compact: one entry per watched fd */
-  int npfd;           /* entries in use */
-  int pfd_cap;        /* entries allocated */
-
-  /* timers: a binary min-heap ordered by (_due, _seq) */
-  struct appmsg_timer **heap; /* heap[i]->_index == i + 1 */
-  uint32_t nheap;             /* armed timers */
-  uint32_t heap_cap;          /* slots allocated */
-  uint64_t timer_seq;         /* next arming sequence number */
-
-  /* signals */
-  int sig_rfd, sig_wfd;          /* the self-pipe, -1 when not set up */
-  int last_signal;               /* the signal that last stopped the loop */
-  struct appmsg__sigsave *saved; /* previous dispositions to restore */
-  size_t nsaved;                 /* entries in saved[] */
-
-  /* One emptied output buffer, handed to the next connection that queues
-   * output (appmsg__loop_spare_take/give in internal.h). */
-  void *spare;
-  size_t spare_cap;
-};
-
-struct appmsg__sigsave {
-  int signo;             /* the signal */
-  struct sigaction prev; /* its disposition before appmsg_loop_stop_on_signals() */
-};
-
-/* Grows loop->ready (and the epoll buffer) to at least n entries. */
-int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n);
-
-#ifdef APPMSG__HAVE_EPOLL
-extern const struct appmsg__backend appmsg__loop_epoll;
-#endif
-extern const struct appmsg__backend appmsg__loop_poll;
+/*
+ * An output buffer passed from connection to connection.  A connection's
+ * output queue is empty between bursts and holds no memory then (an idle
+ * connection should cost nothing); at one request in flight every reply is
+ * a burst, and a malloc and a free per reply would be most of the queue's
+ * cost.  So a connection whose queue empties gives the buffer to its loop
+ * (which keeps the largest one, up to APPMSG__SPARE_MAX bytes, and frees
+ * the others), and the next connection to queue output takes it when it
+ * is at least as large as that connection's last burst.  One thread per
+ * loop, like everything on a loop.
+ */
+#define APPMSG__SPARE_MAX ((size_t)64 * 1024)
+/* The spare buffer (its size in *cap) when it has at least min bytes, else NULL. */
+void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t min, size_t *cap);
+void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap);
 
 #endif

@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "loop_internal.h"
+#include "loop_backend.h"
 
 static int poll_init(struct appmsg_loop *loop) {
   (void)loop;

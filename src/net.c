@@ -23,7 +23,7 @@
 
 #include "appmsg/error.h"
 #include "appmsg/net.h"
-#include "internal.h"
+#include "util.h"
 
 #define UNIX_PREFIX "unix:"
 #define UNIX_PREFIX_LEN 5

@@ -9,7 +9,9 @@
 #include "appmsg/net.h"
 #include "appmsg/server.h"
 #include "appmsg/tls.h"
-#include "internal.h"
+#include "conn_internal.h"
+#include "loop_internal.h"
+#include "util.h"
 
 #define MAX_REFUSING 64     /* refused connections being told so at once */
 #define ACCEPT_PAUSE_MS 100 /* pause after running out of descriptors */

@@ -27,7 +27,12 @@
 
 #include "appmsg/service.h"
 #include "appmsg/tls.h"
-#include "internal.h"
+#include "codec_internal.h"
+#include "conn_internal.h"
+#include "header_internal.h"
+#include "json_internal.h"
+#include "loop_internal.h"
+#include "util.h"
 
 #define REQUEST_DEPTH_MAX 64 /* nesting allowed in a text/json request */
 #define ERROR_NAMES_MAX 64   /* distinct error names counted; more count as OTHER */
@@ -234,7 +239,7 @@ static void request_put(struct appmsg_request *r) {
   if (r->hdr == &r->hdr_copy) /* (a request answered in its handler has none of these) */
     appmsg_header_cleanup(&r->hdr_copy);
   free(r->content_owned);
-  if (r->out._buf) /* (a reply that waited for earlier ones) */
+  if (appmsg__encoder_has_buffer(&r->out)) /* (a reply that waited for earlier ones) */
     appmsg_encoder_cleanup(&r->out);
   if (r->rid != r->rid_inline)
     free(r->rid);
@@ -610,19 +615,11 @@ static void collect_member(void *ud, const struct appmsg_json_member *m) {
     r->members[r->nmembers++] = (struct member){*m, NULL};
 }
 
-static int key_is(const struct appmsg_json_member *m, const char *key, size_t n) {
-  if (!m->key_escaped)
-    return m->key_len == n && memcmp(m->key, key, n) == 0;
-  char tmp[256]; /* an escaped key longer than this cannot spell a key this short */
-  return n <= sizeof tmp && m->key_len <= sizeof tmp &&
-         appmsg_json_unescape(m->key, m->key_len, tmp) == n && memcmp(tmp, key, n) == 0;
-}
-
 /* The last member named key, or NULL. */
 static struct member *find_member(const struct appmsg_request *r, const char *key) {
   size_t n = strlen(key);
   for (size_t i = r->nmembers; i-- > 0;)
-    if (key_is(&r->members[i].m, key, n))
+    if (appmsg__json_key_is(&r->members[i].m, key, n))
       return &r->members[i];
   return NULL;
 }
@@ -1041,14 +1038,14 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
   r->hdr = h;
   r->content = content;
   r->len = len;
-  if (h->_extras)
+  if (appmsg__header_has_extras(h))
     read_request_id(r);
   struct pending *q = pending_of(s, c);
   if (q && q->head)
     enqueue(s, q, r); /* behind replies still owed: its own must wait */
   const struct handler *hd = NULL;
   r->in_handler = 1;
-  if (h->_extras && !version_ok(r)) {
+  if (appmsg__header_has_extras(h) && !version_ok(r)) {
     r->answered = 1; /* a later version's request: answered BAD_REQUEST */
   } else if (strcmp(h->content_type, "text/json") == 0) {
     if (read_json(r) == 0) {

@@ -32,7 +32,8 @@
 #include "appmsg/loop.h"
 #include "appmsg/net.h"
 #include "appmsg/tls.h"
-#include "internal.h"
+#include "tls_internal.h"
+#include "util.h"
 
 /* The ALPN protocol list: one name, length-prefixed. */
 static const unsigned char alpn_list[] = {6, 'a', 'p', 'p', 'm', 's', 'g'};

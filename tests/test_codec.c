@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "codec_internal.h"
+#include "header_internal.h"
+#include "json_internal.h"
+#include "util.h"
 #include "testutil.h"
 
 /* Under AddressSanitizer, let an impossible malloc return NULL as the C

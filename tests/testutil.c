@@ -1,7 +1,8 @@
 /* Helpers shared by the test suites: suite runner, strings, vectors. */
 #include "testutil.h"
 
-#include "internal.h"
+#include "codec_internal.h"
+#include "util.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>

@@ -1,0 +1,51 @@
+/* The connection's functions for the server, the service and the client.
+ * Not installed. */
+#ifndef APPMSG_CONN_INTERNAL_H
+#define APPMSG_CONN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "appmsg/conn.h"
+#include "appmsg/encoder.h"
+
+/* The standard error reply's content (PROTOCOL.md):
+ * {"result": "Error: REASON.", "error": "NAME", "offset": OFFSET}, offset
+ * only when >= 0.  The reason is cut at APPMSG__ERROR_REASON_MAX bytes and
+ * bytes that are not UTF-8 become '?'; name at 64 bytes.  out needs room
+ * for APPMSG__ERROR_BODY_MAX bytes.  Returns the length (no NUL). */
+#define APPMSG__ERROR_REASON_MAX 512
+#define APPMSG__ERROR_BODY_MAX (6 * APPMSG__ERROR_REASON_MAX + 160)
+size_t appmsg__error_body(const char *name, const char *reason, long long offset, char *out);
+
+/* Marks the connection busy around work done outside its own callbacks
+ * (a reply made from a timer): sends are batched and the connection is
+ * not freed until leave, which settles it - and may end it, so c must not
+ * be used after leave. */
+void appmsg__conn_enter(struct appmsg_conn *c);
+void appmsg__conn_leave(struct appmsg_conn *c);
+
+/* Leaves without settling: the caller promises an appmsg__conn_enter() +
+ * appmsg__conn_leave() pair soon (in the same loop iteration), which
+ * writes what was queued - so that many replies made one after another
+ * from outside leave in one write.  Until then c is not freed. */
+void appmsg__conn_leave_later(struct appmsg_conn *c);
+
+/* appmsg_conn_send_prepared() with extra header members (see
+ * appmsg__encoder_push_prepared()). */
+int appmsg__conn_send_prepared_ex(struct appmsg_conn *c, const struct appmsg_prepared *p,
+                                  const char *extra, size_t extra_len, const void *content,
+                                  size_t len);
+
+/* Hands the content of the message being delivered over to the caller
+ * (appmsg_decoder_take_content() on the connection's decoder). */
+void *appmsg__conn_take_content(struct appmsg_conn *c, size_t *len);
+
+/* appmsg_conn_new() for a socket just accepted from peer (no getpeername). */
+struct sockaddr;
+int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+                              const struct appmsg_conn_opts *opts,
+                              const struct appmsg_conn_callbacks *cbs, void *ud,
+                              const struct sockaddr *peer, unsigned peer_len);
+
+#endif

@@ -1,0 +1,44 @@
+/* Small things every module of the library uses: error sentences, log
+ * lines, counters other threads read, the clock, the reconnect backoff.
+ * Not installed; the library is built with hidden visibility, so none of
+ * these is exported. */
+#ifndef APPMSG_UTIL_H
+#define APPMSG_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "appmsg/appmsg.h"
+
+/* Writes v in decimal into out (room for 20 bytes, no NUL); returns the length. */
+size_t appmsg__u64_digits(char *out, uint64_t v);
+
+/* Whether host names a Unix socket ("unix:/path"). */
+int appmsg__is_unix(const char *host);
+
+/* Whether err is one of the TLS layer's codes (TLS, TLS_HANDSHAKE, TLS_VERIFY). */
+static inline int appmsg__is_tls_error(int err) {
+  return err == APPMSG_E_TLS || err == APPMSG_E_TLS_HANDSHAKE || err == APPMSG_E_TLS_VERIFY;
+}
+
+/* Writes a message into the caller's buffer err of errlen bytes (NUL-terminated, cut to fit);
+ * nothing when err is NULL or errlen is 0. */
+void appmsg__errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Formats one log line and hands it to fn (nothing when fn is NULL). */
+void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Adds n to a counter that other threads may read (appmsg_counter_get()):
+ * one writer, so a relaxed load and store, which cost a plain add. */
+static inline void appmsg__count(uint64_t *counter, uint64_t n) {
+  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/* Milliseconds on CLOCK_MONOTONIC, read now (the loop's own clock is
+ * cached per iteration: appmsg_loop_now()). */
+uint64_t appmsg__clock_ms(void);
+
+#endif
