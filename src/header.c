@@ -1,27 +1,32 @@
 /*
  * The header: parsing a received one, building and writing one to send.
  *
- * This is the only file of the library that includes cJSON, and only for
- * the extra (non-required) keys, which are rare: a header made of the four
- * required fields is parsed by the strict scanner of json.c with no
- * allocation at all, its strings unescaped in place in the decoder's
- * header buffer.
+ * The four required fields are read by the strict scanner of json.c; a
+ * header made of them alone is parsed with no allocation at all, its
+ * strings unescaped in place in the decoder's header buffer.  Every other
+ * member (an "extra") is kept as text, never as a parsed value: its value
+ * as the JSON text received or given, its key as written (or, for a key
+ * added here, the plain name given), so that what goes out is byte for
+ * byte what came in (PROTOCOL.md 2.2 and 7.2).  A key is compared with a
+ * name only through appmsg__json_key_is(), so "\u0072equest-id" is
+ * "request-id" everywhere.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 #include "header_internal.h"
 #include "json_internal.h"
 #include "util.h"
 
+typedef struct appmsg__extra extra_t;
+typedef struct appmsg__extras extras_t;
+
 enum { F_BYTEORDER, F_TYPE, F_ENCODING, F_LENGTH, F_COUNT };
 
 static const char *const field_name[F_COUNT] = {"byteorder", "content-type", "content-encoding",
                                                 "content-length"};
+static const size_t field_len[F_COUNT] = {9, 12, 16, 14};
 static const char *const missing_reason[F_COUNT] = {
     "required field \"byteorder\" is missing", "required field \"content-type\" is missing",
     "required field \"content-encoding\" is missing",
@@ -48,32 +53,89 @@ const char *appmsg_byteorder_name(enum appmsg_byteorder bo) {
   }
 }
 
-/* Which required field a key names (after unescaping), or -1. */
-static int required_index(const char *key, size_t len) {
+/* Which required field a member's key names (as written), or -1. */
+static int required_index(const struct appmsg_json_member *m) {
   for (int f = 0; f < F_COUNT; f++)
-    if (strlen(field_name[f]) == len && memcmp(field_name[f], key, len) == 0)
+    if (appmsg__json_key_is(m, field_name[f], field_len[f]))
       return f;
   return -1;
 }
 
+/* An extra's key as the member the comparator takes: as written, or a
+ * plain name (which compares byte for byte, like a key without escapes). */
+static struct appmsg_json_member key_of(const extra_t *x) {
+  struct appmsg_json_member m;
+  memset(&m, 0, sizeof m);
+  m.key = x->key;
+  m.key_len = x->key_len;
+  m.key_escaped = (x->flags & APPMSG__X_KEY_ESCAPED) != 0;
+  return m;
+}
+
+/* A plain name as a member's key, for the checks made on keys given here. */
+static struct appmsg_json_member plain_key(const char *name, size_t len) {
+  struct appmsg_json_member m;
+  memset(&m, 0, sizeof m);
+  m.key = name;
+  m.key_len = len;
+  return m;
+}
+
+/* Frees what one extra owns. */
+static void extra_release(extra_t *x) {
+  free(x->name);
+  free(x->str);
+  if (x->flags & APPMSG__X_OWNED)
+    free((char *)x->key);
+}
+
+static void extras_free(extras_t *e) {
+  if (e == NULL)
+    return;
+  for (size_t i = 0; i < e->count; i++)
+    extra_release(&e->v[i]);
+  if (e->v != e->in_block)
+    free(e->v);
+  free(e);
+}
+
+/* The index of the extra whose key is name[0..len), or -1. */
+static long find_extra(const extras_t *e, const char *name, size_t len) {
+  for (size_t i = 0; e && i < e->count; i++) {
+    struct appmsg_json_member m = key_of(&e->v[i]);
+    if (appmsg__json_key_is(&m, name, len))
+      return (long)i;
+  }
+  return -1;
+}
+
+static const extra_t *extra_named(const struct appmsg_header *h, const char *name) {
+  const extras_t *e = h->_extras;
+  if (e == NULL || name == NULL) /* (the usual header: no extras) */
+    return NULL;
+  long i = find_extra(e, name, strlen(name));
+  return i < 0 ? NULL : &e->v[i];
+}
+
+/* --- parsing ------------------------------------------------------------ */
+
+/* Extras kept from the first scan; a header with more is scanned again to
+ * find them all. */
+#define EXTRAS_KEPT 8
+
 struct collect {
-  struct appmsg_json_member field[F_COUNT]; /* the required members found */
-  int seen[F_COUNT];                        /* how often each was found */
-  size_t extras;                            /* members that are not required */
+  struct appmsg_json_member field[F_COUNT];    /* the required members found */
+  int seen[F_COUNT];                           /* how often each was found */
+  size_t extras;                               /* members that are not required */
+  struct appmsg_json_member kept[EXTRAS_KEPT]; /* the first of them */
 };
 
 static void collect_member(void *ud, const struct appmsg_json_member *m) {
   struct collect *c = ud;
-  int f;
-  if (!m->key_escaped) {
-    f = required_index(m->key, m->key_len);
-  } else if (m->key_len <= 96) { /* longer cannot unescape to a required name */
-    char tmp[96];
-    f = required_index(tmp, appmsg_json_unescape(m->key, m->key_len, tmp));
-  } else {
-    f = -1;
-  }
+  int f = required_index(m);
   if (f < 0) {
+    if (c->extras < EXTRAS_KEPT)
+      c->kept[c->extras] = *m;
     c->extras++;
     return;
   }
@@ -81,98 +143,116 @@ static void collect_member(void *ud, const struct appmsg_json_member *m) {
     c->field[f] = *m;
 }
 
-/*
- * The extra keys of a header.  A header built to be sent keeps them as a
- * cJSON object; a received one keeps only the header text and builds the
- * object the first time the application asks: as a tree, a 64 KiB header
- * of extras would cost some 40 times its size, and most programs never
- * look at extras at all.
- */
-struct extras {
-  cJSON *tree;     /* the extra keys as an object, or NULL until built */
-  const char *raw; /* the received header text (borrowed), while tree is NULL */
-  size_t raw_len;  /* its length */
-  char *strings;   /* a received header's content-type and content-encoding */
-};
-
-static void extras_free(struct extras *e) {
-  if (e) {
-    cJSON_Delete(e->tree);
-    free(e->strings);
-    free(e);
-  }
+/* Fills in an extra from a received member: spans of the received text. */
+static void extra_from_member(extra_t *x, const struct appmsg_json_member *m) {
+  int quoted = m->type == APPMSG_JSON_STRING;
+  x->key = m->key;
+  x->key_len = m->key_len;
+  x->val = m->val - quoted;
+  x->val_len = m->val_len + 2 * (size_t)quoted;
+  x->flags = (m->key_escaped ? APPMSG__X_KEY_ESCAPED : 0u) | (quoted ? APPMSG__X_STRING : 0u) |
+             (quoted && m->val_escaped ? APPMSG__X_VAL_ESCAPED : 0u);
+  x->name = NULL;
+  x->str = NULL;
 }
 
-/* The extras object of h, built from the received text on first use (the
- * header is logically const: building it changes no observable value). */
-static cJSON *tree_of(const struct appmsg_header *h) {
-  struct extras *e = h->_extras;
+static void gather_extra(void *ud, const struct appmsg_json_member *m) {
+  extras_t *e = ud;
+  if (required_index(m) < 0)
+    extra_from_member(&e->v[e->count++], m);
+}
+
+/* The extras of a received header, in one allocation, or NULL when out of
+ * memory.  buf must still be as received (a second scan reads it). */
+static extras_t *extras_received(const char *buf, size_t n, const struct collect *c) {
+  extras_t *e = malloc(sizeof *e + c->extras * sizeof(extra_t));
   if (e == NULL)
     return NULL;
-  if (e->tree == NULL && e->raw != NULL) {
-    cJSON *root = cJSON_ParseWithLength(e->raw, e->raw_len);
-    if (root == NULL)
-      return NULL; /* the scanner accepted the text, so only memory can fail */
-    for (int f = 0; f < F_COUNT; f++)
-      cJSON_DeleteItemFromObjectCaseSensitive(root, field_name[f]);
-    e->tree = root; /* (raw stays: appmsg_header_extra_raw() reads it) */
+  e->count = 0;
+  e->cap = c->extras;
+  e->v = e->in_block;
+  e->type = e->encoding = NULL;
+  if (c->extras <= EXTRAS_KEPT) {
+    for (size_t i = 0; i < c->extras; i++)
+      extra_from_member(&e->v[i], &c->kept[i]);
+    e->count = c->extras;
+  } else {
+    struct appmsg__json_error err; /* (the first scan accepted this text) */
+    appmsg__json_scan(buf, n, APPMSG_HEADER_DEPTH_MAX, 1, NULL, gather_extra, e, &err);
   }
-  return e->tree;
+  return e;
 }
 
-/* Collects the extra keys' spans for the duplicate check. */
-struct keyspan {
-  const char *p;
-  size_t len;
+/* A key unescaped, for sorting. */
+struct plain {
+  const char *p; /* the key's bytes once unescaped */
+  size_t len;    /* their count */
+  size_t i;      /* which extra */
 };
 
-struct keys {
-  struct keyspan *v; /* room for every extra key */
-  size_t n;          /* how many so far */
-  char *arena;       /* unescaped copies of escaped keys */
-  size_t used;       /* bytes of arena used */
-};
-
-static void collect_key(void *ud, const struct appmsg_json_member *m) {
-  struct keys *k = ud;
-  const char *key = m->key;
-  size_t len = m->key_len;
-  if (m->key_escaped) {
-    char *dst = k->arena + k->used;
-    len = appmsg_json_unescape(m->key, m->key_len, dst);
-    key = dst;
-    k->used += len;
-  }
-  if (required_index(key, len) >= 0)
-    return;
-  k->v[k->n].p = key;
-  k->v[k->n].len = len;
-  k->n++;
-}
-
-static int cmp_span(const void *a, const void *b) {
-  const struct keyspan *x = a, *y = b;
+static int cmp_plain(const void *a, const void *b) {
+  const struct plain *x = a, *y = b;
   int c = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
   return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-/* Whether two extra keys are equal after unescaping: O(k log k) in time,
- * transient memory bounded by the header's size.  -ENOMEM if it cannot
- * tell. */
-static int extras_have_duplicate(const char *buf, size_t n, size_t count) {
-  struct keys k = {malloc(count * sizeof *k.v), 0, malloc(n ? n : 1), 0};
-  int dup = -ENOMEM;
-  if (k.v && k.arena) {
-    struct appmsg__json_error e;
-    appmsg__json_scan(buf, n, APPMSG_HEADER_DEPTH_MAX, 1, NULL, collect_key, &k, &e);
-    qsort(k.v, k.n, sizeof *k.v, cmp_span);
-    dup = 0;
-    for (size_t i = 1; i < k.n && !dup; i++)
-      dup = cmp_span(&k.v[i - 1], &k.v[i]) == 0;
+/*
+ * Whether two extras have the same key once unescaped: 1, 0, or -ENOMEM
+ * if it cannot tell.  A few keys without escapes (the usual request-id
+ * and the like) are compared pair by pair with nothing allocated; more,
+ * or escaped ones, are unescaped once and sorted, O(k log k) in time and
+ * bounded by the header's size in memory, whatever a peer sends.  Either
+ * way two keys are found equal by the comparator, one as written against
+ * the other as a plain name.
+ */
+static int extras_have_duplicate(const extras_t *e) {
+  size_t k = e->count, escaped = 0, bytes = 0;
+  if (k < 2)
+    return 0;
+  for (size_t i = 0; i < k; i++) {
+    escaped |= e->v[i].flags & APPMSG__X_KEY_ESCAPED;
+    bytes += e->v[i].key_len;
   }
-  free(k.v);
-  free(k.arena);
+  if (k <= EXTRAS_KEPT && !escaped) {
+    for (size_t i = 1; i < k; i++)
+      for (size_t j = 0; j < i; j++) {
+        struct appmsg_json_member m = key_of(&e->v[i]);
+        if (appmsg__json_key_is(&m, e->v[j].key, e->v[j].key_len))
+          return 1;
+      }
+    return 0;
+  }
+  struct plain *s = malloc(k * sizeof *s + bytes);
+  if (s == NULL)
+    return -ENOMEM;
+  char *arena = (char *)(s + k);
+  for (size_t i = 0; i < k; i++) {
+    const extra_t *x = &e->v[i];
+    s[i].i = i;
+    if (x->flags & APPMSG__X_KEY_ESCAPED) {
+      s[i].p = arena;
+      s[i].len = appmsg_json_unescape(x->key, x->key_len, arena);
+      arena += s[i].len;
+    } else {
+      s[i].p = x->key;
+      s[i].len = x->key_len;
+    }
+  }
+  qsort(s, k, sizeof *s, cmp_plain);
+  int dup = 0;
+  for (size_t i = 1; i < k && !dup; i++) {
+    struct appmsg_json_member m = key_of(&e->v[s[i].i]);
+    dup = appmsg__json_key_is(&m, s[i - 1].p, s[i - 1].len);
+  }
+  free(s);
   return dup;
+}
+
+/* Whether a JSON string as written (the inside of its quotes) is name. */
+static int string_is(const struct appmsg_json_member *m, const char *name, size_t len) {
+  struct appmsg_json_member v = plain_key(m->val, m->val_len);
+  v.key_escaped = m->val_escaped;
+  return appmsg__json_key_is(&v, name, len);
 }
 
 /* Unescapes a string member in place and NUL-terminates it (the closing
@@ -182,15 +262,6 @@ static char *string_in_place(const struct appmsg_json_member *m) {
   size_t len = m->val_escaped ? appmsg_json_unescape(v, m->val_len, v) : m->val_len;
   v[len] = '\0';
   return v;
-}
-
-/* Unescapes a string member into dst (room for val_len + 1), with a NUL. */
-static char *string_copy(const struct appmsg_json_member *m, char *dst) {
-  size_t len = m->val_escaped ? appmsg_json_unescape(m->val, m->val_len, dst) : m->val_len;
-  if (!m->val_escaped)
-    memcpy(dst, m->val, len);
-  dst[len] = '\0';
-  return dst;
 }
 
 static int perr(struct appmsg__json_error *err, int code, size_t off, const char *reason) {
@@ -317,8 +388,9 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, int fast,
   size_t bad = appmsg_utf8_check(buf, n);
   if (bad < n)
     return perr(err, APPMSG_E_HEADER_UTF8, bad, "header is not valid UTF-8");
-  struct collect c;
-  memset(&c, 0, sizeof c);
+  struct collect c; /* (field[] and kept[] are read only where seen[] and extras say) */
+  memset(c.seen, 0, sizeof c.seen);
+  c.extras = 0;
   int rc = appmsg__json_scan(buf, n, APPMSG_HEADER_DEPTH_MAX, 1, NULL, collect_member, &c, err);
   if (rc)
     return rc;
@@ -326,26 +398,18 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, int fast,
   for (int f = 0; f < F_COUNT; f++)
     if (c.seen[f] > 1)
       return perr(err, APPMSG_E_HEADER_DUPLICATE, 0, "duplicate key in header");
-  struct extras *extras = NULL;
+  extras_t *extras = NULL;
   if (c.extras > 0) {
-    rc = extras_have_duplicate(buf, n, c.extras);
-    if (rc == 1)
-      return perr(err, APPMSG_E_HEADER_DUPLICATE, 0, "duplicate key in header");
-    /* With extras the text must stay as received (they are built from it
-     * later), so the two strings are unescaped into a buffer of their own. */
-    size_t room = (c.seen[F_TYPE] ? c.field[F_TYPE].val_len : 0) +
-                  (c.seen[F_ENCODING] ? c.field[F_ENCODING].val_len : 0) + 2;
-    extras = rc == 0 ? calloc(1, sizeof *extras) : NULL;
-    if (extras)
-      extras->strings = malloc(room);
-    if (extras == NULL || extras->strings == NULL) {
+    /* Before the strings below are unescaped in place: a header with many
+     * extras is scanned again, and the text must still be JSON then. */
+    extras = extras_received(buf, n, &c);
+    rc = extras ? extras_have_duplicate(extras) : -ENOMEM;
+    if (rc) {
       extras_free(extras);
-      return perr(err, -ENOMEM, 0, "out of memory");
+      return rc == 1 ? perr(err, APPMSG_E_HEADER_DUPLICATE, 0, "duplicate key in header")
+                     : perr(err, -ENOMEM, 0, "out of memory");
     }
-    extras->raw = buf;
-    extras->raw_len = n;
   }
-  char *strings = extras ? extras->strings : NULL;
 
   /* The four fields, in the order PROTOCOL.md section 5 gives. */
   for (int f = 0; f < F_COUNT; f++) {
@@ -356,19 +420,16 @@ int appmsg__header_parse(char *buf, size_t n, uint64_t max_content, int fast,
     else if (m->type != want)
       rc = perr(err, APPMSG_E_FIELD_TYPE, 0, type_reason[f]);
     else if (f == F_BYTEORDER) {
-      char tmp[64]; /* longer cannot unescape to "little" or "big" */
-      const char *v = m->val_len < sizeof tmp ? string_copy(m, tmp) : "";
-      if (strcmp(v, "little") == 0)
+      if (string_is(m, "little", 6))
         h->byteorder = APPMSG_BYTEORDER_LITTLE;
-      else if (strcmp(v, "big") == 0)
+      else if (string_is(m, "big", 3))
         h->byteorder = APPMSG_BYTEORDER_BIG;
       else
         rc = perr(err, APPMSG_E_BYTEORDER, 0, "\"byteorder\" must be \"little\" or \"big\"");
-    } else if (f == F_TYPE || f == F_ENCODING) {
-      char *v = strings ? string_copy(m, strings) : string_in_place(m);
-      if (strings)
-        strings += strlen(v) + 1;
-      *(f == F_TYPE ? &h->content_type : &h->content_encoding) = v;
+    } else if (f == F_TYPE) {
+      h->content_type = string_in_place(m); /* (no extra's bytes are touched) */
+    } else if (f == F_ENCODING) {
+      h->content_encoding = string_in_place(m);
     } else if (!m->val_plain_int) {
       rc = perr(err, APPMSG_E_CONTENT_LENGTH, 0,
                 "\"content-length\" must be written as a non-negative integer (digits only)");
@@ -393,16 +454,25 @@ void appmsg__header_release_borrowed(struct appmsg_header *h) {
   memset(h, 0, sizeof *h);
 }
 
+/* --- owning a header ------------------------------------------------------ */
+
 void appmsg_header_init(struct appmsg_header *h) {
   memset(h, 0, sizeof *h);
   h->byteorder = appmsg_byteorder_host();
 }
 
+/* Whether s is a string h allocated on its own (not borrowed from a
+ * decoder, not inside a copy's block). */
+static int owns_alone(const struct appmsg_header *h, const char *s) {
+  const extras_t *e = h->_extras;
+  return !h->_borrowed && s != NULL && !(e && (s == e->type || s == e->encoding));
+}
+
 void appmsg_header_cleanup(struct appmsg_header *h) {
-  if (!h->_borrowed) {
+  if (owns_alone(h, h->content_type))
     free(h->content_type);
+  if (owns_alone(h, h->content_encoding))
     free(h->content_encoding);
-  }
   extras_free(h->_extras);
   memset(h, 0, sizeof *h);
 }
@@ -427,36 +497,65 @@ int appmsg_header_set(struct appmsg_header *h, const char *content_type,
     return -ENOMEM;
   }
   if (t) {
-    free(h->content_type);
+    if (owns_alone(h, h->content_type))
+      free(h->content_type);
     h->content_type = t;
   }
   if (e) {
-    free(h->content_encoding);
+    if (owns_alone(h, h->content_encoding))
+      free(h->content_encoding);
     h->content_encoding = e;
   }
   return 0;
+}
+
+/* Copies len bytes and a NUL to *p, moving *p past them. */
+static char *put_text(char **p, const char *s, size_t len) {
+  char *d = *p;
+  if (len)
+    memcpy(d, s, len);
+  d[len] = '\0';
+  *p = d + len + 1;
+  return d;
 }
 
 int appmsg_header_copy(struct appmsg_header *dst, const struct appmsg_header *src) {
   appmsg_header_init(dst);
   dst->byteorder = src->byteorder;
   dst->content_length = src->content_length;
-  int rc = appmsg_header_set(dst, src->content_type, src->content_encoding);
-  cJSON *tree = tree_of(src);
-  if (rc == 0 && tree) {
-    struct extras *e = calloc(1, sizeof *e);
-    if (e && (e->tree = cJSON_Duplicate(tree, 1)) != NULL)
-      dst->_extras = e;
-    else {
-      free(e);
-      rc = -ENOMEM;
-    }
+  const extras_t *se = src->_extras;
+  size_t k = se ? se->count : 0;
+  size_t tlen = src->content_type ? strlen(src->content_type) : 0;
+  size_t elen = src->content_encoding ? strlen(src->content_encoding) : 0;
+  size_t text = (src->content_type ? tlen + 1 : 0) + (src->content_encoding ? elen + 1 : 0);
+  for (size_t i = 0; i < k; i++)
+    text += se->v[i].key_len + se->v[i].val_len + 2;
+  if (k == 0 && text == 0)
+    return 0;
+  /* One block: the entries, then every byte they and the strings hold. */
+  extras_t *e = malloc(sizeof *e + k * sizeof(extra_t) + text);
+  if (e == NULL)
+    return -ENOMEM;
+  e->count = e->cap = k;
+  e->v = e->in_block;
+  char *p = (char *)(e->in_block + k);
+  e->type = src->content_type ? put_text(&p, src->content_type, tlen) : NULL;
+  e->encoding = src->content_encoding ? put_text(&p, src->content_encoding, elen) : NULL;
+  for (size_t i = 0; i < k; i++) {
+    const extra_t *x = &se->v[i];
+    extra_t *y = &e->v[i];
+    y->key = put_text(&p, x->key, x->key_len);
+    y->key_len = x->key_len;
+    y->val = put_text(&p, x->val, x->val_len);
+    y->val_len = x->val_len;
+    y->flags = (x->flags & ~(unsigned)APPMSG__X_OWNED) | APPMSG__X_KEY_NUL;
+    y->name = NULL;
+    y->str = NULL;
   }
-  if (rc) {
-    appmsg_header_cleanup(dst);
-    appmsg_header_init(dst);
-  }
-  return rc;
+  dst->content_type = e->type;
+  dst->content_encoding = e->encoding;
+  dst->_extras = e;
+  return 0;
 }
 
 int appmsg_header_validate(const struct appmsg_header *h) {
@@ -469,141 +568,168 @@ int appmsg_header_validate(const struct appmsg_header *h) {
   return 0;
 }
 
+/* --- reading extras --------------------------------------------------------- */
+
 size_t appmsg_header_extra_count(const struct appmsg_header *h) {
-  cJSON *t = tree_of(h);
-  return t ? (size_t)cJSON_GetArraySize(t) : 0;
+  const extras_t *e = h->_extras;
+  return e ? e->count : 0;
 }
 
-const char *appmsg_header_extra_key(const struct appmsg_header *h, size_t i) {
-  if (i >= appmsg_header_extra_count(h))
+/* s[0..len) unescaped (or copied, when it has no escapes) into a new
+ * NUL-terminated string; NULL when out of memory. */
+static char *unescaped(const char *s, size_t len, int escaped) {
+  char *d = malloc(len + 1);
+  if (d == NULL)
     return NULL;
-  return cJSON_GetArrayItem(tree_of(h), (int)i)->string;
+  if (escaped)
+    len = appmsg_json_unescape(s, len, d);
+  else if (len)
+    memcpy(d, s, len);
+  d[len] = '\0';
+  return d;
 }
 
-static cJSON *extra_item(const struct appmsg_header *h, const char *key) {
-  cJSON *t = tree_of(h);
-  return t && key ? cJSON_GetObjectItemCaseSensitive(t, key) : NULL;
+/* The results kept in an extra (name, str) are made on first use: the
+ * header is logically const, as it changes no observable value. */
+const char *appmsg_header_extra_key(const struct appmsg_header *h, size_t i) {
+  extras_t *e = h->_extras;
+  if (e == NULL || i >= e->count)
+    return NULL;
+  extra_t *x = &e->v[i];
+  unsigned esc = x->flags & APPMSG__X_KEY_ESCAPED;
+  if ((x->flags & APPMSG__X_KEY_NUL) && !esc)
+    return x->key; /* a plain name, or a key written without escapes, with its NUL */
+  if (x->name == NULL)
+    x->name = unescaped(x->key, x->key_len, esc != 0);
+  return x->name;
 }
 
 const char *appmsg_header_extra_string(const struct appmsg_header *h, const char *key) {
-  cJSON *it = extra_item(h, key);
-  return cJSON_IsString(it) ? it->valuestring : NULL;
-}
-
-/* Looks for one key among the members of a received header's text. */
-struct find_raw {
-  const char *key; /* the key looked for */
-  size_t key_len;  /* its length */
-  const char *val; /* the last matching member's value text, with quotes */
-  size_t val_len;  /* its length */
-};
-
-static void find_raw_member(void *ud, const struct appmsg_json_member *m) {
-  struct find_raw *f = ud;
-  if (m->key_escaped) {
-    char tmp[256];
-    if (m->key_len > sizeof tmp || appmsg_json_unescape(m->key, m->key_len, tmp) != f->key_len ||
-        memcmp(tmp, f->key, f->key_len) != 0)
-      return;
-  } else if (m->key_len != f->key_len || memcmp(m->key, f->key, f->key_len) != 0) {
-    return;
-  }
-  int quoted = m->type == APPMSG_JSON_STRING;
-  f->val = m->val - quoted;
-  f->val_len = m->val_len + 2 * (size_t)quoted;
+  extra_t *x = (extra_t *)extra_named(h, key);
+  if (x == NULL || !(x->flags & APPMSG__X_STRING))
+    return NULL;
+  if (x->str == NULL) /* (the inside of the quotes) */
+    x->str = unescaped(x->val + 1, x->val_len - 2, (x->flags & APPMSG__X_VAL_ESCAPED) != 0);
+  return x->str;
 }
 
 long appmsg_header_extra_raw(const struct appmsg_header *h, const char *key, char *out,
                              size_t cap) {
-  struct extras *e = h->_extras;
-  if (e == NULL || key == NULL || required_index(key, strlen(key)) >= 0)
+  const extra_t *x = extra_named(h, key);
+  if (x == NULL)
     return -ENOENT;
-  if (e->raw != NULL) {
-    struct find_raw f = {key, strlen(key), NULL, 0};
-    struct appmsg__json_error err;
-    if (f.key_len > 256 || appmsg__json_scan(e->raw, e->raw_len, APPMSG_HEADER_DEPTH_MAX, 1, NULL,
-                                             find_raw_member, &f, &err) != 0)
-      return -ENOENT; /* (the decoder accepted this text, so the scan cannot fail) */
-    if (f.val == NULL)
-      return -ENOENT;
-    if (out)
-      memcpy(out, f.val, f.val_len < cap ? f.val_len : cap);
-    return (long)f.val_len;
-  }
-  char *text = appmsg_header_extra_json(h, key);
-  if (text == NULL)
-    return extra_item(h, key) ? -ENOMEM : -ENOENT;
-  size_t n = strlen(text);
-  if (out)
-    memcpy(out, text, n < cap ? n : cap);
-  free(text);
-  return (long)n;
+  if (out && cap)
+    memcpy(out, x->val, x->val_len < cap ? x->val_len : cap);
+  return (long)x->val_len;
 }
 
 char *appmsg_header_extra_json(const struct appmsg_header *h, const char *key) {
-  const struct extras *e = h->_extras;
-  if (e && e->raw) { /* received: the text as the sender wrote it (PROTOCOL.md 2.2) */
-    long n = appmsg_header_extra_raw(h, key, NULL, 0);
-    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (text) {
-      appmsg_header_extra_raw(h, key, text, (size_t)n);
-      text[n] = '\0';
-    }
-    return text;
-  }
-  cJSON *it = extra_item(h, key);
-  return it ? cJSON_PrintUnformatted(it) : NULL;
+  const extra_t *x = extra_named(h, key);
+  return x ? unescaped(x->val, x->val_len, 0) : NULL;
 }
 
-/* Adds or replaces key with item (taking it over). */
-static int put_extra(struct appmsg_header *h, const char *key, cJSON *item) {
-  if (h->_borrowed || key == NULL || required_index(key, strlen(key)) >= 0 ||
-      !valid_utf8_str(key)) {
-    cJSON_Delete(item);
+/* --- changing extras -------------------------------------------------------- */
+
+/* Adds key (a plain name) with the value text val[0..vlen) - or, with
+ * quote, with val[0..vlen) quoted as a JSON string - or replaces the value
+ * of the extra that has that key, in its place. */
+static int put_extra(struct appmsg_header *h, const char *key, const char *val, size_t vlen,
+                     int quote) {
+  if (h->_borrowed || key == NULL || !valid_utf8_str(key))
     return -EINVAL;
-  }
-  struct extras *e = h->_extras;
-  if (e == NULL && (e = h->_extras = calloc(1, sizeof *e)) == NULL) {
-    cJSON_Delete(item);
+  size_t klen = strlen(key);
+  struct appmsg_json_member km = plain_key(key, klen);
+  if (required_index(&km) >= 0)
+    return -EINVAL;
+  extras_t *e = h->_extras;
+  if (e == NULL && (e = h->_extras = calloc(1, sizeof *e)) == NULL)
     return -ENOMEM;
+  long at = find_extra(e, key, klen);
+  if (at < 0 && e->count == e->cap) { /* grow: the entries move to an array of their own */
+    size_t cap = e->cap ? 2 * e->cap : 4;
+    extra_t *v = malloc(cap * sizeof *v);
+    if (v == NULL)
+      return -ENOMEM;
+    if (e->count)
+      memcpy(v, e->v, e->count * sizeof *v);
+    if (e->v != e->in_block)
+      free(e->v);
+    e->v = v;
+    e->cap = cap;
   }
-  if (e->tree == NULL && (e->tree = cJSON_CreateObject()) == NULL) {
-    cJSON_Delete(item);
+  size_t tlen = quote ? appmsg_json_quote(val, vlen, NULL, 0) : vlen;
+  char *text = malloc(klen + tlen + 2); /* key, NUL, value text, NUL */
+  if (text == NULL)
     return -ENOMEM;
+  char *p = text;
+  put_text(&p, key, klen);
+  char *v = p;
+  if (quote) {
+    appmsg_json_quote(val, vlen, v, tlen);
+    v[tlen] = '\0';
+  } else {
+    put_text(&p, val, vlen);
   }
-  if (cJSON_GetObjectItemCaseSensitive(e->tree, key))
-    return cJSON_ReplaceItemInObjectCaseSensitive(e->tree, key, item) ? 0 : -ENOMEM;
-  if (!cJSON_AddItemToObject(e->tree, key, item)) {
-    cJSON_Delete(item);
-    return -ENOMEM;
+  extra_t *x;
+  if (at >= 0) {
+    x = &e->v[at];
+    extra_release(x);
+  } else {
+    x = &e->v[e->count++];
   }
+  x->key = text;
+  x->key_len = klen;
+  x->val = v;
+  x->val_len = tlen;
+  x->flags = APPMSG__X_KEY_PLAIN | APPMSG__X_KEY_NUL | APPMSG__X_OWNED;
+  if (v[0] == '"')
+    x->flags |= APPMSG__X_STRING | (memchr(v, '\\', tlen) ? APPMSG__X_VAL_ESCAPED : 0u);
+  x->name = NULL;
+  x->str = NULL;
   return 0;
+}
+
+static int is_json_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
 int appmsg_header_set_extra_json(struct appmsg_header *h, const char *key, const char *json) {
   if (json == NULL)
     return -EINVAL;
+  size_t n = strlen(json);
   /* The header object is depth 1, so a value may nest one level less. */
-  int rc = appmsg_json_check(json, strlen(json), APPMSG_HEADER_DEPTH_MAX - 1, NULL, NULL);
+  int rc = appmsg_json_check(json, n, APPMSG_HEADER_DEPTH_MAX - 1, NULL, NULL);
   if (rc)
     return rc;
-  cJSON *item = cJSON_Parse(json);
-  return item ? put_extra(h, key, item) : -ENOMEM;
+  while (is_json_ws(json[n - 1])) /* (the check found a value: never all blank) */
+    n--;
+  while (is_json_ws(*json)) {
+    json++;
+    n--;
+  }
+  return put_extra(h, key, json, n, 0);
 }
 
 int appmsg_header_set_extra_string(struct appmsg_header *h, const char *key, const char *value) {
   if (value == NULL || !valid_utf8_str(value))
     return -EINVAL;
-  cJSON *item = cJSON_CreateString(value);
-  return item ? put_extra(h, key, item) : -ENOMEM;
+  return put_extra(h, key, value, strlen(value), 1);
 }
 
 int appmsg_header_remove_extra(struct appmsg_header *h, const char *key) {
-  if (h->_borrowed || extra_item(h, key) == NULL)
-    return h->_borrowed ? -EINVAL : -ENOENT;
-  cJSON_DeleteItemFromObjectCaseSensitive(tree_of(h), key);
+  if (h->_borrowed)
+    return -EINVAL;
+  extras_t *e = h->_extras;
+  long at = key ? find_extra(e, key, strlen(key)) : -1;
+  if (at < 0)
+    return -ENOENT;
+  extra_release(&e->v[at]);
+  memmove(&e->v[at], &e->v[at + 1], (e->count - (size_t)at - 1) * sizeof *e->v);
+  e->count--;
   return 0;
 }
+
+/* --- writing -------------------------------------------------------------- */
 
 /* A bounded writer that keeps counting past its capacity. */
 struct out {
@@ -618,9 +744,9 @@ static void put(struct out *o, const char *s, size_t len) {
   o->n += len;
 }
 
-static void put_quoted(struct out *o, const char *s) {
+static void put_quoted(struct out *o, const char *s, size_t len) {
   size_t room = o->n < o->cap ? o->cap - o->n : 0;
-  o->n += appmsg_json_quote(s, strlen(s), o->p ? o->p + (o->n < o->cap ? o->n : 0) : NULL, room);
+  o->n += appmsg_json_quote(s, len, o->p ? o->p + (o->n < o->cap ? o->n : 0) : NULL, room);
 }
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
@@ -638,29 +764,33 @@ size_t appmsg__u64_digits(char *out, uint64_t v) {
 }
 
 /* Writes the header with the length's digits given; *split gets the
- * offset where the digits go. */
+ * offset where the digits go.  Extras go out as kept: a key as written
+ * between quotes (a plain name quoted), the value's text as it is. */
 static long write_parts(const struct appmsg_header *h, struct out *o, const char *digits,
                         size_t ndigits, size_t *split) {
   if (h->byteorder == APPMSG_BYTEORDER_LITTLE)
     PUT_LIT(o, "{\"byteorder\": \"little\", \"content-type\": ");
   else
     PUT_LIT(o, "{\"byteorder\": \"big\", \"content-type\": ");
-  put_quoted(o, h->content_type);
+  put_quoted(o, h->content_type, strlen(h->content_type));
   PUT_LIT(o, ", \"content-encoding\": ");
-  put_quoted(o, h->content_encoding);
+  put_quoted(o, h->content_encoding, strlen(h->content_encoding));
   PUT_LIT(o, ", \"content-length\": ");
   *split = o->n;
   put(o, digits, ndigits);
-  cJSON *tree = tree_of(h);
-  for (cJSON *it = tree ? tree->child : NULL; it; it = it->next) {
-    char *v = cJSON_PrintUnformatted(it);
-    if (v == NULL)
-      return -ENOMEM;
+  const extras_t *e = h->_extras;
+  for (size_t i = 0; e && i < e->count; i++) {
+    const extra_t *x = &e->v[i];
     PUT_LIT(o, ", ");
-    put_quoted(o, it->string);
+    if (x->flags & APPMSG__X_KEY_PLAIN) {
+      put_quoted(o, x->key, x->key_len);
+    } else {
+      PUT_LIT(o, "\"");
+      put(o, x->key, x->key_len);
+      PUT_LIT(o, "\"");
+    }
     PUT_LIT(o, ": ");
-    put(o, v, strlen(v));
-    free(v);
+    put(o, x->val, x->val_len);
   }
   PUT_LIT(o, "}");
   return (long)o->n;

@@ -611,7 +611,7 @@ START_TEST(frames_round_trip_at_many_sizes_and_chunkings) {
     ck_assert_mem_eq(c, content, clen);
     ck_assert_str_eq(appmsg_header_extra_string(got, "\xf0\x9f\x8e\x88 key"), "v\xf0\x9f\x8f\x90");
     char *j = appmsg_header_extra_json(got, "n");
-    ck_assert_str_eq(j, "[1,{\"a\":\"\xf0\x9f\x98\x80\"}]");
+    ck_assert_str_eq(j, "[1, {\"a\": \"\\ud83d\\ude00\"}]"); /* as given */
     free(j);
     k++;
   }
@@ -655,6 +655,455 @@ START_TEST(extra_keys_can_be_set_replaced_and_removed) {
   struct appmsg_header z;
   memset(&z, 0, sizeof z);
   appmsg_header_cleanup(&z); /* zeroed is safe */
+}
+END_TEST
+
+/* --- extras kept as text ------------------------------------------------- */
+
+/* The canonical start of a header written here (little endian, t, e, 0). */
+#define CANON_START                                                                                \
+  "{\"byteorder\": \"little\", \"content-type\": \"t\", \"content-encoding\": \"e\", "             \
+  "\"content-length\": 0"
+
+/* Feeds one frame of header text hdr (content-length 0) to a new decoder,
+ * by the general path when fast is 0, and returns its header. */
+static const struct appmsg_header *decode_header(struct appmsg_decoder *d, const char *hdr,
+                                                 int fast) {
+  static unsigned char buf[70000];
+  size_t n = frame(buf, hdr, "", 0);
+  ck_assert_int_eq(appmsg_decoder_init(d, NULL), 0);
+  appmsg__decoder_set_fast_path(d, fast);
+  size_t used;
+  ck_assert_int_eq(appmsg_decoder_feed(d, buf, n, &used), APPMSG_MESSAGE);
+  ck_assert_uint_eq(used, n);
+  return appmsg_decoder_header(d);
+}
+
+/* Writes h (content-length 0) into a new string: free() it. */
+static char *written(const struct appmsg_header *h) {
+  long n = appmsg_header_write(h, 0, NULL, 0);
+  ck_assert_int_gt(n, 0);
+  char *s = malloc((size_t)n + 1);
+  ck_assert_int_eq(appmsg_header_write(h, 0, s, (size_t)n), n);
+  s[n] = '\0';
+  return s;
+}
+
+/* The value text of key, through extra_raw (and its measure) and extra_json,
+ * which must agree; NULL when the key is absent. */
+static char *raw_of(const struct appmsg_header *h, const char *key) {
+  long n = appmsg_header_extra_raw(h, key, NULL, 0);
+  char *j = appmsg_header_extra_json(h, key);
+  if (n < 0) {
+    ck_assert_int_eq(n, -ENOENT);
+    ck_assert_ptr_null(j);
+    return NULL;
+  }
+  char *r = malloc((size_t)n + 1);
+  ck_assert_int_eq(appmsg_header_extra_raw(h, key, r, (size_t)n), n);
+  r[n] = '\0';
+  ck_assert_ptr_nonnull(j);
+  ck_assert_str_eq(j, r);
+  free(j);
+  return r;
+}
+
+static void assert_raw(const struct appmsg_header *h, const char *key, const char *want) {
+  char *r = raw_of(h, key);
+  ck_assert_msg(r != NULL, "extra \"%s\" is missing", key);
+  ck_assert_str_eq(r, want);
+  free(r);
+}
+
+/* Values no double holds, values a JSON library re-prints differently,
+ * nesting with odd spacing, and escaped keys. */
+static const struct {
+  const char *key;    /* the key as written in the header */
+  const char *name;   /* the key as a plain name */
+  const char *value;  /* the value as written */
+  const char *string; /* extra_string()'s answer, or NULL */
+} odd_extras[] = {
+    {"n", "n", "12345678901234567", NULL},
+    {"big", "big", "1e400", NULL},
+    {"z", "z", "-0", NULL},
+    {"f", "f", "1.0", NULL},
+    {"small", "small", "-1.5E-400", NULL},
+    {"s", "s", "\"\\u0041\"", "A"},
+    {"e", "e", "\"\\ud83d\\ude00 \\/ \\\"q\\\" \\n\"", "\xf0\x9f\x98\x80 / \"q\" \n"},
+    {"o", "o", "{\"a\" :[1 ,2,{ }] ,\"b\":{\"c\":null,\"c\":true}}", NULL},
+    {"a", "a", "[ ]", NULL},
+    {"\\u0072equest-id", "request-id", "\"r-\\u00e9\"", "r-\xc3\xa9"},
+    {"x\\\"y", "x\"y", "false", NULL},
+    {"\\u00e9t\\u00e9", "\xc3\xa9t\xc3\xa9", "null", NULL},
+    {"\\ud83d\\ude00", "\xf0\x9f\x98\x80", "\"\"", ""},
+};
+#define N_ODD (sizeof odd_extras / sizeof odd_extras[0])
+
+/* The header text: the first extras before the required fields, with
+ * blanks around every token; and the text a write of it gives. */
+static void odd_header(struct tu_str *in, struct tu_str *out) {
+  tu_str_addf(in, " {\n\"%s\"\t:\r%s ,", odd_extras[0].key, odd_extras[0].value);
+  tu_str_addf(in, "\"%s\": %s, ", odd_extras[1].key, odd_extras[1].value);
+  tu_str_addf(in, "\"byteorder\":\"little\",\"content-type\" : \"t\", \"content-encoding\": "
+                  "\"e\",  \"content-length\":0");
+  tu_str_addf(out, "%s", CANON_START);
+  for (size_t i = 0; i < N_ODD; i++) {
+    if (i >= 2)
+      tu_str_addf(in, " , \"%s\" :  %s", odd_extras[i].key, odd_extras[i].value);
+    tu_str_addf(out, ", \"%s\": %s", odd_extras[i].key, odd_extras[i].value);
+  }
+  tu_str_add(in, " }\n", 3);
+  tu_str_add(out, "}", 1);
+}
+
+/* Every odd extra reads back as written, by its plain name, through every
+ * function; the header writes out as want. */
+static void assert_odd_extras(const struct appmsg_header *h, const char *want) {
+  ck_assert_uint_eq(appmsg_header_extra_count(h), N_ODD);
+  for (size_t i = 0; i < N_ODD; i++) {
+    assert_raw(h, odd_extras[i].name, odd_extras[i].value);
+    ck_assert_str_eq(appmsg_header_extra_key(h, i), odd_extras[i].name);
+    const char *s = appmsg_header_extra_string(h, odd_extras[i].name);
+    if (odd_extras[i].string) {
+      ck_assert_ptr_nonnull(s);
+      ck_assert_str_eq(s, odd_extras[i].string);
+    } else {
+      ck_assert_ptr_null(s);
+    }
+  }
+  ck_assert_ptr_null(appmsg_header_extra_key(h, N_ODD));
+  /* Keys as written are not names: the comparison is after unescaping. */
+  ck_assert_int_eq(appmsg_header_extra_raw(h, "\\u0072equest-id", NULL, 0), -ENOENT);
+  ck_assert_int_eq(appmsg_header_extra_raw(h, "request-i", NULL, 0), -ENOENT);
+  ck_assert_int_eq(appmsg_header_extra_raw(h, "request-idx", NULL, 0), -ENOENT);
+  ck_assert_int_eq(appmsg_header_extra_raw(h, "content-type", NULL, 0), -ENOENT);
+  ck_assert_ptr_null(appmsg_header_extra_string(h, "nope"));
+  char *w = written(h);
+  ck_assert_str_eq(w, want);
+  free(w);
+  /* The encoder's paths write the same bytes. */
+  struct appmsg_prepared *p;
+  ck_assert_int_eq(appmsg_prepared_new(&p, h), 0);
+  struct appmsg_encoder a, b;
+  appmsg_encoder_init(&a);
+  appmsg_encoder_init(&b);
+  ck_assert_int_eq(appmsg_encoder_push(&a, h, "", 0), 0);
+  ck_assert_int_eq(appmsg_encoder_push_prepared(&b, p, "", 0), 0);
+  size_t na, nb, nw = strlen(want);
+  const unsigned char *pa = appmsg_encoder_peek(&a, &na), *pb = appmsg_encoder_peek(&b, &nb);
+  ck_assert_uint_eq(na, 2 + nw);
+  ck_assert_uint_eq(nb, 2 + nw);
+  ck_assert_mem_eq(pa + 2, want, nw);
+  ck_assert_mem_eq(pb + 2, want, nw);
+  appmsg_encoder_cleanup(&a);
+  appmsg_encoder_cleanup(&b);
+  appmsg_prepared_free(p);
+}
+
+/* A received header, a copy of it, a copy of the copy: every extra stays
+ * the text received, byte for byte, and so does each key as written. */
+START_TEST(copies_keep_received_extras_byte_for_byte) {
+  struct tu_str in = {0}, want = {0};
+  odd_header(&in, &want);
+  for (int fast = 0; fast <= 1; fast++) {
+    struct appmsg_decoder d;
+    const struct appmsg_header *h = decode_header(&d, in.p, fast);
+    assert_odd_extras(h, want.p);
+    struct appmsg_header c1, c2;
+    ck_assert_int_eq(appmsg_header_copy(&c1, h), 0);
+    appmsg_decoder_cleanup(&d); /* the copy outlives the message */
+    ck_assert_int_eq(c1.byteorder, APPMSG_BYTEORDER_LITTLE);
+    ck_assert_str_eq(c1.content_type, "t");
+    ck_assert_str_eq(c1.content_encoding, "e");
+    assert_odd_extras(&c1, want.p);
+    ck_assert_int_eq(appmsg_header_copy(&c2, &c1), 0);
+    appmsg_header_cleanup(&c1);
+    assert_odd_extras(&c2, want.p);
+    /* What a copy writes decodes to the same extras again. */
+    struct appmsg_decoder d2;
+    assert_odd_extras(decode_header(&d2, want.p, fast), want.p);
+    appmsg_decoder_cleanup(&d2);
+    appmsg_header_cleanup(&c2);
+  }
+  tu_str_free(&in);
+  tu_str_free(&want);
+}
+END_TEST
+
+/* A received header cannot change; a copy can, in place. */
+START_TEST(a_copy_can_change_and_a_received_header_cannot) {
+  struct appmsg_decoder d;
+  const struct appmsg_header *h =
+      decode_header(&d, CANON_START ", \"\\u0072equest-id\": 7, \"b\": \"x\", \"c\": 1.0}", 1);
+  struct appmsg_header *rh = (struct appmsg_header *)h;
+  ck_assert_int_eq(appmsg_header_set_extra_json(rh, "d", "1"), -EINVAL);
+  ck_assert_int_eq(appmsg_header_set_extra_string(rh, "b", "y"), -EINVAL);
+  ck_assert_int_eq(appmsg_header_remove_extra(rh, "b"), -EINVAL);
+  ck_assert_int_eq(appmsg_header_set(rh, "u", NULL), -EINVAL);
+  struct appmsg_header c;
+  ck_assert_int_eq(appmsg_header_copy(&c, h), 0);
+  appmsg_decoder_cleanup(&d);
+  /* Replacing keeps the place; the key is then written as given. */
+  ck_assert_int_eq(appmsg_header_set_extra_string(&c, "request-id", "n\xc3\xa9w\n"), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&c, "c", "2.50"), 0);
+  ck_assert_int_eq(appmsg_header_set(&c, "type two", NULL), 0);
+  char *w = written(&c);
+  ck_assert_str_eq(w, "{\"byteorder\": \"little\", \"content-type\": \"type two\", "
+                      "\"content-encoding\": \"e\", \"content-length\": 0, "
+                      "\"request-id\": \"n\xc3\xa9w\\n\", \"b\": \"x\", \"c\": 2.50}");
+  free(w);
+  ck_assert_str_eq(appmsg_header_extra_string(&c, "request-id"), "n\xc3\xa9w\n");
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 0), "request-id");
+  /* Adding many: the copy's extras move out of its block. */
+  for (int i = 0; i < 20; i++) {
+    char key[16], val[16];
+    snprintf(key, sizeof key, "k%d", i);
+    snprintf(val, sizeof val, "%d", i * 10);
+    ck_assert_int_eq(appmsg_header_set_extra_json(&c, key, val), 0);
+  }
+  ck_assert_uint_eq(appmsg_header_extra_count(&c), 23);
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 1), "b");
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 22), "k19");
+  assert_raw(&c, "k7", "70");
+  assert_raw(&c, "b", "\"x\"");
+  ck_assert_int_eq(appmsg_header_remove_extra(&c, "request-id"), 0);
+  ck_assert_int_eq(appmsg_header_remove_extra(&c, "request-id"), -ENOENT);
+  ck_assert_int_eq(appmsg_header_remove_extra(&c, "k19"), 0);
+  ck_assert_uint_eq(appmsg_header_extra_count(&c), 21);
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 0), "b");
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 1), "c");
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 20), "k18");
+  appmsg_header_cleanup(&c);
+}
+END_TEST
+
+/* A value given to set_extra_json is the value sent, byte for byte. */
+START_TEST(set_extra_json_keeps_the_value_as_given) {
+  struct appmsg_header h;
+  make_header(&h, "t", "e");
+  h.byteorder = APPMSG_BYTEORDER_LITTLE;
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "n", "12345678901234567"), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "big", " \t1e400\r\n "), 0); /* trimmed */
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "z", "-0"), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "f", "1.0"), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "s", "\"\\u0041\""), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_json(&h, "o", "{\"a\" :[1 ,2] ,\"a\":{ }}"), 0);
+  ck_assert_int_eq(appmsg_header_set_extra_string(&h, "q\"k\x01", "v\"\\\x1f\xc3\xa9"), 0);
+  const char *want =
+      CANON_START ", \"n\": 12345678901234567, \"big\": 1e400, \"z\": -0, "
+                  "\"f\": 1.0, \"s\": \"\\u0041\", \"o\": {\"a\" :[1 ,2] ,\"a\":{ }}, "
+                  "\"q\\\"k\\u0001\": \"v\\\"\\\\\\u001f\xc3\xa9\"}";
+  char *w = written(&h);
+  ck_assert_str_eq(w, want);
+  free(w);
+  assert_raw(&h, "big", "1e400");
+  assert_raw(&h, "s", "\"\\u0041\"");
+  ck_assert_str_eq(appmsg_header_extra_string(&h, "s"), "A");
+  ck_assert_str_eq(appmsg_header_extra_string(&h, "q\"k\x01"), "v\"\\\x1f\xc3\xa9");
+  ck_assert_ptr_null(appmsg_header_extra_string(&h, "n"));
+  ck_assert_str_eq(appmsg_header_extra_key(&h, 6), "q\"k\x01");
+  /* Through a frame and back: the same text. */
+  struct appmsg_decoder d;
+  const struct appmsg_header *g = decode_header(&d, want, 1);
+  assert_raw(g, "n", "12345678901234567");
+  assert_raw(g, "big", "1e400");
+  assert_raw(g, "o", "{\"a\" :[1 ,2] ,\"a\":{ }}");
+  ck_assert_str_eq(appmsg_header_extra_key(g, 6), "q\"k\x01");
+  ck_assert_str_eq(appmsg_header_extra_string(g, "q\"k\x01"), "v\"\\\x1f\xc3\xa9");
+  appmsg_decoder_cleanup(&d);
+  /* A copy of a built header keeps it too. */
+  struct appmsg_header c;
+  ck_assert_int_eq(appmsg_header_copy(&c, &h), 0);
+  appmsg_header_cleanup(&h);
+  w = written(&c);
+  ck_assert_str_eq(w, want);
+  free(w);
+  ck_assert_str_eq(appmsg_header_extra_key(&c, 6), "q\"k\x01");
+  appmsg_header_cleanup(&c);
+}
+END_TEST
+
+/* Keys are looked up, recognized as required and checked for duplicates
+ * after unescaping, however long. */
+START_TEST(escaped_keys_are_compared_unescaped) {
+  struct appmsg_decoder d;
+  /* An escaped required key is the required field, not an extra. */
+  const struct appmsg_header *h =
+      decode_header(&d,
+                    "{\"\\u0062yteorder\": \"\\u006cittle\", \"content-\\u0074ype\": \"t\", "
+                    "\"content-encoding\": \"e\", \"content-length\": 0, \"x\": 1}",
+                    1);
+  ck_assert_int_eq(h->byteorder, APPMSG_BYTEORDER_LITTLE);
+  ck_assert_str_eq(h->content_type, "t");
+  ck_assert_uint_eq(appmsg_header_extra_count(h), 1);
+  appmsg_decoder_cleanup(&d);
+  /* A key of 300 characters, all escaped (1,800 bytes as written). */
+  struct tu_str in = {0}, name = {0};
+  tu_str_addf(&in, "%s, \"", CANON_START);
+  for (int i = 0; i < 300; i++) {
+    tu_str_add(&in, "\\u0061", 6);
+    tu_str_add(&name, "a", 1);
+  }
+  tu_str_add(&in, "\": 5, \"b\": 6}", 13);
+  h = decode_header(&d, in.p, 1);
+  assert_raw(h, name.p, "5");
+  ck_assert_str_eq(appmsg_header_extra_key(h, 0), name.p);
+  name.p[299] = '\0'; /* one shorter */
+  ck_assert_int_eq(appmsg_header_extra_raw(h, name.p, NULL, 0), -ENOENT);
+  struct appmsg_header c;
+  ck_assert_int_eq(appmsg_header_copy(&c, h), 0);
+  appmsg_decoder_cleanup(&d);
+  char *w = written(&c);
+  ck_assert_str_eq(w, in.p);
+  free(w);
+  name.p[299] = 'a';
+  ck_assert_int_eq(appmsg_header_set_extra_json(&c, name.p, "[5]"), 0); /* replaces */
+  ck_assert_uint_eq(appmsg_header_extra_count(&c), 2);
+  assert_raw(&c, name.p, "[5]");
+  appmsg_header_cleanup(&c);
+  tu_str_free(&in);
+  tu_str_free(&name);
+}
+END_TEST
+
+/* Two extras with the same key once unescaped are a duplicate, however
+ * many extras there are; keys that only share a prefix are not. */
+START_TEST(duplicate_extras_are_found_after_unescaping) {
+  static const char *const dup[] = {
+      CANON_START ", \"request-id\": 1, \"\\u0072equest-id\": 2}",
+      CANON_START ", \"\\u0072equest-id\": 1, \"request-i\\u0064\": 2}",
+      CANON_START ", \"a\": 1, \"b\": 2, \"a\": 3}",
+      CANON_START ", \"\\u00e9\": 1, \"\xc3\xa9\": 2}",
+      CANON_START ", \"\\ud83d\\ude00\": 1, \"\\uD83D\\uDE00\": 2}",
+  };
+  static const char *const fine[] = {
+      CANON_START ", \"a\": 1, \"ab\": 2, \"\\u0061bc\": 3, \"\": 4}",
+      CANON_START ", \"\\u00e9\": 1, \"\\u00e8\": 2, \"\xc3\xa9x\": 3}",
+  };
+  for (size_t i = 0; i < sizeof dup / sizeof dup[0]; i++) {
+    unsigned char buf[512];
+    size_t n = frame(buf, dup[i], "", 0);
+    struct appmsg_decoder d;
+    appmsg_decoder_init(&d, NULL);
+    size_t used;
+    ck_assert_int_eq(appmsg_decoder_feed(&d, buf, n, &used), APPMSG_ERROR);
+    ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_DUPLICATE);
+    appmsg_decoder_cleanup(&d);
+  }
+  for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+    struct appmsg_decoder d;
+    const struct appmsg_header *h = decode_header(&d, fine[i], 1);
+    ck_assert_uint_ge(appmsg_header_extra_count(h), 3);
+    appmsg_decoder_cleanup(&d);
+  }
+  /* Many extras (the sorted check), with and without a duplicate at the end. */
+  for (int with_dup = 0; with_dup <= 1; with_dup++) {
+    struct tu_str in = {0};
+    tu_str_addf(&in, "%s", CANON_START);
+    for (int i = 0; i < 40; i++)
+      tu_str_addf(&in, i % 3 ? ", \"k%d\": %d" : ", \"\\u006b%d\": %d", i, i);
+    tu_str_addf(&in, "%s", with_dup ? ", \"\\u006b17\": 0}" : ", \"k40\": 0}");
+    unsigned char *buf = malloc(in.len + 2);
+    size_t n = frame(buf, in.p, "", 0);
+    struct appmsg_decoder d;
+    appmsg_decoder_init(&d, NULL);
+    size_t used;
+    enum appmsg_status st = appmsg_decoder_feed(&d, buf, n, &used);
+    if (with_dup) {
+      ck_assert_int_eq(st, APPMSG_ERROR);
+      ck_assert_int_eq(appmsg_decoder_error(&d), APPMSG_E_HEADER_DUPLICATE);
+    } else {
+      ck_assert_int_eq(st, APPMSG_MESSAGE);
+      const struct appmsg_header *h = appmsg_decoder_header(&d);
+      ck_assert_uint_eq(appmsg_header_extra_count(h), 41);
+      assert_raw(h, "k0", "0");
+      assert_raw(h, "k39", "39");
+      ck_assert_str_eq(appmsg_header_extra_key(h, 39), "k39");
+      char *w = written(h);
+      ck_assert_str_eq(w, in.p);
+      free(w);
+    }
+    appmsg_decoder_cleanup(&d);
+    free(buf);
+    tu_str_free(&in);
+  }
+}
+END_TEST
+
+/* A member whose key is k[0..strlen), escaped if it holds a backslash. */
+static struct appmsg_json_member key_member(const char *k) {
+  struct appmsg_json_member m;
+  memset(&m, 0, sizeof m);
+  m.key = k;
+  m.key_len = strlen(k);
+  m.key_escaped = strchr(k, '\\') != NULL;
+  return m;
+}
+
+static int key_is(const char *written_key, const char *name) {
+  struct appmsg_json_member m = key_member(written_key);
+  return appmsg__json_key_is(&m, name, strlen(name));
+}
+
+START_TEST(the_key_comparator_unescapes_as_it_compares) {
+  /* Plain keys. */
+  ck_assert(key_is("abc", "abc"));
+  ck_assert(key_is("", ""));
+  ck_assert(!key_is("abc", "ab"));
+  ck_assert(!key_is("abc", "abcd"));
+  ck_assert(!key_is("abc", "abd"));
+  ck_assert(!key_is("", "a"));
+  ck_assert(key_is("\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9"));
+  /* Short escapes. */
+  ck_assert(key_is("a\\\"b", "a\"b"));
+  ck_assert(key_is("\\\\\\/\\b\\f\\n\\r\\t", "\\/\b\f\n\r\t"));
+  ck_assert(!key_is("a\\\"b", "a\\\"b")); /* the name is not unescaped */
+  /* \u escapes: 1, 2 and 3 bytes of UTF-8, a surrogate pair (4 bytes). */
+  ck_assert(key_is("\\u0041", "A"));
+  ck_assert(key_is("\\u0072equest-id", "request-id"));
+  ck_assert(key_is("\\u00e9", "\xc3\xa9"));
+  ck_assert(key_is("\\u00E9t\\u00e9", "\xc3\xa9t\xc3\xa9"));
+  ck_assert(key_is("\\u20ac", "\xe2\x82\xac"));
+  ck_assert(key_is("\\ud83d\\ude00", "\xf0\x9f\x98\x80"));
+  ck_assert(key_is("x\\uD83D\\uDE00y", "x\xf0\x9f\x98\x80y"));
+  ck_assert(key_is("\\u0041\xc3\xa9\\u0042", "A\xc3\xa9"
+                                             "B"));
+  /* Mismatches: another character, shorter, longer, a prefix. */
+  ck_assert(!key_is("\\u0041", "B"));
+  ck_assert(!key_is("\\u0041", ""));
+  ck_assert(!key_is("\\u0041", "AB"));
+  ck_assert(!key_is("\\u0041B", "A"));
+  ck_assert(!key_is("\\u00e9", "\xc3"));         /* half of the character */
+  ck_assert(!key_is("\\u00e9", "\xc3\xa9x"));    /* longer */
+  ck_assert(!key_is("\\u20ac", "\xe2\x82"));     /* two of three bytes */
+  ck_assert(!key_is("\\u20ac", "\xe2\x82\xad")); /* last byte differs */
+  ck_assert(!key_is("\\ud83d\\ude00", "\xf0\x9f\x98"));
+  ck_assert(!key_is("\\ud83d\\ude00", "\xf0\x9f\x98\x81"));
+  ck_assert(!key_is("\\ud83d\\ude00", "\xf0\x9f\x98\x80\xf0"));
+  ck_assert(!key_is("ab\\u0063", "ab"));
+  ck_assert(!key_is("ab\\u0063", "abcd"));
+  ck_assert(!key_is("request-id", "\\u0072equest-id"));
+  /* A long escaped key (300 characters, 1,500 bytes as written), no limit. */
+  struct tu_str k = {0}, name = {0};
+  for (int i = 0; i < 300; i++) {
+    if (i % 3 == 0) {
+      tu_str_add(&k, "\\u00e9", 6);
+      tu_str_add(&name, "\xc3\xa9", 2);
+    } else {
+      tu_str_add(&k, i % 3 == 1 ? "\\n" : "z", i % 3 == 1 ? 2 : 1);
+      tu_str_add(&name, i % 3 == 1 ? "\n" : "z", 1);
+    }
+  }
+  ck_assert_uint_gt(k.len, 300);
+  ck_assert(key_is(k.p, name.p));
+  struct appmsg_json_member m = key_member(k.p);
+  ck_assert(!appmsg__json_key_is(&m, name.p, name.len - 1)); /* one byte short */
+  name.p[name.len] = 'z';                                    /* (over the NUL) */
+  ck_assert(!appmsg__json_key_is(&m, name.p, name.len + 1)); /* one byte longer */
+  name.p[name.len - 1] = 'y';
+  ck_assert(!appmsg__json_key_is(&m, name.p, name.len)); /* the last differs */
+  tu_str_free(&k);
+  tu_str_free(&name);
 }
 END_TEST
 
@@ -938,6 +1387,12 @@ int main(void) {
   suite_add_tcase(s, enc);
   TCase *hdr = tcase_create("header");
   tcase_add_test(hdr, extra_keys_can_be_set_replaced_and_removed);
+  tcase_add_test(hdr, copies_keep_received_extras_byte_for_byte);
+  tcase_add_test(hdr, a_copy_can_change_and_a_received_header_cannot);
+  tcase_add_test(hdr, set_extra_json_keeps_the_value_as_given);
+  tcase_add_test(hdr, escaped_keys_are_compared_unescaped);
+  tcase_add_test(hdr, duplicate_extras_are_found_after_unescaping);
+  tcase_add_test(hdr, the_key_comparator_unescapes_as_it_compares);
   tcase_add_test(hdr, the_host_byte_order_is_the_compilers);
   tcase_add_test(hdr, the_json_check_gives_a_code_and_an_offset);
   tcase_add_test(hdr, json_quote_escapes_like_json_dumps);

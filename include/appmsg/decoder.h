@@ -22,10 +22,21 @@
  * feed() returned ERROR it returns ERROR (consuming nothing) until
  * appmsg_decoder_reset().
  *
- * Memory: while no frame is in progress the decoder owns no heap memory.
- * A frame costs one header buffer (its length, at most 64 KiB) and one
- * content buffer (content-length bytes, allocated once; every content byte
- * is copied exactly once, from the caller's chunk into it).
+ * Memory: a frame needs one header buffer (its length, at most 64 KiB)
+ * and one content buffer (content-length bytes, none for 0; allocated
+ * once, and every content byte is copied exactly once, from the caller's
+ * chunk into it).  Both are allocated only when the frame needs them and
+ * are kept for the next frame when small - a header buffer of up to
+ * 1 KiB, a content buffer of up to 4 KiB - so a stream of small frames
+ * costs no allocation per frame; larger ones are freed when their message
+ * is released (by the next feed(), reset() or cleanup()).  So between
+ * frames an idle decoder may hold up to 5 KiB, until reset() or
+ * cleanup().  A content buffer handed over by take_content() is the
+ * caller's.  A header of the four required fields costs no allocation; a
+ * header with extra keys costs one, freed with its message.  An error
+ * with a formatted reason allocates that reason, kept until reset() or
+ * cleanup().  (Under AddressSanitizer no buffer is kept between frames,
+ * so that a read past the end of one is caught.)
  */
 #ifndef APPMSG_DECODER_H
 #define APPMSG_DECODER_H
