@@ -73,12 +73,12 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # appmsg_0.2.0_amd64.deb
 # Programs and the shared library without their debugging symbols (the static library keeps
 # its symbol table).
 set(CPACK_STRIP_FILES ON)
-# Run-time dependencies from the binaries themselves (dpkg-shlibdeps): libc6, libcjson1, libssl3,
+# Run-time dependencies from the binaries themselves (dpkg-shlibdeps): libc6, libssl3,
 # and libhiredis0.14 when app-server is built with its Redis store.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# Building against the package needs the headers of cJSON and OpenSSL (the static library uses
-# both, and appmsgConfig.cmake and appmsg.pc ask for them) and pkg-config.
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcjson-dev, libssl-dev, pkg-config")
+# Building against the package needs the headers of OpenSSL (the static library uses it, and
+# appmsgConfig.cmake and appmsg.pc ask for it) and pkg-config.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libssl-dev, pkg-config")
 # appmsg/adapters/hiredis.h, for programs that run hiredis on appmsg's loop, needs hiredis's.
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libhiredis-dev")
 # A shlibs file, so that packages built against libappmsg.so.0 depend on this one.

@@ -30,6 +30,7 @@ struct run {
   int status;             /* exit status so far */
   int verbose;
   int lost_reported; /* the connection's end has been told */
+  int reading;       /* stdin is still being read: more calls will come */
 };
 
 /* One member of the status object, printed "name: value". */
@@ -88,8 +89,12 @@ static void on_reply(const struct appmsg_reply *r, void *ud) {
   } else if (!run->lost_reported) {
     run->lost_reported = 1;
     run->status = 1;
-    if (r->status == APPMSG_E_TIMEOUT)
+    if (r->status == APPMSG_E_TIMEOUT ||
+        (r->status == APPMSG_E_NOT_SENT && r->cause == APPMSG_E_TIMEOUT))
       logf_("timed out waiting for %s (%zu of %zu answered)", run->where, run->answered, run->sent);
+    else if (r->status == APPMSG_E_NOT_SENT && r->cause < 0 && r->cause > -4096)
+      logf_("cannot connect to %s: %s; is the server running on %s?", run->where,
+            connect_hint(r->cause), run->where); /* an errno: the connect failed */
     else if (r->status == APPMSG_E_CLOSED)
       logf_("the server at %s closed the connection after %zu of %zu answers", run->where,
             run->answered, run->sent);
@@ -100,7 +105,7 @@ static void on_reply(const struct appmsg_reply *r, void *ud) {
       logf_("%s (%zu of %zu answered)", r->reason, run->answered, run->sent);
   }
   fflush(stdout);
-  if (run->finished == run->sent)
+  if (run->finished == run->sent && !run->reading)
     appmsg_loop_stop(run->loop);
 }
 
@@ -224,7 +229,6 @@ int main(int argc, char **argv) {
   appmsg_client_opts_default(&o);
   o.connect_timeout_ms = o.call_timeout_ms = (uint32_t)(timeout_s * 1000);
   o.reconnect = 0;
-  o.max_queued = (size_t)-1; /* every line of stdin waits for the connection */
   o.log = run.verbose ? log_line : NULL;
   o.conn.tls = tls_client_setup(&cli, &tls);
   o.conn.tls_server_name = tls.name;
@@ -236,16 +240,28 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (stdin_mode) {
+    /* Lines are read as the calls can take them: when the client's queue
+     * is full, the loop runs until answers make room (a file of a million
+     * lines costs the memory of the queue, not of the file). */
     char *line = NULL;
     size_t cap = 0;
+    run.reading = 1;
     while (rc == 0 && getline(&line, &cap, stdin) > 0) {
       char *a, *v;
       split_line(line, &a, &v);
       if (*a == '\0')
         continue;
-      if ((rc = send_request(&run, a, v)) == 0)
+      while ((rc = send_request(&run, a, v)) == APPMSG_E_QUEUE_FULL) {
+        int lrc = appmsg_loop_run_once(run.loop, -1);
+        if (lrc < 0) {
+          rc = lrc;
+          break;
+        }
+      }
+      if (rc == 0)
         run.sent++;
     }
+    run.reading = 0;
     free(line);
   } else if ((rc = send_request(&run, action, value)) == 0) {
     run.sent = 1;

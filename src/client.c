@@ -2,16 +2,29 @@
  * The client library (see include/appmsg/client.h).
  *
  * Calls live in three places: the queue (not sent yet: not connected, or
- * over max_in_flight), the in-flight list (sent, in the order the replies
- * will come) and the free list.  A call that times out while in flight
- * stays in the in-flight list without its callback, as a placeholder, so
- * that the replies after it still match their calls.
+ * over max_in_flight or the byte budget), the in-flight list (handed to
+ * the connection, in the order the replies will come) and the free list.
+ * A call that times out while in flight stays in the in-flight list
+ * without its callback, as a placeholder, so that the replies after it
+ * still match their calls; too many placeholders mean a server that no
+ * longer answers, and the connection is made again.
  *
  * Timeouts cost no timer per call: each call keeps its deadline, and one
  * timer per client is armed for the earliest known.  When it fires, the
  * calls whose time is up fail and the timer is armed again for the
  * earliest left; a call that ends earlier costs nothing (at high rates,
  * arming and stopping a timer per call was most of the library's cost).
+ *
+ * Lifecycle.  Every callback of a call may make calls and may free the
+ * client, so the client never runs one while its own state is half
+ * changed: a lost connection first takes its calls off the in-flight list
+ * and sets the state they will see, then tells them.  A client freed from
+ * a callback is only marked; its memory goes at the end of the loop
+ * iteration, and the code after each callback looks at the mark.
+ *
+ * Names are looked up off the loop (resolve.c): a numeric address at once,
+ * a name on a resolver thread, one lookup per client at a time, so that a
+ * resolver that never answers holds one thread, not one per attempt.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -26,25 +39,26 @@
 #include "appmsg/client.h"
 #include "codec_internal.h"
 #include "conn_internal.h"
-#include "json_internal.h"
 #include "header_internal.h"
+#include "json_internal.h"
 #include "loop_internal.h"
+#include "resolve.h"
 #include "util.h"
 
 struct call {
-  struct appmsg_client *cl; /* its client */
-  struct call *next;        /* in the queue, the in-flight list or the free list */
-  appmsg_call_fn cb;        /* NULL once it has been answered (a placeholder) */
-  void *ud;                 /* handed to cb */
-  uint64_t deadline;        /* loop time its timeout ends (0: none) */
-  unsigned char *frame;     /* its frame while queued (allocated) */
-  size_t frame_len;         /* ... */
-  char rid[32];             /* the request-id it was sent with, as JSON text */
-  size_t rid_len;           /* 0: none (or longer than rid: not matched by id) */
+  struct call *next;    /* in the queue, the in-flight list or the free list */
+  appmsg_call_fn cb;    /* NULL once it has been answered (a placeholder) */
+  void *ud;             /* handed to cb */
+  uint64_t deadline;    /* clock time its timeout ends (0: none) */
+  unsigned char *frame; /* its frame while queued (allocated) */
+  size_t frame_len;     /* the frame's length (kept once sent: see lost()) */
+  char rid[32];         /* the request-id it was sent with, as JSON text */
+  size_t rid_len;       /* 0: none (or longer than rid: not matched by id) */
 };
 
 enum state {
-  S_CONNECTING, /* an attempt is under way */
+  S_RESOLVING,  /* the name is being looked up */
+  S_CONNECTING, /* a connect (and a TLS handshake) is under way */
   S_UP,         /* connected */
   S_WAITING,    /* waiting to try again (backoff) */
   S_DOWN,       /* not trying any more (reconnect off) */
@@ -62,26 +76,29 @@ struct appmsg_client {
   char *host, *port;             /* where to */
   char where[APPMSG_ADDRSTRLEN]; /* "host:port" for messages */
   enum state state;
-  struct appmsg_conn *conn;     /* while connecting or up */
-  struct addrinfo *ai_list;     /* the addresses of this attempt */
-  struct addrinfo *ai_next;     /* the next one to try */
-  int unix_tried;               /* a Unix path: tried in this attempt */
-  struct appmsg_timer retry;    /* backoff, and the connect timeout */
-  struct appmsg_timer timeouts; /* armed for the earliest call deadline */
-  uint64_t timeouts_due;        /* when */
-  uint32_t backoff;             /* the next delay, before jitter */
-  int last_err;                 /* why the last attempt failed */
+  struct appmsg_conn *conn;      /* while connecting or up */
+  struct appmsg__lookup *lookup; /* a name lookup not answered yet */
+  struct addrinfo *ai_list;      /* the addresses of this attempt */
+  struct addrinfo *ai_next;      /* the next one to try */
+  int unix_tried;                /* a Unix path: tried in this attempt */
+  struct appmsg_timer retry;     /* backoff, and the resolve and connect timeouts */
+  struct appmsg_timer timeouts;  /* armed for the earliest call deadline */
+  uint64_t timeouts_due;         /* when */
+  uint32_t backoff;              /* the next delay, before jitter */
+  int last_err;                  /* why the last attempt failed */
   char last_reason[APPMSG_NET_ERRLEN];
   int conn_err;                        /* why the connection failed (TLS, a bad reply), or 0 */
   char conn_reason[APPMSG_NET_ERRLEN]; /* its sentence */
   struct list queue, flight;           /* see above */
+  size_t queued_bytes;                 /* the frames in the queue */
+  size_t stale;                        /* placeholders in flight */
   struct call *free_calls;             /* pooled */
   struct appmsg_prepared *json;        /* text/json, utf-8 */
   uint64_t next_id;                    /* automatic request ids */
   uint64_t connects;                   /* connections made */
   uint64_t rng;                        /* jitter */
-  unsigned busy;                       /* inside the client's own handlers */
-  int freeing;                         /* appmsg_client_free() called while busy */
+  int freeing;                         /* appmsg_client_free() was called */
+  struct appmsg__deferred gone;        /* frees the client at the end of the iteration */
 };
 
 /* ---- small things ------------------------------------------------------ */
@@ -110,7 +127,7 @@ static struct call *pop(struct list *l) {
   return k;
 }
 
-/* Takes k out of l, wherever it is (O(n); for timeouts and id matches). */
+/* Takes k out of l, wherever it is (O(n); for id matches). */
 static void unlink_call(struct list *l, struct call *k) {
   struct call *prev = NULL;
   for (struct call *x = l->head; x; prev = x, x = x->next) {
@@ -135,14 +152,26 @@ static void call_put(struct appmsg_client *c, struct call *k) {
   c->free_calls = k;
 }
 
-/* Runs k's callback (once) with a reply that is not one. */
-static void fail_call(struct appmsg_client *c, struct call *k, int status, const char *reason) {
+/* Runs k's callback (once) with a reply that is not one: status, the
+ * sentence, and the error behind it (cause). */
+static void fail_call(struct call *k, int status, int cause, const char *reason) {
   appmsg_call_fn cb = k->cb;
   k->cb = NULL;
-  (void)c;
   if (cb) {
-    struct appmsg_reply r = {.status = status, .reason = reason, .content = ""};
+    struct appmsg_reply r = {.status = status, .cause = cause, .reason = reason, .content = ""};
     cb(&r, k->ud);
+  }
+}
+
+/* Fails every call of l (taken off it first: callbacks may make calls) and pools them. */
+static void fail_list(struct appmsg_client *c, struct list *l, int status, int cause,
+                      const char *reason) {
+  struct list mine = *l;
+  *l = (struct list){0};
+  struct call *k;
+  while ((k = pop(&mine)) != NULL) {
+    fail_call(k, status, cause, reason);
+    call_put(c, k);
   }
 }
 
@@ -153,63 +182,85 @@ static uint64_t next_random(struct appmsg_client *c) {
   return c->rng;
 }
 
-static void really_free(struct appmsg_client *c);
-
-/* The client's handlers run "busy": a free asked for inside them waits
- * for the outermost one to return. */
-static void enter(struct appmsg_client *c) {
-  c->busy++;
-}
-
-/* Returns 1 when the client was freed. */
-static int leave(struct appmsg_client *c) {
-  if (--c->busy == 0 && c->freeing) {
-    really_free(c);
-    return 1;
-  }
-  return 0;
+/* The most placeholders a connection may collect before it is made again. */
+static size_t stale_max(const struct appmsg_client *c) {
+  if (c->opts->max_in_flight)
+    return c->opts->max_in_flight;
+  return c->opts->max_queued ? c->opts->max_queued : 1024;
 }
 
 /* ---- sending ----------------------------------------------------------- */
 
-static void send_queued(struct appmsg_client *c);
-
-/* Writes k's frame to the connection and moves it in flight. */
-static int transmit(struct appmsg_client *c, struct call *k) {
-  int rc = appmsg_conn_send_raw(c->conn, k->frame, k->frame_len);
-  free(k->frame);
-  k->frame = NULL;
-  push(&c->flight, k);
-  return rc;
+/* Bytes handed to the connection and not yet written to its socket. */
+static size_t unsent(const struct appmsg_client *c) {
+  return c->conn ? appmsg_conn_pending(c->conn) : 0;
 }
 
-/* Whether a call made now may go out at once. */
-static int may_send_now(const struct appmsg_client *c) {
-  return c->state == S_UP && c->queue.n == 0 &&
-         (c->opts->max_in_flight == 0 || c->flight.n < c->opts->max_in_flight);
+/* Whether a call may be handed to the connection now: connected, under
+ * max_in_flight, and under the byte budget (one frame always may go when
+ * nothing is waiting, however large). */
+static int room_to_send(const struct appmsg_client *c, size_t n) {
+  if (c->state != S_UP || c->conn == NULL)
+    return 0;
+  if (c->opts->max_in_flight && c->flight.n >= c->opts->max_in_flight)
+    return 0;
+  size_t u = unsent(c);
+  return u == 0 || c->opts->max_queued_bytes == 0 || u + n <= c->opts->max_queued_bytes;
 }
 
-/* Sends queued calls while the connection and max_in_flight allow. */
+static void push_front(struct list *l, struct call *k) {
+  k->next = l->head;
+  l->head = k;
+  if (l->tail == NULL)
+    l->tail = k;
+  l->n++;
+}
+
+/* Hands queued calls to the connection while there is room. */
 static void send_queued(struct appmsg_client *c) {
-  while (c->state == S_UP && c->queue.head &&
-         (c->opts->max_in_flight == 0 || c->flight.n < c->opts->max_in_flight))
-    if (transmit(c, pop(&c->queue)) != 0)
-      break; /* the connection is ending: its close fails what is in flight */
+  while (c->queue.head && !c->freeing && room_to_send(c, c->queue.head->frame_len)) {
+    struct call *k = pop(&c->queue);
+    c->queued_bytes -= k->frame_len;
+    if (appmsg_conn_send_raw(c->conn, k->frame, k->frame_len) != 0) {
+      /* The connection is ending: the call was not handed over, and waits
+       * for the next one. */
+      push_front(&c->queue, k);
+      c->queued_bytes += k->frame_len;
+      return;
+    }
+    free(k->frame);
+    k->frame = NULL;
+    push(&c->flight, k);
+  }
 }
 
 /* Arms the timeouts timer for a deadline if it is the earliest known. */
 static void arm_timeouts(struct appmsg_client *c, uint64_t deadline) {
   if (appmsg_timer_active(&c->timeouts) && c->timeouts_due <= deadline)
     return;
-  uint64_t now = appmsg_loop_now(c->loop);
+  uint64_t now = appmsg__clock_ms();
   if (appmsg_timer_start(c->loop, &c->timeouts, deadline > now ? deadline - now : 0, 0) == 0)
     c->timeouts_due = deadline;
 }
 
-/* Takes the calls whose deadline has passed off the queue, into due. */
-static void take_due(struct list *q, uint64_t now, struct list *due) {
-  struct call *prev = NULL;
-  for (struct call *k = q->head, *nk; k; k = nk) {
+/* Why a queued call is still not sent, for its callback. */
+static void not_sent_reason(const struct appmsg_client *c, char *out, size_t n) {
+  if (c->state == S_UP)
+    snprintf(out, n, "not sent to %s in time: the calls before it were not answered", c->where);
+  else if (c->last_err)
+    snprintf(out, n, "not sent: %s", c->last_reason);
+  else
+    snprintf(out, n, "not sent: no connection to %s in time", c->where);
+}
+
+static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)t;
+  struct appmsg_client *c = ud;
+  uint64_t now = appmsg_loop_now(loop), next = 0;
+  /* The queue's calls whose time is up are taken off it first (their
+   * callbacks may make calls); they were never sent. */
+  struct list due = {0};
+  for (struct call *k = c->queue.head, *prev = NULL, *nk; k; k = nk) {
     nk = k->next;
     if (!(k->deadline && k->deadline <= now)) {
       prev = k;
@@ -218,43 +269,42 @@ static void take_due(struct list *q, uint64_t now, struct list *due) {
     if (prev)
       prev->next = nk;
     else
-      q->head = nk;
-    if (q->tail == k)
-      q->tail = prev;
-    q->n--;
-    push(due, k);
+      c->queue.head = nk;
+    if (c->queue.tail == k)
+      c->queue.tail = prev;
+    c->queue.n--;
+    c->queued_bytes -= k->frame_len;
+    push(&due, k);
   }
-}
-
-static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
-  (void)t;
-  struct appmsg_client *c = ud;
-  uint64_t now = appmsg_loop_now(loop), next = 0;
-  enter(c);
-  /* The queue's calls whose time is up are taken off it first (callbacks may make calls). */
-  struct list due = {0};
-  take_due(&c->queue, now, &due);
-  char reason[APPMSG_ADDRSTRLEN + 32];
+  char reason[APPMSG_NET_ERRLEN + 64];
+  not_sent_reason(c, reason, sizeof reason);
+  fail_list(c, &due, APPMSG_E_NOT_SENT, APPMSG_E_TIMEOUT, reason);
+  /* In flight, a late call stays as a placeholder.  Callbacks only append
+   * to this list, and a client freed meanwhile keeps its memory until the
+   * end of the iteration, so walking it is safe. */
   snprintf(reason, sizeof reason, "no reply from %s in time", c->where);
-  struct call *k;
-  while ((k = pop(&due)) != NULL) { /* never sent */
-    fail_call(c, k, APPMSG_E_TIMEOUT, reason);
-    call_put(c, k);
+  for (struct call *k = c->flight.head; k; k = k->next)
+    if (k->cb && k->deadline && k->deadline <= now) {
+      c->stale++;
+      fail_call(k, APPMSG_E_TIMEOUT, APPMSG_E_TIMEOUT, reason);
+    }
+  if (c->freeing)
+    return;
+  if (c->conn && c->state == S_UP && c->stale > stale_max(c)) {
+    /* The server no longer answers on this connection: the replies owed
+     * would only be read and dropped.  A new connection starts afresh. */
+    c->conn_err = APPMSG_E_TIMEOUT;
+    snprintf(c->conn_reason, sizeof c->conn_reason,
+             "%zu calls to %s timed out without a reply; connecting again", c->stale, c->where);
+    cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
+    appmsg_conn_abort(c->conn, APPMSG_E_TIMEOUT);
   }
-  /* In flight, a late call stays as a placeholder.  Callbacks only append to this list
-   * (nothing is taken off it outside the client's own handlers), so walking it is safe. */
-  for (k = c->flight.head; k; k = k->next)
-    if (k->cb && k->deadline && k->deadline <= now)
-      fail_call(c, k, APPMSG_E_TIMEOUT, reason);
-  if (!c->freeing) {
-    for (int w = 0; w < 2; w++)
-      for (k = w ? c->flight.head : c->queue.head; k; k = k->next)
-        if (k->cb && k->deadline && (next == 0 || k->deadline < next))
-          next = k->deadline;
-    if (next)
-      arm_timeouts(c, next);
-  }
-  leave(c);
+  for (int w = 0; w < 2; w++)
+    for (struct call *k = w ? c->flight.head : c->queue.head; k; k = k->next)
+      if (k->cb && k->deadline && (next == 0 || k->deadline < next))
+        next = k->deadline;
+  if (next)
+    arm_timeouts(c, next);
 }
 
 /* Writes the frame of a call (header with its request-id, content) into
@@ -298,67 +348,75 @@ static int build_frame(struct appmsg_client *c, struct call *k, const struct app
     rc = e ? appmsg_encoder_push(e, &h, call->content, call->len)
            : appmsg_conn_send(c->conn, &h, call->content, call->len);
   appmsg_header_cleanup(&h);
-  return rc < 0 && rc != -ENOMEM ? -EINVAL : rc;
+  return rc < 0 && rc != -ENOMEM && rc != APPMSG_E_CLOSED && rc != APPMSG_E_OUTPUT_FULL ? -EINVAL
+                                                                                        : rc;
+}
+
+/* Puts a call's frame in the queue, within its limits. */
+static int enqueue_call(struct appmsg_client *c, struct call *k, const struct appmsg_call *call) {
+  if (c->queue.n >= c->opts->max_queued)
+    return APPMSG_E_QUEUE_FULL;
+  struct appmsg_encoder e;
+  appmsg_encoder_init(&e);
+  int rc = build_frame(c, k, call, &e);
+  size_t n = 0;
+  const void *p = rc == 0 ? appmsg_encoder_peek(&e, &n) : NULL;
+  if (rc == 0 && c->queue.n > 0 && c->opts->max_queued_bytes &&
+      c->queued_bytes + n > c->opts->max_queued_bytes)
+    rc = APPMSG_E_QUEUE_FULL;
+  if (rc == 0) {
+    k->frame = malloc(n ? n : 1);
+    rc = k->frame ? 0 : -ENOMEM;
+  }
+  if (rc == 0) {
+    memcpy(k->frame, p, n);
+    k->frame_len = n;
+    push(&c->queue, k);
+    c->queued_bytes += n;
+  }
+  appmsg_encoder_cleanup(&e);
+  return rc;
 }
 
 int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, appmsg_call_fn cb,
                        void *ud) {
   if (cb == NULL || call == NULL || (call->content == NULL && call->len > 0) || c->freeing)
     return -EINVAL;
-  int now = may_send_now(c);
-  if (!now) {
-    if (c->state == S_DOWN || (c->state == S_WAITING && c->opts->max_queued == 0))
-      return c->last_err ? c->last_err : APPMSG_E_CLOSED;
-    if (c->queue.n >= c->opts->max_queued && c->state != S_UP)
-      return APPMSG_E_OUTPUT_FULL;
-  }
+  if (c->state == S_DOWN || (c->state == S_WAITING && c->opts->max_queued == 0))
+    return c->last_err ? c->last_err : APPMSG_E_CLOSED;
   struct call *k = c->free_calls;
   if (k)
     c->free_calls = k->next;
   else if ((k = calloc(1, sizeof *k)) == NULL)
     return -ENOMEM;
   memset(k, 0, sizeof *k);
-  k->cl = c;
   k->cb = cb;
   k->ud = ud;
-  struct appmsg_encoder e;
-  appmsg_encoder_init(&e);
-  int rc;
-  if (now) { /* straight into the connection's output: no copy of our own */
-    appmsg__conn_enter(c->conn);
+  int rc = -EAGAIN;
+  if (c->queue.n == 0 && room_to_send(c, 0)) {
+    /* Straight into the connection's output: no copy of our own. */
+    size_t before = appmsg_conn_pending(c->conn);
     rc = build_frame(c, k, call, NULL);
-    if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL)
-      rc = 0; /* the connection is ending: its close fails the call */
-    if (rc == 0)
-      push(&c->flight, k);
-  } else {
-    rc = build_frame(c, k, call, &e);
     if (rc == 0) {
-      size_t n;
-      const void *p = appmsg_encoder_peek(&e, &n);
-      k->frame = malloc(n ? n : 1);
-      rc = k->frame ? 0 : -ENOMEM;
-      if (rc == 0) {
-        memcpy(k->frame, p, n);
-        k->frame_len = n;
-        push(&c->queue, k);
-      }
+      k->frame_len = appmsg_conn_pending(c->conn) - before;
+      push(&c->flight, k);
+    } else if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL) {
+      rc = -EAGAIN; /* the connection is ending: the call waits for the next one */
     }
-    appmsg_encoder_cleanup(&e);
   }
+  if (rc == -EAGAIN)
+    rc = enqueue_call(c, k, call);
   if (rc) {
-    if (now)
-      appmsg__conn_leave(c->conn);
     call_put(c, k);
     return rc;
   }
   uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
   if (t) {
-    k->deadline = appmsg_loop_now(c->loop) + t;
+    /* From the moment of the call, not from the loop's clock, which stands
+     * still while the program works outside the loop. */
+    k->deadline = appmsg__clock_ms() + t;
     arm_timeouts(c, k->deadline);
   }
-  if (now)
-    appmsg__conn_leave(c->conn); /* writes; a failure ends the connection later */
   return 0;
 }
 
@@ -488,32 +546,38 @@ static size_t plain_result(const void *content, size_t len) {
 /* Which call a reply answers: the one whose request-id it carries, else
  * the oldest in flight. */
 static struct call *match(struct appmsg_client *c, const struct appmsg_header *h) {
+  struct call *k = NULL;
   if (appmsg__header_has_extras(h) && c->flight.head) {
     char rid[sizeof c->flight.head->rid];
     long n = appmsg_header_extra_raw(h, "request-id", rid, sizeof rid);
     if (n > 0 && (size_t)n <= sizeof rid)
-      for (struct call *k = c->flight.head; k; k = k->next)
-        if (k->rid_len == (size_t)n && memcmp(k->rid, rid, (size_t)n) == 0) {
-          unlink_call(&c->flight, k);
-          return k;
+      for (struct call *x = c->flight.head; x; x = x->next)
+        if (x->rid_len == (size_t)n && memcmp(x->rid, rid, (size_t)n) == 0) {
+          unlink_call(&c->flight, x);
+          k = x;
+          break;
         }
   }
-  return pop(&c->flight);
+  if (k == NULL)
+    k = pop(&c->flight);
+  if (k && k->cb == NULL)
+    c->stale--; /* the late reply of a call that timed out */
+  return k;
 }
 
 static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, const void *content,
                        size_t len, void *ud) {
-  (void)conn;
   struct appmsg_client *c = ud;
   if (c == NULL)
     return; /* the client is gone */
   struct call *k = match(c, h);
   if (k == NULL) {
-    cl_log(c, APPMSG_LOG_WARN, "%s sent a reply nobody asked for; closing", c->where);
-    appmsg_conn_abort(c->conn, APPMSG_E_CLOSED);
+    c->conn_err = APPMSG_E_CLOSED;
+    snprintf(c->conn_reason, sizeof c->conn_reason, "%s sent a reply nobody asked for", c->where);
+    cl_log(c, APPMSG_LOG_WARN, "%s; closing", c->conn_reason);
+    appmsg_conn_abort(conn, APPMSG_E_CLOSED);
     return;
   }
-  enter(c);
   if (k->cb) {
     struct appmsg_reply r = {.header = h, .content = content, .len = len};
     struct reply_members m = {0};
@@ -547,6 +611,7 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
         errname[appmsg_json_unescape(m.error.val, m.error.val_len, errname)] = '\0';
         r.error = errname;
         r.status = APPMSG_E_ERROR_REPLY;
+        r.cause = APPMSG_E_ERROR_REPLY;
         r.reason = r.result ? r.result : "the server answered with an error reply";
       }
     }
@@ -558,7 +623,6 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
   call_put(c, k);
   if (!c->freeing)
     send_queued(c);
-  leave(c);
 }
 
 /* A TLS failure (or a handshake that timed out) ends the connection as on_close says; its
@@ -590,47 +654,47 @@ static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint
 static void attempt(struct appmsg_client *c);
 static void try_next(struct appmsg_client *c);
 
+/* Every address failed (or the name did): wait and try again, or give up.
+ * The calls waiting are told last, when the client is as they will see it. */
+static void attempt_failed(struct appmsg_client *c) {
+  freeaddrinfo(c->ai_list);
+  c->ai_list = c->ai_next = NULL;
+  int give_up = !c->opts->reconnect;
+  c->state = give_up ? S_DOWN : S_WAITING;
+  if (give_up) {
+    cl_log(c, APPMSG_LOG_INFO, "%s", c->last_reason);
+  } else {
+    uint32_t d = c->backoff;
+    uint32_t delay = d / 2 + (uint32_t)(next_random(c) % (d - d / 2 + 1));
+    uint64_t next = (uint64_t)d * 2;
+    c->backoff = next > c->opts->backoff_max_ms ? c->opts->backoff_max_ms : (uint32_t)next;
+    cl_log(c, APPMSG_LOG_INFO, "%s; trying again in %u ms", c->last_reason, delay);
+    appmsg_timer_start(c->loop, &c->retry, delay, 0);
+  }
+  if (give_up || c->opts->max_queued == 0) {
+    char reason[APPMSG_NET_ERRLEN + 16];
+    snprintf(reason, sizeof reason, "not sent: %s", c->last_reason);
+    c->queued_bytes = 0;
+    fail_list(c, &c->queue, APPMSG_E_NOT_SENT, c->last_err, reason);
+  }
+}
+
 static void on_retry(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
   (void)loop;
   (void)t;
   struct appmsg_client *c = ud;
-  enter(c);
   if (c->state == S_CONNECTING && c->conn) {
     appmsg_conn_abort(c->conn, APPMSG_E_TIMEOUT); /* the connect took too long: next address */
+  } else if (c->state == S_RESOLVING) {
+    /* The resolver has not answered: this attempt fails, the lookup goes
+     * on (the next attempt waits for it rather than start another). */
+    c->last_err = APPMSG_E_ADDRESS;
+    snprintf(c->last_reason, sizeof c->last_reason, "cannot resolve '%s': no answer within %u ms",
+             c->host, c->opts->connect_timeout_ms);
+    attempt_failed(c);
   } else if (c->state == S_WAITING) {
     attempt(c);
   }
-  leave(c);
-}
-
-/* Fails every queued call (no connection will come for them). */
-static void fail_queue(struct appmsg_client *c, int status, const char *reason) {
-  struct call *k;
-  while ((k = pop(&c->queue)) != NULL) {
-    fail_call(c, k, status, reason);
-    call_put(c, k);
-  }
-}
-
-/* Every address failed: wait and try again, or give up. */
-static void attempt_failed(struct appmsg_client *c) {
-  freeaddrinfo(c->ai_list);
-  c->ai_list = c->ai_next = NULL;
-  if (!c->opts->reconnect) {
-    c->state = S_DOWN;
-    cl_log(c, APPMSG_LOG_INFO, "%s", c->last_reason);
-    fail_queue(c, c->last_err, c->last_reason);
-    return;
-  }
-  c->state = S_WAITING;
-  if (c->opts->max_queued == 0)
-    fail_queue(c, c->last_err, c->last_reason);
-  uint32_t d = c->backoff;
-  uint32_t delay = d / 2 + (uint32_t)(next_random(c) % (d - d / 2 + 1));
-  uint64_t next = (uint64_t)d * 2;
-  c->backoff = next > c->opts->backoff_max_ms ? c->opts->backoff_max_ms : (uint32_t)next;
-  cl_log(c, APPMSG_LOG_INFO, "%s; trying again in %u ms", c->last_reason, delay);
-  appmsg_timer_start(c->loop, &c->retry, delay, 0);
 }
 
 static void on_connect(struct appmsg_conn *conn, int err, void *ud) {
@@ -643,18 +707,43 @@ static void on_connect(struct appmsg_conn *conn, int err, void *ud) {
   c->ai_list = c->ai_next = NULL;
   c->state = S_UP;
   c->connects++;
-  c->backoff = c->opts->backoff_min_ms;
+  c->backoff = c->opts->backoff_min_ms ? c->opts->backoff_min_ms : 1;
   cl_log(c, APPMSG_LOG_INFO, "connected to %s", c->where);
   send_queued(c);
 }
 
+/*
+ * Fails the calls of a connection that is lost (list, taken off the
+ * client already).  The last unsent_bytes bytes handed to the connection
+ * never reached its socket: a call with any of its frame among them was
+ * never sent (APPMSG_E_NOT_SENT: safe to try again); the others were,
+ * and may have run (status).
+ */
+static void lost(struct appmsg_client *c, struct list *l, size_t unsent_bytes, int status,
+                 int cause, const char *why) {
+  size_t total = 0, end = 0;
+  for (struct call *k = l->head; k; k = k->next)
+    total += k->frame_len;
+  size_t written = total > unsent_bytes ? total - unsent_bytes : 0;
+  char not_sent[APPMSG_NET_ERRLEN + 16];
+  snprintf(not_sent, sizeof not_sent, "not sent: %s", why);
+  struct call *k;
+  while ((k = pop(l)) != NULL) {
+    end += k->frame_len;
+    if (end <= written)
+      fail_call(k, status, cause, why);
+    else
+      fail_call(k, APPMSG_E_NOT_SENT, cause, not_sent);
+    call_put(c, k);
+  }
+}
+
 static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
-  (void)conn;
   struct appmsg_client *c = ud;
   if (c == NULL)
     return;
+  size_t unsent_bytes = appmsg_conn_pending(conn);
   c->conn = NULL;
-  enter(c);
   int conn_err = c->conn_err;
   c->conn_err = 0;
   if (c->state == S_CONNECTING) {
@@ -666,7 +755,6 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
       snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
                reason == APPMSG_E_TIMEOUT ? "timed out" : appmsg_strerror(c->last_err));
     try_next(c);
-    leave(c);
     return;
   }
   /* A working connection ended: what was in flight is lost.  A bad reply or a TLS failure
@@ -678,19 +766,18 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
   else
     snprintf(why, sizeof why, "the connection to %s was lost%s%s", c->where, reason ? ": " : "",
              reason ? appmsg_strerror(reason) : " (the server closed it)");
-  struct call *k;
-  while ((k = pop(&c->flight)) != NULL) {
-    fail_call(c, k, conn_err ? conn_err : APPMSG_E_CLOSED, why);
-    call_put(c, k);
-  }
-  if (!c->freeing) {
-    cl_log(c, APPMSG_LOG_INFO, "%s", why);
-    c->last_err = conn_err ? conn_err : APPMSG_E_CLOSED;
-    snprintf(c->last_reason, sizeof c->last_reason, "%s", why);
-    c->state = S_CONNECTING;
+  int code = conn_err && conn_err != APPMSG_E_TIMEOUT ? conn_err : APPMSG_E_CLOSED;
+  cl_log(c, APPMSG_LOG_INFO, "%s", why);
+  c->last_err = code;
+  snprintf(c->last_reason, sizeof c->last_reason, "%s", why);
+  /* The state the callbacks see: not connected, waiting (or down). */
+  c->state = c->opts->reconnect ? S_WAITING : S_DOWN;
+  struct list gone = c->flight;
+  c->flight = (struct list){0};
+  c->stale = 0;
+  lost(c, &gone, unsent_bytes, code, reason ? reason : code, why);
+  if (!c->freeing)
     attempt_failed(c); /* waits backoff_min (jittered), then connects again */
-  }
-  leave(c);
 }
 
 static const struct appmsg_conn_callbacks conn_cbs = {
@@ -698,7 +785,7 @@ static const struct appmsg_conn_callbacks conn_cbs = {
 
 /* Starts a connect to the next address of this attempt, or ends it. */
 static void try_next(struct appmsg_client *c) {
-  while (!c->freeing) {
+  for (;;) {
     int fd = -1, pending = 0, rc;
     if (appmsg__is_unix(c->host)) {
       if (c->unix_tried)
@@ -721,32 +808,63 @@ static void try_next(struct appmsg_client *c) {
     if (rc == 0)
       rc = appmsg_conn_new_connecting(&c->conn, c->loop, fd, &c->copts, &conn_cbs, c);
     if (rc == 0) {
+      c->state = S_CONNECTING;
       appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
       return; /* on_connect, or on_close and the next one */
     }
     c->conn = NULL;
     c->last_err = rc;
   }
-  if (!c->freeing)
+  attempt_failed(c);
+}
+
+/* The answer of a name lookup. */
+static void looked_up(void *arg, int rc, struct addrinfo *ai, const char *err) {
+  struct appmsg_client *c = arg;
+  c->lookup = NULL;
+  if (c->state != S_RESOLVING) { /* this attempt gave up on it; the next asks again */
+    if (ai)
+      freeaddrinfo(ai);
+    return;
+  }
+  appmsg_timer_stop(c->loop, &c->retry);
+  if (rc) {
+    c->last_err = rc;
+    snprintf(c->last_reason, sizeof c->last_reason, "%s", err);
     attempt_failed(c);
+    return;
+  }
+  c->ai_list = c->ai_next = ai;
+  try_next(c);
 }
 
 /* A new round: resolve, then try each address. */
 static void attempt(struct appmsg_client *c) {
-  c->state = S_CONNECTING;
   c->unix_tried = 0;
-  if (!appmsg__is_unix(c->host)) {
-    char err[APPMSG_NET_ERRLEN];
-    int rc = appmsg_resolve(c->host, c->port, 0, &c->ai_list, err, sizeof err);
+  if (appmsg__is_unix(c->host)) {
+    try_next(c);
+    return;
+  }
+  /* An address needs no resolver. */
+  if (appmsg__resolve(c->host, c->port, AI_NUMERICHOST | AI_NUMERICSERV, &c->ai_list, NULL, 0) ==
+      0) {
+    c->ai_next = c->ai_list;
+    try_next(c);
+    return;
+  }
+  c->state = S_RESOLVING;
+  if (c->lookup == NULL) {
+    int rc = appmsg__lookup_start(&c->lookup, c->loop, c->host, c->port, looked_up, c);
     if (rc) {
+      c->lookup = NULL;
       c->last_err = rc;
-      snprintf(c->last_reason, sizeof c->last_reason, "%s", err);
+      snprintf(c->last_reason, sizeof c->last_reason, "cannot resolve '%s': %s", c->host,
+               appmsg_strerror(rc));
       attempt_failed(c);
       return;
     }
-    c->ai_next = c->ai_list;
   }
-  try_next(c);
+  appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
 }
 
 /* ---- the client ----------------------------------------------------------------- */
@@ -764,8 +882,11 @@ void appmsg_client_opts_default(struct appmsg_client_opts *o) {
   o->backoff_min_ms = 100;
   o->backoff_max_ms = 5000;
   o->max_queued = 1024;
+  o->max_queued_bytes = (size_t)4 << 20;
   o->reconnect = 1;
 }
+
+static void really_free(struct appmsg__deferred *d);
 
 int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, const char *host,
                       const char *port, const struct appmsg_client_opts *opts) {
@@ -779,7 +900,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   c->copts.frame_timeout_ms = 0; /* connects are timed here; calls have their own timeouts */
   c->host = strdup(host ? host : "127.0.0.1");
   /* TLS: the server's name to verify is the host's, unless another is given. */
-  if (c->copts.tls && !c->copts.tls_server_name && !appmsg__is_unix(c->host))
+  if (c->host && c->copts.tls && !c->copts.tls_server_name && !appmsg__is_unix(c->host))
     c->copts.tls_server_name = c->host;
   c->port = strdup(port ? port : "65432");
   c->backoff = opts->backoff_min_ms ? opts->backoff_min_ms : 1;
@@ -806,6 +927,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
     snprintf(c->where, sizeof c->where, "%s:%s", c->host, c->port);
   appmsg_timer_init(&c->retry, on_retry, c);
   appmsg_timer_init(&c->timeouts, on_timeouts, c);
+  appmsg__deferred_init(&c->gone, really_free);
   attempt(c); /* (no call yet: no callback can run) */
   *out = c;
   return 0;
@@ -820,18 +942,19 @@ int appmsg_client_connected(const struct appmsg_client *c) {
 }
 
 size_t appmsg_client_pending(const struct appmsg_client *c) {
-  size_t n = c->queue.n;
-  for (struct call *k = c->flight.head; k; k = k->next)
-    n += k->cb != NULL;
-  return n;
+  return c->queue.n + c->flight.n - c->stale;
 }
 
 uint64_t appmsg_client_connects(const struct appmsg_client *c) {
   return c->connects;
 }
 
-static void really_free(struct appmsg_client *c) {
+static void really_free(struct appmsg__deferred *d) {
+  struct appmsg_client *c =
+      (struct appmsg_client *)((char *)d - offsetof(struct appmsg_client, gone));
   struct call *k;
+  while ((k = pop(&c->queue)) != NULL)
+    call_put(c, k);
   while ((k = pop(&c->flight)) != NULL)
     call_put(c, k);
   while ((k = c->free_calls) != NULL) {
@@ -848,26 +971,37 @@ void appmsg_client_free(struct appmsg_client *c) {
   if (c == NULL || c->freeing)
     return;
   c->freeing = 1;
-  enter(c);
   appmsg_timer_stop(c->loop, &c->retry);
   appmsg_timer_stop(c->loop, &c->timeouts);
+  if (c->lookup) {
+    appmsg__lookup_cancel(c->lookup);
+    c->lookup = NULL;
+  }
   freeaddrinfo(c->ai_list);
   c->ai_list = c->ai_next = NULL;
-  char why[64];
-  snprintf(why, sizeof why, "the client was closed");
-  struct call *k;
-  while ((k = pop(&c->queue)) != NULL) {
-    fail_call(c, k, APPMSG_E_CLOSED, why);
-    call_put(c, k);
-  }
-  for (k = c->flight.head; k; k = k->next)
-    fail_call(c, k, APPMSG_E_CLOSED, why);
+  size_t unsent_bytes = 0;
   if (c->conn) {
+    unsent_bytes = appmsg_conn_pending(c->conn);
     appmsg_conn_set_userdata(c->conn, NULL); /* its last callbacks find no client */
     appmsg_conn_abort(c->conn, APPMSG_E_CLOSED);
     c->conn = NULL;
   }
-  leave(c);
+  c->state = S_DOWN;
+  static const char why[] = "the client was closed";
+  struct list l = c->flight;
+  c->flight = (struct list){0};
+  c->stale = 0;
+  lost(c, &l, unsent_bytes, APPMSG_E_CLOSED, APPMSG_E_CLOSED, why);
+  c->queued_bytes = 0;
+  fail_list(c, &c->queue, APPMSG_E_NOT_SENT, APPMSG_E_CLOSED, "not sent: the client was closed");
+  /* Its memory goes at the end of the iteration when a callback called
+   * this (the client's own code may be under it), else now. */
+  if (appmsg__loop_in_iteration(c->loop)) {
+    appmsg__loop_defer(c->loop, &c->gone);
+  } else {
+    appmsg__loop_run_deferred(c->loop);
+    really_free(&c->gone);
+  }
 }
 
 /* ---- one question, one answer ----------------------------------------------------- */
@@ -890,6 +1024,7 @@ static void on_answer(const struct appmsg_reply *r, void *ud) {
   struct ask *q = ud;
   struct appmsg_answer *a = q->a;
   a->status = r->status;
+  a->cause = r->cause;
   a->reason = r->reason ? strdup(r->reason) : NULL;
   a->content_type = r->header ? strdup(r->header->content_type) : NULL;
   a->content = dup_n(r->content, r->len);

@@ -1,6 +1,20 @@
 /*
  * The framed connection (see include/appmsg/conn.h).
  *
+ * Lifecycle.  Nothing here frees a connection while anyone may still hold
+ * it.  The calls of conn.h only record what they want - bytes queued, a
+ * close asked for, an abort - and queue the connection's deferred node on
+ * its loop (touch()); the loop runs settle() at the end of the iteration,
+ * when no callback is on the stack: it writes what is queued, moves a
+ * close along, sets the interest and the timer, and for a connection that
+ * ended runs the close hook and on_close, once, and frees it (finish()).
+ * Readiness (on_io) and the timer (on_timer) read and decide, then settle
+ * at once: the loop calls them directly, so nothing else is on the stack
+ * there either.  So every call is safe from every callback and from
+ * outside them all, with no count of callbacks in progress: a connection
+ * marked dead stays allocated, and the code after each callback only
+ * looks at its flags.
+ *
  * One timer per connection, re-armed lazily: reads only record the time;
  * the timer, when it fires, works out which deadline applies now (linger,
  * output stalled, frame stalled, idle) and either acts or sleeps again
@@ -62,7 +76,8 @@ struct appmsg_conn {
   uint16_t peer_family;                    /* AF_INET, AF_INET6, AF_UNIX; 0 unknown */
   uint16_t peer_port;                      /* network order */
   unsigned char peer_addr[16];             /* kept so a vanished peer can still be named */
-  unsigned busy;                           /* callbacks of this connection running */
+  struct appmsg__deferred work;            /* settle(), queued by touch() */
+  struct appmsg__conn_link link;           /* in its owner's list */
   unsigned holds;                          /* replies the owner still owes (appmsg_conn_hold) */
   unsigned connecting : 1;                 /* a connect is in progress */
   unsigned eof : 1;                        /* the peer finished sending */
@@ -70,7 +85,11 @@ struct appmsg_conn {
   unsigned closing : 1;                    /* ...and they are: flush, then close */
   unsigned paused : 1;                     /* the owner stopped reading */
   unsigned shut : 1;                       /* our write side is shut down */
-  unsigned dead : 1;                       /* aborted: finish as soon as callbacks return */
+  unsigned dead : 1;                       /* ended: finished at the end of the iteration */
+  unsigned finishing : 1;                  /* finish() is running: the hook, then on_close */
+  unsigned watched : 1;                    /* the fd is on the loop */
+  unsigned parked : 1;                     /* a hang-up or error came while not reading */
+  unsigned drain_probe : 1;                /* a drain began: look once whether input waits */
   unsigned when_idle : 1;                  /* close once quiet: nothing to read, nothing owed */
   unsigned quiet : 1;                      /* the last read found nothing to read */
   unsigned handshaking : 1;                /* a TLS handshake is in progress */
@@ -121,30 +140,73 @@ static void lookup_peer(struct appmsg_conn *c) {
     remember_peer(c, (struct sockaddr *)&ss, len);
 }
 
-/* Frees everything; the end of every connection. */
+/* Drops what is queued for sending (the end, or a TLS failure). */
+static void drop_output(struct appmsg_conn *c) {
+  if (c->opts->counters)
+    appmsg__count(&c->opts->counters->out_queued, -(uint64_t)appmsg_encoder_pending(&c->enc));
+  appmsg_encoder_cleanup(&c->enc);
+  appmsg_encoder_init(&c->enc);
+}
+
+struct appmsg__conn_link *appmsg__conn_link(struct appmsg_conn *c) {
+  return &c->link;
+}
+
+/* Queues settle() for the end of the iteration (once; not while finishing). */
+static void touch(struct appmsg_conn *c) {
+  if (!c->finishing)
+    appmsg__loop_defer(c->loop, &c->work);
+}
+
+static void stop_watching(struct appmsg_conn *c) {
+  if (c->watched) {
+    appmsg_loop_unwatch(c->loop, c->fd);
+    c->watched = 0;
+  }
+}
+
+/* Gives the socket and the TLS state back: off the loop, closed (fd -1). */
+static void release_socket(struct appmsg_conn *c) {
+  stop_watching(c);
+  appmsg__tls_conn_free(c->tls);
+  c->tls = NULL;
+  if (c->fd >= 0)
+    close(c->fd);
+  c->fd = -1;
+}
+
+/* The end of every connection, from settle(): the close hook and
+ * on_close run once, then everything is freed.  Calls made from them on c
+ * find it dead and do nothing (touch() too). */
 static void finish(struct appmsg_conn *c) {
+  c->finishing = 1;
+  appmsg__loop_undefer(c->loop, &c->work);
   appmsg_timer_stop(c->loop, &c->timer);
-  appmsg_loop_unwatch(c->loop, c->fd);
+  stop_watching(c);
   if (c->hook)
     c->hook(c, c->reason, c->hook_arg);
   if (c->cbs->on_close)
     c->cbs->on_close(c, c->reason, c->ud);
-  appmsg__tls_conn_free(c->tls);
-  close(c->fd);
+  appmsg_timer_stop(c->loop, &c->timer); /* (in case on_close's calls armed it) */
+  release_socket(c);
   free(c->stash);
   appmsg_decoder_cleanup(&c->dec);
-  appmsg_encoder_cleanup(&c->enc);
+  drop_output(c);
   free(c);
 }
 
 void appmsg_conn_abort(struct appmsg_conn *c, int reason) {
-  if (!c->dead) {
-    c->dead = 1;
-    if (!c->reason)
-      c->reason = reason;
-  }
-  if (c->busy == 0)
-    finish(c);
+  if (c->dead)
+    return;
+  c->dead = 1;
+  if (!c->reason)
+    c->reason = reason;
+  /* No more readiness or timeouts, and the descriptor goes now - a
+   * process short of descriptors gets it back for the next accept in this
+   * same iteration.  The loop finishes the rest. */
+  appmsg_timer_stop(c->loop, &c->timer);
+  release_socket(c);
+  touch(c);
 }
 
 /* The earliest deadline the current state calls for, 0 if none. */
@@ -183,6 +245,8 @@ static int rearm(struct appmsg_conn *c) {
   return appmsg_timer_start(c->loop, &c->timer, due > now ? due - now : 0, 0);
 }
 
+static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud);
+
 /* Whether the connection reads now: not once the peer finished or no more
  * messages are wanted (but a lingering one reads on to see the EOF), nor
  * while the owner paused reading, stashed input waits, or too much output
@@ -195,7 +259,13 @@ static int reading(const struct appmsg_conn *c) {
   return !(c->opts->read_pause && appmsg_encoder_pending(&c->enc) > c->opts->read_pause);
 }
 
-static void update_interest(struct appmsg_conn *c) {
+/* Sets the interest the state calls for.  A socket that reported a
+ * hang-up or an error while it was not being read is taken off the loop
+ * while nothing is wanted of it (epoll and poll report those whatever the
+ * interest, so it would wake the loop on every iteration); it comes back
+ * when reading resumes or output waits, and the hang-up is met then, in
+ * order.  Returns 0, or the loop's error. */
+static int update_interest(struct appmsg_conn *c) {
   unsigned ev = 0;
   if (c->connecting) {
     ev = APPMSG_EV_WRITE;
@@ -207,7 +277,15 @@ static void update_interest(struct appmsg_conn *c) {
     if (appmsg_encoder_pending(&c->enc) || c->notify_wait)
       ev |= c->wr_want;
   }
-  appmsg_loop_modify(c->loop, c->fd, ev);
+  if (c->parked && ev == 0) {
+    stop_watching(c);
+    return 0;
+  }
+  if (c->watched)
+    return appmsg_loop_modify(c->loop, c->fd, ev);
+  int rc = appmsg_loop_watch(c->loop, c->fd, ev, on_io, c);
+  c->watched = rc == 0;
+  return rc;
 }
 
 /* ---- the transport ------------------------------------------------------------------------ */
@@ -256,8 +334,8 @@ __attribute__((noinline)) static void output_sent(struct appmsg_conn *c, size_t 
 /* Writes what the transport takes.  Returns 0, or a negative code when the
  * connection broke (the caller aborts). */
 static int flush(struct appmsg_conn *c) {
-  if (c->handshaking)
-    return 0; /* queued output waits for the handshake */
+  if (c->connecting || c->handshaking)
+    return 0; /* queued output waits for the connect and the handshake */
   while (appmsg_encoder_pending(&c->enc) > 0) {
     size_t n;
     const void *p = appmsg_encoder_peek(&c->enc, &n);
@@ -268,8 +346,10 @@ static int flush(struct appmsg_conn *c) {
       return (int)w;
     output_sent(c, (size_t)w);
     c->last_tx = now_ms(c);
-    if (c->opts->counters)
+    if (c->opts->counters) {
       appmsg__count(&c->opts->counters->bytes_out, (uint64_t)w);
+      appmsg__count(&c->opts->counters->out_queued, -(uint64_t)w);
+    }
   }
   return 0;
 }
@@ -278,7 +358,7 @@ static int flush(struct appmsg_conn *c) {
  * write side and linger for the peer's EOF (so our unread input cannot
  * turn into a reset that destroys the last reply). */
 static void progress_close(struct appmsg_conn *c) {
-  if (c->dead || !c->closing || appmsg_encoder_pending(&c->enc) > 0)
+  if (c->dead || !c->closing || c->connecting || appmsg_encoder_pending(&c->enc) > 0)
     return;
   if (!c->shut) {
     if (c->tls) {
@@ -313,46 +393,61 @@ static void begin_close(struct appmsg_conn *c, int reason) {
 
 static void on_readable(struct appmsg_conn *c);
 
-/* After any event: settle flags, output, interest and timer.  The work is
- * done "busy" so that an abort inside it is only recorded; the connection
- * is freed here, last, if it ended. */
-static void settle(struct appmsg_conn *c) {
-  if (!c->dead) {
-    c->busy++;
-    if (c->stash && !c->paused)
-      feed_stash(c);
-    /* Records OpenSSL took in while reading was paused: the socket will not say so. */
-    if (!c->dead && c->tls && !c->handshaking && reading(c) && appmsg__tls_pending(c->tls))
+static void failed(struct appmsg_conn *c, int err);
+
+/* The deferred work of the connection, at the end of the iteration: input
+ * stashed while reading was paused, records TLS holds, a drain's first
+ * look, then output, the close, the interest and the timer - or, for a
+ * connection that ended, finish().  Callbacks it runs may touch() c
+ * again; the loop then runs this once more. */
+static void settle(struct appmsg__deferred *d) {
+  struct appmsg_conn *c = (struct appmsg_conn *)((char *)d - offsetof(struct appmsg_conn, work));
+  if (!c->dead && c->stash && !c->paused)
+    feed_stash(c);
+  if (!c->dead && c->drain_probe) {
+    c->drain_probe = 0; /* what has arrived is read and answered, or it is quiet already */
+    if (!c->connecting && !c->handshaking && reading(c))
       on_readable(c);
-    int rc = c->dead ? 0 : flush(c);
-    if (rc < 0) {
+  }
+  /* Records OpenSSL took in while reading was paused: the socket will not say so. */
+  if (!c->dead && c->tls && !c->handshaking && reading(c) && appmsg__tls_pending(c->tls))
+    on_readable(c);
+  if (!c->dead) {
+    int rc = flush(c);
+    if (rc < 0)
+      failed(c, rc);
+  }
+  if (!c->dead) {
+    /* A drain ends a connection once it is quiet: every request that had
+     * arrived is answered, no frame is half read, nothing more is waiting. */
+    if (c->when_idle && !c->close_req && c->quiet && !c->stash && !appmsg_decoder_in_frame(&c->dec))
+      begin_close(c, 0);
+    progress_close(c);
+  }
+  if (!c->dead) {
+    int rc = update_interest(c);
+    if (rc == 0)
+      rc = rearm(c); /* -ENOMEM: it could not be bounded in time any more */
+    if (rc < 0)
       appmsg_conn_abort(c, rc);
-    } else {
-      /* A drain ends a connection once it is quiet: every request that had
-       * arrived is answered, no frame is half read, nothing more is waiting. */
-      if (c->when_idle && !c->close_req && c->quiet && !c->stash &&
-          !appmsg_decoder_in_frame(&c->dec))
-        begin_close(c, 0);
-      progress_close(c);
-    }
-    c->busy--;
   }
-  if (c->dead) {
-    if (c->busy == 0)
-      finish(c);
-    return;
-  }
-  update_interest(c);
-  if (rearm(c) < 0)
-    appmsg_conn_abort(c, -ENOMEM); /* busy is 0 here: it ends at once */
+  if (c->dead)
+    finish(c);
+}
+
+/* settle() at once, from the loop's own callbacks (on_io, on_timer): no
+ * callback of the library or the application is on the stack there
+ * either, and a connection that ended gives its descriptor back before
+ * the loop dispatches the next ready one (an accept short of descriptors
+ * needs it). */
+static void settle_now(struct appmsg_conn *c) {
+  appmsg__loop_undefer(c->loop, &c->work);
+  settle(&c->work);
 }
 
 static void protocol_error(struct appmsg_conn *c, int err, const char *reason, uint64_t off) {
-  if (c->cbs->on_error) {
-    c->busy++;
+  if (c->cbs->on_error)
     c->cbs->on_error(c, err, reason, off, c->ud);
-    c->busy--;
-  }
   begin_close(c, err);
 }
 
@@ -385,11 +480,8 @@ static void feed_stash(struct appmsg_conn *c) {
 
 static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
   if (c->opts->raw) {
-    if (c->cbs->on_data) {
-      c->busy++;
+    if (c->cbs->on_data)
       c->cbs->on_data(c, p, n, c->ud);
-      c->busy--;
-    }
     return;
   }
   for (size_t off = 0, used; off < n && !c->close_req && !c->dead; off += used) {
@@ -399,11 +491,8 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
       const void *content = appmsg_decoder_content(&c->dec, &len);
       if (c->opts->counters)
         appmsg__count(&c->opts->counters->messages_in, 1);
-      if (c->cbs->on_message) {
-        c->busy++;
+      if (c->cbs->on_message)
         c->cbs->on_message(c, appmsg_decoder_header(&c->dec), content, len, c->ud);
-        c->busy--;
-      }
       if (c->paused && off + used < n && !c->close_req && !c->dead) {
         stash(c, p + off + used, n - off - used); /* fed when reading resumes */
         return;
@@ -419,36 +508,35 @@ static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
  * on_error hears it, then the connection closes.  What is queued is
  * dropped and nothing more can be sent - it would leave in the clear
  * (PROTOCOL.md 8: a plaintext frame on a TLS port gets no reply either);
- * the TLS state goes and the lingering close goes on on the raw socket. */
+ * the TLS state goes and the lingering close goes on on the raw socket,
+ * so that an alert OpenSSL wrote is read by the peer, not reset away.
+ * Every failure is told, whatever state the connection was in. */
 static void tls_failed(struct appmsg_conn *c, int err, const char *why) {
   int in_handshake = c->handshaking;
-  if (c->close_req) { /* nothing more can be sent: end now */
-    drop_tls(c);
-    appmsg_conn_abort(c, err);
-    return;
-  }
   char reason[512];
   snprintf(reason, sizeof reason, "%s", why);
   drop_tls(c);
-  appmsg_encoder_cleanup(&c->enc);
-  appmsg_encoder_init(&c->enc);
+  drop_output(c);
   c->close_req = 1; /* appmsg_conn_send() refuses from now on, replies owed or not */
   c->closing = 1;
   protocol_error(c, err, reason, c->dec.offset);
-  if (in_handshake && c->outgoing && c->cbs->on_connect) {
-    c->busy++;
+  if (in_handshake && c->outgoing && c->cbs->on_connect && !c->dead)
     c->cbs->on_connect(c, err, c->ud);
-    c->busy--;
-  }
+}
+
+/* A transport failure: TLS's own codes go through tls_failed(), anything
+ * else (a reset, a broken pipe) ends the connection at once. */
+static void failed(struct appmsg_conn *c, int err) {
+  if (c->tls && err < APPMSG_E_BASE)
+    tls_failed(c, err, appmsg__tls_reason());
+  else
+    appmsg_conn_abort(c, err);
 }
 
 /* What a read returned: bytes to deliver, the end of the stream, or a failure. */
 static void got(struct appmsg_conn *c, long n) {
   if (n < 0) {
-    if (c->tls && n < APPMSG_E_BASE)
-      tls_failed(c, (int)n, appmsg__tls_reason());
-    else
-      appmsg_conn_abort(c, (int)n);
+    failed(c, (int)n);
     return;
   }
   c->last_rx = now_ms(c);
@@ -472,11 +560,8 @@ static void got(struct appmsg_conn *c, long n) {
     protocol_error(c, rc, appmsg_decoder_reason(&c->dec), appmsg_decoder_error_offset(&c->dec));
     return;
   }
-  if (c->cbs->on_eof) {
-    c->busy++;
+  if (c->cbs->on_eof)
     c->cbs->on_eof(c, c->ud);
-    c->busy--;
-  }
   begin_close(c, 0); /* the replies still owed (holds) are sent first */
 }
 
@@ -577,11 +662,8 @@ static void on_connected(struct appmsg_conn *c) {
     handshake(c); /* on_connect when it is done */
     return;
   }
-  if (c->cbs->on_connect) {
-    c->busy++;
+  if (c->cbs->on_connect)
     c->cbs->on_connect(c, rc, c->ud);
-    c->busy--;
-  }
   if (rc)
     appmsg_conn_abort(c, rc);
 }
@@ -590,7 +672,6 @@ static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
   (void)loop;
   (void)fd;
   struct appmsg_conn *c = ud;
-  c->busy++;
   if (c->connecting) {
     on_connected(c);
   } else if (c->handshaking) {
@@ -599,14 +680,16 @@ static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
     if (events & c->wr_want) {
       int rc = flush(c);
       if (rc < 0)
-        appmsg_conn_abort(c, rc);
+        failed(c, rc);
     }
-    if (!c->dead &&
-        ((events & (APPMSG_EV_HUP | APPMSG_EV_ERROR)) || ((events & c->rd_want) && reading(c))))
-      on_readable(c);
+    if (!c->dead) {
+      if (reading(c) && (events & (c->rd_want | APPMSG_EV_HUP | APPMSG_EV_ERROR)))
+        on_readable(c); /* (a hang-up or an error is met by reading: EOF, or the error) */
+      else if (events & (APPMSG_EV_HUP | APPMSG_EV_ERROR))
+        c->parked = 1; /* met when reading resumes, after what came before it */
+    }
   }
-  c->busy--;
-  settle(c);
+  settle_now(c);
 }
 
 static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
@@ -622,7 +705,6 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
     }
     return;
   }
-  c->busy++;
   if (c->shut) {
     appmsg_conn_abort(c, 0); /* lingered long enough */
   } else if (c->connecting) {
@@ -643,8 +725,7 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
   } else {
     begin_close(c, APPMSG_E_TIMEOUT); /* idle */
   }
-  c->busy--;
-  settle(c);
+  settle_now(c);
 }
 
 static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
@@ -670,8 +751,12 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
     close(fd);
     return rc;
   }
-  c->rd_want = first;
+  /* A read waits for the socket to be readable - a TLS client's first
+   * handshake step for it to be writable - never for the connect. */
+  c->rd_want = c->outgoing ? first : APPMSG_EV_READ;
   c->wr_want = APPMSG_EV_WRITE;
+  c->watched = 1;
+  appmsg__deferred_init(&c->work, settle);
   appmsg_set_nodelay(fd, 1);
   c->loop = loop;
   c->fd = fd;
@@ -756,7 +841,8 @@ static int over_cap(const struct appmsg_conn *c, size_t more) {
 
 /* Whether bytes may be queued: not once closing, and not beyond the cap
  * (which ends the connection: its peer does not read). */
-static int may_queue(struct appmsg_conn *c, size_t len) {
+static int may_queue(struct appmsg_conn *c, size_t len, size_t *before) {
+  *before = appmsg_encoder_pending(&c->enc);
   if (c->dead || c->closing)
     return APPMSG_E_CLOSED;
   if (over_cap(c, len)) {
@@ -775,71 +861,59 @@ static int may_queue(struct appmsg_conn *c, size_t len) {
   return 0;
 }
 
-/* Outside the connection's own callbacks, queued bytes are written at
- * once; inside them, after the callback (batching pipelined replies). */
-static int queued(struct appmsg_conn *c, int rc) {
+/* Queued bytes are written at the end of the iteration, all of them
+ * together (pipelined replies, and replies made from timers, batch
+ * naturally). */
+static int queued(struct appmsg_conn *c, int rc, size_t before) {
   /* Nothing was queued after all (a refused frame, an empty one): the
    * buffer may_queue() took goes back. */
   if (__builtin_expect(appmsg_encoder_pending(&c->enc) == 0, 0) &&
       appmsg__encoder_has_buffer(&c->enc))
     output_sent(c, 0);
-  if (rc == 0 && c->busy == 0 && !c->connecting)
-    settle(c);
+  if (rc == 0) {
+    if (c->opts->counters)
+      appmsg__count(&c->opts->counters->out_queued, appmsg_encoder_pending(&c->enc) - before);
+    touch(c);
+  }
   return rc;
 }
 
 int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                      size_t len) {
-  int rc = may_queue(c, len);
-  return rc ? rc : queued(c, appmsg_encoder_push(&c->enc, h, content, len));
-}
-
-void appmsg__conn_enter(struct appmsg_conn *c) {
-  c->busy++;
-}
-
-void appmsg__conn_leave(struct appmsg_conn *c) {
-  if (--c->busy == 0)
-    settle(c);
-}
-
-void appmsg__conn_leave_later(struct appmsg_conn *c) {
-  c->busy--;
+  size_t before;
+  int rc = may_queue(c, len, &before);
+  return rc ? rc : queued(c, appmsg_encoder_push(&c->enc, h, content, len), before);
 }
 
 int appmsg__conn_send_prepared_ex(struct appmsg_conn *c, const struct appmsg_prepared *p,
                                   const char *extra, size_t extra_len, const void *content,
                                   size_t len) {
-  int rc = may_queue(c, len);
+  size_t before;
+  int rc = may_queue(c, len, &before);
   return rc ? rc
-            : queued(c, appmsg__encoder_push_prepared(&c->enc, p, extra, extra_len, content, len));
+            : queued(c, appmsg__encoder_push_prepared(&c->enc, p, extra, extra_len, content, len),
+                     before);
 }
 
 int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, size_t len) {
-  int rc = may_queue(c, len);
-  return rc ? rc : queued(c, appmsg_encoder_push_raw(&c->enc, data, len));
+  size_t before;
+  int rc = may_queue(c, len, &before);
+  return rc ? rc : queued(c, appmsg_encoder_push_raw(&c->enc, data, len), before);
 }
 
 void appmsg_conn_close(struct appmsg_conn *c) {
   if (c->dead || c->close_req)
     return;
   begin_close(c, 0);
-  if (c->busy == 0)
-    settle(c);
+  touch(c);
 }
 
 void appmsg_conn_close_when_idle(struct appmsg_conn *c) {
   if (c->when_idle || c->dead)
     return;
   c->when_idle = 1;
-  if (c->busy == 0 && !c->connecting && !c->handshaking && !c->close_req && !c->paused &&
-      !c->stash) {
-    c->busy++;
-    on_readable(c); /* what has arrived is read and answered; or it is quiet already */
-    c->busy--;
-  }
-  if (c->busy == 0)
-    settle(c);
+  c->drain_probe = 1;
+  touch(c);
 }
 
 int appmsg_conn_fd(const struct appmsg_conn *c) {
@@ -893,16 +967,14 @@ void appmsg_conn_release(struct appmsg_conn *c) {
     return;
   if (--c->holds == 0 && c->close_req)
     c->closing = 1;
-  if (c->busy == 0)
-    settle(c);
+  touch(c);
 }
 
 void appmsg_conn_set_reading(struct appmsg_conn *c, int on) {
   if (c->paused == !on)
     return;
   c->paused = !on;
-  if (c->busy == 0)
-    settle(c);
+  touch(c);
 }
 
 void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn, void *arg) {
@@ -912,8 +984,9 @@ void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn, v
 
 int appmsg_conn_send_prepared(struct appmsg_conn *c, const struct appmsg_prepared *p,
                               const void *content, size_t len) {
-  int rc = may_queue(c, len);
-  return rc ? rc : queued(c, appmsg_encoder_push_prepared(&c->enc, p, content, len));
+  size_t before;
+  int rc = may_queue(c, len, &before);
+  return rc ? rc : queued(c, appmsg_encoder_push_prepared(&c->enc, p, content, len), before);
 }
 
 /* Replaces what is not well-formed UTF-8 (a reason built from peer bytes,

@@ -18,24 +18,19 @@
 #define APPMSG__ERROR_BODY_MAX (6 * APPMSG__ERROR_REASON_MAX + 160)
 size_t appmsg__error_body(const char *name, const char *reason, long long offset, char *out);
 
-/* Marks the connection busy around work done outside its own callbacks
- * (a reply made from a timer): sends are batched and the connection is
- * not freed until leave, which settles it - and may end it, so c must not
- * be used after leave. */
-void appmsg__conn_enter(struct appmsg_conn *c);
-void appmsg__conn_leave(struct appmsg_conn *c);
-
-/* Leaves without settling: the caller promises an appmsg__conn_enter() +
- * appmsg__conn_leave() pair soon (in the same loop iteration), which
- * writes what was queued - so that many replies made one after another
- * from outside leave in one write.  Until then c is not freed. */
-void appmsg__conn_leave_later(struct appmsg_conn *c);
-
 /* appmsg_conn_send_prepared() with extra header members (see
  * appmsg__encoder_push_prepared()). */
 int appmsg__conn_send_prepared_ex(struct appmsg_conn *c, const struct appmsg_prepared *p,
                                   const char *extra, size_t extra_len, const void *content,
                                   size_t len);
+
+/* Links for the owner that keeps a list of its connections (a server):
+ * they live in the connection, so the list needs no memory of its own
+ * and nothing in it can outlive its connection. */
+struct appmsg__conn_link {
+  struct appmsg_conn *prev, *next;
+};
+struct appmsg__conn_link *appmsg__conn_link(struct appmsg_conn *c);
 
 /* Hands the content of the message being delivered over to the caller
  * (appmsg_decoder_take_content() on the connection's decoder). */

@@ -126,6 +126,12 @@ int appmsg_endpoint_parse(const char *text, const char *default_host, const char
 
 int appmsg_resolve(const char *host, const char *port, int passive, struct addrinfo **res,
                    char *err, size_t errlen) {
+  return appmsg__resolve(host, port, passive ? AI_PASSIVE : 0, res, err, errlen);
+}
+
+int appmsg__resolve(const char *host, const char *port, int ai_flags, struct addrinfo **res,
+                    char *err, size_t errlen) {
+  int passive = (ai_flags & AI_PASSIVE) != 0;
   *res = NULL;
   const char *given = host;
   char name[256];
@@ -150,7 +156,7 @@ int appmsg_resolve(const char *host, const char *port, int passive, struct addri
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  hints.ai_flags = ai_flags;
   int rc = getaddrinfo(node, port, &hints, res);
   if (rc == 0)
     return 0;

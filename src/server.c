@@ -23,15 +23,16 @@ struct appmsg_server {
   const struct appmsg_conn_callbacks *conn_cbs;
   const struct appmsg_server_callbacks *srv_cbs;
   void *ud;
-  struct appmsg_acceptor acc; /* listener + reserve descriptor */
-  struct appmsg_timer resume; /* re-enables accepting after a pause */
-  struct appmsg_conn **by_fd; /* every open connection, refused ones too, by descriptor */
-  size_t slots;               /* entries of by_fd */
-  size_t count;               /* connections served */
-  size_t refusing;            /* connections being refused */
-  int listening;              /* the listener is open */
-  char *unix_path;            /* a Unix socket's file, removed when the server stops */
-  struct stat unix_st;        /* which file that was (not one made by someone since) */
+  struct appmsg_acceptor acc;   /* listener + reserve descriptor */
+  struct appmsg_timer resume;   /* re-enables accepting after a pause */
+  struct appmsg_conn *conns;    /* every open connection, refused ones too (a list) */
+  size_t count;                 /* connections served */
+  size_t refusing;              /* connections being refused */
+  int listening;                /* the listener is open */
+  int freed;                    /* appmsg_server_free() was called */
+  struct appmsg__deferred gone; /* frees the server at the end of the iteration */
+  char *unix_path;              /* a Unix socket's file, removed when the server stops */
+  struct stat unix_st;          /* which file that was (not one made by someone since) */
 };
 
 void appmsg_server_opts_default(struct appmsg_server_opts *o) {
@@ -41,36 +42,39 @@ void appmsg_server_opts_default(struct appmsg_server_opts *o) {
   o->backlog = 511;
 }
 
-/* Keeps c in the table, at its descriptor (unique while it is open). */
-static int track(struct appmsg_server *s, struct appmsg_conn *c) {
-  size_t fd = (size_t)appmsg_conn_fd(c);
-  if (fd >= s->slots) {
-    size_t n = s->slots ? s->slots : 64;
-    while (n <= fd)
-      n *= 2;
-    struct appmsg_conn **t = realloc(s->by_fd, n * sizeof *t);
-    if (t == NULL)
-      return -ENOMEM;
-    memset(t + s->slots, 0, (n - s->slots) * sizeof *t);
-    s->by_fd = t;
-    s->slots = n;
-  }
-  s->by_fd[fd] = c;
-  return 0;
+/* Keeps c in the server's list (its links live in the connection). */
+static void track(struct appmsg_server *s, struct appmsg_conn *c) {
+  struct appmsg__conn_link *l = appmsg__conn_link(c);
+  l->prev = NULL;
+  l->next = s->conns;
+  if (s->conns)
+    appmsg__conn_link(s->conns)->prev = c;
+  s->conns = c;
 }
 
-/* Close hooks: a connection leaves the table as it ends. */
+static void untrack(struct appmsg_server *s, struct appmsg_conn *c) {
+  struct appmsg__conn_link *l = appmsg__conn_link(c);
+  if (l->prev)
+    appmsg__conn_link(l->prev)->next = l->next;
+  else
+    s->conns = l->next;
+  if (l->next)
+    appmsg__conn_link(l->next)->prev = l->prev;
+  l->prev = l->next = NULL;
+}
+
+/* Close hooks: a connection leaves the list as it ends. */
 static void served_closed(struct appmsg_conn *c, int reason, void *arg) {
   (void)reason;
   struct appmsg_server *s = arg;
-  s->by_fd[appmsg_conn_fd(c)] = NULL;
+  untrack(s, c);
   s->count--;
 }
 
 static void refused_closed(struct appmsg_conn *c, int reason, void *arg) {
   (void)reason;
   struct appmsg_server *s = arg;
-  s->by_fd[appmsg_conn_fd(c)] = NULL;
+  untrack(s, c);
   s->refusing--;
 }
 
@@ -90,10 +94,7 @@ static void refuse(struct appmsg_server *s, int fd) {
   if (appmsg__conn_new_accepted(&c, s->loop, fd, &s->opts->conn, &refuse_cbs, NULL,
                                 (struct sockaddr *)&s->acc.peer, s->acc.peer_len) != 0)
     return;
-  if (track(s, c) != 0) {
-    appmsg_conn_abort(c, -ENOMEM);
-    return;
-  }
+  track(s, c);
   appmsg_conn_set_close_hook(c, refused_closed, s);
   s->refusing++;
   char reason[128];
@@ -113,7 +114,7 @@ static void on_resume(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud
 /* Accepts up to max pending connections. */
 static void accept_some(struct appmsg_server *s, int max) {
   struct appmsg_loop *loop = s->loop;
-  for (int k = 0; k < max && s->listening; k++) {
+  for (int k = 0; k < max && s->listening; k++) { /* (a callback may drain or free s) */
     int cfd;
     int rc = appmsg_acceptor_accept(&s->acc, &cfd);
     if (rc == -EAGAIN)
@@ -138,10 +139,7 @@ static void accept_some(struct appmsg_server *s, int max) {
     if (appmsg__conn_new_accepted(&c, loop, cfd, &s->opts->conn, s->conn_cbs, s->ud,
                                   (struct sockaddr *)&s->acc.peer, s->acc.peer_len) != 0)
       continue; /* out of memory: the connection is closed */
-    if (track(s, c) != 0) {
-      appmsg_conn_abort(c, -ENOMEM);
-      continue;
-    }
+    track(s, c);
     appmsg_conn_set_close_hook(c, served_closed, s);
     s->count++;
     if (s->srv_cbs && s->srv_cbs->on_accept)
@@ -241,6 +239,12 @@ size_t appmsg_server_conn_count(const struct appmsg_server *s) {
   return s->count;
 }
 
+static void free_server(struct appmsg__deferred *d) {
+  struct appmsg_server *s =
+      (struct appmsg_server *)((char *)d - offsetof(struct appmsg_server, gone));
+  free(s);
+}
+
 static void stop_listening(struct appmsg_server *s) {
   if (!s->listening)
     return;
@@ -263,9 +267,8 @@ void appmsg_server_drain(struct appmsg_server *s) {
   if (s->listening)
     accept_some(s, s->opts->backlog > 0 ? 4 * s->opts->backlog : 4096);
   stop_listening(s);
-  for (size_t fd = 0; fd < s->slots; fd++)
-    if (s->by_fd[fd])
-      appmsg_conn_close_when_idle(s->by_fd[fd]); /* may end it at once */
+  for (struct appmsg_conn *c = s->conns; c; c = appmsg__conn_link(c)->next)
+    appmsg_conn_close_when_idle(c);
 }
 
 long appmsg_server_finish(struct appmsg_server *s, uint32_t timeout_ms) {
@@ -280,12 +283,27 @@ long appmsg_server_finish(struct appmsg_server *s, uint32_t timeout_ms) {
 }
 
 void appmsg_server_free(struct appmsg_server *s) {
-  if (s == NULL)
+  if (s == NULL || s->freed)
     return;
+  s->freed = 1;
   stop_listening(s);
-  for (size_t fd = 0; fd < s->slots; fd++)
-    if (s->by_fd[fd])
-      appmsg_conn_abort(s->by_fd[fd], APPMSG_E_CLOSED);
-  free(s->by_fd);
-  free(s);
+  /* The connections end on their own from now on: they no longer report
+   * to the server, whose memory may go before they finish. */
+  struct appmsg_conn *c;
+  while ((c = s->conns) != NULL) {
+    untrack(s, c);
+    appmsg_conn_set_close_hook(c, NULL, NULL);
+    appmsg_conn_abort(c, APPMSG_E_CLOSED);
+  }
+  s->count = s->refusing = 0;
+  /* From outside the loop's callbacks everything ends now (the
+   * connections' on_close run here); from inside, at the end of the
+   * iteration, since the caller may be the server's own callback. */
+  appmsg__deferred_init(&s->gone, free_server);
+  if (appmsg__loop_in_iteration(s->loop)) {
+    appmsg__loop_defer(s->loop, &s->gone);
+  } else {
+    appmsg__loop_run_deferred(s->loop);
+    free_server(&s->gone);
+  }
 }

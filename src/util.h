@@ -14,6 +14,11 @@
 /* Writes v in decimal into out (room for 20 bytes, no NUL); returns the length. */
 size_t appmsg__u64_digits(char *out, uint64_t v);
 
+/* appmsg_resolve() with getaddrinfo()'s flags (AI_PASSIVE, AI_NUMERICHOST ...). */
+struct addrinfo;
+int appmsg__resolve(const char *host, const char *port, int ai_flags, struct addrinfo **res,
+                    char *err, size_t errlen);
+
 /* Whether host names a Unix socket ("unix:/path"). */
 int appmsg__is_unix(const char *host);
 

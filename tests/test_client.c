@@ -104,6 +104,7 @@ static void run_until(const size_t *flag, size_t want, int ms) {
 struct seen {
   size_t calls, ok, mismatched, timeouts, closed, errors, other;
   int last_status;
+  int last_cause;
   char last_result[256], last_error[64], last_reason[256];
 };
 
@@ -127,6 +128,7 @@ static void on_reply(const struct appmsg_reply *r, void *ud) {
   struct seen *s = ud;
   s->calls++;
   s->last_status = r->status;
+  s->last_cause = r->cause;
   snprintf(s->last_result, sizeof s->last_result, "%s", r->result ? r->result : "");
   snprintf(s->last_error, sizeof s->last_error, "%s", r->error ? r->error : "");
   snprintf(s->last_reason, sizeof s->last_reason, "%s", r->reason ? r->reason : "");
@@ -350,7 +352,8 @@ START_TEST(a_refused_connection_fails_the_calls_that_wait_for_it) {
   if (rc == 0) { /* queued while the connect was under way */
     run_until(&s.calls, 1, 5000);
     ck_assert_uint_eq(s.calls, 1);
-    ck_assert_int_eq(s.last_status, -ECONNREFUSED);
+    ck_assert_int_eq(s.last_status, APPMSG_E_NOT_SENT); /* never sent: safe to try again */
+    ck_assert_int_eq(s.last_cause, -ECONNREFUSED);
     ck_assert_ptr_nonnull(strstr(s.last_reason, "refused"));
   } else {
     ck_assert_int_eq(rc, -ECONNREFUSED);
@@ -498,11 +501,13 @@ START_TEST(the_blocking_call_asks_one_question) {
   appmsg_answer_cleanup(&a);
   char dead[16];
   dead_port(dead, sizeof dead);
-  ck_assert_int_eq(appmsg_ask("127.0.0.1", dead, 5000, &a, "ping", NULL), -ECONNREFUSED);
+  ck_assert_int_eq(appmsg_ask("127.0.0.1", dead, 5000, &a, "ping", NULL), APPMSG_E_NOT_SENT);
+  ck_assert_int_eq(a.cause, -ECONNREFUSED);
   ck_assert_ptr_nonnull(a.reason);
   appmsg_answer_cleanup(&a);
   ck_assert_int_eq(appmsg_ask("no-such-host.invalid", "1", 5000, &a, "ping", NULL),
-                   APPMSG_E_ADDRESS);
+                   APPMSG_E_NOT_SENT);
+  ck_assert_int_eq(a.cause, APPMSG_E_ADDRESS);
   appmsg_answer_cleanup(&a);
 
   ck_assert_int_eq(write(b.stop[1], "x", 1), 1);

@@ -642,8 +642,10 @@ START_TEST(error_replies_have_the_shape_the_guides_client_prints) {
   ck_assert_int_eq(appmsg_conn_send_error(c, APPMSG_E_CONTENT_JSON, NULL, -1), 0);
   struct tu_str back = {0};
   uint64_t end = tu_now_ms() + TU_EVENT_MS;
-  while (count_frames(&back, NULL) < 2 && tu_now_ms() < end)
+  while (count_frames(&back, NULL) < 2 && tu_now_ms() < end) {
+    appmsg_loop_run_once(loop, 0); /* sends are written when the loop runs */
     read_once(sv[1], &back, 100);
+  }
   ck_assert_int_eq(count_frames(&back, NULL), 2);
   const char *want1 = "{\"result\": \"Error: content-length 5 is \\\"above\\\" the limit 4.\", "
                       "\"error\": \"CONTENT_TOO_LARGE\", \"offset\": 2}";
@@ -652,6 +654,8 @@ START_TEST(error_replies_have_the_shape_the_guides_client_prints) {
   ck_assert_ptr_nonnull(memmem(back.p, back.len, want1, strlen(want1)));
   ck_assert_ptr_nonnull(memmem(back.p, back.len, want2, strlen(want2)));
   appmsg_conn_abort(c, 0);
+  ck_assert_int_eq(s.closes, 0); /* only marked: the loop finishes it */
+  appmsg_loop_run_once(loop, 0);
   ck_assert_int_eq(s.closes, 1);
   close(sv[1]);
   tu_str_free(&back);

@@ -81,7 +81,9 @@ struct appmsg_client_opts {
   uint32_t call_timeout_ms;     /* a call's default timeout (0: none) */
   uint32_t backoff_min_ms;      /* the first delay before connecting again */
   uint32_t backoff_max_ms;      /* the largest */
-  size_t max_queued;            /* calls waiting while not connected (0: fail at once) */
+  size_t max_queued;            /* calls waiting to be sent, connected or not (0: none wait) */
+  size_t max_queued_bytes;      /* bytes of requests waiting to be sent: the queue's, and the
+                                   connection's not yet written (0: no limit) */
   size_t max_in_flight;         /* calls sent and not yet answered (0: no limit) */
   int reconnect;                /* 0: a lost connection is not made again (calls then fail) */
   int request_ids;              /* 1: number every request with a "request-id" */
@@ -97,6 +99,8 @@ APPMSG_API void appmsg_client_opts_default(struct appmsg_client_opts *o);
 /* What a call's callback gets. */
 struct appmsg_reply {
   int status;                         /* 0, or why there is no usable reply (below) */
+  int cause;                          /* the error behind a status that is not 0: the connect
+                                         error, APPMSG_E_TIMEOUT, -ECONNRESET ... (or 0) */
   const char *reason;                 /* a sentence when status != 0 ("timed out after 10 s") */
   const struct appmsg_header *header; /* the reply's header, or NULL when none came */
   const void *content;                /* the reply's content ("" when none) */
@@ -187,6 +191,7 @@ APPMSG_API void appmsg_client_free(struct appmsg_client *c);
 /* What appmsg_ask() hands back; everything in it is owned by it. */
 struct appmsg_answer {
   int status;         /* as appmsg_reply.status */
+  int cause;          /* as appmsg_reply.cause */
   char *reason;       /* as appmsg_reply.reason, or NULL */
   char *content_type; /* the reply's, or NULL */
   char *content;      /* the reply's content, NUL-terminated for convenience */

@@ -89,6 +89,7 @@ struct appmsg_conn_counters {
   uint64_t bytes_in;    /* bytes received */
   uint64_t bytes_out;   /* bytes sent */
   uint64_t messages_in; /* complete messages received */
+  uint64_t out_queued;  /* bytes queued for sending now (a gauge: it goes down as they leave) */
 };
 
 /* Reads a counter written by another thread (a relaxed atomic load). */

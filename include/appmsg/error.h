@@ -42,7 +42,9 @@ extern "C" {
   X(ERROR_REPLY, -20022, "the server answered with an error reply")                                \
   X(TLS, -20023, "TLS error")                                                                      \
   X(TLS_HANDSHAKE, -20024, "TLS handshake failed")                                                 \
-  X(TLS_VERIFY, -20025, "TLS certificate refused")
+  X(TLS_VERIFY, -20025, "TLS certificate refused")                                                 \
+  X(NOT_SENT, -20026, "the request was never sent")                                                \
+  X(QUEUE_FULL, -20027, "too many calls waiting")
 
 /* The band of appmsg's own codes: APPMSG_E_BASE > code > APPMSG_E_BASE-1000. */
 #define APPMSG_E_BASE (-20000)

@@ -109,10 +109,14 @@ struct appmsg_service_opts {
   struct appmsg_server_opts server; /* listener and connection options (server.h) */
   uint32_t deadline_ms;             /* a request owed this long gets a TIMEOUT reply (0: never) */
   uint32_t max_pending;             /* replies owed per connection before reading pauses */
-  unsigned builtins;                /* APPMSG_BUILTIN_* to switch on */
-  appmsg_log_fn log;                /* where log lines go (NULL: nowhere) */
-  void *log_ud;                     /* handed to log */
-  enum appmsg_log_level log_level;  /* lines less important than this are not made */
+  size_t max_conn_bytes;    /* bytes one connection's owed requests and waiting replies may hold
+                               before its reading pauses (0: no limit) */
+  size_t max_service_bytes; /* bytes all of them, and the output queued on every connection, may
+                               hold before reading pauses (0: no limit) */
+  unsigned builtins;        /* APPMSG_BUILTIN_* to switch on */
+  appmsg_log_fn log;        /* where log lines go (NULL: nowhere) */
+  void *log_ud;             /* handed to log */
+  enum appmsg_log_level log_level; /* lines less important than this are not made */
 };
 
 /* Defaults: appmsg_server_opts_default(), deadline 30 s, 1024 pending,

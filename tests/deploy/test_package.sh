@@ -215,8 +215,11 @@ awk '$1 !~ /^l/ && ($1 ~ /^.....w/ || $1 ~ /^........w/) { print }' "$TMP/listin
 [ ! -s "$TMP/odd" ] || { cat "$TMP/odd"; fail "files writable by group or others in the package"; }
 depends=$(dpkg-deb -f "$DEB" Depends)
 case "$depends" in
-  *libcjson1*) ;;
-  *) fail "Depends does not name libcjson1: $depends" ;;
+  *libssl3*) ;;
+  *) fail "Depends does not name libssl3: $depends" ;;
+esac
+case "$depends" in
+  *libcjson*) fail "Depends names libcjson, which the library no longer uses: $depends" ;;
 esac
 # The dependencies are there, as dpkg -i would require (dpkg's own check of a dependency list
 # against its database, read-only; it wants a control file, any will do).
@@ -343,7 +346,7 @@ use_tree() {
   # pkg-config, the library shared, then static: libappmsg.a, then what it needs (pkg-config
   # --static: its Requires.private).  PKG_CONFIG_PATH, not PKG_CONFIG_SYSROOT_DIR: appmsg.pc
   # needs no sysroot (its prefix is where it is), and a sysroot would also move the
-  # system's libcjson and openssl, which are not in the root, into it.
+  # system's openssl, which are not in the root, into it.
   local -a pc=(env -u PKG_CONFIG_PATH pkg-config)
   [ -z "$R" ] || pc=(env "PKG_CONFIG_PATH=$lib/pkgconfig" pkg-config)
   [ "$(readlink -f "$("${pc[@]}" --path appmsg)")" = "$(readlink -f "$lib/pkgconfig/appmsg.pc")" ] ||

@@ -1,0 +1,225 @@
+/*
+ * The service's insides, shared by its four files (not installed):
+ *
+ *   service.c          the service's lifecycle: handlers, listening, drain, free
+ *   service_request.c  reading a request: the checks, the action, the members
+ *   service_reply.c    replies: made now or later, kept in request order, budgets
+ *   service_status.c   counters, error names, the ping and status actions
+ *
+ * Ownership.  The service owns a struct appmsg__svc_conn per connection,
+ * made when the connection is accepted and kept as its user data, freed in
+ * its on_close: a connection's state lives and dies with it.  A request
+ * belongs to the service; while its reply is owed the application holds
+ * it, and a request whose connection closed first (sc NULL) waits for that
+ * reply, which is then dropped.  Requests are never freed under a caller:
+ * one answered outside its handler is retired to the end of the loop
+ * iteration.
+ */
+#ifndef APPMSG_SERVICE_INTERNAL_H
+#define APPMSG_SERVICE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "appmsg/service.h"
+#include "loop_internal.h"
+#include "util.h"
+
+#define APPMSG__REQUEST_DEPTH_MAX 64 /* nesting allowed in a text/json request */
+#define APPMSG__ERROR_NAMES_MAX 64   /* distinct error names counted; more count as OTHER */
+#define APPMSG__TYPE_CACHE 4         /* prepared headers kept for binary replies */
+
+struct appmsg__svc_conn;
+
+/* A member of a request object, and its text once unescaped. */
+struct appmsg__member {
+  struct appmsg_json_member m;
+  const char *text; /* NUL-terminated, in scratch; NULL until asked for */
+};
+
+struct appmsg_request {
+  struct appmsg_service *svc;       /* its service */
+  struct appmsg__svc_conn *sc;      /* its connection's state, NULL once that closed */
+  struct appmsg_request *next;      /* next in its connection's queue, or in a free list */
+  struct appmsg_request *live_prev; /* the owed requests (freed with the service) */
+  struct appmsg_request *live_next; /* ... */
+  struct appmsg_timer deadline;     /* armed while owed */
+  const struct appmsg_header *hdr;  /* the header: borrowed, or &hdr_copy */
+  struct appmsg_header hdr_copy;    /* a copy, once the request stands alone */
+  const char *content;              /* the content: borrowed, or content_owned */
+  size_t len;                       /* its length */
+  void *content_owned;              /* taken over from the decoder */
+  const char *action;               /* unescaped, in scratch; NULL for binary */
+  struct appmsg__member *members;   /* top-level members of a text/json object */
+  size_t nmembers;                  /* how many */
+  size_t members_cap;               /* room in members */
+  char *scratch;                    /* unescaped strings (never moves while in use) */
+  size_t scratch_used;              /* bytes used */
+  size_t scratch_cap;               /* bytes allocated */
+  char *rid;                        /* ", \"request-id\": VALUE" for the reply, or NULL */
+  size_t rid_len;                   /* its length */
+  char rid_inline[64];              /* rid when it fits */
+  struct appmsg_encoder out;        /* the reply, while it waits for earlier ones */
+  size_t held;                      /* bytes counted against the budgets for it */
+  unsigned in_handler : 1;          /* its handler is running */
+  unsigned answered : 1;            /* the application replied (or will never be asked) */
+  unsigned replied : 1;             /* a reply exists (the application's or TIMEOUT) */
+  unsigned expired : 1;             /* the deadline passed first */
+  unsigned queued : 1;              /* in its connection's queue */
+  unsigned live : 1;                /* in the live list (owed, or held by the application) */
+  unsigned retired : 1;             /* done: back to the pool at the end of the iteration */
+};
+
+/* Why a connection's reading is paused (appmsg__svc_conn.pause). */
+#define APPMSG__PAUSE_COUNT 0x1u   /* max_pending replies owed */
+#define APPMSG__PAUSE_BYTES 0x2u   /* the connection's byte budget */
+#define APPMSG__PAUSE_SERVICE 0x4u /* the service's byte budget */
+
+/* A connection's state: its user data, from accept to on_close. */
+struct appmsg__svc_conn {
+  struct appmsg_service *svc;         /* its service */
+  struct appmsg_conn *conn;           /* the connection */
+  struct appmsg_request *head, *tail; /* requests whose replies are not yet sent, in order */
+  uint32_t count;                     /* how many */
+  size_t held;                        /* bytes its owed requests and waiting replies hold */
+  unsigned pause;                     /* APPMSG__PAUSE_* reasons it does not read */
+  struct appmsg__svc_conn *wait_prev; /* in the service's list of connections paused */
+  struct appmsg__svc_conn *wait_next; /* for its byte budget */
+  unsigned waiting : 1;               /* in that list */
+};
+
+struct appmsg__handler {
+  char *name; /* the action, NUL-terminated */
+  size_t len; /* its length */
+  appmsg_handler_fn fn;
+  void *ud;
+};
+
+struct appmsg__type_cache {
+  char *type, *encoding;       /* the strings it was made for */
+  struct appmsg_prepared *hdr; /* their prepared header */
+};
+
+struct appmsg__error_count {
+  char name[65];
+  uint64_t n;
+};
+
+struct appmsg_service {
+  struct appmsg_loop *loop;
+  struct appmsg_loop *own_loop; /* the loop it made, freed with it */
+  struct appmsg_service *self;  /* itself (a group of one) */
+  const struct appmsg_service_opts *opts;
+  struct appmsg_server *srv;              /* after listen */
+  struct appmsg_server_opts sopts;        /* opts->server with the counters pointer set */
+  struct appmsg_conn_counters io;         /* bytes in and out, output queued */
+  struct appmsg__handler *handlers;       /* open addressing, power-of-two size */
+  size_t nhandlers, handlers_cap;         /* used, size */
+  struct appmsg__handler binary, unknown; /* the other two handlers */
+  appmsg_status_fn status_fn;             /* extra status members */
+  void *status_ud;                        /* ... */
+  struct appmsg_prepared *json_hdr;       /* text/json, utf-8 */
+  struct appmsg__type_cache types[APPMSG__TYPE_CACHE];
+  unsigned types_next;                 /* the cache entry to replace next */
+  struct appmsg_request *free_list;    /* pooled request objects */
+  struct appmsg_request *live;         /* requests owed, orphaned or expired */
+  struct appmsg_request *retired;      /* done, back to the pool at the end of the iteration */
+  struct appmsg__deferred retire_work; /* ... which does that */
+  size_t held;                         /* bytes all owed requests and waiting replies hold */
+  struct appmsg__svc_conn *waiting;    /* connections paused for the service's byte budget */
+  struct appmsg_timer budget_timer;    /* looks again while some are (output drains unseen) */
+  uint64_t started;                    /* loop time of creation */
+  struct appmsg_service_stats st;      /* counters (bytes come from io) */
+  struct appmsg__error_count errors[APPMSG__ERROR_NAMES_MAX + 1]; /* the last one is OTHER */
+  size_t nerrors;                                                 /* names in use before OTHER */
+  struct appmsg_service **group; /* the services that report as one */
+  size_t ngroup;                 /* (NULL, 0: just this one) */
+  uint64_t refusals;             /* connections refused, for rate-limiting their log */
+  int freed;                     /* appmsg_service_free() was called */
+  struct appmsg__deferred gone;  /* frees the service at the end of the iteration */
+};
+
+/* The counters have one writer (the service's thread) and may be read by
+ * the services of other threads (a group's status). */
+#define APPMSG__ADD(counter, n) appmsg__count(&(counter), (uint64_t)(n))
+#define APPMSG__GET(counter) __atomic_load_n(&(counter), __ATOMIC_RELAXED)
+
+/* Logs a line when the service's log level asks for it. */
+#define appmsg__svc_log(s, level, ...)                                                             \
+  do {                                                                                             \
+    if ((level) <= (s)->opts->log_level)                                                           \
+      appmsg__logf((s)->opts->log, (s)->opts->log_ud, level, __VA_ARGS__);                         \
+  } while (0)
+
+/* ---- service.c ---- */
+
+/* The handler registered for the action name[0..n), or NULL. */
+const struct appmsg__handler *appmsg__svc_find_handler(const struct appmsg_service *s,
+                                                       const char *name, size_t n);
+
+/* ---- service_request.c ---- */
+
+/* The service's connection callbacks (conn.h) and server callbacks (server.h). */
+extern const struct appmsg_conn_callbacks appmsg__svc_conn_cbs;
+extern const struct appmsg_server_callbacks appmsg__svc_server_cbs;
+
+/* The guide's answer to an action nobody handles (the default unknown handler). */
+void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud);
+
+/* ---- service_reply.c ---- */
+
+/* A request object from the pool, or NULL without memory. */
+struct appmsg_request *appmsg__svc_request_get(struct appmsg_service *s);
+
+/* Back to the pool at once (only where nobody else can hold r). */
+void appmsg__svc_request_put(struct appmsg_request *r);
+
+/* Puts r, answered and sent, back to the pool: at once when its handler
+ * is running the show (in_handler), else at the end of the iteration. */
+void appmsg__svc_request_done(struct appmsg_request *r);
+
+/* Queues r on its connection behind the replies still owed there. */
+int appmsg__svc_enqueue(struct appmsg__svc_conn *sc, struct appmsg_request *r);
+
+/* Sends every reply at the head of sc's queue that is ready. */
+void appmsg__svc_flush_queue(struct appmsg__svc_conn *sc);
+
+/* Makes r, whose handler returned without answering, stand alone (see service_reply.c). */
+void appmsg__svc_make_owed(struct appmsg_request *r);
+
+/* The error reply, made by the service itself (no checks of the application's calls). */
+int appmsg__svc_error_reply(struct appmsg_request *r, const char *name, const char *reason,
+                            long long offset);
+
+/* {"result": QUOTED} of text[0..n) into buf (cap bytes) or a new
+ * allocation (*heap); returns it and its length, or NULL without memory. */
+char *appmsg__svc_result_body(const char *text, size_t n, char *buf, size_t cap, size_t *len,
+                              char **heap);
+
+/* A reply delivered whole (in order) with a prepared header. */
+int appmsg__svc_deliver(struct appmsg_request *r, const struct appmsg_prepared *hdr,
+                        const void *content, size_t len, const char *error_name);
+
+/* Re-reads the budgets of sc and pauses or resumes its reading. */
+void appmsg__svc_budget(struct appmsg__svc_conn *sc);
+
+/* A connection closed: its queued requests are orphaned or retired, its
+ * budgets released; sc is freed. */
+void appmsg__svc_conn_closed(struct appmsg__svc_conn *sc);
+
+/* The service's timers and deferred work, for appmsg_service_new(). */
+void appmsg__svc_reply_init(struct appmsg_service *s);
+
+/* Releases what replies hold at the service's end (owed requests, the pool). */
+void appmsg__svc_reply_cleanup(struct appmsg_service *s);
+
+/* ---- service_status.c ---- */
+
+/* Counts an error reply sent under name. */
+void appmsg__svc_count_error(struct appmsg_service *s, const char *name);
+
+/* The built-in actions. */
+void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud);
+void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud);
+
+#endif

@@ -1,0 +1,416 @@
+/*
+ * Reading a request (see include/appmsg/service.h): the checks made before
+ * any handler runs, the action, the members a handler asks for, and the
+ * connection callbacks that feed the service.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "codec_internal.h"
+#include "conn_internal.h"
+#include "header_internal.h"
+#include "json_internal.h"
+#include "service_internal.h"
+
+/* ---- the members of a text/json request ------------------------------------------------- */
+
+static void collect_member(void *ud, const struct appmsg_json_member *m) {
+  struct appmsg_request *r = ud;
+  if (r->nmembers == r->members_cap) {
+    size_t cap = r->members_cap ? 2 * r->members_cap : 8;
+    struct appmsg__member *nm = realloc(r->members, cap * sizeof *nm);
+    if (nm == NULL) {
+      r->members_cap = (size_t)-1; /* marks the failure; see read_json() */
+      return;
+    }
+    r->members = nm;
+    r->members_cap = cap;
+  }
+  if (r->members_cap != (size_t)-1)
+    r->members[r->nmembers++] = (struct appmsg__member){*m, NULL};
+}
+
+/* The last member named key, or NULL. */
+static struct appmsg__member *find_member(const struct appmsg_request *r, const char *key) {
+  size_t n = strlen(key);
+  for (size_t i = r->nmembers; i-- > 0;)
+    if (appmsg__json_key_is(&r->members[i].m, key, n))
+      return &r->members[i];
+  return NULL;
+}
+
+int appmsg_request_member(const struct appmsg_request *r, const char *key,
+                          struct appmsg_json_member *m) {
+  const struct appmsg__member *f = find_member(r, key);
+  if (f == NULL)
+    return -ENOENT;
+  *m = f->m;
+  return 0;
+}
+
+const char *appmsg_request_json(const struct appmsg_request *r, const char *key, size_t *len) {
+  const struct appmsg__member *f = find_member(r, key);
+  if (f == NULL)
+    return NULL;
+  int quoted = f->m.type == APPMSG_JSON_STRING;
+  *len = f->m.val_len + 2 * (size_t)quoted;
+  return f->m.val - quoted;
+}
+
+/*
+ * A string member unescaped into scratch, NUL-terminated, once.  Scratch
+ * is sized, the first time, for every string member at once (unescaping
+ * never lengthens a string), so it never moves and the texts handed out
+ * stay valid as long as the request.
+ */
+static const char *member_text(struct appmsg_request *r, struct appmsg__member *f) {
+  if (f->text)
+    return f->text;
+  if (r->scratch_used == 0) {
+    size_t need = 0;
+    for (size_t i = 0; i < r->nmembers; i++)
+      if (r->members[i].m.type == APPMSG_JSON_STRING)
+        need += r->members[i].m.val_len + 1;
+    if (need > r->scratch_cap) {
+      char *b = malloc(need);
+      if (b == NULL)
+        return NULL;
+      free(r->scratch);
+      r->scratch = b;
+      r->scratch_cap = need;
+    }
+  }
+  char *dst = r->scratch + r->scratch_used;
+  size_t k = f->m.val_len;
+  if (f->m.val_escaped)
+    k = appmsg_json_unescape(f->m.val, k, dst);
+  else
+    memcpy(dst, f->m.val, k);
+  dst[k] = '\0';
+  r->scratch_used += k + 1;
+  f->text = dst;
+  return dst;
+}
+
+const char *appmsg_request_string(struct appmsg_request *r, const char *key) {
+  struct appmsg__member *f = find_member(r, key);
+  if (f == NULL || f->m.type != APPMSG_JSON_STRING)
+    return NULL;
+  return member_text(r, f);
+}
+
+int appmsg_request_int(const struct appmsg_request *r, const char *key, long long *v) {
+  struct appmsg_json_member m;
+  if (appmsg_request_member(r, key, &m) != 0)
+    return -ENOENT;
+  if (m.type != APPMSG_JSON_NUMBER)
+    return -EINVAL;
+  size_t i = m.val_len > 0 && m.val[0] == '-';
+  if (i == m.val_len)
+    return -EINVAL;
+  unsigned long long acc = 0, limit = i ? 9223372036854775808ULL : 9223372036854775807ULL;
+  for (; i < m.val_len; i++) {
+    if (m.val[i] < '0' || m.val[i] > '9')
+      return -EINVAL; /* a fraction or an exponent */
+    unsigned d = (unsigned)(m.val[i] - '0');
+    if (acc > (limit - d) / 10)
+      return -ERANGE;
+    acc = acc * 10 + d;
+  }
+  *v = m.val[0] == '-'
+           ? (acc == 9223372036854775808ULL ? (-9223372036854775807LL - 1) : -(long long)acc)
+           : (long long)acc;
+  return 0;
+}
+
+const char *appmsg_request_action(const struct appmsg_request *r) {
+  return r->action;
+}
+
+const struct appmsg_header *appmsg_request_header(const struct appmsg_request *r) {
+  return r->hdr;
+}
+
+const void *appmsg_request_content(const struct appmsg_request *r, size_t *len) {
+  *len = r->len;
+  return r->content ? r->content : "";
+}
+
+const char *appmsg_request_peer(const struct appmsg_request *r) {
+  return r->sc ? appmsg_conn_peer(r->sc->conn) : "(gone)";
+}
+
+int appmsg_request_alive(const struct appmsg_request *r) {
+  return r->sc != NULL && !r->expired && !r->answered;
+}
+
+struct appmsg_service *appmsg_request_service(const struct appmsg_request *r) {
+  return r->svc;
+}
+
+/* Reads a text/json request: encoding, JSON, object, action.  Returns 0
+ * when r has a string action, else answers r itself and returns -1. */
+
+/* ---- checks before the handler ------------------------------------------------------------ */
+
+static int read_json(struct appmsg_request *r) {
+  const struct appmsg_header *h = r->hdr;
+  char msg[300];
+  const char *enc = h->content_encoding;
+  if (strcmp(enc, "utf-8") != 0 && strcasecmp(enc, "utf-8") != 0 && strcasecmp(enc, "utf8") != 0) {
+    snprintf(msg, sizeof msg, "text/json content must be in utf-8, not '%.100s'",
+             h->content_encoding); /* a cut character is made valid by the error reply */
+    appmsg__svc_error_reply(r, "BAD_REQUEST", msg, -1);
+    return -1;
+  }
+  enum appmsg_json_type top;
+  size_t off;
+  const char *why;
+  r->nmembers = 0;
+  int rc = appmsg_json_scan(r->content, r->len, APPMSG__REQUEST_DEPTH_MAX, &top, collect_member, r,
+                            &off, &why);
+  if (rc) {
+    snprintf(msg, sizeof msg, "request content is not valid JSON: %s at byte %zu", why, off);
+    appmsg__svc_error_reply(r, appmsg_errname(rc), msg, (long long)off);
+    return -1;
+  }
+  if (r->members_cap == (size_t)-1) {
+    r->members_cap = 0;
+    appmsg__svc_error_reply(r, "INTERNAL", "out of memory", -1);
+    return -1;
+  }
+  if (top != APPMSG_JSON_OBJECT) {
+    appmsg__svc_error_reply(r, "BAD_REQUEST",
+                            "the request must be a JSON object like "
+                            "{\"action\": \"search\", \"value\": \"morpheus\"}",
+                            -1);
+    return -1;
+  }
+  struct appmsg__member *f = find_member(r, "action");
+  if (f == NULL || f->m.type != APPMSG_JSON_STRING) {
+    appmsg__svc_error_reply(r, "BAD_REQUEST", "the request needs an \"action\" string", -1);
+    return -1;
+  }
+  if ((r->action = member_text(r, f)) == NULL) {
+    appmsg__svc_error_reply(r, "INTERNAL", "out of memory", -1);
+    return -1;
+  }
+  return 0;
+}
+
+/* The guide's answer to an action nobody handles. */
+
+void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  char stack[512], *text = stack;
+  size_t need = strlen(r->action) + 32;
+  if (need > sizeof stack && (text = malloc(need)) == NULL) {
+    appmsg__svc_error_reply(r, "INTERNAL", "out of memory", -1);
+    r->answered = 1;
+    return;
+  }
+  snprintf(text, need, "Error: invalid action '%s'.", r->action);
+  char body[1024], *heap;
+  size_t len;
+  const char *b = appmsg__svc_result_body(text, strlen(text), body, sizeof body, &len, &heap);
+  if (b && appmsg__svc_deliver(r, r->svc->json_hdr, b, len, NULL) == 0)
+    appmsg__svc_count_error(r->svc, "INVALID_ACTION");
+  r->answered = 1;
+  free(heap);
+  if (text != stack)
+    free(text);
+}
+
+static void read_request_id(struct appmsg_request *r) {
+  static const char key[] = ", \"request-id\": ";
+  long n = appmsg_header_extra_raw(r->hdr, "request-id", NULL, 0);
+  if (n < 0)
+    return;
+  size_t need = sizeof key - 1 + (size_t)n;
+  if (need > APPMSG_HEADER_LENGTH_MAX - 256) {
+    appmsg__svc_log(r->svc, APPMSG_LOG_WARN, "%s: a request-id of %ld bytes is too long to echo",
+                    appmsg_conn_peer(r->sc->conn), n);
+    return;
+  }
+  r->rid = need <= sizeof r->rid_inline ? r->rid_inline : malloc(need);
+  if (r->rid == NULL)
+    return; /* (the reply goes without it) */
+  memcpy(r->rid, key, sizeof key - 1);
+  appmsg_header_extra_raw(r->hdr, "request-id", r->rid + sizeof key - 1, (size_t)n);
+  r->rid_len = sizeof key - 1 + (size_t)n;
+}
+
+/* Whether the request's "appmsg-version", if any, is one this server reads
+ * (a string starting with "1."); if not, answers BAD_REQUEST (PROTOCOL.md 2.7). */
+static int version_ok(struct appmsg_request *r) {
+  char v[64];
+  long n = appmsg_header_extra_raw(r->hdr, "appmsg-version", v, sizeof v - 1);
+  if (n < 0 || (n >= 4 && (size_t)n < sizeof v && memcmp(v, "\"1.", 3) == 0))
+    return 1;
+  char msg[128];
+  v[n < (long)sizeof v - 1 ? n : (long)sizeof v - 1] = '\0';
+  snprintf(msg, sizeof msg, "unsupported appmsg version %s; this server speaks 1.x", v);
+  appmsg__svc_error_reply(r, "BAD_REQUEST", msg, -1);
+  return 0;
+}
+
+/* ---- the connection callbacks --------------------------------------------------------------- */
+
+static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
+                       size_t len, void *ud) {
+  struct appmsg__svc_conn *sc = ud;
+  if (sc == NULL)
+    return; /* (its state could not be made: it is being aborted) */
+  struct appmsg_service *s = sc->svc;
+  APPMSG__ADD(s->st.requests, 1);
+  struct appmsg_request *r = appmsg__svc_request_get(s);
+  if (r == NULL) {
+    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a request; closing",
+                    appmsg_conn_peer(c));
+    appmsg_conn_abort(c, -ENOMEM);
+    return;
+  }
+  r->sc = sc;
+  r->hdr = h;
+  r->content = content;
+  r->len = len;
+  if (appmsg__header_has_extras(h))
+    read_request_id(r);
+  if (sc->head)
+    appmsg__svc_enqueue(sc, r); /* behind replies still owed: its own must wait */
+  const struct appmsg__handler *hd = NULL;
+  r->in_handler = 1;
+  if (appmsg__header_has_extras(h) && !version_ok(r)) {
+    r->answered = 1; /* a later version's request: answered BAD_REQUEST */
+  } else if (strcmp(h->content_type, "text/json") == 0) {
+    if (read_json(r) == 0) {
+      hd = appmsg__svc_find_handler(s, r->action, strlen(r->action));
+      if (hd == NULL)
+        hd = &s->unknown;
+    } else {
+      r->answered = 1;
+    }
+  } else if (s->binary.fn) {
+    hd = &s->binary;
+  } else {
+    char msg[300];
+    snprintf(msg, sizeof msg, "no handler for content-type '%.200s'", h->content_type);
+    appmsg__svc_error_reply(r, "BAD_REQUEST", msg, -1);
+    r->answered = 1;
+  }
+  if (hd)
+    hd->fn(r, hd->ud);
+  r->in_handler = 0;
+  if (r->answered) {
+    r->replied = 1; /* (if its reply could not be made, nothing more is owed for it) */
+    if (!r->queued)
+      appmsg__svc_request_put(r); /* nobody else holds it: back to the pool now */
+    else
+      appmsg__svc_flush_queue(sc); /* a queued one is done when its turn comes */
+  } else {
+    appmsg__svc_make_owed(r);
+  }
+  appmsg__svc_budget(sc);
+}
+
+static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_t offset,
+                     void *ud) {
+  struct appmsg__svc_conn *sc = ud;
+  if (sc == NULL)
+    return;
+  struct appmsg_service *s = sc->svc;
+  const char *text = reason ? reason : appmsg_strerror(err);
+  if (appmsg__is_tls_error(err)) {
+    /* Nothing more can be sent on this connection (it would leave in the clear). */
+    appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: %s: %s; closing", appmsg_conn_peer(c),
+                    appmsg_errname(err), text); /* who and why; a stream offset means nothing */
+    return;
+  }
+  appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing",
+                  appmsg_conn_peer(c), appmsg_errname(err), (unsigned long long)offset, text);
+  if (sc->head == NULL) {
+    if (appmsg_conn_send_error(c, err, reason, (long long)offset) == 0) {
+      APPMSG__ADD(s->st.replies, 1);
+      appmsg__svc_count_error(s, appmsg_errname(err));
+    }
+    return;
+  }
+  /* Replies are owed: the error reply goes last, in a request of its own. */
+  struct appmsg_request *r = appmsg__svc_request_get(s);
+  char body[APPMSG__ERROR_BODY_MAX];
+  size_t n = appmsg__error_body(appmsg_errname(err), text, (long long)offset, body);
+  if (r == NULL || appmsg__encoder_push_prepared(&r->out, s->json_hdr, NULL, 0, body, n) != 0) {
+    if (r)
+      appmsg__svc_request_put(r);
+    /* No memory: the owed replies still leave, then the connection closes without it. */
+    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for the error reply",
+                    appmsg_conn_peer(c));
+    return;
+  }
+  r->sc = sc;
+  r->answered = 1;
+  r->replied = 1;
+  appmsg__svc_enqueue(sc, r);
+  APPMSG__ADD(s->st.replies, 1);
+  appmsg__svc_count_error(s, appmsg_errname(err));
+}
+
+static void on_close(struct appmsg_conn *c, int reason, void *ud) {
+  struct appmsg__svc_conn *sc = ud;
+  if (sc == NULL)
+    return;
+  struct appmsg_service *s = sc->svc;
+  APPMSG__ADD(s->st.connections, -1);
+  if (reason == APPMSG_E_TIMEOUT)
+    appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: closed: timed out", appmsg_conn_peer(c));
+  else if (reason == APPMSG_E_OUTPUT_FULL)
+    appmsg__svc_log(s, APPMSG_LOG_WARN,
+                    "%s: closed: it does not read its replies (output cap reached)",
+                    appmsg_conn_peer(c));
+  else if (reason < 0)
+    appmsg__svc_log(s, APPMSG_LOG_DEBUG, "%s: closed: %s", appmsg_conn_peer(c),
+                    appmsg_strerror(reason));
+  else
+    appmsg__svc_log(s, APPMSG_LOG_DEBUG, "%s: closed", appmsg_conn_peer(c));
+  appmsg__svc_conn_closed(sc);
+}
+
+static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud) {
+  (void)srv;
+  struct appmsg_service *s = ud;
+  struct appmsg__svc_conn *sc = calloc(1, sizeof *sc);
+  if (sc == NULL) {
+    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a connection; closing",
+                    appmsg_conn_peer(c));
+    appmsg_conn_set_userdata(c, NULL);
+    appmsg_conn_abort(c, -ENOMEM);
+    return;
+  }
+  sc->svc = s;
+  sc->conn = c;
+  appmsg_conn_set_userdata(c, sc);
+  APPMSG__ADD(s->st.connections, 1);
+  APPMSG__ADD(s->st.connections_total, 1);
+  appmsg__svc_log(s, APPMSG_LOG_DEBUG, "accepted connection from %s", appmsg_conn_peer(c));
+}
+
+static void on_refuse(struct appmsg_server *srv, int err, void *ud) {
+  (void)srv;
+  struct appmsg_service *s = ud;
+  static const char name[] = "TOO_MANY_CONNS";
+  if (err == APPMSG_E_TOO_MANY_CONNS) {
+    APPMSG__ADD(s->st.replies, 1);
+    appmsg__svc_count_error(s, name);
+  }
+  if (s->refusals++ % 1000 == 0) /* a flood must not flood the log */
+    appmsg__svc_log(s, APPMSG_LOG_WARN, "refusing connections: %s (%llu so far)",
+                    appmsg_strerror(err), (unsigned long long)s->refusals);
+}
+
+const struct appmsg_conn_callbacks appmsg__svc_conn_cbs = {
+    .on_message = on_message, .on_error = on_error, .on_close = on_close};
+const struct appmsg_server_callbacks appmsg__svc_server_cbs = {.on_accept = on_accept,
+                                                               .on_refuse = on_refuse};

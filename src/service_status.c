@@ -1,0 +1,203 @@
+/*
+ * The service's counters (see include/appmsg/service.h): requests, replies
+ * and error replies by name, summed over a group of services on other
+ * threads, and the built-in ping and status actions that report them.
+ *
+ * Every counter has one writer, the service's own thread; a group's status
+ * reads the others' with relaxed atomic loads (no lock on the request
+ * path).  An error name is written before it is published (nerrors, a
+ * release store), so that other threads read whole names.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "service_internal.h"
+
+/* Counts an error reply by name.  A name is written before it is published
+ * (nerrors, a release store), so that other threads read whole names. */
+void appmsg__svc_count_error(struct appmsg_service *s, const char *name) {
+  APPMSG__ADD(s->st.errors, 1);
+  size_t n = s->nerrors;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(s->errors[i].name, name) == 0) {
+      APPMSG__ADD(s->errors[i].n, 1);
+      return;
+    }
+  if (n < APPMSG__ERROR_NAMES_MAX) {
+    snprintf(s->errors[n].name, sizeof s->errors[n].name, "%s", name);
+    APPMSG__ADD(s->errors[n].n, 1);
+    __atomic_store_n(&s->nerrors, n + 1, __ATOMIC_RELEASE);
+  } else {
+    APPMSG__ADD(s->errors[APPMSG__ERROR_NAMES_MAX].n, 1); /* "OTHER", named at creation */
+  }
+}
+
+void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  appmsg_reply_json(r, "\"pong\"", 6);
+}
+
+/* A growing text buffer for the status reply. */
+struct text {
+  char *p;
+  size_t len, cap;
+  int failed;
+};
+
+static void text_addf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_addf(struct text *t, const char *fmt, ...) {
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = t->failed ? -1 : vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      t->failed = 1;
+      return;
+    }
+    if ((size_t)n < t->cap - t->len) {
+      t->len += (size_t)n;
+      return;
+    }
+    size_t cap = 2 * t->cap + (size_t)n;
+    char *np = realloc(t->p, cap);
+    if (np == NULL) {
+      t->failed = 1;
+      return;
+    }
+    t->p = np;
+    t->cap = cap;
+  }
+}
+
+/* The services a status reports: the group, or s alone. */
+static struct appmsg_service *const *group_of(const struct appmsg_service *s, size_t *n) {
+  if (s->ngroup) {
+    *n = s->ngroup;
+    return s->group;
+  }
+  *n = 1;
+  return &s->self;
+}
+
+/* Writes the errors object of a status: every name's count, summed over the group. */
+static void status_errors(const struct appmsg_service *s, struct text *t) {
+  size_t n, written = 0;
+  struct appmsg_service *const *m = group_of(s, &n);
+  for (size_t a = 0; a < n; a++) {
+    size_t na = __atomic_load_n(&m[a]->nerrors, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i <= na; i++) {
+      const char *name = m[a]->errors[i < na ? i : APPMSG__ERROR_NAMES_MAX].name;
+      int seen = 0; /* counted already, with an earlier member's */
+      for (size_t b = 0; b < a && !seen; b++)
+        seen = appmsg_service_error_count(m[b], name) > 0;
+      uint64_t total = 0;
+      for (size_t b = a; b < n && !seen; b++)
+        total += appmsg_service_error_count(m[b], name);
+      if (!seen && total > 0)
+        text_addf(t, "%s\"%s\": %llu", written++ ? ", " : "", name, (unsigned long long)total);
+    }
+  }
+}
+
+void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  struct appmsg_service *s = r->svc;
+  struct appmsg_service_stats st;
+  appmsg_service_stats_total(s, &st);
+  struct text t = {malloc(512), 0, 512, 0};
+  t.failed = t.p == NULL;
+  size_t threads;
+  group_of(s, &threads);
+  text_addf(&t,
+            "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
+            "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
+            "\"pending\": %llu, \"threads\": %zu, \"errors\": {",
+            appmsg_version(), (unsigned long long)(st.uptime_ms / 1000),
+            (unsigned long long)st.connections, (unsigned long long)st.connections_total,
+            (unsigned long long)st.requests, (unsigned long long)st.replies,
+            (unsigned long long)st.pending, threads);
+  status_errors(s, &t);
+  text_addf(&t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu", (unsigned long long)st.bytes_in,
+            (unsigned long long)st.bytes_out);
+  if (s->status_fn && !t.failed) {
+    text_addf(&t, ", ");
+    size_t n = t.failed ? 0 : s->status_fn(s->status_ud, t.p + t.len, t.cap - t.len);
+    if (n >= t.cap - t.len && !t.failed) {
+      char *np = realloc(t.p, t.len + n + 1);
+      t.failed = np == NULL;
+      if (np) {
+        t.p = np;
+        t.cap = t.len + n + 1;
+        n = s->status_fn(s->status_ud, t.p + t.len, t.cap - t.len);
+        t.failed = n >= t.cap - t.len; /* it changed its mind */
+      }
+    }
+    if (n == 0)
+      t.len -= 2; /* nothing added: no separator */
+    else
+      t.len += n;
+  }
+  text_addf(&t, "}");
+  if (t.failed || appmsg_reply_json(r, t.p, t.len) != 0) {
+    if (!r->answered)
+      appmsg_reply_error(r, "INTERNAL", "the status could not be written");
+  }
+  free(t.p);
+}
+
+void appmsg_service_stats(const struct appmsg_service *s, struct appmsg_service_stats *out) {
+  out->uptime_ms = appmsg_loop_now(s->loop) - s->started;
+  out->connections = APPMSG__GET(s->st.connections);
+  out->connections_total = APPMSG__GET(s->st.connections_total);
+  out->requests = APPMSG__GET(s->st.requests);
+  out->replies = APPMSG__GET(s->st.replies);
+  out->errors = APPMSG__GET(s->st.errors);
+  out->pending = APPMSG__GET(s->st.pending);
+  out->bytes_in = appmsg_counter_get(&s->io.bytes_in);
+  out->bytes_out = appmsg_counter_get(&s->io.bytes_out);
+}
+
+void appmsg_service_stats_total(const struct appmsg_service *s, struct appmsg_service_stats *out) {
+  size_t n;
+  struct appmsg_service *const *m = group_of(s, &n);
+  memset(out, 0, sizeof *out);
+  for (size_t i = 0; i < n; i++) {
+    struct appmsg_service_stats one;
+    appmsg_service_stats(m[i], &one);
+    out->connections += one.connections;
+    out->connections_total += one.connections_total;
+    out->requests += one.requests;
+    out->replies += one.replies;
+    out->errors += one.errors;
+    out->pending += one.pending;
+    out->bytes_in += one.bytes_in;
+    out->bytes_out += one.bytes_out;
+  }
+  out->uptime_ms = appmsg_loop_now(s->loop) - s->started; /* this one's: they started together */
+}
+
+uint64_t appmsg_service_error_count(const struct appmsg_service *s, const char *name) {
+  size_t n = __atomic_load_n(&s->nerrors, __ATOMIC_ACQUIRE);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(s->errors[i].name, name) == 0)
+      return APPMSG__GET(s->errors[i].n);
+  return strcmp(name, "OTHER") == 0 ? APPMSG__GET(s->errors[APPMSG__ERROR_NAMES_MAX].n) : 0;
+}
+
+int appmsg_service_group(struct appmsg_service *const *services, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    struct appmsg_service **copy = malloc(n * sizeof *copy);
+    if (copy == NULL)
+      return -ENOMEM; /* (the ones done keep their group: each still counts itself) */
+    memcpy(copy, services, n * sizeof *copy);
+    free(services[i]->group);
+    services[i]->group = copy;
+    services[i]->ngroup = n;
+  }
+  return 0;
+}
