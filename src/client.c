@@ -146,7 +146,7 @@ static void unlink_call(struct list *l, struct call *k) {
 }
 
 static void call_put(struct appmsg_client *c, struct call *k) {
-  free(k->frame);
+  appmsg__free(k->frame);
   memset(k, 0, sizeof *k);
   k->next = c->free_calls;
   c->free_calls = k;
@@ -228,7 +228,7 @@ static void send_queued(struct appmsg_client *c) {
       c->queued_bytes += k->frame_len;
       return;
     }
-    free(k->frame);
+    appmsg__free(k->frame);
     k->frame = NULL;
     push(&c->flight, k);
   }
@@ -365,7 +365,7 @@ static int enqueue_call(struct appmsg_client *c, struct call *k, const struct ap
       c->queued_bytes + n > c->opts->max_queued_bytes)
     rc = APPMSG_E_QUEUE_FULL;
   if (rc == 0) {
-    k->frame = malloc(n ? n : 1);
+    k->frame = appmsg__malloc(n ? n : 1);
     rc = k->frame ? 0 : -ENOMEM;
   }
   if (rc == 0) {
@@ -387,7 +387,7 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
   struct call *k = c->free_calls;
   if (k)
     c->free_calls = k->next;
-  else if ((k = calloc(1, sizeof *k)) == NULL)
+  else if ((k = appmsg__calloc(1, sizeof *k)) == NULL)
     return -ENOMEM;
   memset(k, 0, sizeof *k);
   k->cb = cb;
@@ -432,7 +432,7 @@ static int body_room(struct body *b, size_t n) {
   if (b->cap - b->len >= n)
     return 0;
   size_t cap = 2 * b->cap + n;
-  char *np = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+  char *np = b->p == b->stack ? appmsg__malloc(cap) : appmsg__realloc(b->p, cap);
   if (np == NULL)
     return -ENOMEM;
   if (b->p == b->stack)
@@ -495,7 +495,7 @@ static int call_va(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const c
     rc = appmsg_client_send(c, &call, cb, ud);
   }
   if (b.p != b.stack)
-    free(b.p);
+    appmsg__free(b.p);
   return rc;
 }
 
@@ -585,7 +585,7 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
     enum appmsg_json_type top;
     size_t plain = strcmp(h->content_type, "text/json") == 0 ? plain_result(content, len) : 0;
     if (plain) { /* {"result": "TEXT"} with nothing to unescape: the common reply */
-      char *b = plain < sizeof stack ? stack : (heap = malloc(plain + 1));
+      char *b = plain < sizeof stack ? stack : (heap = appmsg__malloc(plain + 1));
       if (b) {
         memcpy(b, (const char *)content + 12, plain);
         b[plain] = '\0';
@@ -601,7 +601,7 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
       r.result_json = res->val - quoted;
       r.result_json_len = res->val_len + 2 * (size_t)quoted;
       if (quoted) {
-        char *b = res->val_len < sizeof stack ? stack : (heap = malloc(res->val_len + 1));
+        char *b = res->val_len < sizeof stack ? stack : (heap = appmsg__malloc(res->val_len + 1));
         if (b) {
           b[appmsg_json_unescape(res->val, res->val_len, b)] = '\0';
           r.result = b;
@@ -618,7 +618,7 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
     appmsg_call_fn cb = k->cb;
     k->cb = NULL;
     cb(&r, k->ud);
-    free(heap);
+    appmsg__free(heap);
   }
   call_put(c, k);
   if (!c->freeing)
@@ -890,7 +890,7 @@ static void really_free(struct appmsg__deferred *d);
 
 int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, const char *host,
                       const char *port, const struct appmsg_client_opts *opts) {
-  struct appmsg_client *c = calloc(1, sizeof *c);
+  struct appmsg_client *c = appmsg__calloc(1, sizeof *c);
   if (c == NULL)
     return -ENOMEM;
   c->loop = loop;
@@ -898,11 +898,11 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   c->copts = opts->conn;
   c->copts.idle_timeout_ms = 0;
   c->copts.frame_timeout_ms = 0; /* connects are timed here; calls have their own timeouts */
-  c->host = strdup(host ? host : "127.0.0.1");
+  c->host = appmsg__strdup(host ? host : "127.0.0.1");
   /* TLS: the server's name to verify is the host's, unless another is given. */
   if (c->host && c->copts.tls && !c->copts.tls_server_name && !appmsg__is_unix(c->host))
     c->copts.tls_server_name = c->host;
-  c->port = strdup(port ? port : "65432");
+  c->port = appmsg__strdup(port ? port : "65432");
   c->backoff = opts->backoff_min_ms ? opts->backoff_min_ms : 1;
   c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
   if (c->rng == 0)
@@ -914,9 +914,9 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
     rc = appmsg_prepared_new(&c->json, &h);
   appmsg_header_cleanup(&h);
   if (rc) {
-    free(c->host);
-    free(c->port);
-    free(c);
+    appmsg__free(c->host);
+    appmsg__free(c->port);
+    appmsg__free(c);
     return rc;
   }
   if (appmsg__is_unix(c->host))
@@ -959,12 +959,12 @@ static void really_free(struct appmsg__deferred *d) {
     call_put(c, k);
   while ((k = c->free_calls) != NULL) {
     c->free_calls = k->next;
-    free(k);
+    appmsg__free(k);
   }
   appmsg_prepared_free(c->json);
-  free(c->host);
-  free(c->port);
-  free(c);
+  appmsg__free(c->host);
+  appmsg__free(c->port);
+  appmsg__free(c);
 }
 
 void appmsg_client_free(struct appmsg_client *c) {
@@ -1012,7 +1012,7 @@ struct ask {
 };
 
 static char *dup_n(const void *p, size_t n) {
-  char *s = malloc(n + 1);
+  char *s = appmsg__malloc(n + 1);
   if (s) {
     memcpy(s, p, n);
     s[n] = '\0';
@@ -1025,13 +1025,13 @@ static void on_answer(const struct appmsg_reply *r, void *ud) {
   struct appmsg_answer *a = q->a;
   a->status = r->status;
   a->cause = r->cause;
-  a->reason = r->reason ? strdup(r->reason) : NULL;
-  a->content_type = r->header ? strdup(r->header->content_type) : NULL;
+  a->reason = r->reason ? appmsg__strdup(r->reason) : NULL;
+  a->content_type = r->header ? appmsg__strdup(r->header->content_type) : NULL;
   a->content = dup_n(r->content, r->len);
   a->len = r->len;
-  a->result = r->result ? strdup(r->result) : NULL;
+  a->result = r->result ? appmsg__strdup(r->result) : NULL;
   a->result_json = r->result_json ? dup_n(r->result_json, r->result_json_len) : NULL;
-  a->error = r->error ? strdup(r->error) : NULL;
+  a->error = r->error ? appmsg__strdup(r->error) : NULL;
   q->done = 1;
 }
 
@@ -1066,7 +1066,7 @@ static int ask(const char *host, const char *port, const struct appmsg_client_op
   appmsg_loop_free(loop);
   if (!q.done) {
     a->status = rc ? rc : APPMSG_E_CLOSED;
-    a->reason = strdup(appmsg_strerror(a->status));
+    a->reason = appmsg__strdup(appmsg_strerror(a->status));
   }
   return a->status;
 }
@@ -1117,11 +1117,11 @@ int appmsg_ask_with(const char *host, const char *port, const struct appmsg_clie
 }
 
 void appmsg_answer_cleanup(struct appmsg_answer *a) {
-  free(a->reason);
-  free(a->content_type);
-  free(a->content);
-  free(a->result);
-  free(a->result_json);
-  free(a->error);
+  appmsg__free(a->reason);
+  appmsg__free(a->content_type);
+  appmsg__free(a->content);
+  appmsg__free(a->result);
+  appmsg__free(a->result_json);
+  appmsg__free(a->error);
   memset(a, 0, sizeof *a);
 }

@@ -189,10 +189,10 @@ static void finish(struct appmsg_conn *c) {
     c->cbs->on_close(c, c->reason, c->ud);
   appmsg_timer_stop(c->loop, &c->timer); /* (in case on_close's calls armed it) */
   release_socket(c);
-  free(c->stash);
+  appmsg__free(c->stash);
   appmsg_decoder_cleanup(&c->dec);
   drop_output(c);
-  free(c);
+  appmsg__free(c);
 }
 
 void appmsg_conn_abort(struct appmsg_conn *c, int reason) {
@@ -454,13 +454,13 @@ static void protocol_error(struct appmsg_conn *c, int err, const char *reason, u
 /* Keeps input that arrived in the same read as a message after which the
  * owner paused reading (the read buffer is shared by every connection). */
 static void stash(struct appmsg_conn *c, const unsigned char *p, size_t n) {
-  unsigned char *b = malloc(n);
+  unsigned char *b = appmsg__malloc(n);
   if (b == NULL) {
     appmsg_conn_abort(c, -ENOMEM);
     return;
   }
   memcpy(b, p, n);
-  free(c->stash);
+  appmsg__free(c->stash);
   c->stash = b;
   c->stash_len = n;
 }
@@ -475,7 +475,7 @@ static void feed_stash(struct appmsg_conn *c) {
   c->stash_len = 0;
   if (!c->close_req && !c->dead)
     deliver(c, b, n);
-  free(b);
+  appmsg__free(b);
 }
 
 static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n) {
@@ -731,7 +731,7 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
 static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
                      const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
                      void *ud, int connecting, const char *tls_name) {
-  struct appmsg_conn *c = calloc(1, sizeof *c);
+  struct appmsg_conn *c = appmsg__calloc(1, sizeof *c);
   int rc = c ? appmsg_set_nonblock(fd, 1) : -ENOMEM;
   if (rc == 0)
     rc = appmsg_decoder_init(&c->dec, &opts->limits);
@@ -747,7 +747,7 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
   if (rc) {
     if (c)
       appmsg__tls_conn_free(c->tls);
-    free(c);
+    appmsg__free(c);
     close(fd);
     return rc;
   }
@@ -770,7 +770,7 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
     appmsg_loop_unwatch(loop, fd);
     appmsg_decoder_cleanup(&c->dec);
     appmsg__tls_conn_free(c->tls);
-    free(c);
+    appmsg__free(c);
     close(fd);
     return -ENOMEM;
   }

@@ -60,8 +60,8 @@ int appmsg_decoder_init(struct appmsg_decoder *d, const struct appmsg_limits *li
 
 /* Frees the buffers. */
 static void drop_buffers(struct appmsg_decoder *d) {
-  free(d->_hbuf);
-  free(d->_content);
+  appmsg__free(d->_hbuf);
+  appmsg__free(d->_content);
   d->_hbuf = NULL;
   d->_content = NULL;
   d->_hcap = d->_ccap = 0;
@@ -72,8 +72,8 @@ static void drop_buffers(struct appmsg_decoder *d) {
 static void *reuse(void *buf, uint32_t *cap, size_t n) {
   if (buf && *cap >= n)
     return buf;
-  free(buf);
-  void *b = malloc(n);
+  appmsg__free(buf);
+  void *b = appmsg__malloc(n);
   *cap = b == NULL ? 0 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
   return b;
 }
@@ -83,12 +83,12 @@ static void *reuse(void *buf, uint32_t *cap, size_t n) {
 static void release_frame(struct appmsg_decoder *d) {
   appmsg__header_release_borrowed(&d->_hdr);
   if (d->_hcap > KEEP_HEADER) {
-    free(d->_hbuf);
+    appmsg__free(d->_hbuf);
     d->_hbuf = NULL;
     d->_hcap = 0;
   }
   if (d->_ccap > KEEP_CONTENT) {
-    free(d->_content);
+    appmsg__free(d->_content);
     d->_content = NULL;
     d->_ccap = 0;
   }
@@ -101,7 +101,7 @@ static void release_frame(struct appmsg_decoder *d) {
 void appmsg_decoder_cleanup(struct appmsg_decoder *d) {
   release_frame(d);
   drop_buffers(d);
-  free(d->_reason_alloc);
+  appmsg__free(d->_reason_alloc);
   d->_reason_alloc = NULL;
   d->_reason = NULL;
 }
@@ -129,16 +129,19 @@ static void set_error(struct appmsg_decoder *d, int code, uint64_t offset, const
   d->_err = code;
   d->_err_offset = offset;
   d->_reason = appmsg_strerror(code);
-  free(d->_reason_alloc);
+  appmsg__free(d->_reason_alloc);
   d->_reason_alloc = NULL;
   if (fmt) {
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&d->_reason_alloc, fmt, ap) >= 0)
-      d->_reason = d->_reason_alloc;
-    else
-      d->_reason_alloc = NULL;
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (d->_reason_alloc = appmsg__malloc((size_t)n + 1)) != NULL) {
+      va_start(ap, fmt);
+      vsnprintf(d->_reason_alloc, (size_t)n + 1, fmt, ap);
+      va_end(ap);
+      d->_reason = d->_reason_alloc;
+    }
   }
   release_frame(d);
 }
@@ -373,7 +376,7 @@ void *appmsg_decoder_take_content(struct appmsg_decoder *d, size_t *len) {
       *len = 0;
     return NULL;
   }
-  void *c = d->_hdr.content_length ? d->_content : malloc(1);
+  void *c = d->_hdr.content_length ? d->_content : appmsg__malloc(1);
   if (c == NULL)
     return NULL;
   if (c == d->_content) { /* it is the caller's now */

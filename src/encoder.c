@@ -18,7 +18,7 @@ void appmsg_encoder_init(struct appmsg_encoder *e) {
 }
 
 void appmsg_encoder_cleanup(struct appmsg_encoder *e) {
-  free(e->_buf);
+  appmsg__free(e->_buf);
   memset(e, 0, sizeof *e);
 }
 
@@ -41,12 +41,12 @@ static int reserve(struct appmsg_encoder *e, size_t extra) {
   size_t cap = e->_cap ? e->_cap : e->_hint > 256 ? e->_hint : 256;
   while (cap < pending + extra)
     cap *= 2;
-  unsigned char *nb = malloc(cap);
+  unsigned char *nb = appmsg__malloc(cap);
   if (nb == NULL)
     return -ENOMEM;
   if (pending)
     memcpy(nb, e->_buf + e->_pos, pending);
-  free(e->_buf);
+  appmsg__free(e->_buf);
   e->_buf = nb;
   e->_cap = cap;
   e->_pos = 0;
@@ -106,11 +106,11 @@ int appmsg_prepared_new(struct appmsg_prepared **out, const struct appmsg_header
     return (int)len;
   if (len + 1 > (long)APPMSG_HEADER_LENGTH_MAX) /* no room left for a digit */
     return APPMSG_E_HEADER_TOO_LARGE;
-  struct appmsg_prepared *p = malloc(sizeof *p + (size_t)len);
+  struct appmsg_prepared *p = appmsg__malloc(sizeof *p + (size_t)len);
   if (p == NULL)
     return -ENOMEM;
   if (appmsg__header_write_split(h, p->text, (size_t)len, &p->split) != len) {
-    free(p);
+    appmsg__free(p);
     return -ENOMEM; /* the header changed under us: not reached single-threaded */
   }
   p->len = (size_t)len;
@@ -119,7 +119,7 @@ int appmsg_prepared_new(struct appmsg_prepared **out, const struct appmsg_header
 }
 
 void appmsg_prepared_free(struct appmsg_prepared *p) {
-  free(p);
+  appmsg__free(p);
 }
 
 int appmsg__encoder_push_prepared(struct appmsg_encoder *e, const struct appmsg_prepared *p,
@@ -192,7 +192,7 @@ void *appmsg__encoder_advance_keep(struct appmsg_encoder *e, size_t n, size_t *c
 
 void appmsg_encoder_advance(struct appmsg_encoder *e, size_t n) {
   size_t cap;
-  free(appmsg__encoder_advance_keep(e, n, &cap));
+  appmsg__free(appmsg__encoder_advance_keep(e, n, &cap));
 }
 
 void appmsg__encoder_adopt(struct appmsg_encoder *e, void *buf, size_t cap) {

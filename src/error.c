@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conn_internal.h"
@@ -105,6 +106,30 @@ int appmsg_errcode(const char *name) {
 
 const char *appmsg_version(void) {
   return APPMSG_VERSION_STRING;
+}
+
+struct appmsg_allocator appmsg__allocator = {malloc, calloc, realloc, free};
+
+int appmsg_set_allocator(const struct appmsg_allocator *a) {
+  static const struct appmsg_allocator libc = {malloc, calloc, realloc, free};
+  if (a == NULL)
+    a = &libc;
+  if (!a->malloc || !a->calloc || !a->realloc || !a->free)
+    return -EINVAL;
+  appmsg__allocator = *a;
+  return 0;
+}
+
+void appmsg_free(void *p) {
+  appmsg__free(p);
+}
+
+char *appmsg__strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = appmsg__malloc(n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
 }
 
 void appmsg__errf(char *err, size_t errlen, const char *fmt, ...) {

@@ -83,10 +83,10 @@ static struct appmsg_json_member plain_key(const char *name, size_t len) {
 
 /* Frees what one extra owns. */
 static void extra_release(extra_t *x) {
-  free(x->name);
-  free(x->str);
+  appmsg__free(x->name);
+  appmsg__free(x->str);
   if (x->flags & APPMSG__X_OWNED)
-    free((char *)x->key);
+    appmsg__free((char *)x->key);
 }
 
 static void extras_free(extras_t *e) {
@@ -95,8 +95,8 @@ static void extras_free(extras_t *e) {
   for (size_t i = 0; i < e->count; i++)
     extra_release(&e->v[i]);
   if (e->v != e->in_block)
-    free(e->v);
-  free(e);
+    appmsg__free(e->v);
+  appmsg__free(e);
 }
 
 /* The index of the extra whose key is name[0..len), or -1. */
@@ -165,7 +165,7 @@ static void gather_extra(void *ud, const struct appmsg_json_member *m) {
 /* The extras of a received header, in one allocation, or NULL when out of
  * memory.  buf must still be as received (a second scan reads it). */
 static extras_t *extras_received(const char *buf, size_t n, const struct collect *c) {
-  extras_t *e = malloc(sizeof *e + c->extras * sizeof(extra_t));
+  extras_t *e = appmsg__malloc(sizeof *e + c->extras * sizeof(extra_t));
   if (e == NULL)
     return NULL;
   e->count = 0;
@@ -222,7 +222,7 @@ static int extras_have_duplicate(const extras_t *e) {
       }
     return 0;
   }
-  struct plain *s = malloc(k * sizeof *s + bytes);
+  struct plain *s = appmsg__malloc(k * sizeof *s + bytes);
   if (s == NULL)
     return -ENOMEM;
   char *arena = (char *)(s + k);
@@ -244,7 +244,7 @@ static int extras_have_duplicate(const extras_t *e) {
     struct appmsg_json_member m = key_of(&e->v[s[i].i]);
     dup = appmsg__json_key_is(&m, s[i - 1].p, s[i - 1].len);
   }
-  free(s);
+  appmsg__free(s);
   return dup;
 }
 
@@ -470,9 +470,9 @@ static int owns_alone(const struct appmsg_header *h, const char *s) {
 
 void appmsg_header_cleanup(struct appmsg_header *h) {
   if (owns_alone(h, h->content_type))
-    free(h->content_type);
+    appmsg__free(h->content_type);
   if (owns_alone(h, h->content_encoding))
-    free(h->content_encoding);
+    appmsg__free(h->content_encoding);
   extras_free(h->_extras);
   memset(h, 0, sizeof *h);
 }
@@ -489,21 +489,21 @@ int appmsg_header_set(struct appmsg_header *h, const char *content_type,
   if ((content_type && !valid_utf8_str(content_type)) ||
       (content_encoding && !valid_utf8_str(content_encoding)))
     return -EINVAL;
-  char *t = content_type ? strdup(content_type) : NULL;
-  char *e = content_encoding ? strdup(content_encoding) : NULL;
+  char *t = content_type ? appmsg__strdup(content_type) : NULL;
+  char *e = content_encoding ? appmsg__strdup(content_encoding) : NULL;
   if ((content_type && !t) || (content_encoding && !e)) {
-    free(t);
-    free(e);
+    appmsg__free(t);
+    appmsg__free(e);
     return -ENOMEM;
   }
   if (t) {
     if (owns_alone(h, h->content_type))
-      free(h->content_type);
+      appmsg__free(h->content_type);
     h->content_type = t;
   }
   if (e) {
     if (owns_alone(h, h->content_encoding))
-      free(h->content_encoding);
+      appmsg__free(h->content_encoding);
     h->content_encoding = e;
   }
   return 0;
@@ -533,7 +533,7 @@ int appmsg_header_copy(struct appmsg_header *dst, const struct appmsg_header *sr
   if (k == 0 && text == 0)
     return 0;
   /* One block: the entries, then every byte they and the strings hold. */
-  extras_t *e = malloc(sizeof *e + k * sizeof(extra_t) + text);
+  extras_t *e = appmsg__malloc(sizeof *e + k * sizeof(extra_t) + text);
   if (e == NULL)
     return -ENOMEM;
   e->count = e->cap = k;
@@ -578,7 +578,7 @@ size_t appmsg_header_extra_count(const struct appmsg_header *h) {
 /* s[0..len) unescaped (or copied, when it has no escapes) into a new
  * NUL-terminated string; NULL when out of memory. */
 static char *unescaped(const char *s, size_t len, int escaped) {
-  char *d = malloc(len + 1);
+  char *d = appmsg__malloc(len + 1);
   if (d == NULL)
     return NULL;
   if (escaped)
@@ -642,23 +642,23 @@ static int put_extra(struct appmsg_header *h, const char *key, const char *val, 
   if (required_index(&km) >= 0)
     return -EINVAL;
   extras_t *e = h->_extras;
-  if (e == NULL && (e = h->_extras = calloc(1, sizeof *e)) == NULL)
+  if (e == NULL && (e = h->_extras = appmsg__calloc(1, sizeof *e)) == NULL)
     return -ENOMEM;
   long at = find_extra(e, key, klen);
   if (at < 0 && e->count == e->cap) { /* grow: the entries move to an array of their own */
     size_t cap = e->cap ? 2 * e->cap : 4;
-    extra_t *v = malloc(cap * sizeof *v);
+    extra_t *v = appmsg__malloc(cap * sizeof *v);
     if (v == NULL)
       return -ENOMEM;
     if (e->count)
       memcpy(v, e->v, e->count * sizeof *v);
     if (e->v != e->in_block)
-      free(e->v);
+      appmsg__free(e->v);
     e->v = v;
     e->cap = cap;
   }
   size_t tlen = quote ? appmsg_json_quote(val, vlen, NULL, 0) : vlen;
-  char *text = malloc(klen + tlen + 2); /* key, NUL, value text, NUL */
+  char *text = appmsg__malloc(klen + tlen + 2); /* key, NUL, value text, NUL */
   if (text == NULL)
     return -ENOMEM;
   char *p = text;

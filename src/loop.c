@@ -22,10 +22,18 @@ _Static_assert(sizeof(struct appmsg__watch) <= 24, "keep the per-fd slot small")
 
 /* ---- clock ------------------------------------------------------------- */
 
+static uint64_t (*clock_source)(void); /* tests only: a clock they move themselves */
+
 static uint64_t clock_ns(void) {
+  if (__builtin_expect(clock_source != NULL, 0))
+    return clock_source();
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void appmsg__set_clock(uint64_t (*now_ns)(void)) {
+  clock_source = now_ns;
 }
 
 uint64_t appmsg__clock_ms(void) {
@@ -83,7 +91,7 @@ int appmsg_loop_new(struct appmsg_loop **loopp, enum appmsg_loop_backend which) 
   int rc = pick_backend(which, &backend);
   if (rc < 0)
     return rc;
-  struct appmsg_loop *loop = calloc(1, sizeof *loop);
+  struct appmsg_loop *loop = appmsg__calloc(1, sizeof *loop);
   if (loop == NULL)
     return -ENOMEM;
   loop->backend = backend;
@@ -122,14 +130,14 @@ void appmsg_loop_free(struct appmsg_loop *loop) {
     loop->heap[i]->_index = 0;
   if (loop->backend != NULL)
     loop->backend->cleanup(loop);
-  free(loop->spare);
-  free(loop->heap);
-  free(loop->watch);
-  free(loop->ready);
+  appmsg__free(loop->spare);
+  appmsg__free(loop->heap);
+  appmsg__free(loop->watch);
+  appmsg__free(loop->ready);
 #ifdef APPMSG__HAVE_EPOLL
-  free(loop->ep_events);
+  appmsg__free(loop->ep_events);
 #endif
-  free(loop);
+  appmsg__free(loop);
 }
 
 const char *appmsg_loop_backend_name(const struct appmsg_loop *loop) {
@@ -148,10 +156,10 @@ void *appmsg__loop_spare_take(struct appmsg_loop *loop, size_t min, size_t *cap)
 
 void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap) {
   if (cap > APPMSG__SPARE_MAX || (loop->spare && loop->spare_cap >= cap)) {
-    free(buf);
+    appmsg__free(buf);
     return;
   }
-  free(loop->spare); /* the smaller one */
+  appmsg__free(loop->spare); /* the smaller one */
   loop->spare = buf;
   loop->spare_cap = cap;
 }
@@ -203,13 +211,13 @@ int appmsg__loop_in_iteration(const struct appmsg_loop *loop) {
 int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {
   if (n <= loop->ready_cap)
     return 0;
-  struct appmsg__ready *r = realloc(loop->ready, (size_t)n * sizeof *r);
+  struct appmsg__ready *r = appmsg__realloc(loop->ready, (size_t)n * sizeof *r);
   if (r == NULL)
     return -ENOMEM;
   loop->ready = r;
 #ifdef APPMSG__HAVE_EPOLL
   /* The epoll buffer always has the same length as ready[]. */
-  struct epoll_event *e = realloc(loop->ep_events, (size_t)n * sizeof *e);
+  struct epoll_event *e = appmsg__realloc(loop->ep_events, (size_t)n * sizeof *e);
   if (e == NULL)
     return -ENOMEM;
   loop->ep_events = e;
@@ -229,7 +237,7 @@ static int watch_reserve(struct appmsg_loop *loop, int fd) {
     cap += cap / 2;
   if (cap > INT_MAX)
     cap = INT_MAX;
-  struct appmsg__watch *w = realloc(loop->watch, cap * sizeof *w);
+  struct appmsg__watch *w = appmsg__realloc(loop->watch, cap * sizeof *w);
   if (w == NULL)
     return -ENOMEM;
   memset(w + loop->watch_cap, 0, (cap - (size_t)loop->watch_cap) * sizeof *w);
@@ -391,7 +399,7 @@ static int heap_insert(struct appmsg_loop *loop, struct appmsg_timer *t) {
     uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 16;
     if (cap <= loop->heap_cap)
       return -ENOMEM;
-    struct appmsg_timer **h = realloc(loop->heap, cap * sizeof *h);
+    struct appmsg_timer **h = appmsg__realloc(loop->heap, cap * sizeof *h);
     if (h == NULL)
       return -ENOMEM;
     loop->heap = h;
@@ -580,7 +588,7 @@ int appmsg_loop_stop_async(struct appmsg_loop *loop) {
 static void restore_dispositions(struct appmsg_loop *loop) {
   for (size_t i = 0; i < loop->nsaved; i++)
     sigaction(loop->saved[i].signo, &loop->saved[i].prev, NULL);
-  free(loop->saved);
+  appmsg__free(loop->saved);
   loop->saved = NULL;
   loop->nsaved = 0;
 }
@@ -619,7 +627,7 @@ int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, si
     return 0;
   }
   restore_dispositions(loop);
-  loop->saved = calloc(n, sizeof *loop->saved);
+  loop->saved = appmsg__calloc(n, sizeof *loop->saved);
   if (loop->saved == NULL) {
     signals_teardown(loop);
     return -ENOMEM;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "loop_backend.h"
+#include "util.h"
 
 static int poll_init(struct appmsg_loop *loop) {
   (void)loop;
@@ -16,7 +17,7 @@ static int poll_init(struct appmsg_loop *loop) {
 }
 
 static void poll_cleanup(struct appmsg_loop *loop) {
-  free(loop->pfd);
+  appmsg__free(loop->pfd);
   loop->pfd = NULL;
   loop->npfd = loop->pfd_cap = 0;
 }
@@ -33,7 +34,7 @@ static short poll_events(unsigned events) {
 static int poll_add(struct appmsg_loop *loop, int fd) {
   if (loop->npfd == loop->pfd_cap) {
     int cap = loop->pfd_cap ? loop->pfd_cap * 2 : 64;
-    struct pollfd *p = realloc(loop->pfd, (size_t)cap * sizeof *p);
+    struct pollfd *p = appmsg__realloc(loop->pfd, (size_t)cap * sizeof *p);
     if (p == NULL)
       return -ENOMEM;
     loop->pfd = p;

@@ -41,12 +41,6 @@ static const char *show(const char *s) {
   return s == NULL ? "" : s;
 }
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- endpoints ------------------------------------------------------------ */
 
 static int copy_part(char *dst, size_t cap, const char *src, size_t len) {
@@ -418,7 +412,7 @@ static int wait_writable(int fd, int timeout_ms, uint64_t deadline) {
   for (;;) {
     int ms = -1;
     if (timeout_ms >= 0) {
-      uint64_t now = now_ms();
+      uint64_t now = appmsg__clock_ms();
       ms = now >= deadline ? 0 : (int)(deadline - now);
     }
     struct pollfd p = {.fd = fd, .events = POLLOUT};
@@ -454,7 +448,7 @@ static int try_with_timeout(const struct sockaddr *addr, socklen_t len, void *ct
 int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, int *fdp, char *err,
                            size_t errlen) {
   struct connect_ctx c = {.fd = -1, .timeout_ms = timeout_ms};
-  c.deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+  c.deadline = appmsg__clock_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
   int rc = each_address(host, port, try_with_timeout, &c, err, errlen);
   *fdp = rc == 0 ? c.fd : -1;
   return rc;

@@ -40,9 +40,9 @@ static void unref(struct appmsg__lookup *l) {
   close(l->wfd);
   if (l->ai)
     freeaddrinfo(l->ai);
-  free(l->host);
-  free(l->port);
-  free(l);
+  appmsg__free(l->host);
+  appmsg__free(l->port);
+  appmsg__free(l);
 }
 
 static void *lookup_thread(void *arg) {
@@ -68,12 +68,12 @@ static void on_answer(struct appmsg_loop *loop, int fd, unsigned events, void *u
 
 int appmsg__lookup_start(struct appmsg__lookup **out, struct appmsg_loop *loop, const char *host,
                          const char *port, appmsg__lookup_cb cb, void *arg) {
-  struct appmsg__lookup *l = calloc(1, sizeof *l);
+  struct appmsg__lookup *l = appmsg__calloc(1, sizeof *l);
   if (l == NULL)
     return -ENOMEM;
   l->rfd = l->wfd = -1;
-  l->host = strdup(host ? host : "");
-  l->port = strdup(port ? port : "");
+  l->host = appmsg__strdup(host ? host : "");
+  l->port = appmsg__strdup(port ? port : "");
   int p[2];
   int rc = l->host && l->port ? 0 : -ENOMEM;
   if (rc == 0 && pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)

@@ -172,7 +172,7 @@ static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd
     close(fd);
     return -EINVAL;
   }
-  struct appmsg_server *s = calloc(1, sizeof *s);
+  struct appmsg_server *s = appmsg__calloc(1, sizeof *s);
   int rc = s ? appmsg_set_nonblock(fd, 1) : -ENOMEM;
   if (rc == 0)
     rc = appmsg_acceptor_init(&s->acc, fd);
@@ -183,7 +183,7 @@ static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd
     if (s)
       appmsg_acceptor_cleanup(&s->acc);
     close(fd);
-    free(s);
+    appmsg__free(s);
     return rc;
   }
   s->loop = loop;
@@ -196,7 +196,7 @@ static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd
   char name[APPMSG_ADDRSTRLEN];
   if (owner && appmsg_sockname(fd, name, sizeof name) > 5 && strncmp(name, "unix:/", 6) == 0 &&
       stat(name + 5, &s->unix_st) == 0)
-    s->unix_path = strdup(name + 5);
+    s->unix_path = appmsg__strdup(name + 5);
   *out = s;
   return 0;
 }
@@ -242,7 +242,7 @@ size_t appmsg_server_conn_count(const struct appmsg_server *s) {
 static void free_server(struct appmsg__deferred *d) {
   struct appmsg_server *s =
       (struct appmsg_server *)((char *)d - offsetof(struct appmsg_server, gone));
-  free(s);
+  appmsg__free(s);
 }
 
 static void stop_listening(struct appmsg_server *s) {
@@ -257,7 +257,7 @@ static void stop_listening(struct appmsg_server *s) {
   if (s->unix_path && stat(s->unix_path, &st) == 0 && st.st_ino == s->unix_st.st_ino &&
       st.st_dev == s->unix_st.st_dev)
     unlink(s->unix_path);
-  free(s->unix_path);
+  appmsg__free(s->unix_path);
   s->unix_path = NULL;
 }
 

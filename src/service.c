@@ -48,13 +48,13 @@ void appmsg_service_opts_default(struct appmsg_service_opts *o) {
 
 int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
                        const struct appmsg_service_opts *opts) {
-  struct appmsg_service *s = calloc(1, sizeof *s);
+  struct appmsg_service *s = appmsg__calloc(1, sizeof *s);
   if (s == NULL)
     return -ENOMEM;
   if (loop == NULL) {
     int rc = appmsg_loop_new(&s->own_loop, APPMSG_LOOP_DEFAULT);
     if (rc) {
-      free(s);
+      appmsg__free(s);
       return rc;
     }
     loop = s->own_loop;
@@ -105,16 +105,16 @@ int appmsg_service_handle(struct appmsg_service *s, const char *action, appmsg_h
     for (size_t i = 0; i < cap; i++) {
       if (old[i].name && &old[i] != h && rc == 0)
         rc = appmsg_service_handle(s, old[i].name, old[i].fn, old[i].ud);
-      free(old[i].name);
+      appmsg__free(old[i].name);
     }
-    free(old);
+    appmsg__free(old);
     return rc;
   }
   if (fn == NULL)
     return 0;
   if (2 * (s->nhandlers + 1) > s->handlers_cap) {
     size_t cap = s->handlers_cap ? 2 * s->handlers_cap : 16;
-    struct appmsg__handler *t = calloc(cap, sizeof *t);
+    struct appmsg__handler *t = appmsg__calloc(cap, sizeof *t);
     if (t == NULL)
       return -ENOMEM;
     for (size_t i = 0; i < s->handlers_cap; i++) {
@@ -126,11 +126,11 @@ int appmsg_service_handle(struct appmsg_service *s, const char *action, appmsg_h
         k = (k + 1) & (cap - 1);
       t[k] = *o;
     }
-    free(s->handlers);
+    appmsg__free(s->handlers);
     s->handlers = t;
     s->handlers_cap = cap;
   }
-  char *name = strdup(action);
+  char *name = appmsg__strdup(action);
   if (name == NULL)
     return -ENOMEM;
   size_t k = hash_name(name, n) & (s->handlers_cap - 1);
@@ -241,12 +241,12 @@ static void free_service(struct appmsg__deferred *d) {
       (struct appmsg_service *)((char *)d - offsetof(struct appmsg_service, gone));
   appmsg__svc_reply_cleanup(s); /* owed requests (their pointers die here), the pool */
   for (size_t i = 0; i < s->handlers_cap; i++)
-    free(s->handlers[i].name);
-  free(s->handlers);
+    appmsg__free(s->handlers[i].name);
+  appmsg__free(s->handlers);
   appmsg_prepared_free(s->json_hdr);
-  free(s->group);
+  appmsg__free(s->group);
   struct appmsg_loop *own = s->own_loop;
-  free(s);
+  appmsg__free(s);
   appmsg_loop_free(own);
 }
 

@@ -46,7 +46,7 @@ struct appmsg_request *appmsg__svc_request_get(struct appmsg_service *s) {
   struct appmsg_request *r = s->free_list;
   if (r)
     s->free_list = r->next;
-  else if ((r = calloc(1, sizeof *r)) == NULL)
+  else if ((r = appmsg__calloc(1, sizeof *r)) == NULL)
     return NULL;
   r->svc = s;
   return r;
@@ -96,22 +96,22 @@ void appmsg__svc_request_put(struct appmsg_request *r) {
   detach(r);
   if (r->hdr == &r->hdr_copy) /* (a request answered in its handler has none of these) */
     appmsg_header_cleanup(&r->hdr_copy);
-  free(r->content_owned);
+  appmsg__free(r->content_owned);
   if (appmsg__encoder_has_buffer(&r->out)) /* (a reply that waited for earlier ones) */
     appmsg_encoder_cleanup(&r->out);
   if (r->rid != r->rid_inline)
-    free(r->rid);
+    appmsg__free(r->rid);
   if (r->scratch_cap > KEEP_BYTES) {
-    free(r->scratch);
+    appmsg__free(r->scratch);
     r->scratch = NULL;
     r->scratch_cap = 0;
   }
   if (r->members_cap * sizeof *r->members > KEEP_BYTES) {
-    free(r->members);
+    appmsg__free(r->members);
     r->members = NULL;
     r->members_cap = 0;
   }
-  /* Back to the state calloc() gave it, field by field: the timer and the
+  /* Back to the state appmsg__calloc() gave it, field by field: the timer and the
    * encoder are clean once stopped and cleaned up, the header copy once
    * cleaned up, and the rest is set here (a memset of the whole object
    * would cost more than the request's own bookkeeping). */
@@ -301,7 +301,7 @@ void appmsg__svc_conn_closed(struct appmsg__svc_conn *sc) {
       appmsg_timer_stop(s->loop, &r->deadline);
     maybe_done(r);
   }
-  free(sc);
+  appmsg__free(sc);
   service_budget(s);
 }
 
@@ -317,16 +317,16 @@ static const struct appmsg_prepared *type_header(struct appmsg_service *s, const
   struct appmsg_header h;
   appmsg_header_init(&h);
   struct appmsg_prepared *p = NULL;
-  char *tc = strdup(type), *ec = strdup(encoding);
+  char *tc = appmsg__strdup(type), *ec = appmsg__strdup(encoding);
   if (tc && ec && appmsg_header_set(&h, type, encoding) == 0 && appmsg_prepared_new(&p, &h) == 0) {
     struct appmsg__type_cache *t = &s->types[s->types_next++ % APPMSG__TYPE_CACHE];
-    free(t->type);
-    free(t->encoding);
+    appmsg__free(t->type);
+    appmsg__free(t->encoding);
     appmsg_prepared_free(t->hdr);
     *t = (struct appmsg__type_cache){tc, ec, p};
   } else {
-    free(tc);
-    free(ec);
+    appmsg__free(tc);
+    appmsg__free(ec);
   }
   appmsg_header_cleanup(&h);
   return p;
@@ -412,7 +412,7 @@ char *appmsg__svc_result_body(const char *text, size_t n, char *buf, size_t cap,
   *heap = NULL;
   size_t q = appmsg_json_quote(text, n, b + 11, cap - 12);
   if (q > cap - 12) { /* too long: quote again into a buffer of its size */
-    if ((b = *heap = malloc(q + 12)) == NULL)
+    if ((b = *heap = appmsg__malloc(q + 12)) == NULL)
       return NULL;
     appmsg_json_quote(text, n, b + 11, q);
   }
@@ -433,7 +433,7 @@ int appmsg_reply_result(struct appmsg_request *r, const char *text) {
   size_t len;
   const char *body = appmsg__svc_result_body(text, n, stack, sizeof stack, &len, &heap);
   rc = body ? appmsg__svc_deliver(r, r->svc->json_hdr, body, len, NULL) : -ENOMEM;
-  free(heap);
+  appmsg__free(heap);
   return finish_reply(r, rc);
 }
 
@@ -444,7 +444,7 @@ int appmsg_reply_json(struct appmsg_request *r, const char *json, size_t len) {
   if (rc)
     return rc;
   char stack[1024];
-  char *body = len + 12 <= sizeof stack ? stack : malloc(len + 12);
+  char *body = len + 12 <= sizeof stack ? stack : appmsg__malloc(len + 12);
   if (body) {
     memcpy(body, "{\"result\": ", 11);
     memcpy(body + 11, json, len);
@@ -452,7 +452,7 @@ int appmsg_reply_json(struct appmsg_request *r, const char *json, size_t len) {
   }
   rc = body ? appmsg__svc_deliver(r, r->svc->json_hdr, body, len + 12, NULL) : -ENOMEM;
   if (body != stack)
-    free(body);
+    appmsg__free(body);
   return finish_reply(r, rc);
 }
 
@@ -586,13 +586,13 @@ void appmsg__svc_reply_cleanup(struct appmsg_service *s) {
   while (s->free_list) {
     struct appmsg_request *r = s->free_list;
     s->free_list = r->next;
-    free(r->scratch);
-    free(r->members);
-    free(r);
+    appmsg__free(r->scratch);
+    appmsg__free(r->members);
+    appmsg__free(r);
   }
   for (unsigned i = 0; i < APPMSG__TYPE_CACHE; i++) {
-    free(s->types[i].type);
-    free(s->types[i].encoding);
+    appmsg__free(s->types[i].type);
+    appmsg__free(s->types[i].encoding);
     appmsg_prepared_free(s->types[i].hdr);
   }
 }

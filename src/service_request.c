@@ -21,7 +21,7 @@ static void collect_member(void *ud, const struct appmsg_json_member *m) {
   struct appmsg_request *r = ud;
   if (r->nmembers == r->members_cap) {
     size_t cap = r->members_cap ? 2 * r->members_cap : 8;
-    struct appmsg__member *nm = realloc(r->members, cap * sizeof *nm);
+    struct appmsg__member *nm = appmsg__realloc(r->members, cap * sizeof *nm);
     if (nm == NULL) {
       r->members_cap = (size_t)-1; /* marks the failure; see read_json() */
       return;
@@ -75,10 +75,10 @@ static const char *member_text(struct appmsg_request *r, struct appmsg__member *
       if (r->members[i].m.type == APPMSG_JSON_STRING)
         need += r->members[i].m.val_len + 1;
     if (need > r->scratch_cap) {
-      char *b = malloc(need);
+      char *b = appmsg__malloc(need);
       if (b == NULL)
         return NULL;
-      free(r->scratch);
+      appmsg__free(r->scratch);
       r->scratch = b;
       r->scratch_cap = need;
     }
@@ -207,7 +207,7 @@ void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud) {
   (void)ud;
   char stack[512], *text = stack;
   size_t need = strlen(r->action) + 32;
-  if (need > sizeof stack && (text = malloc(need)) == NULL) {
+  if (need > sizeof stack && (text = appmsg__malloc(need)) == NULL) {
     appmsg__svc_error_reply(r, "INTERNAL", "out of memory", -1);
     r->answered = 1;
     return;
@@ -219,9 +219,9 @@ void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud) {
   if (b && appmsg__svc_deliver(r, r->svc->json_hdr, b, len, NULL) == 0)
     appmsg__svc_count_error(r->svc, "INVALID_ACTION");
   r->answered = 1;
-  free(heap);
+  appmsg__free(heap);
   if (text != stack)
-    free(text);
+    appmsg__free(text);
 }
 
 static void read_request_id(struct appmsg_request *r) {
@@ -235,7 +235,7 @@ static void read_request_id(struct appmsg_request *r) {
                     appmsg_conn_peer(r->sc->conn), n);
     return;
   }
-  r->rid = need <= sizeof r->rid_inline ? r->rid_inline : malloc(need);
+  r->rid = need <= sizeof r->rid_inline ? r->rid_inline : appmsg__malloc(need);
   if (r->rid == NULL)
     return; /* (the reply goes without it) */
   memcpy(r->rid, key, sizeof key - 1);
@@ -381,7 +381,7 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
 static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud) {
   (void)srv;
   struct appmsg_service *s = ud;
-  struct appmsg__svc_conn *sc = calloc(1, sizeof *sc);
+  struct appmsg__svc_conn *sc = appmsg__calloc(1, sizeof *sc);
   if (sc == NULL) {
     appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a connection; closing",
                     appmsg_conn_peer(c));

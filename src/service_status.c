@@ -64,7 +64,7 @@ static void text_addf(struct text *t, const char *fmt, ...) {
       return;
     }
     size_t cap = 2 * t->cap + (size_t)n;
-    char *np = realloc(t->p, cap);
+    char *np = appmsg__realloc(t->p, cap);
     if (np == NULL) {
       t->failed = 1;
       return;
@@ -109,7 +109,7 @@ void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
   struct appmsg_service *s = r->svc;
   struct appmsg_service_stats st;
   appmsg_service_stats_total(s, &st);
-  struct text t = {malloc(512), 0, 512, 0};
+  struct text t = {appmsg__malloc(512), 0, 512, 0};
   t.failed = t.p == NULL;
   size_t threads;
   group_of(s, &threads);
@@ -128,7 +128,7 @@ void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
     text_addf(&t, ", ");
     size_t n = t.failed ? 0 : s->status_fn(s->status_ud, t.p + t.len, t.cap - t.len);
     if (n >= t.cap - t.len && !t.failed) {
-      char *np = realloc(t.p, t.len + n + 1);
+      char *np = appmsg__realloc(t.p, t.len + n + 1);
       t.failed = np == NULL;
       if (np) {
         t.p = np;
@@ -147,7 +147,7 @@ void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
     if (!r->answered)
       appmsg_reply_error(r, "INTERNAL", "the status could not be written");
   }
-  free(t.p);
+  appmsg__free(t.p);
 }
 
 void appmsg_service_stats(const struct appmsg_service *s, struct appmsg_service_stats *out) {
@@ -191,11 +191,11 @@ uint64_t appmsg_service_error_count(const struct appmsg_service *s, const char *
 
 int appmsg_service_group(struct appmsg_service *const *services, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    struct appmsg_service **copy = malloc(n * sizeof *copy);
+    struct appmsg_service **copy = appmsg__malloc(n * sizeof *copy);
     if (copy == NULL)
       return -ENOMEM; /* (the ones done keep their group: each still counts itself) */
     memcpy(copy, services, n * sizeof *copy);
-    free(services[i]->group);
+    appmsg__free(services[i]->group);
     services[i]->group = copy;
     services[i]->ngroup = n;
   }

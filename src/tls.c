@@ -229,7 +229,7 @@ static int make_ctx(const struct appmsg_tls *tls, SSL_CTX **out, char *err, size
 static char *dup_or_null(const char *s, int *failed) {
   if (s == NULL)
     return NULL;
-  char *d = strdup(s);
+  char *d = appmsg__strdup(s);
   if (d == NULL)
     *failed = 1;
   return d;
@@ -237,7 +237,7 @@ static char *dup_or_null(const char *s, int *failed) {
 
 static int tls_new(struct appmsg_tls **out, int server, const char *ca, const char *cert,
                    const char *key, unsigned flags, char *err, size_t errlen) {
-  struct appmsg_tls *tls = calloc(1, sizeof *tls);
+  struct appmsg_tls *tls = appmsg__calloc(1, sizeof *tls);
   if (tls == NULL) {
     appmsg__errf(err, errlen, "out of memory");
     return -ENOMEM;
@@ -258,10 +258,10 @@ static int tls_new(struct appmsg_tls **out, int server, const char *ca, const ch
     pthread_mutex_destroy(&tls->lock);
   }
   if (rc) {
-    free(tls->cert);
-    free(tls->key);
-    free(tls->ca);
-    free(tls);
+    appmsg__free(tls->cert);
+    appmsg__free(tls->key);
+    appmsg__free(tls->ca);
+    appmsg__free(tls);
     return rc;
   }
   *out = tls;
@@ -310,10 +310,10 @@ void appmsg_tls_free(struct appmsg_tls *tls) {
     return;
   SSL_CTX_free(tls->ctx);
   pthread_mutex_destroy(&tls->lock);
-  free(tls->cert);
-  free(tls->key);
-  free(tls->ca);
-  free(tls);
+  appmsg__free(tls->cert);
+  appmsg__free(tls->key);
+  appmsg__free(tls->ca);
+  appmsg__free(tls);
 }
 
 int appmsg_tls_is_server(const struct appmsg_tls *tls) {
@@ -409,7 +409,7 @@ int appmsg__tls_conn_new(struct appmsg__tls_conn **out, struct appmsg_tls *tls, 
     server_name++;
     nl -= 2;
   }
-  struct appmsg__tls_conn *t = calloc(1, sizeof *t + nl + 1);
+  struct appmsg__tls_conn *t = appmsg__calloc(1, sizeof *t + nl + 1);
   if (t == NULL)
     return -ENOMEM;
   memcpy(t->name, server_name, nl);
@@ -422,7 +422,7 @@ int appmsg__tls_conn_new(struct appmsg__tls_conn **out, struct appmsg_tls *tls, 
   BIO *b = t->ssl ? BIO_new(sock_method) : NULL;
   if (b == NULL) {
     SSL_free(t->ssl);
-    free(t);
+    appmsg__free(t);
     ERR_clear_error();
     return -ENOMEM;
   }
@@ -450,7 +450,7 @@ int appmsg__tls_conn_new(struct appmsg__tls_conn **out, struct appmsg_tls *tls, 
   ERR_clear_error();
   if (!ok) {
     SSL_free(t->ssl);
-    free(t);
+    appmsg__free(t);
     return -EINVAL;
   }
   *out = t;
@@ -461,7 +461,7 @@ void appmsg__tls_conn_free(struct appmsg__tls_conn *t) {
   if (t == NULL)
     return;
   SSL_free(t->ssl);
-  free(t);
+  appmsg__free(t);
   ERR_clear_error();
 }
 

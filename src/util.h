@@ -11,6 +11,23 @@
 
 #include "appmsg/appmsg.h"
 
+/* The allocator in use (alloc.h); the library allocates only through these. */
+extern struct appmsg_allocator appmsg__allocator;
+static inline void *appmsg__malloc(size_t n) {
+  return appmsg__allocator.malloc(n);
+}
+static inline void *appmsg__calloc(size_t k, size_t n) {
+  return appmsg__allocator.calloc(k, n);
+}
+static inline void *appmsg__realloc(void *p, size_t n) {
+  return appmsg__allocator.realloc(p, n);
+}
+static inline void appmsg__free(void *p) {
+  appmsg__allocator.free(p);
+}
+/* strdup() with the library's allocator. */
+char *appmsg__strdup(const char *s);
+
 /* Writes v in decimal into out (room for 20 bytes, no NUL); returns the length. */
 size_t appmsg__u64_digits(char *out, uint64_t v);
 
@@ -45,5 +62,11 @@ static inline void appmsg__count(uint64_t *counter, uint64_t n) {
 /* Milliseconds on CLOCK_MONOTONIC, read now (the loop's own clock is
  * cached per iteration: appmsg_loop_now()). */
 uint64_t appmsg__clock_ms(void);
+
+/* For tests and fuzzers only: every clock of the library (loops, timers,
+ * timeouts) reads now_ns() - nanoseconds of a clock the test moves itself
+ * - instead of CLOCK_MONOTONIC; NULL goes back.  Process-wide; set it
+ * before any loop is made. */
+void appmsg__set_clock(uint64_t (*now_ns)(void));
 
 #endif

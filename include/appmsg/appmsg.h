@@ -7,6 +7,7 @@
  * only this one.  Each module's header can also be included alone:
  *
  *   error.h    error codes, names and texts
+ *   alloc.h    where the library's memory comes from
  *   json.h     the strict JSON scanner, quoting, UTF-8 check
  *   header.h   the message header as C values
  *   decoder.h  bytes in, messages out (pure, no I/O)
@@ -26,6 +27,7 @@
 #include "appmsg/version.h"
 
 #include "error.h"
+#include "alloc.h"
 #include "json.h"
 #include "header.h"
 #include "decoder.h"

@@ -138,7 +138,7 @@ APPMSG_API const struct appmsg_header *appmsg_decoder_header(const struct appmsg
  * is ready, even for length 0), or NULL.  Borrowed, like the header. */
 APPMSG_API const void *appmsg_decoder_content(const struct appmsg_decoder *d, size_t *len);
 
-/* Hands the content buffer over to the caller (free() it); later calls to
+/* Hands the content buffer over to the caller (appmsg_free() it); later calls to
  * appmsg_decoder_content() return NULL for this message.  NULL if none. */
 APPMSG_API void *appmsg_decoder_take_content(struct appmsg_decoder *d, size_t *len);
 

@@ -126,7 +126,7 @@ APPMSG_API const char *appmsg_header_extra_string(const struct appmsg_header *h,
 
 /*
  * The value of an extra key as JSON text, NUL-terminated and newly
- * allocated (the caller owns it: free() it), or NULL when the key is
+ * allocated (the caller owns it: appmsg_free() it), or NULL when the key is
  * absent (or memory ran out): the same bytes appmsg_header_extra_raw()
  * gives.
  */
