@@ -7,42 +7,86 @@
  * and its callback runs once, with the reply or with why there is none.
  * Many calls may be in flight at once on the connection (pipelined); each
  * reply is matched to its call in order, and by "request-id" when the
- * reply carries one.
+ * reply carries one.  A whole program:
+ *
+ *   #include <stdio.h>
+ *   #include <appmsg/appmsg.h>
  *
  *   static void on_reply(const struct appmsg_reply *r, void *ud) {
  *     if (r->status == 0)
- *       printf("%s\n", r->result);       // {"result": "..."}: the string
+ *       printf("%s\n", r->result);            // {"result": "..."}: the string
  *     else
- *       printf("failed: %s\n", r->reason);
+ *       printf("failed: %s\n", r->reason);    // an error reply, a timeout, ...
+ *     appmsg_client_free(ud);                 // done: the loop has nothing left
  *   }
- *   appmsg_client_opts_default(&o);
- *   appmsg_client_new(&cl, loop, "127.0.0.1", "65432", &o);
- *   appmsg_client_call(cl, on_reply, NULL, "search", "value", "morpheus", NULL);
- *   appmsg_loop_run(loop);
+ *
+ *   int main(void) {
+ *     struct appmsg_loop *loop;
+ *     struct appmsg_client *cl;
+ *     struct appmsg_client_opts o;
+ *     appmsg_client_opts_default(&o);
+ *     if (appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT) != 0 ||
+ *         appmsg_client_new(&cl, loop, "127.0.0.1", "65432", &o) != 0)
+ *       return 1;
+ *     if (appmsg_client_call(cl, on_reply, cl, "search", "value", "morpheus", NULL) != 0)
+ *       appmsg_client_free(cl);
+ *     appmsg_loop_run(loop);                  // returns once the client is freed
+ *     appmsg_loop_free(loop);
+ *     return 0;
+ *   }
+ *
+ * A client keeps its loop alive while it exists (it reconnects when it
+ * must); free it when its work is done, or stop the loop.
  *
  * Connecting.  The client connects when made, and again by itself after
  * the connection is lost or cannot be made: after a delay that doubles
  * from backoff_min_ms up to backoff_max_ms, with jitter (a random delay
  * between half and all of it), so that many clients of one server do not
  * come back in step; never a busy loop.  A connection that works resets
- * the delay.
+ * the delay.  A host name is looked up off the loop, on a thread of its
+ * own, one lookup at a time per client: a resolver that never answers
+ * holds that client's attempts (each fails after connect_timeout_ms), never
+ * the loop or other clients.  An address needs no lookup.
  *
- * Calls made while the client is not connected wait in a queue of at most
- * max_queued calls and are sent once it is; with max_queued 0 (or the
- * queue full) a call fails at once instead.  Calls in flight when the
- * connection is lost fail with APPMSG_E_CLOSED: the server may or may not
- * have acted on them, so they are never sent again by the library.
+ * Queue and budgets.  A call goes to the connection at once when the
+ * client is connected, under max_in_flight, and the connection's unsent
+ * bytes are under max_queued_bytes.  Otherwise it waits in the queue - at
+ * most max_queued calls and max_queued_bytes bytes, connected or not - and
+ * is sent when there is room; past that, the call fails at once with
+ * APPMSG_E_QUEUE_FULL (a program feeding many calls runs the loop until
+ * replies make room, as app-client does with its standard input).  With
+ * max_queued 0 nothing waits.  A call that timed out while in flight keeps
+ * its place as a placeholder, so that later replies still match; when the
+ * placeholders pass max_in_flight (or max_queued when that is 0, or 1024) the
+ * server is taken to be no longer answering on this connection, and the
+ * client connects again.
  *
- * Every call has a timeout (the client's call_timeout_ms, or its own): it
- * counts from the call, waiting in the queue included.  A reply that
- * comes after its call timed out is read and dropped.
+ * Outcomes.  Every call has a timeout (the client's call_timeout_ms, or its
+ * own), counted from the moment of the call, waiting in the queue
+ * included.  A call ends one way (appmsg_reply.status, below):
+ *   - answered: 0, or APPMSG_E_ERROR_REPLY for an error reply;
+ *   - APPMSG_E_NOT_SENT: never written to the socket (the connect failed,
+ *     it timed out in the queue, the client was freed first, or the
+ *     connection was lost before its bytes left): the server never saw
+ *     it, and it is safe to send again; cause says why;
+ *   - APPMSG_E_TIMEOUT: sent, and no reply in time (a late reply is read
+ *     and dropped);
+ *   - APPMSG_E_CLOSED: sent, and the connection was lost (or the client
+ *     was freed) before the reply: the server may or may not have acted on
+ *     it, so the library never sends it again.
  *
  * Callbacks.  A call that returns 0 has its callback run exactly once,
  * later, from the loop - never from inside the call itself - with the
- * reply or the reason; a call that returns an error never runs it.
- * appmsg_client_free() runs the callbacks of every call still waiting,
- * with APPMSG_E_CLOSED.  A callback may make new calls and may free the
- * client.
+ * reply or the reason; a call that returns an error never runs it.  The
+ * client runs a callback only when its own state is whole, so a callback
+ * may do anything: make new calls, free the client, free or stop the loop's
+ * other users.  appmsg_client_free() runs the callbacks of every call still
+ * waiting (APPMSG_E_NOT_SENT or APPMSG_E_CLOSED) before it returns.
+ *
+ * Lifecycle: no call here frees anything its caller may still hold.
+ * appmsg_client_free() from a callback marks the client and the loop frees
+ * its memory at the end of the iteration (the client's own code may be
+ * under the callback); from outside the loop's callbacks it frees at once.
  *
  * TLS.  opts->conn.tls (a client context, tls.h) makes every connection
  * TLS; the name verified is opts->conn.tls_server_name, or else the host.
@@ -93,7 +137,8 @@ struct appmsg_client_opts {
 
 /* Defaults: appmsg_conn_opts_default() with 1 GiB content and no
  * timeouts of its own, connect 5 s, calls 10 s, backoff 100 ms to 5 s,
- * 1024 queued, no in-flight limit, reconnect on, no request ids. */
+ * 1024 calls and 4 MiB queued, no in-flight limit, reconnect on, no
+ * request ids. */
 APPMSG_API void appmsg_client_opts_default(struct appmsg_client_opts *o);
 
 /* What a call's callback gets. */
@@ -116,14 +161,16 @@ struct appmsg_reply {
  *                        status is APPMSG_E_ERROR_REPLY instead, with error = NAME
  *                        and reason = its result text
  *   APPMSG_E_ERROR_REPLY the server answered with an error reply (see above)
- *   APPMSG_E_TIMEOUT     no reply within the call's timeout
- *   APPMSG_E_CLOSED      the connection was lost with the call in flight, or the
- *                        client was freed
- *   a connect error      the queue was not allowed or is full, and the server
- *                        cannot be reached (-ECONNREFUSED, APPMSG_E_ADDRESS, ...)
- *   other codes          the reply could not be read (a framing error such as
- *                        APPMSG_E_HEADER_NOT_OBJECT, a TLS failure, -ENOMEM): the
- *                        connection ends, and every call in flight gets that code
+ *   APPMSG_E_NOT_SENT    never sent: safe to send again; cause is the connect error
+ *                        (-ECONNREFUSED, APPMSG_E_ADDRESS, a TLS code ...),
+ *                        APPMSG_E_TIMEOUT (its time ran out in the queue), APPMSG_E_CLOSED
+ *                        (the client was freed) or why the connection was lost
+ *   APPMSG_E_TIMEOUT     sent, no reply within the call's timeout
+ *   APPMSG_E_CLOSED      sent, and the connection was lost (cause: why, e.g.
+ *                        -ECONNRESET) or the client was freed: it may have run
+ *   other codes          sent, and the connection ended on a reply that could not be
+ *                        read (a framing error such as APPMSG_E_HEADER_NOT_OBJECT, a
+ *                        TLS failure, -ENOMEM): every call in flight gets that code
  */
 
 /* A call's callback. */
@@ -140,20 +187,22 @@ struct appmsg_call {
 };
 
 /*
- * Makes a client for host:port and starts connecting (resolving the name
- * blocks, as getaddrinfo() does).  Returns 0 and *c, or -ENOMEM; an
- * address that cannot be reached is not an error here: calls report it.
+ * Makes a client for host:port and starts connecting (a name is looked up
+ * off the loop; the connection is made as the loop runs).  Returns 0 and
+ * *c, or -ENOMEM; an address that cannot be reached is not an error here:
+ * calls report it.
  */
 APPMSG_API int appmsg_client_new(struct appmsg_client **c, struct appmsg_loop *loop,
                                  const char *host, const char *port,
                                  const struct appmsg_client_opts *opts);
 
 /*
- * Sends a request (queued while not connected).  Returns 0 (cb runs
- * once, later), or an error with cb never run: -EINVAL (a bad header
- * field or request-id), APPMSG_E_OUTPUT_FULL (the queue is full),
- * the last connect error when not connected and no queue is allowed,
- * or -ENOMEM.
+ * Sends a request (or queues it: see above).  Returns 0 (cb runs once,
+ * later), or an error with cb never run: -EINVAL (a bad header field or
+ * request-id, or a client being freed), APPMSG_E_QUEUE_FULL (no room:
+ * try again once replies came), the last connect error when the client
+ * gave up connecting (reconnect off) or waits to connect again with no
+ * queue allowed, or -ENOMEM.
  */
 APPMSG_API int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call,
                                   appmsg_call_fn cb, void *ud);
@@ -176,14 +225,17 @@ APPMSG_API const char *appmsg_client_last_error(const struct appmsg_client *c);
 /* Whether the client is connected now. */
 APPMSG_API int appmsg_client_connected(const struct appmsg_client *c);
 
-/* Calls waiting: queued and in flight. */
+/* Calls waiting for their callback: queued and in flight (not the
+ * placeholders of calls that timed out). */
 APPMSG_API size_t appmsg_client_pending(const struct appmsg_client *c);
 
 /* Connections made so far (1 after the first, more after reconnects). */
 APPMSG_API uint64_t appmsg_client_connects(const struct appmsg_client *c);
 
-/* Frees the client: the callbacks of calls still waiting run first, with
- * APPMSG_E_CLOSED.  May be called from a callback.  NULL is fine. */
+/* Frees the client: the callbacks of calls still waiting run first
+ * (APPMSG_E_NOT_SENT for those not sent, APPMSG_E_CLOSED for those in
+ * flight), then its connection ends.  From a callback, its memory goes at
+ * the end of the loop iteration (see Lifecycle above).  NULL is fine. */
 APPMSG_API void appmsg_client_free(struct appmsg_client *c);
 
 /* ---- one question, one answer ------------------------------------------ */
@@ -206,7 +258,8 @@ struct appmsg_answer {
  * sends the request of appmsg_client_call() (string pairs ending with
  * NULL), waits at most timeout_ms for the answer, closes, and fills in
  * *a (release it with appmsg_answer_cleanup()).  Runs a loop of its own;
- * do not call it from a callback.  Returns a->status.
+ * do not call it from a callback.  Returns a->status (a refused connect
+ * is APPMSG_E_NOT_SENT with a->cause -ECONNREFUSED).
  *
  *   struct appmsg_answer a;
  *   if (appmsg_ask("127.0.0.1", "65432", 5000, &a, "search", "value", "ring", NULL) == 0)

@@ -16,12 +16,13 @@
  * that buffer into the message's own buffer; an idle connection holds no
  * buffer at all.
  *
- * Writing.  appmsg_conn_send() appends a frame to the queue.  Replies made
- * while a read is being handled are sent together, with one send() after
- * the read (pipelined replies batch naturally); otherwise the queue is
- * written at once.  What the kernel does not take waits for the socket to
- * be writable.  Sends use MSG_NOSIGNAL: a vanished peer never raises
- * SIGPIPE.
+ * Writing.  appmsg_conn_send() appends a frame to the queue; the loop
+ * writes the queue when the current iteration's callbacks are done (a
+ * send made outside the loop is written when it next runs).  So replies
+ * made while a read is handled leave with one send() after it, and replies
+ * made one after another from a timer or another library's callback leave
+ * together too.  What the kernel does not take waits for the socket to be
+ * writable.  Sends use MSG_NOSIGNAL: a vanished peer never raises SIGPIPE.
  *
  * Protections (struct appmsg_conn_opts): the decoder's limits; a timeout
  * for a connection idle between messages and a shorter one for a frame
@@ -30,15 +31,27 @@
  * read its replies stops being served), and a send that would queue more
  * than max_output bytes closes the connection.
  *
- * Ending.  on_close(c, reason, ud) is called exactly once, after which the
- * connection is freed: reason 0 for a clean end (the peer closed between
- * frames and every reply was sent, or appmsg_conn_close() finished), or
- * the error that ended it (APPMSG_E_TRUNCATED, APPMSG_E_TIMEOUT,
- * APPMSG_E_OUTPUT_FULL, a decoder error, -ECONNRESET, ...).  A peer that
- * half-closes after its last request still gets every reply.  When the
- * decoder fails, on_error is called first, while the connection can still
- * send one last reply; the connection then stops reading, sends what is
- * queued, and closes.
+ * Lifecycle: no call here frees anything its caller may still hold.
+ * Close, abort, send and the rest only record what they want; the loop
+ * does the work at the end of the iteration, and a connection that ended
+ * is finished there: its close hook, then on_close, run once, and its
+ * memory is freed when on_close returns.  So every function of this
+ * header is safe from every callback (of this connection or another) and
+ * from outside them all, and the pointer stays valid until on_close
+ * returns - calls made on an ended connection do nothing, or return
+ * APPMSG_E_CLOSED.  A connection ended from outside the loop is finished
+ * when the loop next runs, or by appmsg_loop_free().
+ *
+ * Ending.  on_close(c, reason, ud) is called exactly once: reason 0 for a
+ * clean end (the peer closed between frames and every reply was sent, or
+ * appmsg_conn_close() finished), or the error that ended it
+ * (APPMSG_E_TRUNCATED, APPMSG_E_TIMEOUT, APPMSG_E_OUTPUT_FULL, a decoder
+ * error, -ECONNRESET, ...).  A peer that half-closes after its last
+ * request still gets every reply.  When the decoder fails, on_error is
+ * called first, while the connection can still send one last reply; the
+ * connection then stops reading, sends what is queued, and closes.  The
+ * socket is closed as soon as the connection ends (before on_close), so
+ * that a process short of descriptors gets it back at once.
  *
  * TLS (opts.tls, see tls.h): the same connection over TLS.  A server
  * context makes the connection the accepting side, a client context the
@@ -48,9 +61,10 @@
  * and on_close with APPMSG_E_TLS* codes.
  *
  * Ownership: the library allocates and frees the connection; the caller
- * must not use the pointer after on_close returns.  opts must outlive the
- * connection (one struct is usually shared by all connections of a
- * server).  Not thread-safe: one loop, one thread.
+ * must not use the pointer after on_close returns.  opts and cbs must
+ * outlive the connection (one struct of each is usually shared by all
+ * connections of a server).  Not thread-safe: one loop, one thread; every
+ * callback runs on the loop's thread.
  */
 #ifndef APPMSG_CONN_H
 #define APPMSG_CONN_H
@@ -115,26 +129,36 @@ struct appmsg_conn_opts {
  * plaintext, TLS handshake 10 s. */
 APPMSG_API void appmsg_conn_opts_default(struct appmsg_conn_opts *o);
 
+/*
+ * The callbacks.  Each runs on the loop's thread, from the loop; any of
+ * them may call any function of conn.h on this connection or another
+ * (the effects come when the callback has returned), and ud is the
+ * connection's user data at the time.  Those marked optional may be NULL.
+ */
 struct appmsg_conn_callbacks {
-  /* A complete message.  header and content are borrowed until it returns
-   * (appmsg_header_copy() or copy the content to keep them). */
+  /* A complete message, once per message, in order; none after the
+   * connection stopped reading (a close, a pause) until it reads again.
+   * header and content are borrowed until it returns (appmsg_header_copy()
+   * or copy the content to keep them).  Optional (raw mode uses on_data). */
   void (*on_message)(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                      size_t len, void *ud);
-  /* Raw mode only: bytes as they arrive. */
+  /* Raw mode only: bytes as they arrive (borrowed until it returns). */
   void (*on_data)(struct appmsg_conn *c, const void *data, size_t len, void *ud);
-  /* A framing error or a stalled frame (err, reason, stream offset): the
-   * last chance to send a reply.  Also a TLS failure (tls.h), after which
-   * no reply can be sent.
+  /* At most once: a framing error or a stalled frame (err, reason,
+   * stream offset) - the last chance to send a reply - or a TLS failure
+   * (tls.h), after which no reply can be sent.  on_close follows.
    * Optional. */
   void (*on_error)(struct appmsg_conn *c, int err, const char *reason, uint64_t offset, void *ud);
-  /* An outgoing connection finished connecting - under TLS, finished its
-   * handshake: err 0, or why it failed (on_close follows a failure).
-   * Optional. */
+  /* Once, for an outgoing connection: it finished connecting - under TLS,
+   * finished its handshake - err 0, or why it failed (on_close follows a
+   * failure).  Optional. */
   void (*on_connect)(struct appmsg_conn *c, int err, void *ud);
-  /* The peer finished sending (end of stream between frames); replies
-   * still queued will be sent, then on_close(0).  Optional. */
+  /* At most once: the peer finished sending (end of stream between
+   * frames); replies still queued will be sent, then on_close(0).
+   * Optional. */
   void (*on_eof)(struct appmsg_conn *c, void *ud);
-  /* The end; the connection is freed when this returns.  Optional. */
+  /* Exactly once, last: the connection ended (reason above); its socket is
+   * closed already, and its memory is freed when this returns.  Optional. */
   void (*on_close)(struct appmsg_conn *c, int reason, void *ud);
 };
 
@@ -164,7 +188,10 @@ APPMSG_API int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_
  * wraps it; on_connect reports the outcome.  Returns 0 and *c, or an
  * immediate failure (APPMSG_E_ADDRESS, -ECONNREFUSED ...) with a sentence
  * in err (if not NULL).  Only the first resolved address is tried; the
- * client library (client.h) tries them all.  With a TLS client context
+ * client library (client.h) tries them all.  A host name is resolved here,
+ * on the calling thread, and may wait for the resolver as getaddrinfo()
+ * does: with a loop already serving others, give an address, or use
+ * client.h, which resolves off the loop.  With a TLS client context
  * the server's name is opts->tls_server_name, or else host (-EINVAL when
  * neither is a name: a Unix socket path).
  */
@@ -175,10 +202,10 @@ APPMSG_API int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *l
                                    size_t errlen);
 
 /*
- * Queues one frame (see appmsg_encoder_push()).  Returns 0; a negative
- * code for a bad header; APPMSG_E_CLOSED once the connection is closing;
- * or APPMSG_E_OUTPUT_FULL, after which the connection closes (the peer
- * does not read).  Safe to call from any callback of this connection.
+ * Queues one frame (see appmsg_encoder_push()), written when the loop runs
+ * (above).  Returns 0; a negative code for a bad header; APPMSG_E_CLOSED
+ * once the connection is closing; or APPMSG_E_OUTPUT_FULL, after which the
+ * connection closes (the peer does not read).
  */
 APPMSG_API int appmsg_conn_send(struct appmsg_conn *c, const struct appmsg_header *h,
                                 const void *content, size_t len);
@@ -210,9 +237,10 @@ APPMSG_API int appmsg_conn_send_raw(struct appmsg_conn *c, const void *data, siz
  */
 APPMSG_API void appmsg_conn_close(struct appmsg_conn *c);
 
-/* Closes at once, dropping queued output; on_close(reason) runs before it
- * returns unless called from this connection's own callback (then right
- * after that callback). */
+/* Ends the connection now, dropping queued output: no more callbacks but
+ * its close hook and on_close(reason), which run at the end of the loop
+ * iteration (for a call from outside the loop: when it next runs), never
+ * inside this call.  The socket is closed at once.  Idempotent. */
 APPMSG_API void appmsg_conn_abort(struct appmsg_conn *c, int reason);
 
 /* Closes once the connection is quiet: every request that has arrived is
@@ -252,13 +280,16 @@ APPMSG_API void appmsg_conn_set_reading(struct appmsg_conn *c, int on);
  * that keeps connections on someone else's behalf - a server keeps its
  * list of connections with it - so that the callbacks stay the
  * application's.  One hook per connection: a second call replaces the
- * first, NULL removes it.  The hook must not call back into c.
+ * first, NULL removes it.  Like on_close, the hook may call anything
+ * (calls on c do nothing by then).
  */
 typedef void (*appmsg_conn_hook_fn)(struct appmsg_conn *c, int reason, void *arg);
 APPMSG_API void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn,
                                            void *arg);
 
 /* Accessors. */
+/* The socket, or -1 once the connection has ended (the number may already
+ * belong to another socket: key tables by the connection, not by it). */
 APPMSG_API int appmsg_conn_fd(const struct appmsg_conn *c);
 APPMSG_API void *appmsg_conn_userdata(const struct appmsg_conn *c);
 APPMSG_API void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud);

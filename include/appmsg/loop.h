@@ -31,6 +31,14 @@
  * same events is a no-op, otherwise one epoll_ctl() (epoll) or a store
  * (poll).  A connection keeps APPMSG_EV_WRITE on only while output is queued.
  *
+ * Work at the end of the iteration.  The library's connections, servers,
+ * services and clients never free anything under their caller: a close,
+ * an abort or a free made from a callback only marks the object, and the
+ * loop finishes it once the iteration's callbacks are done (writes, close
+ * hooks, on_close, frees); work asked for from outside the loop is done at
+ * the start of the next appmsg_loop_run_once(), before it waits, and
+ * appmsg_loop_free() does what is still pending.
+ *
  * Robustness inside callbacks: any callback may watch, modify or unwatch
  * any fd (and then close it), start or stop any timer, and call
  * appmsg_loop_stop().  Readiness collected for an fd that was unwatched -
@@ -118,9 +126,11 @@ struct appmsg_timer {
 APPMSG_API int appmsg_loop_new(struct appmsg_loop **loop, enum appmsg_loop_backend backend);
 
 /*
- * Frees the loop: closes its own descriptors (never the watched ones),
- * restores the signal dispositions changed by appmsg_loop_stop_on_signals(),
- * and forgets all watches and timers (timers become idle).  NULL is fine.
+ * Frees the loop: first finishes the work still pending (connections
+ * closed or aborted since the loop last ran get their on_close), then
+ * closes its own descriptors (never the watched ones), restores the
+ * signal dispositions changed by appmsg_loop_stop_on_signals(), and
+ * forgets all watches and timers (timers become idle).  NULL is fine.
  * Must not be called from a callback.
  */
 APPMSG_API void appmsg_loop_free(struct appmsg_loop *loop);
@@ -131,7 +141,7 @@ APPMSG_API const char *appmsg_loop_backend_name(const struct appmsg_loop *loop);
 /*
  * Runs until appmsg_loop_stop() is called (from a callback, or by a signal
  * set up with appmsg_loop_stop_on_signals()), or until nothing is left to
- * do: no fd watched and no timer armed.  The iteration in progress when
+ * do: no fd watched, no timer armed, no work pending.  The iteration in progress when
  * stop is requested finishes first.  Returns 0, or a negated errno if the
  * backend fails (EINTR is retried, never returned).  May be called again
  * after it returned, e.g. to drain connections after a SIGTERM.
@@ -139,12 +149,14 @@ APPMSG_API const char *appmsg_loop_backend_name(const struct appmsg_loop *loop);
 APPMSG_API int appmsg_loop_run(struct appmsg_loop *loop);
 
 /*
- * One iteration: waits up to timeout_ms (-1: until an fd is ready or the
- * next timer is due; 0: do not block) - never longer than until the next
- * timer - then calls the ready fds' callbacks and the due timers.  Returns
- * how many callbacks ran (0 on timeout, or at once when there is nothing to
- * wait for and timeout_ms is -1), or a negated errno.  Does not look at or
- * clear the stop flag.
+ * One iteration: does the work pending from outside the loop (then does
+ * not block), waits up to timeout_ms (-1: until an fd is ready or the next
+ * timer is due; 0: do not block) - never longer than until the next timer
+ * - then calls the ready fds' callbacks and the due timers, and does the
+ * work they left for the end of the iteration.  Returns how many callbacks
+ * ran (0 on timeout, or at once when there is nothing to wait for and
+ * timeout_ms is -1), or a negated errno.  Does not look at or clear the
+ * stop flag.
  */
 APPMSG_API int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms);
 
@@ -161,12 +173,13 @@ APPMSG_API void appmsg_loop_stop(struct appmsg_loop *loop);
  */
 APPMSG_API int appmsg_loop_stop_async(struct appmsg_loop *loop);
 
-/* 1 if a user fd is watched or a timer is armed, else 0. */
+/* 1 if a user fd is watched, a timer is armed or work is pending, else 0. */
 APPMSG_API int appmsg_loop_alive(const struct appmsg_loop *loop);
 
 /*
  * The loop's clock: milliseconds on CLOCK_MONOTONIC, as of the start of the
- * current iteration's callbacks (cached, no system call).
+ * current iteration's callbacks (cached, no system call: it stands still
+ * while the program works outside the loop).
  */
 APPMSG_API uint64_t appmsg_loop_now(const struct appmsg_loop *loop);
 

@@ -18,6 +18,9 @@
  * are accepted and closed at once with a reserve descriptor, and accepting
  * pauses briefly, so the loop never spins.
  *
+ * Lifecycle: as conn.h says - no call frees anything its caller may still
+ * hold; each connection's close hook and on_close run once, from the loop.
+ *
  * TLS: set opts.conn.tls to a server context (tls.h) and every connection
  * is served over TLS; a handshake that fails reaches the connections'
  * on_error with the reason (a refused client certificate, a plaintext
@@ -92,7 +95,8 @@ APPMSG_API int appmsg_server_fd(const struct appmsg_server *s);
 APPMSG_API size_t appmsg_server_conn_count(const struct appmsg_server *s);
 
 /* Stops accepting (closes the listener) and asks every connection to close
- * once its current frame is answered and sent.  Idempotent. */
+ * once its current frame is answered and sent (the closes happen as the
+ * loop runs).  Idempotent; safe from any callback. */
 APPMSG_API void appmsg_server_drain(struct appmsg_server *s);
 
 /*
@@ -103,8 +107,12 @@ APPMSG_API void appmsg_server_drain(struct appmsg_server *s);
  */
 APPMSG_API long appmsg_server_finish(struct appmsg_server *s, uint32_t timeout_ms);
 
-/* Aborts the remaining connections (their on_close runs) and frees.  Not
- * from a callback of the server or of its connections. */
+/* Stops listening, aborts the remaining connections (their on_close
+ * runs) and frees the server.  From outside the loop's callbacks it is all
+ * done when this returns; from a callback (the server's own, a
+ * connection's, a timer) the connections finish and the memory goes at the
+ * end of the loop iteration - no call frees anything its caller may still
+ * hold.  NULL is fine. */
 APPMSG_API void appmsg_server_free(struct appmsg_server *s);
 
 #ifdef __cplusplus

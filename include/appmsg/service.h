@@ -45,16 +45,28 @@
  * waited for).  A request not answered within the service's deadline gets
  * a TIMEOUT error reply in its place; the handler's reply, when it comes,
  * is then dropped (and logged).  If the connection closes first, the reply
- * is dropped too.  Either way the reply call is safe, logs, returns
- * APPMSG_E_CLOSED and frees the request.  A second reply to a request
- * still inside its handler is refused with -EALREADY (and logged).
+ * is dropped too.  Either way the reply call is safe, logs and returns
+ * APPMSG_E_CLOSED.  A second reply is refused with -EALREADY (and logged)
+ * while the request is still the application's (inside its handler, or
+ * until the end of the loop iteration after a reply made outside it).
  * Every request must be answered exactly once; after a reply made outside
- * the handler the pointer is gone.  Replies made outside a handler (from a
- * timer, or from another library's callback, such as a database client's)
- * are queued and written when the loop goes on, at the end of its current
- * iteration: many made one after another leave in one write per
- * connection.  While a connection owes more than
- * max_pending replies, its further requests are not read.
+ * the handler the request is the library's again: do not use the pointer.
+ * Replies made outside a handler (from a timer, or from another library's
+ * callback, such as a database client's) are queued and written at the end
+ * of the loop's current iteration: many made one after another leave in
+ * one write per connection.
+ *
+ * Budgets.  Replies owed hold memory: a request answered later keeps its
+ * content and header, and a reply made before an earlier one's waits in
+ * memory for its turn.  A connection stops being read while it owes
+ * max_pending replies or its owed requests and waiting replies hold more
+ * than max_conn_bytes, or while the whole service holds more than
+ * max_service_bytes (those bytes plus the output queued on every
+ * connection); it reads again once back under half its own limits and
+ * three quarters of the service's.  The output queued on one connection is
+ * bounded by its read_pause and max_output (conn.h).  Reading pauses, it
+ * never fails: a peer that pipelines faster than the service answers is
+ * simply read more slowly.
  *
  * Request ids (PROTOCOL.md).  When a request's header carries the extra
  * key "request-id" (any JSON value), its reply's header carries
@@ -71,6 +83,12 @@
  *     "bytes_in": ..., "bytes_out": ...}} plus the members a status hook
  *     adds.  "errors" counts every error reply sent by name (the guide's
  *     invalid-action reply, which has no name, as INVALID_ACTION).
+ *
+ * Lifecycle: no call here frees anything its caller may still hold.  A
+ * handler and any callback may call every function of this header; a
+ * request answered outside its handler, a connection closing, and a
+ * service freed from a callback are finished at the end of the loop
+ * iteration.
  *
  * Threads and ownership.  A service belongs to one loop and one thread;
  * nothing here is thread-safe, and every handler runs on the loop's
@@ -120,7 +138,8 @@ struct appmsg_service_opts {
 };
 
 /* Defaults: appmsg_server_opts_default(), deadline 30 s, 1024 pending,
- * ping and status on, no log, level INFO. */
+ * 8 MiB per connection and 256 MiB per service held, ping and status on,
+ * no log, level INFO. */
 APPMSG_API void appmsg_service_opts_default(struct appmsg_service_opts *o);
 
 /* Makes a service on loop - or, when loop is NULL, on a loop of its own
@@ -203,8 +222,17 @@ APPMSG_API long appmsg_service_finish(struct appmsg_service *s, uint32_t drain_m
  */
 APPMSG_API int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms);
 
-/* Frees the service: open connections are aborted, owed requests freed
- * (their pointers die with it).  Not from a handler.  NULL is fine. */
+/*
+ * Frees the service: open connections are aborted (their requests
+ * dropped), owed requests freed (their pointers die with it).  From
+ * outside the loop's callbacks everything ends before it returns; from a
+ * callback (a handler, a timer of the application's) on a loop the
+ * application made, the memory goes at the end of the iteration.  A
+ * service on a loop of its own cannot free that loop while it runs this
+ * very call: from its callbacks this only stops the loop (and logs) - free
+ * it once appmsg_service_run() or appmsg_loop_run() returned.  NULL is
+ * fine.
+ */
 APPMSG_API void appmsg_service_free(struct appmsg_service *s);
 
 /* The counters, as the status action reports them. */

@@ -65,7 +65,8 @@
  *
  * Ownership and threads.  The caller owns a context and frees it with
  * appmsg_tls_free() after every server and connection that uses it is
- * gone; a context must outlive the options that point to it.  One context
+ * gone (a connection lets go of it as soon as it ends, before its
+ * on_close); a context must outlive the options that point to it.  One context
  * may serve every connection of a thread, and of several threads at once:
  * its functions may be called from any thread, including
  * appmsg_tls_reload() while other threads' connections start handshakes

@@ -55,6 +55,12 @@
  * context attached to a loop must be freed (redisAsyncFree) before
  * appmsg_loop_free(), since the cleanup talks to the loop.
  *
+ * Lifecycle.  As everywhere in appmsg, nothing is freed under its caller:
+ * the adapter's struct goes only after hiredis returns to the loop, and
+ * appmsg calls made from a hiredis callback (a reply to an appmsg request,
+ * a connection closed) are finished by the loop at the end of the
+ * iteration.
+ *
  * Threads.  Like everything on an appmsg loop, a context attached to it
  * belongs to the loop's thread: every hiredis call on it and every one of
  * its callbacks happens there.  Contexts on different loops (one per
