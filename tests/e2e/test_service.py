@@ -239,29 +239,38 @@ class TestThreads(E2E):
 
 
 class TestReadmeExample(E2E):
-    """The service in README.md's "Write your own service" compiles, runs and answers."""
+    """The programs in README.md ("Write your own service", "The client library") and client.h's
+    comment compile, run, answer - and end by themselves."""
 
-    def test_the_readme_service_works(self):
-        from test_programs import BIN_DIR, SRC_DIR, free_port
-        readme = (SRC_DIR / "README.md").read_text(encoding="utf-8")
-        section = readme.split("## Write your own service", 1)[1]
-        code = section.split("```c\n", 1)[1].split("```", 1)[0]
-        port = free_port()
-        self.assertIn('"65432"', code)
-        code = code.replace('"65432"', f'"{port}"')
+    def compile(self, code, name):
+        from test_programs import BIN_DIR, SRC_DIR
         build = BIN_DIR.parent
-        src = os.path.join(self._tmp, "hello.c")
-        exe = os.path.join(self._tmp, "hello")
+        src = os.path.join(self._tmp, name + ".c")
+        exe = os.path.join(self._tmp, name)
         with open(src, "w", encoding="utf-8") as f:
             f.write(code)
         cache = (build / "CMakeCache.txt").read_text(encoding="utf-8", errors="replace")
         sanitize = ["-fsanitize=address,undefined"] if "APPMSG_SANITIZE:BOOL=ON" in cache else []
+        # No JSON library: the library needs none.
         cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", *sanitize, "-o", exe, src,
                              f"-I{SRC_DIR / 'include'}", f"-I{build / 'include'}",
-                             str(build / "libappmsg.a"), "-lcjson", "-lssl", "-lcrypto",
-                             "-lpthread"],
+                             str(build / "libappmsg.a"), "-lssl", "-lcrypto", "-lpthread"],
                             capture_output=True, text=True, timeout=120)
         self.assertEqual(cc.returncode, 0, cc.stderr)
+        return exe
+
+    def readme_block(self, section):
+        from test_programs import SRC_DIR
+        readme = (SRC_DIR / "README.md").read_text(encoding="utf-8")
+        part = readme.split(section, 1)[1]
+        return part.split("```c\n", 1)[1].split("```", 1)[0]
+
+    def test_the_readme_service_works(self):
+        from test_programs import free_port
+        code = self.readme_block("## Write your own service")
+        port = free_port()
+        self.assertIn('"65432"', code)
+        exe = self.compile(code.replace('"65432"', f'"{port}"'), "hello")
         srv = self.start([exe])
         deadline = time.monotonic() + 30
         while True:                          # it says nothing: wait until it answers a ping
@@ -276,6 +285,35 @@ class TestReadmeExample(E2E):
         self.assert_error_reply(c.frame(), "BAD_REQUEST", framing=False)
         srv.signal(signal.SIGTERM)
         self.assertEqual(srv.wait(30), 0, srv.stderr())
+
+    def run_client_example(self, code, name):
+        srv = self.app_server()
+        self.assertIn('"65432"', code)
+        exe = self.compile(code.replace('"65432"', f'"{srv.port}"'), name)
+        # It ends by itself once its one call is answered: no signal, no timeout of its own.
+        p = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+        self.assertEqual((p.returncode, p.stdout), (0, "Follow the white rabbit. \U0001f430\n"),
+                         p.stderr)
+        # With nobody listening, it still ends: the call fails (not sent) and frees the client.
+        from test_programs import free_port
+        dead = free_port()
+        exe = self.compile(code.replace('"65432"', f'"{dead}"').replace("10 s per call", ""),
+                           name + "-dead")
+        p = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("not sent", p.stdout)
+
+    def test_the_readme_client_ends_by_itself(self):
+        code = self.readme_block("## The client library")
+        self.run_client_example(code, "readme-client")
+
+    def test_the_client_h_example_ends_by_itself(self):
+        from test_programs import SRC_DIR
+        text = (SRC_DIR / "include" / "appmsg" / "client.h").read_text(encoding="utf-8")
+        lines = text.split("A whole program:\n", 1)[1].split("\n *\n * A client keeps", 1)[0]
+        code = "\n".join(line[len(" *   "):] if line.startswith(" *   ") else ""
+                         for line in lines.splitlines())
+        self.run_client_example(code, "client-h")
 
 
 class TestCommandLines(E2E):
