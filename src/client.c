@@ -182,7 +182,8 @@ static uint64_t next_random(struct appmsg_client *c) {
   return c->rng;
 }
 
-/* The most placeholders a connection may collect before it is made again. */
+/* How many placeholders make a connection be made again (with max_in_flight
+ * they fill every slot: nothing else could be sent). */
 static size_t stale_max(const struct appmsg_client *c) {
   if (c->opts->max_in_flight)
     return c->opts->max_in_flight;
@@ -290,7 +291,7 @@ static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *
     }
   if (c->freeing)
     return;
-  if (c->conn && c->state == S_UP && c->stale > stale_max(c)) {
+  if (c->conn && c->state == S_UP && c->stale >= stale_max(c)) {
     /* The server no longer answers on this connection: the replies owed
      * would only be read and dropped.  A new connection starts afresh. */
     c->conn_err = APPMSG_E_TIMEOUT;
@@ -412,9 +413,13 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
   }
   uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
   if (t) {
-    /* From the moment of the call, not from the loop's clock, which stands
-     * still while the program works outside the loop. */
-    k->deadline = appmsg__clock_ms() + t;
+    /* From the moment of the call.  Outside the loop its clock stands
+     * still while the program works, so the clock is read; inside, the
+     * loop's clock is as old as this iteration's callbacks, and the timer
+     * cannot fire before the iteration ends anyway. */
+    uint64_t now = appmsg__loop_in_iteration(c->loop) ? appmsg_loop_now(c->loop)
+                                                      : appmsg__clock_ms();
+    k->deadline = now + t;
     arm_timeouts(c, k->deadline);
   }
   return 0;

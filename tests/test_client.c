@@ -5,13 +5,18 @@
  * mid-stream (queued calls succeed after the reconnect, the backoff shows
  * in the attempts' timestamps), every resolved address tried, error
  * replies decoded, refused connections, max_in_flight, freeing from a
- * callback, and the blocking call.
+ * callback, the blocking call; the queue's limits (calls and bytes), calls
+ * that time out unanswered making the client connect again, timeouts
+ * counted from the call, calls never sent told apart, and a resolver that
+ * never answers stalling only its own client.
  *
  * The services run on the client's own loop (one thread), except for the
  * blocking call, whose server runs on a thread of its own.
  */
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -404,6 +409,240 @@ START_TEST(max_in_flight_bounds_the_calls_sent_at_once) {
 }
 END_TEST
 
+/* ---- budgets, outcomes, resolution --------------------------------------------------------- */
+
+static size_t count_status(const struct seen *s) {
+  return s->calls;
+}
+
+START_TEST(a_full_queue_refuses_the_call_at_once_and_runs_no_callback) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.max_in_flight = 1;
+  o.max_queued = 3;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  uint64_t end = tu_now_ms() + TU_EVENT_MS;
+  while (!appmsg_client_connected(c) && tu_now_ms() < end)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert(appmsg_client_connected(c));
+  struct seen s = {0}, refused = {0};
+  /* One in flight (held by the service), three queued: the fifth has no room. */
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "later", NULL), 0);
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &refused, "later", NULL), APPMSG_E_QUEUE_FULL);
+  for (int i = 0; i < 500 && nheld < 1; i++)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert_int_eq(nheld, 1);
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &refused, "later", NULL), APPMSG_E_QUEUE_FULL);
+  ck_assert_uint_eq(appmsg_client_pending(c), 4);
+  /* An answer makes room: one queued call goes out, and one more fits. */
+  ck_assert_int_eq(appmsg_reply_result(held[0], "0"), 0);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "later", NULL), 0);
+  for (int k = 1; k < 5; k++) {
+    for (int i = 0; i < 500 && nheld <= k; i++)
+      appmsg_loop_run_once(loop, 10);
+    ck_assert_int_eq(nheld, k + 1);
+    ck_assert_int_eq(appmsg_reply_result(held[k], "x"), 0);
+  }
+  run_until(&s.calls, 5, 5000);
+  ck_assert_uint_eq(s.ok, 5);
+  ck_assert_uint_eq(count_status(&refused), 0); /* refused calls never run their callback */
+  appmsg_client_free(c);
+}
+END_TEST
+
+START_TEST(the_queue_is_bounded_in_bytes_while_the_server_is_away) {
+  char dead[16];
+  int hold = tu_refused_port(dead, sizeof dead);
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.max_queued = 100;
+  o.max_queued_bytes = 1000;
+  o.call_timeout_ms = 60000;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", dead, &o), 0);
+  char big[300];
+  memset(big, 'v', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  struct seen s = {0};
+  int queued = 0, rc;
+  while ((rc = appmsg_client_call(c, on_reply, &s, "echo", "value", big, NULL)) == 0)
+    queued++;
+  ck_assert_int_eq(rc, APPMSG_E_QUEUE_FULL);
+  ck_assert_int_eq(queued, 2); /* each frame is about 420 bytes: two fit in 1000, three do not */
+  appmsg_client_free(c);
+  /* Freed before they could be sent: never sent, and said so. */
+  ck_assert_uint_eq(s.calls, 2);
+  ck_assert_int_eq(s.last_status, APPMSG_E_NOT_SENT);
+  ck_assert_int_eq(s.last_cause, APPMSG_E_CLOSED);
+  close(hold);
+}
+END_TEST
+
+START_TEST(calls_that_timed_out_unanswered_make_the_client_connect_again) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.max_in_flight = 2;
+  o.call_timeout_ms = 100;
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "later", NULL), 0);
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "later", NULL), 0);
+  run_until(&s.calls, 2, 5000);
+  ck_assert_uint_eq(s.timeouts, 2);
+  /* Both in-flight slots hold placeholders of calls the server never answered: the client
+   * connects again instead of waiting for those replies for ever. */
+  uint64_t end = tu_now_ms() + TU_EVENT_MS;
+  while (appmsg_client_connects(c) < 2 && tu_now_ms() < end)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert_uint_eq(appmsg_client_connects(c), 2);
+  struct seen next = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &next, "echo", "value", "again", NULL), 0);
+  run_until(&next.calls, 1, 5000);
+  ck_assert_uint_eq(next.ok, 1);
+  ck_assert_str_eq(next.last_result, "again");
+  appmsg_client_free(c);
+}
+END_TEST
+
+START_TEST(a_call_times_out_counting_from_the_call_not_from_the_loop) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  uint64_t end = tu_now_ms() + TU_EVENT_MS;
+  while (!appmsg_client_connected(c) && tu_now_ms() < end)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert(appmsg_client_connected(c));
+  /* The program works outside the loop for a while (the loop's clock stands still)... */
+  usleep(600 * 1000);
+  /* ...then calls with 400 ms to spare: they count from now, not from the loop's last look. */
+  struct seen s = {0};
+  struct appmsg_call call = {.content = "{\"action\": \"later\"}", .timeout_ms = 400};
+  call.len = strlen(call.content);
+  uint64_t t0 = tu_now_ms();
+  ck_assert_int_eq(appmsg_client_send(c, &call, on_reply, &s), 0);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_uint_eq(s.timeouts, 1);
+  ck_assert_uint_ge(tu_now_ms() - t0, 400);
+  appmsg_client_free(c);
+}
+END_TEST
+
+START_TEST(a_call_never_sent_says_so_with_its_cause) {
+  char dead[16];
+  int hold = tu_refused_port(dead, sizeof dead);
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.call_timeout_ms = 300; /* reconnect on: the call waits in the queue until its time is up */
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", dead, &o), 0);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "echo", NULL), 0);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_int_eq(s.last_status, APPMSG_E_NOT_SENT);
+  ck_assert_int_eq(s.last_cause, APPMSG_E_TIMEOUT);
+  ck_assert_ptr_nonnull(strstr(s.last_reason, "not sent"));
+  ck_assert_ptr_nonnull(strstr(s.last_reason, "refused"));
+  appmsg_client_free(c);
+  close(hold);
+}
+END_TEST
+
+/* A resolver that never answers, for one name: the library's lookups go through this
+ * getaddrinfo() (the test links the static library); every other name goes to the C library's. */
+#define HANG_NAME "hang.appmsg.test"
+static pthread_mutex_t hang_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hang_cv = PTHREAD_COND_INITIALIZER;
+static int hang_release, hang_entered;
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res) {
+  static int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+  if (node && strcmp(node, HANG_NAME) == 0) {
+    if (hints && (hints->ai_flags & AI_NUMERICHOST))
+      return EAI_NONAME; /* an address check never asks a resolver */
+    pthread_mutex_lock(&hang_mu);
+    hang_entered++;
+    while (!hang_release)
+      pthread_cond_wait(&hang_cv, &hang_mu);
+    pthread_mutex_unlock(&hang_mu);
+    return EAI_AGAIN;
+  }
+  if (real == NULL)
+    *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+  return real(node, service, hints, res);
+}
+
+static int threads_now(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/task");
+  for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+    n += e->d_name[0] != '.';
+  if (d)
+    closedir(d);
+  return n;
+}
+
+static struct appmsg_client *chain_client;
+static size_t chain_done, chain_ok;
+
+static void chained(const struct appmsg_reply *r, void *ud) {
+  (void)ud;
+  chain_done++;
+  chain_ok += r->status == 0;
+  if (chain_done < 200)
+    appmsg_client_call(chain_client, chained, NULL, "echo", "value", "x", NULL);
+}
+
+START_TEST(a_resolver_that_never_answers_stalls_only_the_client_that_asked) {
+  service_start("127.0.0.1");
+  int threads0 = threads_now();
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  o.connect_timeout_ms = 100; /* each attempt gives the resolver 100 ms */
+  o.call_timeout_ms = 1000;
+  o.backoff_min_ms = 20;
+  o.backoff_max_ms = 50;
+  struct appmsg_client *stuck;
+  ck_assert_int_eq(appmsg_client_new(&stuck, loop, HANG_NAME, port, &o), 0);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(stuck, on_reply, &s, "echo", NULL), 0);
+  /* Another client on the same loop is served as if nothing were wrong. */
+  ck_assert_int_eq(appmsg_client_new(&chain_client, loop, "127.0.0.1", port, &o), 0);
+  chain_done = chain_ok = 0;
+  ck_assert_int_eq(appmsg_client_call(chain_client, chained, NULL, "echo", "value", "x", NULL), 0);
+  struct tu_watch w;
+  tu_watch_start(&w);
+  run_until(&chain_done, 200, 10000);
+  ck_assert_uint_eq(chain_ok, 200);
+  ck_assert_uint_lt(tu_watch_ms(&w), 5000);
+  /* The stuck client's call ends when its time is up: never sent, the resolver named. */
+  run_until(&s.calls, 1, 5000);
+  ck_assert_int_eq(s.last_status, APPMSG_E_NOT_SENT);
+  ck_assert_ptr_nonnull(strstr(s.last_reason, "no answer"));
+  /* Many attempts, one lookup: a resolver that hangs holds one thread, not one per attempt. */
+  pthread_mutex_lock(&hang_mu);
+  ck_assert_int_eq(hang_entered, 1);
+  hang_release = 1;
+  pthread_cond_broadcast(&hang_cv);
+  pthread_mutex_unlock(&hang_mu);
+  appmsg_client_free(stuck);
+  appmsg_client_free(chain_client);
+  /* The lookup's thread ends by itself once the resolver answers (and frees what it holds). */
+  uint64_t end = tu_now_ms() + TU_EVENT_MS;
+  while (threads_now() > threads0 && tu_now_ms() < end)
+    usleep(1000);
+  ck_assert_int_eq(threads_now(), threads0);
+}
+END_TEST
+
 static struct appmsg_client *to_free;
 
 static void free_in_callback(const struct appmsg_reply *r, void *ud) {
@@ -536,6 +775,12 @@ int main(void) {
   tcase_add_test(tc, freeing_the_client_from_a_callback_ends_the_other_calls);
   tcase_add_test(tc, binary_calls_and_given_request_ids);
   tcase_add_test(tc, the_blocking_call_asks_one_question);
+  tcase_add_test(tc, a_full_queue_refuses_the_call_at_once_and_runs_no_callback);
+  tcase_add_test(tc, the_queue_is_bounded_in_bytes_while_the_server_is_away);
+  tcase_add_test(tc, calls_that_timed_out_unanswered_make_the_client_connect_again);
+  tcase_add_test(tc, a_call_times_out_counting_from_the_call_not_from_the_loop);
+  tcase_add_test(tc, a_call_never_sent_says_so_with_its_cause);
+  tcase_add_test(tc, a_resolver_that_never_answers_stalls_only_the_client_that_asked);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -670,6 +670,100 @@ struct hook_seen {
   int closes_before;
 };
 
+/* Pauses reading after the first two messages (the owner has too much in hand). */
+static void pause_after_message(struct appmsg_conn *c, const struct appmsg_header *h,
+                                const void *content, size_t len, void *ud) {
+  on_message(c, h, content, len, ud);
+  if (((struct seen *)ud)->messages <= 2)
+    appmsg_conn_set_reading(c, 0);
+}
+
+static const struct appmsg_conn_callbacks pausing_cbs = {
+    .on_message = pause_after_message, .on_eof = on_eof, .on_close = on_close};
+
+START_TEST(a_hang_up_while_reading_is_paused_waits_its_turn) {
+  int sv[2];
+  pair(sv);
+  struct seen s = {0};
+  struct appmsg_conn *c;
+  ck_assert_int_eq(appmsg_conn_new(&c, loop, sv[0], &opts, &pausing_cbs, &s), 0);
+  unsigned char f[600];
+  size_t n = make_frame(f, "one", 3);
+  ck_assert_int_eq(write(sv[1], f, n), (ssize_t)n);
+  run_until(&s.messages);
+  ck_assert_int_eq(s.messages, 1); /* and reading is paused now */
+  /* Two more frames, then the peer goes: a Unix socket reports a hang-up at once. */
+  n = make_frame(f, "two", 3);
+  n += make_frame(f + n, "three", 5);
+  ck_assert_int_eq(write(sv[1], f, n), (ssize_t)n);
+  close(sv[1]);
+  /* Paused: nothing is delivered, the connection is not closed, and the loop does not spin on
+   * the hang-up it cannot act on yet. */
+  int woke = 0;
+  for (int i = 0; i < 20; i++)
+    woke += appmsg_loop_run_once(loop, 10);
+  ck_assert_int_eq(s.messages, 1);
+  ck_assert_int_eq(s.closes, 0);
+  ck_assert_int_le(woke, 2);
+  /* Reading resumes: the rest arrives in order, then the end. */
+  appmsg_conn_set_reading(c, 1);
+  uint64_t end = appmsg_loop_now(loop) + TU_EVENT_MS;
+  while (s.messages < 2 && appmsg_loop_now(loop) < end)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert_int_eq(s.messages, 2);
+  appmsg_conn_set_reading(c, 1);
+  run_until(&s.closes);
+  ck_assert_int_eq(s.messages, 3);
+  ck_assert_int_eq((int)s.content.len, 11);
+  ck_assert_mem_eq(s.content.p, "onetwothree", 11);
+  ck_assert_msg(s.eofs == 1 && s.close_reason == 0, "eofs %d, close reason %s", s.eofs,
+                appmsg_errname(s.close_reason));
+  tu_str_free(&s.content);
+}
+END_TEST
+
+START_TEST(a_connection_ended_from_outside_finishes_when_the_loop_runs) {
+  int sv[2];
+  pair(sv);
+  struct seen s = {0};
+  struct appmsg_conn *c;
+  ck_assert_int_eq(appmsg_conn_new(&c, loop, sv[0], &opts, &cbs, &s), 0);
+  /* A send and an abort from outside every callback: nothing is freed under the caller, who
+   * may still look at the connection; its descriptor is given back at once. */
+  ck_assert_int_eq(appmsg_conn_send(c, &hdr, "x", 1), 0);
+  appmsg_conn_abort(c, APPMSG_E_CLOSED);
+  ck_assert_int_eq(appmsg_conn_fd(c), -1);
+  ck_assert_int_eq(appmsg_conn_send(c, &hdr, "y", 1), APPMSG_E_CLOSED);
+  appmsg_conn_abort(c, 0);
+  appmsg_conn_close(c);
+  appmsg_conn_hold(c);
+  appmsg_conn_release(c);
+  appmsg_conn_set_reading(c, 0);
+  ck_assert_int_eq(s.closes, 0);
+  appmsg_loop_run_once(loop, 0);
+  ck_assert_int_eq(s.closes, 1);
+  ck_assert_int_eq(s.close_reason, APPMSG_E_CLOSED);
+  appmsg_loop_run_once(loop, 0);
+  ck_assert_int_eq(s.closes, 1);
+  close(sv[1]);
+}
+END_TEST
+
+START_TEST(a_connection_ended_just_before_the_loop_is_freed_still_closes) {
+  int sv[2];
+  pair(sv);
+  struct seen s = {0};
+  struct appmsg_conn *c;
+  ck_assert_int_eq(appmsg_conn_new(&c, loop, sv[0], &opts, &cbs, &s), 0);
+  appmsg_conn_abort(c, APPMSG_E_CLOSED);
+  appmsg_loop_free(loop); /* finishes it: on_close runs, nothing leaks */
+  loop = NULL;
+  ck_assert_int_eq(s.closes, 1);
+  close(sv[1]);
+  ck_assert_int_eq(appmsg_loop_new(&loop, APPMSG_LOOP_DEFAULT), 0); /* for the teardown */
+}
+END_TEST
+
 static void close_hook(struct appmsg_conn *c, int reason, void *arg) {
   (void)c;
   struct hook_seen *h = arg;
@@ -716,6 +810,9 @@ static TCase *backend_case(const char *name, void (*setup_backend)(void)) {
   tcase_add_test(tc, the_server_refuses_above_its_limit_and_drains);
   tcase_add_test(tc, error_replies_have_the_shape_the_guides_client_prints);
   tcase_add_test(tc, close_hook_runs_once_before_on_close_with_its_reason);
+  tcase_add_test(tc, a_hang_up_while_reading_is_paused_waits_its_turn);
+  tcase_add_test(tc, a_connection_ended_from_outside_finishes_when_the_loop_runs);
+  tcase_add_test(tc, a_connection_ended_just_before_the_loop_is_freed_still_closes);
   return tc;
 }
 

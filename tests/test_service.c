@@ -705,6 +705,186 @@ START_TEST(too_many_owed_replies_pause_reading) {
 }
 END_TEST
 
+/* ---- budgets ------------------------------------------------------------------------------ */
+
+/* A "later" (or "echo") request with a value of n bytes, appended to b. */
+static void add_frame(struct tu_str *b, const char *action, int k, size_t n) {
+  struct tu_str body = {0};
+  tu_str_addf(&body, "{\"action\": \"%s\", \"n\": %d, \"value\": \"", action, k);
+  for (size_t i = 0; i < n; i++)
+    tu_str_add(&body, "v", 1);
+  tu_str_add(&body, "\"}", 2);
+  char hdr[256];
+  int hl = snprintf(hdr, sizeof hdr,
+                    "{\"byteorder\": \"big\", \"content-type\": \"text/json\", "
+                    "\"content-encoding\": \"utf-8\", \"content-length\": %zu}",
+                    body.len);
+  unsigned char prefix[2] = {(unsigned char)(hl >> 8), (unsigned char)hl};
+  tu_str_add(b, prefix, 2);
+  tu_str_add(b, hdr, (size_t)hl);
+  tu_str_add(b, body.p, body.len);
+  tu_str_free(&body);
+}
+
+/* Bytes a peer still has to send: sent as the socket takes them. */
+struct outbox {
+  struct tu_str b;
+  size_t off;
+};
+
+static void outbox_push(struct peer *p, struct outbox *o) {
+  while (o->off < o->b.len) {
+    ssize_t w = send(p->fd, o->b.p + o->off, o->b.len - o->off, MSG_NOSIGNAL);
+    if (w <= 0)
+      return;
+    o->off += (size_t)w;
+  }
+}
+
+/* Runs the loop for ms, pushing the peers' bytes, answering nothing. */
+static void run_pushing(struct peer *p, struct outbox *o, int np, int ms) {
+  uint64_t end = tu_now_ms() + (uint64_t)ms;
+  while (tu_now_ms() < end) {
+    for (int i = 0; i < np; i++)
+      outbox_push(&p[i], &o[i]);
+    appmsg_loop_run_once(loop, 5);
+  }
+}
+
+static void conn_budget_64k(struct appmsg_service_opts *o) {
+  o->max_conn_bytes = 64 * 1024;
+}
+
+START_TEST(owed_bytes_past_the_connection_budget_pause_its_reading) {
+  start(_i, conn_budget_64k);
+  struct peer p;
+  peer_connect(&p);
+  struct outbox o = {0};
+  for (int k = 0; k < 20; k++)
+    add_frame(&o.b, "later", k, 16 * 1024);
+  /* Owed requests of 16 KiB each: past 64 KiB held, the connection is not read any more. */
+  run_pushing(&p, &o, 1, 300);
+  ck_assert_int_ge(nheld, 4);
+  ck_assert_int_le(nheld, 5);
+  int most = nheld;
+  /* Answered one by one as they come: reading resumes under half the budget, and the number
+   * owed at once never passes what the budget allows. */
+  for (int k = 0; k < 20; k++) {
+    target_held = k + 1;
+    uint64_t end = tu_now_ms() + 5000;
+    while (nheld < k + 1 && tu_now_ms() < end) {
+      outbox_push(&p, &o);
+      appmsg_loop_run_once(loop, 5);
+    }
+    ck_assert_int_ge(nheld, k + 1);
+    if (nheld - k > most)
+      most = nheld - k;
+    char n[16];
+    snprintf(n, sizeof n, "%d", k);
+    ck_assert_int_eq(appmsg_reply_result(held[k], n), 0);
+  }
+  ck_assert_int_le(most, 5);
+  ck_assert_int_eq(pump(&p, 20, 5000), 20);
+  for (int k = 0; k < 20; k++) {
+    char want[16];
+    snprintf(want, sizeof want, "%d", k);
+    ck_assert_str_eq(result_of(&p.got[k]), want);
+  }
+  tu_str_free(&o.b);
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+static void service_budget_96k(struct appmsg_service_opts *o) {
+  o->max_conn_bytes = 0;
+  o->max_service_bytes = 96 * 1024;
+}
+
+START_TEST(owed_bytes_past_the_service_budget_pause_every_connection_that_adds) {
+  start(_i, service_budget_96k);
+  struct peer p[2];
+  struct outbox o[2] = {{{0}, 0}, {{0}, 0}};
+  for (int i = 0; i < 2; i++) {
+    peer_connect(&p[i]);
+    for (int k = 0; k < 10; k++)
+      add_frame(&o[i].b, "later", 10 * i + k, 16 * 1024);
+  }
+  run_pushing(p, o, 2, 300);
+  /* 96 KiB hold six requests of 16 KiB: the seventh is over the budget. */
+  ck_assert_int_ge(nheld, 6);
+  ck_assert_int_le(nheld, 7);
+  int answered = 0;
+  while (answered < 20) {
+    uint64_t end = tu_now_ms() + 5000;
+    while (nheld <= answered && tu_now_ms() < end) {
+      outbox_push(&p[0], &o[0]);
+      outbox_push(&p[1], &o[1]);
+      appmsg_loop_run_once(loop, 5);
+    }
+    ck_assert_int_gt(nheld, answered);
+    ck_assert_int_le(nheld - answered, 7);
+    ck_assert_int_eq(appmsg_reply_result(held[answered], "ok"), 0);
+    answered++;
+  }
+  ck_assert_int_eq(pump(&p[0], 10, 5000), 10);
+  ck_assert_int_eq(pump(&p[1], 10, 5000), 10);
+  for (int i = 0; i < 2; i++) {
+    tu_str_free(&o[i].b);
+    peer_close(&p[i]);
+  }
+  stop();
+}
+END_TEST
+
+static void service_budget_output(struct appmsg_service_opts *o) {
+  o->max_service_bytes = 256 * 1024;
+  o->server.conn.read_pause = 64u << 20; /* only the service's budget pauses here */
+  o->server.conn.max_output = 0;
+}
+
+START_TEST(output_queued_counts_against_the_service_budget_until_it_drains) {
+  start(_i, service_budget_output);
+  struct peer p;
+  peer_connect(&p);
+  int small = 16 * 1024;
+  setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  struct outbox o = {0};
+  enum { N = 300 };
+  for (int k = 0; k < N; k++)
+    add_frame(&o.b, "echo", k, 16 * 1024);
+  /* The peer sends and does not read: the replies (4.8 MB) fill the kernel's buffers, then the
+   * service's output, and past 256 KiB held the service stops reading. */
+  int before = -1;
+  uint64_t end = tu_now_ms() + 10000;
+  while (tu_now_ms() < end && handled != before) {
+    before = handled;
+    run_pushing(&p, &o, 1, 300);
+  }
+  ck_assert_int_eq(handled, before); /* it stopped: 300 ms without a new request handled */
+  ck_assert_int_lt(handled, N);
+  /* The peer reads: the output drains, the service reads again, every reply arrives. */
+  int got = 0;
+  end = tu_now_ms() + 20000;
+  while (got < N && tu_now_ms() < end) {
+    outbox_push(&p, &o);
+    pump(&p, 0, 0); /* what has arrived, cut into frames: counted, then dropped */
+    got += p.nframes;
+    for (int i = 0; i < p.nframes; i++) {
+      free(p.got[i].header);
+      free(p.got[i].content);
+    }
+    p.nframes = 0;
+    appmsg_loop_run_once(loop, 5);
+  }
+  ck_assert_int_eq(got, N);
+  ck_assert_int_eq(handled, N);
+  tu_str_free(&o.b);
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
 START_TEST(a_later_protocol_version_is_a_bad_request) {
   start(_i, NULL);
   struct peer p;
@@ -778,6 +958,10 @@ int main(void) {
   tcase_add_loop_test(tc, too_many_owed_replies_pause_reading, 0, 2);
   tcase_add_loop_test(tc, a_later_protocol_version_is_a_bad_request, 0, 2);
   tcase_add_loop_test(tc, replies_check_what_they_send, 0, 2);
+  tcase_add_loop_test(tc, owed_bytes_past_the_connection_budget_pause_its_reading, 0, 2);
+  tcase_add_loop_test(tc, owed_bytes_past_the_service_budget_pause_every_connection_that_adds, 0,
+                      2);
+  tcase_add_loop_test(tc, output_queued_counts_against_the_service_budget_until_it_drains, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
