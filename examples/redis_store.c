@@ -119,10 +119,8 @@ struct redis_store {
   uint64_t connects, requests, in_flight, unavailable, timeouts, errors;
 };
 
-#define ADD(counter, n)                                                                            \
-  __atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (uint64_t)(n),      \
-                   __ATOMIC_RELAXED)
-#define GET(counter) __atomic_load_n(&(counter), __ATOMIC_RELAXED)
+#define ADD(counter, n) appmsg_counter_add(&(counter), (uint64_t)(n))
+#define GET(counter) appmsg_counter_get(&(counter))
 #define SET_STATE(s, st) __atomic_store_n(&(s)->state, (st), __ATOMIC_RELAXED)
 
 static void logs(struct redis_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

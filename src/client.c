@@ -417,8 +417,8 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
      * still while the program works, so the clock is read; inside, the
      * loop's clock is as old as this iteration's callbacks, and the timer
      * cannot fire before the iteration ends anyway. */
-    uint64_t now = appmsg__loop_in_iteration(c->loop) ? appmsg_loop_now(c->loop)
-                                                      : appmsg__clock_ms();
+    uint64_t now =
+        appmsg__loop_in_iteration(c->loop) ? appmsg_loop_now(c->loop) : appmsg__clock_ms();
     k->deadline = now + t;
     arm_timeouts(c, k->deadline);
   }

@@ -142,7 +142,7 @@ struct appmsg_service {
 /* The counters have one writer (the service's thread) and may be read by
  * the services of other threads (a group's status). */
 #define APPMSG__ADD(counter, n) appmsg__count(&(counter), (uint64_t)(n))
-#define APPMSG__GET(counter) __atomic_load_n(&(counter), __ATOMIC_RELAXED)
+#define APPMSG__GET(counter) appmsg_counter_get(&(counter))
 
 /* Logs a line when the service's log level asks for it. */
 #define appmsg__svc_log(s, level, ...)                                                             \

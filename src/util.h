@@ -53,11 +53,8 @@ void appmsg__errf(char *err, size_t errlen, const char *fmt, ...)
 void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Adds n to a counter that other threads may read (appmsg_counter_get()):
- * one writer, so a relaxed load and store, which cost a plain add. */
-static inline void appmsg__count(uint64_t *counter, uint64_t n) {
-  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
-}
+/* Adds n to a counter that other threads may read (conn.h's appmsg_counter_add()). */
+#define appmsg__count appmsg_counter_add
 
 /* Milliseconds on CLOCK_MONOTONIC, read now (the loop's own clock is
  * cached per iteration: appmsg_loop_now()). */

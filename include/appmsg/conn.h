@@ -111,6 +111,13 @@ static inline uint64_t appmsg_counter_get(const uint64_t *counter) {
   return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
+/* Adds n (wrapping: -1 as a uint64_t takes one away) to a counter that one
+ * thread writes and others may read with appmsg_counter_get(): a relaxed
+ * load and store, which cost a plain add. */
+static inline void appmsg_counter_add(uint64_t *counter, uint64_t n) {
+  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
 struct appmsg_conn_opts {
   struct appmsg_limits limits; /* frame limits (decoder) */
   uint32_t idle_timeout_ms;    /* close a connection idle between frames; 0: never */
