@@ -192,7 +192,11 @@ static void wait_unlink(struct appmsg__svc_conn *sc) {
 /* Resumes the connections paused for the service's budget once the
  * service is back under three quarters of it. */
 static void service_budget(struct appmsg_service *s) {
-  if (s->waiting == NULL || over_service(s, s->opts->max_service_bytes / 4 * 3))
+  if (s->waiting == NULL) {
+    appmsg_timer_stop(s->loop, &s->budget_timer); /* (its connections closed meanwhile) */
+    return;
+  }
+  if (over_service(s, s->opts->max_service_bytes / 4 * 3))
     return;
   struct appmsg__svc_conn *sc;
   while ((sc = s->waiting) != NULL) {
