@@ -182,6 +182,17 @@ static uint64_t next_random(struct appmsg_client *c) {
   return c->rng;
 }
 
+/* The backoff's bounds: 0 means the default (100 ms, 5 s); the largest is
+ * never below the smallest - never a busy loop. */
+static uint32_t backoff_min(const struct appmsg_client *c) {
+  return c->opts->backoff_min_ms ? c->opts->backoff_min_ms : 100;
+}
+
+static uint32_t backoff_max(const struct appmsg_client *c) {
+  uint32_t m = c->opts->backoff_max_ms ? c->opts->backoff_max_ms : 5000;
+  return m < backoff_min(c) ? backoff_min(c) : m;
+}
+
 /* How many placeholders make a connection be made again (with max_in_flight
  * they fill every slot: nothing else could be sent). */
 static size_t stale_max(const struct appmsg_client *c) {
@@ -197,9 +208,16 @@ static size_t unsent(const struct appmsg_client *c) {
   return c->conn ? appmsg_conn_pending(c->conn) : 0;
 }
 
-/* Whether a call may be handed to the connection now: connected, under
- * max_in_flight, and under the byte budget (one frame always may go when
- * nothing is waiting, however large). */
+/* Whether n more bytes fit the byte budget: the queue's and the
+ * connection's unsent bytes together (one frame always fits when nothing
+ * waits, however large). */
+static int bytes_fit(const struct appmsg_client *c, size_t n) {
+  size_t waiting = c->queued_bytes + unsent(c);
+  return waiting == 0 || c->opts->max_queued_bytes == 0 || waiting + n <= c->opts->max_queued_bytes;
+}
+
+/* Whether a frame of n bytes may be handed to the connection now:
+ * connected, under max_in_flight, within the byte budget. */
 static int room_to_send(const struct appmsg_client *c, size_t n) {
   if (c->state != S_UP || c->conn == NULL)
     return 0;
@@ -207,6 +225,20 @@ static int room_to_send(const struct appmsg_client *c, size_t n) {
     return 0;
   size_t u = unsent(c);
   return u == 0 || c->opts->max_queued_bytes == 0 || u + n <= c->opts->max_queued_bytes;
+}
+
+/* A frame's size before it is built: the content, and room for any header
+ * this client writes (the prepared text/json one with a request-id, or a
+ * general one). */
+static size_t frame_estimate(const struct appmsg_call *call) {
+  size_t n = call->len + 160 + sizeof((struct call *)0)->rid;
+  if (call->content_type)
+    n += 6 * strlen(call->content_type);
+  if (call->content_encoding)
+    n += 6 * strlen(call->content_encoding);
+  if (call->request_id)
+    n += strlen(call->request_id);
+  return n;
 }
 
 static void push_front(struct list *l, struct call *k) {
@@ -362,8 +394,7 @@ static int enqueue_call(struct appmsg_client *c, struct call *k, const struct ap
   int rc = build_frame(c, k, call, &e);
   size_t n = 0;
   const void *p = rc == 0 ? appmsg_encoder_peek(&e, &n) : NULL;
-  if (rc == 0 && c->queue.n > 0 && c->opts->max_queued_bytes &&
-      c->queued_bytes + n > c->opts->max_queued_bytes)
+  if (rc == 0 && !bytes_fit(c, n))
     rc = APPMSG_E_QUEUE_FULL;
   if (rc == 0) {
     k->frame = appmsg__malloc(n ? n : 1);
@@ -394,7 +425,7 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
   k->cb = cb;
   k->ud = ud;
   int rc = -EAGAIN;
-  if (c->queue.n == 0 && room_to_send(c, 0)) {
+  if (c->queue.n == 0 && room_to_send(c, frame_estimate(call))) {
     /* Straight into the connection's output: no copy of our own. */
     size_t before = appmsg_conn_pending(c->conn);
     rc = build_frame(c, k, call, NULL);
@@ -672,7 +703,7 @@ static void attempt_failed(struct appmsg_client *c) {
     uint32_t d = c->backoff;
     uint32_t delay = d / 2 + (uint32_t)(next_random(c) % (d - d / 2 + 1));
     uint64_t next = (uint64_t)d * 2;
-    c->backoff = next > c->opts->backoff_max_ms ? c->opts->backoff_max_ms : (uint32_t)next;
+    c->backoff = next > backoff_max(c) ? backoff_max(c) : (uint32_t)next;
     cl_log(c, APPMSG_LOG_INFO, "%s; trying again in %u ms", c->last_reason, delay);
     appmsg_timer_start(c->loop, &c->retry, delay, 0);
   }
@@ -712,7 +743,7 @@ static void on_connect(struct appmsg_conn *conn, int err, void *ud) {
   c->ai_list = c->ai_next = NULL;
   c->state = S_UP;
   c->connects++;
-  c->backoff = c->opts->backoff_min_ms ? c->opts->backoff_min_ms : 1;
+  c->backoff = backoff_min(c);
   cl_log(c, APPMSG_LOG_INFO, "connected to %s", c->where);
   send_queued(c);
 }
@@ -747,7 +778,7 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
   struct appmsg_client *c = ud;
   if (c == NULL)
     return;
-  size_t unsent_bytes = appmsg_conn_pending(conn);
+  size_t unsent_bytes = appmsg__conn_unsent(conn);
   c->conn = NULL;
   int conn_err = c->conn_err;
   c->conn_err = 0;
@@ -814,7 +845,8 @@ static void try_next(struct appmsg_client *c) {
       rc = appmsg_conn_new_connecting(&c->conn, c->loop, fd, &c->copts, &conn_cbs, c);
     if (rc == 0) {
       c->state = S_CONNECTING;
-      appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
+      if (c->opts->connect_timeout_ms) /* (0: none of its own) */
+        appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
       return; /* on_connect, or on_close and the next one */
     }
     c->conn = NULL;
@@ -869,7 +901,8 @@ static void attempt(struct appmsg_client *c) {
       return;
     }
   }
-  appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
+  if (c->opts->connect_timeout_ms)
+    appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
 }
 
 /* ---- the client ----------------------------------------------------------------- */
@@ -908,7 +941,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
   if (c->host && c->copts.tls && !c->copts.tls_server_name && !appmsg__is_unix(c->host))
     c->copts.tls_server_name = c->host;
   c->port = appmsg__strdup(port ? port : "65432");
-  c->backoff = opts->backoff_min_ms ? opts->backoff_min_ms : 1;
+  c->backoff = backoff_min(c);
   c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
   if (c->rng == 0)
     c->rng = 88172645463325252ULL;
@@ -986,7 +1019,7 @@ void appmsg_client_free(struct appmsg_client *c) {
   c->ai_list = c->ai_next = NULL;
   size_t unsent_bytes = 0;
   if (c->conn) {
-    unsent_bytes = appmsg_conn_pending(c->conn);
+    unsent_bytes = appmsg__conn_unsent(c->conn);
     appmsg_conn_set_userdata(c->conn, NULL); /* its last callbacks find no client */
     appmsg_conn_abort(c->conn, APPMSG_E_CLOSED);
     c->conn = NULL;

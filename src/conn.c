@@ -70,6 +70,7 @@ struct appmsg_conn {
   uint64_t linger_until;                   /* end of the closing linger */
   unsigned char *stash;                    /* input read but not fed: reading was paused */
   size_t stash_len;                        /* its length */
+  size_t dropped;                          /* output dropped unsent by a TLS failure */
   int fd;                                  /* the socket */
   int reason;                              /* why it is closing (0: clean) */
   uint32_t peer_scope;                     /* the peer's IPv6 scope id */
@@ -90,6 +91,8 @@ struct appmsg_conn {
   unsigned watched : 1;                    /* the fd is on the loop */
   unsigned parked : 1;                     /* a hang-up or error came while not reading */
   unsigned drain_probe : 1;                /* a drain began: look once whether input waits */
+  unsigned errored : 1;                    /* on_error was called (it is called once) */
+  unsigned read_on : 1;                    /* it read when last settled (see settle()) */
   unsigned when_idle : 1;                  /* close once quiet: nothing to read, nothing owed */
   unsigned quiet : 1;                      /* the last read found nothing to read */
   unsigned handshaking : 1;                /* a TLS handshake is in progress */
@@ -209,7 +212,12 @@ void appmsg_conn_abort(struct appmsg_conn *c, int reason) {
   touch(c);
 }
 
-/* The earliest deadline the current state calls for, 0 if none. */
+static int reading(const struct appmsg_conn *c);
+
+/* The earliest deadline the current state calls for, 0 if none.  The
+ * frame and idle deadlines run only while the connection reads: a frame
+ * (or a peer) that waits because we do not read is not stalled, and the
+ * time starts again when reading does (settle()). */
 static uint64_t deadline(const struct appmsg_conn *c) {
   const struct appmsg_conn_opts *o = c->opts;
   if (c->shut)
@@ -222,9 +230,11 @@ static uint64_t deadline(const struct appmsg_conn *c) {
   if (appmsg_encoder_pending(&c->enc) > 0 && o->frame_timeout_ms)
     d = c->last_tx + o->frame_timeout_ms;
   uint64_t r = 0;
-  if (appmsg_decoder_in_frame(&c->dec) && o->frame_timeout_ms)
+  if (!reading(c))
+    r = 0;
+  else if (appmsg_decoder_in_frame(&c->dec) && o->frame_timeout_ms)
     r = c->last_rx + o->frame_timeout_ms;
-  else if (!c->close_req && !c->eof && c->holds == 0 && o->idle_timeout_ms)
+  else if (c->holds == 0 && o->idle_timeout_ms)
     r = c->last_rx + o->idle_timeout_ms;
   if (r && (!d || r < d))
     d = r;
@@ -425,6 +435,11 @@ static void settle(struct appmsg__deferred *d) {
     progress_close(c);
   }
   if (!c->dead) {
+    /* Reading again after a pause: the frame and idle clocks start now. */
+    int r = reading(c);
+    if (r && !c->read_on)
+      c->last_rx = now_ms(c);
+    c->read_on = r ? 1 : 0;
     int rc = update_interest(c);
     if (rc == 0)
       rc = rearm(c); /* -ENOMEM: it could not be bounded in time any more */
@@ -445,9 +460,14 @@ static void settle_now(struct appmsg_conn *c) {
   settle(&c->work);
 }
 
+/* A framing error, a stalled frame or a TLS failure: on_error hears the
+ * first (only the first: the connection is closing from then on). */
 static void protocol_error(struct appmsg_conn *c, int err, const char *reason, uint64_t off) {
-  if (c->cbs->on_error)
+  if (!c->errored && c->cbs->on_error) {
+    c->errored = 1;
     c->cbs->on_error(c, err, reason, off, c->ud);
+  }
+  c->errored = 1;
   begin_close(c, err);
 }
 
@@ -516,6 +536,7 @@ static void tls_failed(struct appmsg_conn *c, int err, const char *why) {
   char reason[512];
   snprintf(reason, sizeof reason, "%s", why);
   drop_tls(c);
+  c->dropped += appmsg_encoder_pending(&c->enc); /* never sent (appmsg__conn_unsent()) */
   drop_output(c);
   c->close_req = 1; /* appmsg_conn_send() refuses from now on, replies owed or not */
   c->closing = 1;
@@ -719,10 +740,10 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
     tls_failed(c, APPMSG_E_TIMEOUT, why);
   } else if (appmsg_encoder_pending(&c->enc) > 0 && c->last_tx + c->opts->frame_timeout_ms <= now) {
     appmsg_conn_abort(c, APPMSG_E_TIMEOUT); /* the peer does not read its replies */
-  } else if (appmsg_decoder_in_frame(&c->dec)) {
+  } else if (reading(c) && appmsg_decoder_in_frame(&c->dec)) {
     protocol_error(c, APPMSG_E_TIMEOUT, "the rest of the frame did not arrive in time",
                    c->dec.offset);
-  } else {
+  } else if (reading(c) && c->holds == 0) {
     begin_close(c, APPMSG_E_TIMEOUT); /* idle */
   }
   settle_now(c);
@@ -756,6 +777,7 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
   c->rd_want = c->outgoing ? first : APPMSG_EV_READ;
   c->wr_want = APPMSG_EV_WRITE;
   c->watched = 1;
+  c->read_on = 1;
   appmsg__deferred_init(&c->work, settle);
   appmsg_set_nodelay(fd, 1);
   c->loop = loop;
@@ -930,6 +952,10 @@ void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud) {
 
 size_t appmsg_conn_pending(const struct appmsg_conn *c) {
   return appmsg_encoder_pending(&c->enc);
+}
+
+size_t appmsg__conn_unsent(const struct appmsg_conn *c) {
+  return appmsg_encoder_pending(&c->enc) + c->dropped;
 }
 
 const char *appmsg_conn_peer(const struct appmsg_conn *c) {

@@ -32,6 +32,10 @@ struct appmsg__conn_link {
 };
 struct appmsg__conn_link *appmsg__conn_link(struct appmsg_conn *c);
 
+/* Bytes handed to the connection that never reached its socket: queued
+ * still, or dropped by a TLS failure (nothing can be sent after one). */
+size_t appmsg__conn_unsent(const struct appmsg_conn *c);
+
 /* Hands the content of the message being delivered over to the caller
  * (appmsg_decoder_take_content() on the connection's decoder). */
 void *appmsg__conn_take_content(struct appmsg_conn *c, size_t *len);

@@ -197,15 +197,19 @@ void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d) 
 void appmsg__loop_run_deferred(struct appmsg_loop *loop) {
   struct appmsg__deferred *d;
   /* One node at a time off the head: the work may queue nodes (itself too)
-   * and take others out, and it may free the object d lives in. */
+   * and take others out, and it may free the object d lives in.  Callbacks
+   * run from here (on_close ...) count as inside the loop: a free they make
+   * is queued, and this same run does it. */
+  loop->deferred_depth++;
   while ((d = loop->dq_head) != NULL) {
     appmsg__loop_undefer(loop, d);
     d->fn(d);
   }
+  loop->deferred_depth--;
 }
 
 int appmsg__loop_in_iteration(const struct appmsg_loop *loop) {
-  return loop->in_iteration;
+  return loop->in_iteration || loop->deferred_depth > 0;
 }
 
 int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {

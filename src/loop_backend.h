@@ -57,6 +57,7 @@ struct appmsg_loop {
   int ready_cap;                         /* entries in ready[] */
   int stop;                              /* appmsg_loop_stop() was called */
   int in_iteration;                      /* appmsg_loop_run_once() is running */
+  int deferred_depth;                    /* appmsg__loop_run_deferred() is running */
   uint64_t now;                          /* cached clock, ms */
   struct appmsg__deferred *dq_head;      /* work for the end of the iteration (FIFO) */
   struct appmsg__deferred *dq_tail;      /* ... its last node */

@@ -44,8 +44,9 @@ void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d);
  * outside the loop's callbacks. */
 void appmsg__loop_run_deferred(struct appmsg_loop *loop);
 
-/* 1 while appmsg_loop_run_once() is running (callbacks may be on the
- * stack): an object freed then must wait for the end of the iteration. */
+/* 1 while appmsg_loop_run_once() or appmsg__loop_run_deferred() is
+ * running (callbacks may be on the stack): an object freed then must wait
+ * for the end of the iteration, or of that run. */
 int appmsg__loop_in_iteration(const struct appmsg_loop *loop);
 
 /*

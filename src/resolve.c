@@ -1,6 +1,12 @@
 /*
  * Name lookups off the loop (see resolve.h).
  *
+ * A lookup's own record comes from the C library's allocator, not the one
+ * a program may give appmsg (alloc.h): the resolver thread may free it,
+ * and a program running appmsg on one thread need not make its allocator
+ * thread-safe.  The thread blocks every signal: they are the program's
+ * threads' to take.
+ *
  * A lookup is shared by two owners, the thread that asks getaddrinfo()
  * and the loop that waits for its answer, and counts them: whichever lets
  * go last frees it.  The thread writes its answer into the lookup, then
@@ -13,6 +19,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,9 +47,9 @@ static void unref(struct appmsg__lookup *l) {
   close(l->wfd);
   if (l->ai)
     freeaddrinfo(l->ai);
-  appmsg__free(l->host);
-  appmsg__free(l->port);
-  appmsg__free(l);
+  free(l->host);
+  free(l->port);
+  free(l);
 }
 
 static void *lookup_thread(void *arg) {
@@ -68,12 +75,12 @@ static void on_answer(struct appmsg_loop *loop, int fd, unsigned events, void *u
 
 int appmsg__lookup_start(struct appmsg__lookup **out, struct appmsg_loop *loop, const char *host,
                          const char *port, appmsg__lookup_cb cb, void *arg) {
-  struct appmsg__lookup *l = appmsg__calloc(1, sizeof *l);
+  struct appmsg__lookup *l = calloc(1, sizeof *l);
   if (l == NULL)
     return -ENOMEM;
   l->rfd = l->wfd = -1;
-  l->host = appmsg__strdup(host ? host : "");
-  l->port = appmsg__strdup(port ? port : "");
+  l->host = strdup(host ? host : "");
+  l->port = strdup(port ? port : "");
   int p[2];
   int rc = l->host && l->port ? 0 : -ENOMEM;
   if (rc == 0 && pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
@@ -94,11 +101,15 @@ int appmsg__lookup_start(struct appmsg__lookup **out, struct appmsg_loop *loop, 
   l->refs = 2;
   pthread_attr_t attr;
   pthread_t tid;
+  sigset_t all, old;
+  sigfillset(&all);
   rc = pthread_attr_init(&attr);
   if (rc == 0) {
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024); /* getaddrinfo() needs little */
+    pthread_sigmask(SIG_SETMASK, &all, &old);     /* the thread starts with every signal blocked */
     rc = pthread_create(&tid, &attr, lookup_thread, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
   }
   if (rc) {

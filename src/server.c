@@ -86,7 +86,7 @@ static const struct appmsg_conn_callbacks refuse_cbs = {0};
 static void refuse(struct appmsg_server *s, int fd) {
   if (s->srv_cbs && s->srv_cbs->on_refuse)
     s->srv_cbs->on_refuse(s, APPMSG_E_TOO_MANY_CONNS, s->ud);
-  if (s->refusing >= MAX_REFUSING || s->opts->conn.raw) {
+  if (s->refusing >= MAX_REFUSING || s->opts->conn.raw || !s->listening) {
     close(fd); /* a raw (unframed) peer would not understand an error frame */
     return;
   }
@@ -127,6 +127,8 @@ static void accept_some(struct appmsg_server *s, int max) {
     if (rc < 0) { /* -EMFILE with no reserve, -ENOBUFS...: pause, never spin */
       if (s->srv_cbs && s->srv_cbs->on_refuse)
         s->srv_cbs->on_refuse(s, rc, s->ud);
+      if (!s->listening)
+        return; /* the callback drained or freed the server */
       appmsg_loop_modify(loop, s->acc.listen_fd, 0);
       appmsg_timer_start(loop, &s->resume, ACCEPT_PAUSE_MS, 0);
       return;
@@ -287,6 +289,7 @@ void appmsg_server_free(struct appmsg_server *s) {
     return;
   s->freed = 1;
   stop_listening(s);
+  appmsg_timer_stop(s->loop, &s->resume);
   /* The connections end on their own from now on: they no longer report
    * to the server, whose memory may go before they finish. */
   struct appmsg_conn *c;

@@ -258,7 +258,10 @@ int appmsg__svc_enqueue(struct appmsg__svc_conn *sc, struct appmsg_request *r) {
   return 0;
 }
 
-/* Takes the head off its queue (its reply has gone out). */
+/* Takes the head off its queue (its reply has gone out).  The request
+ * leaves its connection with it: what it still holds (an expired request
+ * the application has not answered yet) is the service's alone, and
+ * nothing of it refers to the connection's state, which may go first. */
 static void dequeue_head(struct appmsg__svc_conn *sc) {
   struct appmsg_request *r = sc->head;
   sc->head = r->next;
@@ -267,6 +270,8 @@ static void dequeue_head(struct appmsg__svc_conn *sc) {
   sc->count--;
   r->queued = 0;
   r->next = NULL;
+  sc->held -= r->held;
+  r->sc = NULL;
   appmsg_conn_release(sc->conn);
 }
 
@@ -342,6 +347,27 @@ static const struct appmsg_prepared *type_header(struct appmsg_service *s, const
  * that r may still reply (r->sc is set).  Returns 0 or a negative code
  * (nothing made).
  */
+int appmsg__svc_error_last(struct appmsg__svc_conn *sc, int err, const char *reason,
+                           uint64_t offset) {
+  struct appmsg_service *s = sc->svc;
+  struct appmsg_request *r = appmsg__svc_request_get(s);
+  char body[APPMSG__ERROR_BODY_MAX];
+  size_t n = appmsg__error_body(appmsg_errname(err), reason, (long long)offset, body);
+  if (r == NULL || appmsg__encoder_push_prepared(&r->out, s->json_hdr, NULL, 0, body, n) != 0) {
+    if (r)
+      appmsg__svc_request_put(r);
+    return -ENOMEM;
+  }
+  r->sc = sc;
+  r->answered = 1;
+  r->replied = 1;
+  appmsg__svc_enqueue(sc, r);
+  hold_bytes(r, appmsg_encoder_pending(&r->out));
+  APPMSG__ADD(s->st.replies, 1);
+  appmsg__svc_count_error(s, appmsg_errname(err));
+  return 0;
+}
+
 int appmsg__svc_deliver(struct appmsg_request *r, const struct appmsg_prepared *hdr,
                         const void *content, size_t len, const char *error_name) {
   struct appmsg_service *s = r->svc;

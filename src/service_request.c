@@ -338,24 +338,12 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
     }
     return;
   }
-  /* Replies are owed: the error reply goes last, in a request of its own. */
-  struct appmsg_request *r = appmsg__svc_request_get(s);
-  char body[APPMSG__ERROR_BODY_MAX];
-  size_t n = appmsg__error_body(appmsg_errname(err), text, (long long)offset, body);
-  if (r == NULL || appmsg__encoder_push_prepared(&r->out, s->json_hdr, NULL, 0, body, n) != 0) {
-    if (r)
-      appmsg__svc_request_put(r);
-    /* No memory: the owed replies still leave, then the connection closes without it. */
+  /* Replies are owed: the error reply goes last, in a request of its own.
+   * Without memory for it the owed replies still leave, then the
+   * connection closes without it. */
+  if (appmsg__svc_error_last(sc, err, text, offset) != 0)
     appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for the error reply",
                     appmsg_conn_peer(c));
-    return;
-  }
-  r->sc = sc;
-  r->answered = 1;
-  r->replied = 1;
-  appmsg__svc_enqueue(sc, r);
-  APPMSG__ADD(s->st.replies, 1);
-  appmsg__svc_count_error(s, appmsg_errname(err));
 }
 
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {

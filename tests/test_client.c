@@ -643,6 +643,47 @@ START_TEST(a_resolver_that_never_answers_stalls_only_the_client_that_asked) {
 }
 END_TEST
 
+static struct appmsg_client *frees_itself;
+
+static void free_own_client(const struct appmsg_reply *r, void *ud) {
+  on_reply(r, ud);
+  appmsg_client_free(frees_itself);
+}
+
+START_TEST(a_callback_freeing_its_client_during_another_free_outside_the_loop_is_safe) {
+  /* A listener of our own that resets the client's connection while the loop is not running. */
+  int lfd;
+  char err[APPMSG_NET_ERRLEN];
+  ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 4, &lfd, err, sizeof err), 0);
+  char p[16];
+  snprintf(p, sizeof p, "%d", appmsg_sockport(lfd));
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  ck_assert_int_eq(appmsg_client_new(&frees_itself, loop, "127.0.0.1", p, &o), 0);
+  uint64_t end = tu_now_ms() + TU_EVENT_MS;
+  while (!appmsg_client_connected(frees_itself) && tu_now_ms() < end)
+    appmsg_loop_run_once(loop, 10);
+  ck_assert(appmsg_client_connected(frees_itself));
+  int afd = accept(lfd, NULL, NULL);
+  ck_assert_int_ge(afd, 0);
+  struct linger lg = {1, 0};
+  setsockopt(afd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(afd); /* a reset */
+  /* Outside the loop: a call (its bytes wait for the loop), then another client freed, which
+   * finishes the loop's pending work - the write fails, the connection ends, and the call's
+   * callback frees its own client from inside that work. */
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(frees_itself, free_own_client, &s, "ping", NULL), 0);
+  struct appmsg_client *other;
+  ck_assert_int_eq(appmsg_client_new(&other, loop, "127.0.0.1", p, &o), 0);
+  usleep(20 * 1000); /* the reset has reached the client's socket */
+  appmsg_client_free(other);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_uint_eq(s.calls, 1);
+  close(lfd);
+}
+END_TEST
+
 static struct appmsg_client *to_free;
 
 static void free_in_callback(const struct appmsg_reply *r, void *ud) {
@@ -781,6 +822,7 @@ int main(void) {
   tcase_add_test(tc, a_call_times_out_counting_from_the_call_not_from_the_loop);
   tcase_add_test(tc, a_call_never_sent_says_so_with_its_cause);
   tcase_add_test(tc, a_resolver_that_never_answers_stalls_only_the_client_that_asked);
+  tcase_add_test(tc, a_callback_freeing_its_client_during_another_free_outside_the_loop_is_safe);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

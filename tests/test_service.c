@@ -885,6 +885,117 @@ START_TEST(output_queued_counts_against_the_service_budget_until_it_drains) {
 }
 END_TEST
 
+/* ---- what a review found: each of these once used freed memory, spun or closed wrongly ---- */
+
+static void short_deadline_200(struct appmsg_service_opts *o) {
+  o->deadline_ms = 200;
+}
+
+START_TEST(a_late_reply_after_the_deadline_and_the_close_is_dropped) {
+  start(_i, short_deadline_200);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1); /* the TIMEOUT reply in its place */
+  ck_assert_str_eq(error_of(&p.got[0]), "TIMEOUT");
+  peer_close(&p);
+  run_until(no_connections, 5000);
+  ck_assert(no_connections());
+  /* The handler answers at last: dropped and said so - its connection's state is long gone. */
+  ck_assert_int_eq(appmsg_reply_result(held[0], "late"), APPMSG_E_CLOSED);
+  ck_assert_ptr_nonnull(strstr(logged.p, "after the deadline had passed"));
+  stop();
+}
+END_TEST
+
+START_TEST(a_service_freed_with_an_expired_request_unanswered_frees_it) {
+  start(_i, short_deadline_200);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  peer_close(&p);
+  run_until(no_connections, 5000);
+  stop(); /* the request the application never answered goes with the service (LeakSanitizer) */
+}
+END_TEST
+
+static void frame_timeout_200(struct appmsg_service_opts *o) {
+  o->server.conn.frame_timeout_ms = 200;
+  o->deadline_ms = 1500;
+}
+
+START_TEST(a_stalled_frame_behind_owed_replies_is_reported_once) {
+  start(_i, frame_timeout_200);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  wait_held(1);
+  peer_send_raw(&p, "\x00\x40{\"by", 5); /* the start of a frame, then silence */
+  /* The frame timeout fires once: one error, queued behind the owed reply; the connection
+   * stops reading and waits for that reply - it does not time out again and again. */
+  uint64_t end = tu_now_ms() + 800;
+  int woke = 0;
+  while (tu_now_ms() < end)
+    woke += appmsg_loop_run_once(loop, 20) > 0;
+  ck_assert_int_le(woke, 10);
+  ck_assert_uint_eq(appmsg_service_error_count(svc, "TIMEOUT"), 1);
+  ck_assert_int_eq(appmsg_reply_result(held[0], "done"), 0);
+  ck_assert_int_eq(pump(&p, -1, 5000), 2); /* the reply, the error, then the end */
+  ck_assert_str_eq(result_of(&p.got[0]), "done");
+  ck_assert_str_eq(error_of(&p.got[1]), "TIMEOUT");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+static void tight_conn_budget(struct appmsg_service_opts *o) {
+  o->server.conn.frame_timeout_ms = 300;
+  o->max_conn_bytes = 2000;
+}
+
+START_TEST(a_frame_half_read_while_reading_is_paused_is_not_timed_out) {
+  start(_i, tight_conn_budget);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  wait_held(2);
+  /* The start of a third request; then the second is answered with 3000 bytes, which wait
+   * behind the first's reply: past the budget, the connection is not read. */
+  const char third[] = "{\"action\": \"echo\", \"value\": \"three\"}";
+  char frame[512];
+  int hl = snprintf(frame + 2, sizeof frame - 2,
+                    "{\"byteorder\": \"little\", \"content-type\": \"text/json\", "
+                    "\"content-encoding\": \"utf-8\", \"content-length\": %zu}",
+                    strlen(third));
+  frame[0] = (char)(hl >> 8);
+  frame[1] = (char)hl;
+  memcpy(frame + 2 + hl, third, strlen(third));
+  size_t n = 2 + (size_t)hl + strlen(third);
+  peer_send_raw(&p, frame, 10);
+  wait_delivered(&p);
+  appmsg_loop_run_once(loop, 10);
+  char big[3001];
+  memset(big, 'x', 3000);
+  big[3000] = '\0';
+  ck_assert_int_eq(appmsg_reply_result(held[1], big), 0);
+  peer_send_raw(&p, frame + 10, n - 10); /* the rest comes at once, and waits unread */
+  uint64_t end = tu_now_ms() + 600;      /* twice the frame timeout */
+  while (tu_now_ms() < end)
+    appmsg_loop_run_once(loop, 20);
+  ck_assert_uint_eq(appmsg_service_error_count(svc, "TIMEOUT"), 0);
+  /* The first answered: under the budget, the third is read and answered. */
+  ck_assert_int_eq(appmsg_reply_result(held[0], "one"), 0);
+  ck_assert_int_eq(pump(&p, 3, 5000), 3);
+  ck_assert_str_eq(result_of(&p.got[0]), "one");
+  ck_assert_ptr_nonnull(strstr(p.got[1].content, big)); /* (longer than result_of() keeps) */
+  ck_assert_str_eq(result_of(&p.got[2]), "three");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
 START_TEST(a_later_protocol_version_is_a_bad_request) {
   start(_i, NULL);
   struct peer p;
@@ -962,6 +1073,10 @@ int main(void) {
   tcase_add_loop_test(tc, owed_bytes_past_the_service_budget_pause_every_connection_that_adds, 0,
                       2);
   tcase_add_loop_test(tc, output_queued_counts_against_the_service_budget_until_it_drains, 0, 2);
+  tcase_add_loop_test(tc, a_late_reply_after_the_deadline_and_the_close_is_dropped, 0, 2);
+  tcase_add_loop_test(tc, a_service_freed_with_an_expired_request_unanswered_frees_it, 0, 2);
+  tcase_add_loop_test(tc, a_stalled_frame_behind_owed_replies_is_reported_once, 0, 2);
+  tcase_add_loop_test(tc, a_frame_half_read_while_reading_is_paused_is_not_timed_out, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -11,7 +11,9 @@
  * an allocation fail on purpose to see what the library does then (the
  * library's own tests do: every allocation of a session fails in turn).
  * What other libraries allocate for it is theirs: OpenSSL's and the C
- * library's (getaddrinfo()) memory does not come from here.
+ * library's (getaddrinfo()) memory does not come from here, nor does the
+ * small record of a name lookup, which the client's resolver thread may
+ * free.
  *
  * The functions must behave as the C library's do (calloc zeroes, realloc
  * of NULL allocates, free of NULL does nothing) and may fail by returning

@@ -69,8 +69,8 @@
  *     it timed out in the queue, the client was freed first, or the
  *     connection was lost before its bytes left): the server never saw
  *     it, and it is safe to send again; cause says why;
- *   - APPMSG_E_TIMEOUT: sent, and no reply in time (a late reply is read
- *     and dropped);
+ *   - APPMSG_E_TIMEOUT: handed to the connection, and no reply in time (it
+ *     may still be sent and acted on; a late reply is read and dropped);
  *   - APPMSG_E_CLOSED: sent, and the connection was lost (or the client
  *     was freed) before the reply: the server may or may not have acted on
  *     it, so the library never sends it again.
@@ -121,13 +121,15 @@ struct appmsg_client;
 
 struct appmsg_client_opts {
   struct appmsg_conn_opts conn; /* limits and output cap (conn.h); idle/frame timeouts unused */
-  uint32_t connect_timeout_ms;  /* per connect attempt to one address */
+  uint32_t connect_timeout_ms;  /* per connect attempt to one address, resolving included
+                                   (0: none of its own) */
   uint32_t call_timeout_ms;     /* a call's default timeout (0: none) */
-  uint32_t backoff_min_ms;      /* the first delay before connecting again */
-  uint32_t backoff_max_ms;      /* the largest */
+  uint32_t backoff_min_ms;      /* the first delay before connecting again (0: 100 ms) */
+  uint32_t backoff_max_ms;      /* the largest (0: 5 s; never below backoff_min_ms) */
   size_t max_queued;            /* calls waiting to be sent, connected or not (0: none wait) */
   size_t max_queued_bytes;      /* bytes of requests waiting to be sent: the queue's, and the
-                                   connection's not yet written (0: no limit) */
+                                   connection's not yet written (0: no limit; one request
+                                   larger than this may wait alone) */
   size_t max_in_flight;         /* calls sent and not yet answered (0: no limit) */
   int reconnect;                /* 0: a lost connection is not made again (calls then fail) */
   int request_ids;              /* 1: number every request with a "request-id" */
