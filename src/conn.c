@@ -414,10 +414,12 @@ static void settle(struct appmsg__deferred *d) {
   struct appmsg_conn *c = (struct appmsg_conn *)((char *)d - offsetof(struct appmsg_conn, work));
   if (!c->dead && c->stash && !c->paused)
     feed_stash(c);
-  if (!c->dead && c->drain_probe) {
+  /* The drain's look waits until it can be made: a connect or a handshake
+   * in progress, or reading paused, would read nothing now, and without
+   * the look a connection with nothing more to send is never seen quiet. */
+  if (!c->dead && c->drain_probe && !c->connecting && !c->handshaking && reading(c)) {
     c->drain_probe = 0; /* what has arrived is read and answered, or it is quiet already */
-    if (!c->connecting && !c->handshaking && reading(c))
-      on_readable(c);
+    on_readable(c);
   }
   /* Records OpenSSL took in while reading was paused: the socket will not say so. */
   if (!c->dead && c->tls && !c->handshaking && reading(c) && appmsg__tls_pending(c->tls))
