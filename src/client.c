@@ -444,12 +444,9 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
   }
   uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
   if (t) {
-    /* From the moment of the call.  Outside the loop its clock stands
-     * still while the program works, so the clock is read; inside, the
-     * loop's clock is as old as this iteration's callbacks, and the timer
-     * cannot fire before the iteration ends anyway. */
-    uint64_t now =
-        appmsg__loop_in_iteration(c->loop) ? appmsg_loop_now(c->loop) : appmsg__clock_ms();
+    /* From the moment of the call: the loop's clock stands still while the
+     * program works outside it, and while callbacks run. */
+    uint64_t now = appmsg__clock_ms();
     k->deadline = now + t;
     arm_timeouts(c, k->deadline);
   }
@@ -1034,7 +1031,7 @@ void appmsg_client_free(struct appmsg_client *c) {
   fail_list(c, &c->queue, APPMSG_E_NOT_SENT, APPMSG_E_CLOSED, "not sent: the client was closed");
   /* Its memory goes at the end of the iteration when a callback called
    * this (the client's own code may be under it), else now. */
-  if (appmsg__loop_in_iteration(c->loop)) {
+  if (appmsg__loop_busy(c->loop)) {
     appmsg__loop_defer(c->loop, &c->gone);
   } else {
     appmsg__loop_run_deferred(c->loop);

@@ -200,16 +200,24 @@ void appmsg__loop_run_deferred(struct appmsg_loop *loop) {
    * and take others out, and it may free the object d lives in.  Callbacks
    * run from here (on_close ...) count as inside the loop: a free they make
    * is queued, and this same run does it. */
-  loop->deferred_depth++;
+  loop->busy++;
   while ((d = loop->dq_head) != NULL) {
     appmsg__loop_undefer(loop, d);
     d->fn(d);
   }
-  loop->deferred_depth--;
+  loop->busy--;
 }
 
-int appmsg__loop_in_iteration(const struct appmsg_loop *loop) {
-  return loop->in_iteration || loop->deferred_depth > 0;
+int appmsg__loop_busy(const struct appmsg_loop *loop) {
+  return loop->busy != 0;
+}
+
+void appmsg__loop_enter(struct appmsg_loop *loop) {
+  loop->busy++;
+}
+
+void appmsg__loop_leave(struct appmsg_loop *loop) {
+  loop->busy--;
 }
 
 int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {
@@ -494,7 +502,7 @@ static int wait_ms(const struct appmsg_loop *loop, int timeout_ms) {
 
 int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms) {
   update_now(loop);
-  loop->in_iteration = 1;
+  loop->busy++;
   int calls = 0;
   if (loop->dq_head != NULL) { /* work queued from outside the loop: done first, no wait */
     appmsg__loop_run_deferred(loop);
@@ -502,7 +510,7 @@ int appmsg_loop_run_once(struct appmsg_loop *loop, int timeout_ms) {
     timeout_ms = 0;
   }
   int n = iterate(loop, timeout_ms);
-  loop->in_iteration = 0;
+  loop->busy--;
   return n < 0 ? n : calls + n;
 }
 

@@ -56,8 +56,7 @@ struct appmsg_loop {
   struct appmsg__ready *ready;           /* readiness of the current iteration */
   int ready_cap;                         /* entries in ready[] */
   int stop;                              /* appmsg_loop_stop() was called */
-  int in_iteration;                      /* appmsg_loop_run_once() is running */
-  int deferred_depth;                    /* appmsg__loop_run_deferred() is running */
+  unsigned busy;                         /* callbacks may be on the stack (a depth) */
   uint64_t now;                          /* cached clock, ms */
   struct appmsg__deferred *dq_head;      /* work for the end of the iteration (FIFO) */
   struct appmsg__deferred *dq_tail;      /* ... its last node */

@@ -44,10 +44,18 @@ void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d);
  * outside the loop's callbacks. */
 void appmsg__loop_run_deferred(struct appmsg_loop *loop);
 
-/* 1 while appmsg_loop_run_once() or appmsg__loop_run_deferred() is
- * running (callbacks may be on the stack): an object freed then must wait
- * for the end of the iteration, or of that run. */
-int appmsg__loop_in_iteration(const struct appmsg_loop *loop);
+/* 1 while callbacks may be on the stack - appmsg_loop_run_once() is
+ * running, or library code called from outside the loop is running the
+ * application's callbacks (enter/leave) - : an object freed then must
+ * wait for the deferred queue, since its own code may be under the
+ * callback that frees it. */
+int appmsg__loop_busy(const struct appmsg_loop *loop);
+
+/* Brackets library code that runs callbacks from outside the loop (a
+ * drain called from main accepts, and runs on_accept): frees made from
+ * them are deferred, as inside the loop. */
+void appmsg__loop_enter(struct appmsg_loop *loop);
+void appmsg__loop_leave(struct appmsg_loop *loop);
 
 /*
  * An output buffer passed from connection to connection.  A connection's

@@ -264,10 +264,19 @@ static void stop_listening(struct appmsg_server *s) {
 }
 
 void appmsg_server_drain(struct appmsg_server *s) {
+  if (s->freed)
+    return;
   /* Whoever connected before the drain is served: the accept queue is emptied before the
-   * listener closes (closing it would reset them). */
+   * listener closes (closing it would reset them).  on_accept runs here, perhaps from
+   * outside the loop, and may free the server: the loop is marked busy meanwhile, so that
+   * the free waits for the deferred queue instead of happening under this code. */
+  struct appmsg_loop *loop = s->loop;
+  appmsg__loop_enter(loop);
   if (s->listening)
     accept_some(s, s->opts->backlog > 0 ? 4 * s->opts->backlog : 4096);
+  appmsg__loop_leave(loop);
+  if (s->freed)
+    return; /* (freed by on_accept: its connections were ended there) */
   stop_listening(s);
   for (struct appmsg_conn *c = s->conns; c; c = appmsg__conn_link(c)->next)
     appmsg_conn_close_when_idle(c);
@@ -303,7 +312,7 @@ void appmsg_server_free(struct appmsg_server *s) {
    * connections' on_close run here); from inside, at the end of the
    * iteration, since the caller may be the server's own callback. */
   appmsg__deferred_init(&s->gone, free_server);
-  if (appmsg__loop_in_iteration(s->loop)) {
+  if (appmsg__loop_busy(s->loop)) {
     appmsg__loop_defer(s->loop, &s->gone);
   } else {
     appmsg__loop_run_deferred(s->loop);

@@ -253,7 +253,7 @@ static void free_service(struct appmsg__deferred *d) {
 void appmsg_service_free(struct appmsg_service *s) {
   if (s == NULL || s->freed)
     return;
-  int inside = appmsg__loop_in_iteration(s->loop);
+  int inside = appmsg__loop_busy(s->loop);
   if (inside && s->own_loop) {
     /* Its own loop is running this very call and cannot be freed under it:
      * the loop is asked to stop, and the service must be freed once
