@@ -196,6 +196,12 @@ void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d) 
 
 void appmsg__loop_run_deferred(struct appmsg_loop *loop) {
   struct appmsg__deferred *d;
+  /* The work runs callbacks (on_close, a client's calls): the loop is busy
+   * meanwhile, even when this runs from outside it (appmsg_loop_free(), a
+   * free called from main), so that an object freed from one of them is
+   * queued here - and freed later in this same pass - rather than freed
+   * under the code that called the callback. */
+  loop->busy++;
   /* One node at a time off the head: the work may queue nodes (itself too)
    * and take others out, and it may free the object d lives in.  Callbacks
    * run from here (on_close ...) count as inside the loop: a free they make
