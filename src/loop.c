@@ -203,10 +203,7 @@ void appmsg__loop_run_deferred(struct appmsg_loop *loop) {
    * under the code that called the callback. */
   loop->busy++;
   /* One node at a time off the head: the work may queue nodes (itself too)
-   * and take others out, and it may free the object d lives in.  Callbacks
-   * run from here (on_close ...) count as inside the loop: a free they make
-   * is queued, and this same run does it. */
-  loop->busy++;
+   * and take others out, and it may free the object d lives in. */
   while ((d = loop->dq_head) != NULL) {
     appmsg__loop_undefer(loop, d);
     d->fn(d);
