@@ -249,17 +249,29 @@ static void push_front(struct list *l, struct call *k) {
   l->n++;
 }
 
-/* Hands queued calls to the connection while there is room. */
+/* Hands queued calls to the connection while there is room.  Runs the
+ * callback of a call that cannot be handed over for lack of memory. */
 static void send_queued(struct appmsg_client *c) {
   while (c->queue.head && !c->freeing && room_to_send(c, c->queue.head->frame_len)) {
     struct call *k = pop(&c->queue);
     c->queued_bytes -= k->frame_len;
-    if (appmsg_conn_send_raw(c->conn, k->frame, k->frame_len) != 0) {
+    int rc = appmsg_conn_send_raw(c->conn, k->frame, k->frame_len);
+    if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL) {
       /* The connection is ending: the call was not handed over, and waits
        * for the next one. */
       push_front(&c->queue, k);
       c->queued_bytes += k->frame_len;
       return;
+    }
+    if (rc != 0) {
+      /* No memory to hand it over (the connection goes on): it fails,
+       * never sent, and the calls behind it go on - kept in the queue it
+       * would wait for an event that may never come. */
+      char reason[APPMSG_ADDRSTRLEN + 64];
+      snprintf(reason, sizeof reason, "not sent to %s: %s", c->where, appmsg_strerror(rc));
+      fail_call(k, APPMSG_E_NOT_SENT, rc, reason);
+      call_put(c, k);
+      continue;
     }
     appmsg__free(k->frame);
     k->frame = NULL;
