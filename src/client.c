@@ -629,12 +629,15 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
     char stack[512], *heap = NULL, errname[65];
     enum appmsg_json_type top;
     size_t plain = strcmp(h->content_type, "text/json") == 0 ? plain_result(content, len) : 0;
+    int oom = 0; /* no memory for the result's text */
     if (plain) { /* {"result": "TEXT"} with nothing to unescape: the common reply */
       char *b = plain < sizeof stack ? stack : (heap = appmsg__malloc(plain + 1));
       if (b) {
         memcpy(b, (const char *)content + 12, plain);
         b[plain] = '\0';
         r.result = b;
+      } else {
+        oom = 1;
       }
       r.result_json = (const char *)content + 11;
       r.result_json_len = plain + 2;
@@ -650,6 +653,8 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
         if (b) {
           b[appmsg_json_unescape(res->val, res->val_len, b)] = '\0';
           r.result = b;
+        } else {
+          oom = 1;
         }
       }
       if (m.has_error && m.error.type == APPMSG_JSON_STRING && m.error.val_len < sizeof errname) {
@@ -659,6 +664,15 @@ static void on_message(struct appmsg_conn *conn, const struct appmsg_header *h, 
         r.cause = APPMSG_E_ERROR_REPLY;
         r.reason = r.result ? r.result : "the server answered with an error reply";
       }
+    }
+    if (oom) {
+      /* A reply whose result cannot be given is not given as a success
+       * without it: the call fails with -ENOMEM (its header and content are
+       * still there); the connection and the other calls go on. */
+      r.status = r.cause = -ENOMEM;
+      r.reason = "out of memory for the reply's result";
+      r.result = NULL;
+      r.error = NULL;
     }
     appmsg_call_fn cb = k->cb;
     k->cb = NULL;
