@@ -187,10 +187,10 @@ void appmsg__svc_flush_queue(struct appmsg__svc_conn *sc);
 /* Makes r, whose handler returned without answering, stand alone (see service_reply.c). */
 void appmsg__svc_make_owed(struct appmsg_request *r);
 
-/* An error reply (a framing error's) queued behind the replies owed on sc,
- * counted like them.  Returns 0 or -ENOMEM. */
-int appmsg__svc_error_last(struct appmsg__svc_conn *sc, int err, const char *reason,
-                           uint64_t offset);
+/* An error reply (a framing error's: body, n bytes, named name) queued
+ * behind the replies owed on sc, counted like them.  Returns 0 or -ENOMEM. */
+int appmsg__svc_error_last(struct appmsg__svc_conn *sc, const char *name, const char *body,
+                           size_t n);
 
 /* The error reply, made by the service itself (no checks of the application's calls). */
 int appmsg__svc_error_reply(struct appmsg_request *r, const char *name, const char *reason,

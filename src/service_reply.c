@@ -347,12 +347,10 @@ static const struct appmsg_prepared *type_header(struct appmsg_service *s, const
  * that r may still reply (r->sc is set).  Returns 0 or a negative code
  * (nothing made).
  */
-int appmsg__svc_error_last(struct appmsg__svc_conn *sc, int err, const char *reason,
-                           uint64_t offset) {
+int appmsg__svc_error_last(struct appmsg__svc_conn *sc, const char *name, const char *body,
+                           size_t n) {
   struct appmsg_service *s = sc->svc;
   struct appmsg_request *r = appmsg__svc_request_get(s);
-  char body[APPMSG__ERROR_BODY_MAX];
-  size_t n = appmsg__error_body(appmsg_errname(err), reason, (long long)offset, body);
   if (r == NULL || appmsg__encoder_push_prepared(&r->out, s->json_hdr, NULL, 0, body, n) != 0) {
     if (r)
       appmsg__svc_request_put(r);
@@ -364,7 +362,7 @@ int appmsg__svc_error_last(struct appmsg__svc_conn *sc, int err, const char *rea
   appmsg__svc_enqueue(sc, r);
   hold_bytes(r, appmsg_encoder_pending(&r->out));
   APPMSG__ADD(s->st.replies, 1);
-  appmsg__svc_count_error(s, appmsg_errname(err));
+  appmsg__svc_count_error(s, name);
   return 0;
 }
 

@@ -331,17 +331,24 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
   }
   appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing",
                   appmsg_conn_peer(c), appmsg_errname(err), (unsigned long long)offset, text);
+  /* A failure of the server's own - no memory to read the frame - is not an error of the
+   * peer's framing: PROTOCOL.md 5.4 names it INTERNAL, with no offset, and a system error's
+   * name (ENOMEM) is not a name of the protocol. */
+  int internal = err > APPMSG_E_BASE;
+  const char *name = internal ? "INTERNAL" : appmsg_errname(err);
+  char body[APPMSG__ERROR_BODY_MAX];
+  size_t n = appmsg__error_body(name, text, internal ? -1 : (long long)offset, body);
   if (sc->head == NULL) {
-    if (appmsg_conn_send_error(c, err, reason, (long long)offset) == 0) {
+    if (appmsg__conn_send_prepared_ex(c, s->json_hdr, NULL, 0, body, n) == 0) {
       APPMSG__ADD(s->st.replies, 1);
-      appmsg__svc_count_error(s, appmsg_errname(err));
+      appmsg__svc_count_error(s, name);
     }
     return;
   }
   /* Replies are owed: the error reply goes last, in a request of its own.
    * Without memory for it the owed replies still leave, then the
    * connection closes without it. */
-  if (appmsg__svc_error_last(sc, err, text, offset) != 0)
+  if (appmsg__svc_error_last(sc, name, body, n) != 0)
     appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for the error reply",
                     appmsg_conn_peer(c));
 }
