@@ -281,8 +281,11 @@ void appmsg__svc_flush_queue(struct appmsg__svc_conn *sc) {
     struct appmsg_request *r = sc->head;
     size_t n;
     const void *p = appmsg_encoder_peek(&r->out, &n);
-    if (n)
-      appmsg_conn_send_raw(sc->conn, p, n); /* (a failure ends the connection: it is dropped) */
+    /* A connection that is ending drops the reply; one that had no memory
+     * to queue it must end too, or the replies after it would answer the
+     * wrong requests. */
+    if (n && appmsg_conn_send_raw(sc->conn, p, n) == -ENOMEM)
+      appmsg_conn_abort(sc->conn, -ENOMEM);
     if (n)
       unhold_bytes(r, n);
     appmsg_encoder_cleanup(&r->out);

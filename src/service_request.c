@@ -305,7 +305,17 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
     hd->fn(r, hd->ud);
   r->in_handler = 0;
   if (r->answered) {
-    r->replied = 1; /* (if its reply could not be made, nothing more is owed for it) */
+    if (!r->replied) {
+      /* The service's own reply (an error reply, the invalid-action answer)
+       * could not be made, for lack of memory: without it the replies after
+       * it would answer the wrong requests (a client matches them in
+       * order), so the connection ends, as when a TIMEOUT reply cannot be
+       * made. */
+      appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a reply; closing",
+                      appmsg_conn_peer(c));
+      appmsg_conn_abort(c, -ENOMEM);
+    }
+    r->replied = 1; /* (nothing more is owed for it) */
     if (!r->queued)
       appmsg__svc_request_put(r); /* nobody else holds it: back to the pool now */
     else
