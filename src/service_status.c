@@ -37,7 +37,10 @@ void appmsg__svc_count_error(struct appmsg_service *s, const char *name) {
 
 void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud) {
   (void)ud;
-  appmsg_reply_json(r, "\"pong\"", 6);
+  /* Refused for lack of memory, the request would stay owed until the
+   * deadline: a ping never answers later, so it answers INTERNAL now. */
+  if (appmsg_reply_json(r, "\"pong\"", 6) != 0)
+    appmsg_reply_error(r, "INTERNAL", "out of memory");
 }
 
 /* A growing text buffer for the status reply. */
