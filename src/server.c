@@ -86,10 +86,11 @@ static const struct appmsg_conn_callbacks refuse_cbs = {0};
 static void refuse(struct appmsg_server *s, int fd) {
   if (s->srv_cbs && s->srv_cbs->on_refuse)
     s->srv_cbs->on_refuse(s, APPMSG_E_TOO_MANY_CONNS, s->ud);
-  /* Drained or freed by on_refuse, the server has ended its connections and
-   * stopped listening (and its memory goes at the end of the iteration): a
-   * connection made now would outlive it and report to it. */
-  if (!s->listening || s->freed || s->refusing >= MAX_REFUSING || s->opts->conn.raw) {
+  /* Freed by on_refuse, the server has ended its connections already and
+   * its memory goes at the end of the iteration: a connection made now
+   * would outlive it and report to it.  (Drained, it still tells the peer
+   * why: the refusal closes itself.) */
+  if (s->freed || s->refusing >= MAX_REFUSING || s->opts->conn.raw) {
     close(fd); /* a raw (unframed) peer would not understand an error frame */
     return;
   }
