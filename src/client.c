@@ -693,19 +693,26 @@ static int tls_failure(const struct appmsg_client *c, int err) {
 
 static void on_error(struct appmsg_conn *conn, int err, const char *reason, uint64_t offset,
                      void *ud) {
-  (void)conn;
   struct appmsg_client *c = ud;
   if (c == NULL)
     return;
   /* The connection ends on this: its calls in flight fail with this code and sentence. */
   const char *why = reason ? reason : appmsg_strerror(err);
   c->conn_err = err;
-  if (tls_failure(c, err))
+  if (tls_failure(c, err)) {
     snprintf(c->conn_reason, sizeof c->conn_reason, "TLS with %s failed: %s", c->where, why);
-  else
-    snprintf(c->conn_reason, sizeof c->conn_reason, "bad reply from %s: %s at offset %llu: %s",
-             c->where, appmsg_errname(err), (unsigned long long)offset, why);
+    cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
+    return;
+  }
+  snprintf(c->conn_reason, sizeof c->conn_reason, "bad reply from %s: %s at offset %llu: %s",
+           c->where, appmsg_errname(err), (unsigned long long)offset, why);
   cl_log(c, APPMSG_LOG_WARN, "%s", c->conn_reason);
+  /* Nothing more can be read from this connection, and a client owes its server nothing: it
+   * ends now, and the calls in flight get the code in this iteration.  (The connection's
+   * graceful close would half-close it and linger up to 2 s for the server's EOF: the calls
+   * would wait for a reply that cannot come, and one whose timeout came first would be
+   * reported as late.) */
+  appmsg_conn_abort(conn, err);
 }
 
 /* ---- connecting ---------------------------------------------------------------- */
