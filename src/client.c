@@ -846,6 +846,15 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
     attempt_failed(c); /* waits backoff_min (jittered), then connects again */
 }
 
+/* The connection wrote everything handed to it: calls that waited for the byte budget go now,
+ * not at the next reply (which may not come before their timeouts, or at all). */
+static void on_written(struct appmsg_conn *conn, void *ud) {
+  (void)conn;
+  struct appmsg_client *c = ud;
+  if (c != NULL && !c->freeing)
+    send_queued(c);
+}
+
 static const struct appmsg_conn_callbacks conn_cbs = {
     .on_message = on_message, .on_error = on_error, .on_connect = on_connect, .on_close = on_close};
 
@@ -874,6 +883,7 @@ static void try_next(struct appmsg_client *c) {
     if (rc == 0)
       rc = appmsg_conn_new_connecting(&c->conn, c->loop, fd, &c->copts, &conn_cbs, c);
     if (rc == 0) {
+      appmsg__conn_set_written_hook(c->conn, on_written);
       c->state = S_CONNECTING;
       if (c->opts->connect_timeout_ms) /* (0: none of its own) */
         appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);

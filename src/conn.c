@@ -62,6 +62,7 @@ struct appmsg_conn {
   void *ud;                                /* the caller's pointer */
   appmsg_conn_hook_fn hook;                /* the owner's close hook, or NULL */
   void *hook_arg;                          /* its argument */
+  appmsg__conn_written_fn written;         /* the owner's hook for an emptied output, or NULL */
   struct appmsg__tls_conn *tls;            /* TLS under the framing; NULL: plaintext */
   uint64_t last_rx;                        /* loop time of the last byte received (handshake:
                                               when it started) */
@@ -98,6 +99,7 @@ struct appmsg_conn {
   unsigned handshaking : 1;                /* a TLS handshake is in progress */
   unsigned outgoing : 1;                   /* the TLS client side (on_connect after handshake) */
   unsigned notify_wait : 1;                /* close_notify waits for wr_want */
+  unsigned all_written : 1;                /* the output emptied: the written hook is owed */
   unsigned rd_want : 2;                    /* readiness a read (or handshake) waits for */
   unsigned wr_want : 2;                    /* readiness a write waits for */
 };
@@ -355,6 +357,8 @@ static int flush(struct appmsg_conn *c) {
     if (w < 0)
       return (int)w;
     output_sent(c, (size_t)w);
+    if (appmsg_encoder_pending(&c->enc) == 0)
+      c->all_written = 1;
     c->last_tx = now_ms(c);
     if (c->opts->counters) {
       appmsg__count(&c->opts->counters->bytes_out, (uint64_t)w);
@@ -428,6 +432,13 @@ static void settle(struct appmsg__deferred *d) {
     int rc = flush(c);
     if (rc < 0)
       failed(c, rc);
+  }
+  if (!c->dead && c->all_written) {
+    /* Everything queued is written: the owner may queue what waited for that (touch() brings
+     * it here again, in this iteration). */
+    c->all_written = 0;
+    if (c->written)
+      c->written(c, c->ud);
   }
   if (!c->dead) {
     /* A drain ends a connection once it is quiet: every request that had
@@ -1003,6 +1014,10 @@ void appmsg_conn_set_reading(struct appmsg_conn *c, int on) {
     return;
   c->paused = !on;
   touch(c);
+}
+
+void appmsg__conn_set_written_hook(struct appmsg_conn *c, appmsg__conn_written_fn fn) {
+  c->written = fn;
 }
 
 void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_hook_fn fn, void *arg) {

@@ -40,6 +40,13 @@ size_t appmsg__conn_unsent(const struct appmsg_conn *c);
  * (appmsg_decoder_take_content() on the connection's decoder). */
 void *appmsg__conn_take_content(struct appmsg_conn *c, size_t *len);
 
+/* The written hook: fn(c, ud) is called when the connection has written everything that was queued
+ * on it, from the loop's work on the connection (never from inside a call of conn.h), with its
+ * userdata; it may queue more.  For the client, whose calls wait in its own queue while the
+ * bytes before them are not written.  NULL removes it. */
+typedef void (*appmsg__conn_written_fn)(struct appmsg_conn *c, void *ud);
+void appmsg__conn_set_written_hook(struct appmsg_conn *c, appmsg__conn_written_fn fn);
+
 /* appmsg_conn_new() for a socket just accepted from peer (no getpeername). */
 struct sockaddr;
 int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
