@@ -422,6 +422,23 @@ static int enqueue_call(struct appmsg_client *c, struct call *k, const struct ap
   return rc;
 }
 
+/* A frame just built into the connection's output that takes the bytes waiting there over the
+ * byte budget: it is taken back and waits in the queue (empty: only max_queued may refuse it)
+ * until they are written. */
+static int take_back(struct appmsg_client *c, struct call *k, size_t before) {
+  if (c->opts->max_queued == 0) {
+    appmsg__conn_unsend(c->conn, before, NULL);
+    return APPMSG_E_QUEUE_FULL;
+  }
+  k->frame = appmsg__malloc(k->frame_len);
+  appmsg__conn_unsend(c->conn, before, k->frame);
+  if (k->frame == NULL)
+    return -ENOMEM;
+  push(&c->queue, k);
+  c->queued_bytes += k->frame_len;
+  return 0;
+}
+
 int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, appmsg_call_fn cb,
                        void *ud) {
   if (cb == NULL || call == NULL || (call->content == NULL && call->len > 0) || c->freeing)
@@ -443,7 +460,11 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
     rc = build_frame(c, k, call, NULL);
     if (rc == 0) {
       k->frame_len = appmsg_conn_pending(c->conn) - before;
-      push(&c->flight, k);
+      size_t budget = c->opts->max_queued_bytes; /* (one frame goes when nothing waits) */
+      if (before == 0 || budget == 0 || before + k->frame_len <= budget)
+        push(&c->flight, k);
+      else
+        rc = take_back(c, k, before);
     } else if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL) {
       rc = -EAGAIN; /* the connection is ending: the call waits for the next one */
     }

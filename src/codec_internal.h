@@ -18,6 +18,9 @@ void appmsg__encoder_adopt(struct appmsg_encoder *e, void *buf, size_t cap);
  * otherwise returns NULL. */
 void *appmsg__encoder_advance_keep(struct appmsg_encoder *e, size_t n, size_t *cap);
 
+/* Drops the queued bytes after the first keep (bytes pushed last, not written yet). */
+void appmsg__encoder_truncate(struct appmsg_encoder *e, size_t keep);
+
 /* Whether e holds a buffer (it may be empty: kept for the next burst). */
 static inline int appmsg__encoder_has_buffer(const struct appmsg_encoder *e) {
   return e->_buf != NULL;

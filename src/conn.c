@@ -1016,6 +1016,18 @@ void appmsg_conn_set_reading(struct appmsg_conn *c, int on) {
   touch(c);
 }
 
+void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep, void *out) {
+  size_t n;
+  const unsigned char *p = appmsg_encoder_peek(&c->enc, &n);
+  if (keep >= n)
+    return;
+  if (out)
+    memcpy(out, p + keep, n - keep);
+  if (c->opts->counters)
+    appmsg__count(&c->opts->counters->out_queued, -(uint64_t)(n - keep));
+  appmsg__encoder_truncate(&c->enc, keep);
+}
+
 void appmsg__conn_set_written_hook(struct appmsg_conn *c, appmsg__conn_written_fn fn) {
   c->written = fn;
 }

@@ -47,6 +47,10 @@ void *appmsg__conn_take_content(struct appmsg_conn *c, size_t *len);
 typedef void (*appmsg__conn_written_fn)(struct appmsg_conn *c, void *ud);
 void appmsg__conn_set_written_hook(struct appmsg_conn *c, appmsg__conn_written_fn fn);
 
+/* Takes back the bytes queued after the first keep - the caller's last sends, not written yet
+ * (sends only queue; the loop writes) - copying them to out unless it is NULL. */
+void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep, void *out);
+
 /* appmsg_conn_new() for a socket just accepted from peer (no getpeername). */
 struct sockaddr;
 int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,

@@ -195,6 +195,11 @@ void appmsg_encoder_advance(struct appmsg_encoder *e, size_t n) {
   appmsg__free(appmsg__encoder_advance_keep(e, n, &cap));
 }
 
+void appmsg__encoder_truncate(struct appmsg_encoder *e, size_t keep) {
+  if (keep < e->_len - e->_pos)
+    e->_len = e->_pos + keep;
+}
+
 void appmsg__encoder_adopt(struct appmsg_encoder *e, void *buf, size_t cap) {
   e->_buf = buf;
   e->_cap = cap;
