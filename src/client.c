@@ -227,20 +227,6 @@ static int room_to_send(const struct appmsg_client *c, size_t n) {
   return u == 0 || c->opts->max_queued_bytes == 0 || u + n <= c->opts->max_queued_bytes;
 }
 
-/* A frame's size before it is built: the content, and room for any header
- * this client writes (the prepared text/json one with a request-id, or a
- * general one). */
-static size_t frame_estimate(const struct appmsg_call *call) {
-  size_t n = call->len + 160 + sizeof((struct call *)0)->rid;
-  if (call->content_type)
-    n += 6 * strlen(call->content_type);
-  if (call->content_encoding)
-    n += 6 * strlen(call->content_encoding);
-  if (call->request_id)
-    n += strlen(call->request_id);
-  return n;
-}
-
 static void push_front(struct list *l, struct call *k) {
   k->next = l->head;
   l->head = k;
@@ -454,7 +440,7 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
   k->cb = cb;
   k->ud = ud;
   int rc = -EAGAIN;
-  if (c->queue.n == 0 && room_to_send(c, frame_estimate(call))) {
+  if (c->queue.n == 0 && room_to_send(c, 0)) {
     /* Straight into the connection's output: no copy of our own. */
     size_t before = appmsg_conn_pending(c->conn);
     rc = build_frame(c, k, call, NULL);
