@@ -338,6 +338,10 @@ static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *
     arm_timeouts(c, next);
 }
 
+static int json_space(char ch) {
+  return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
 /* Writes the frame of a call (header with its request-id, content) into
  * e, or straight into the connection's output when e is NULL. */
 static int build_frame(struct appmsg_client *c, struct call *k, const struct appmsg_call *call,
@@ -353,9 +357,16 @@ static int build_frame(struct appmsg_client *c, struct call *k, const struct app
   const char *type = call->content_type ? call->content_type : "text/json";
   int is_json = strcmp(type, "text/json") == 0;
   const char *enc = call->content_encoding ? call->content_encoding : is_json ? "utf-8" : "binary";
-  if (rid && strlen(rid) < sizeof k->rid) {
-    memcpy(k->rid, rid, strlen(rid));
-    k->rid_len = strlen(rid);
+  size_t rid_n = rid ? strlen(rid) : 0;
+  /* A request-id is JSON text: the whitespace around it is no part of the value, which is what
+   * the server reads and echoes - the call is kept, sent and matched with the value alone. */
+  while (rid_n && json_space(rid[0]))
+    rid++, rid_n--;
+  while (rid_n && json_space(rid[rid_n - 1]))
+    rid_n--;
+  if (rid && rid_n < sizeof k->rid) {
+    memcpy(k->rid, rid, rid_n);
+    k->rid_len = rid_n;
   }
   if (is_json && call->content_encoding == NULL && (rid == NULL || k->rid_len > 0)) {
     if (rid) {
