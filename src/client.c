@@ -53,7 +53,8 @@ struct call {
   unsigned char *frame; /* its frame while queued (allocated) */
   size_t frame_len;     /* the frame's length (kept once sent: see lost()) */
   char rid[32];         /* the request-id it was sent with, as JSON text */
-  size_t rid_len;       /* 0: none (or longer than rid: not matched by id) */
+  char *rid_long;       /* ...in an allocation of its own when it does not fit rid */
+  size_t rid_len;       /* 0: none */
 };
 
 enum state {
@@ -145,8 +146,14 @@ static void unlink_call(struct list *l, struct call *k) {
   }
 }
 
+/* The request-id a call was sent with (rid_len bytes). */
+static const char *call_rid(const struct call *k) {
+  return k->rid_long ? k->rid_long : k->rid;
+}
+
 static void call_put(struct appmsg_client *c, struct call *k) {
   appmsg__free(k->frame);
+  appmsg__free(k->rid_long);
   memset(k, 0, sizeof *k);
   k->next = c->free_calls;
   c->free_calls = k;
@@ -364,11 +371,15 @@ static int build_frame(struct appmsg_client *c, struct call *k, const struct app
     rid++, rid_n--;
   while (rid_n && json_space(rid[rid_n - 1]))
     rid_n--;
-  if (rid && rid_n < sizeof k->rid) {
-    memcpy(k->rid, rid, rid_n);
+  if (rid && rid_n > 0) {
+    char *to = k->rid;
+    if (rid_n >= sizeof k->rid && (to = k->rid_long = appmsg__malloc(rid_n)) == NULL)
+      return -ENOMEM;
+    memcpy(to, rid, rid_n);
     k->rid_len = rid_n;
   }
-  if (is_json && call->content_encoding == NULL && (rid == NULL || k->rid_len > 0)) {
+  if (is_json && call->content_encoding == NULL &&
+      (rid == NULL || (k->rid_len > 0 && k->rid_long == NULL))) {
     if (rid) {
       if (appmsg_json_check(rid, k->rid_len, APPMSG_HEADER_DEPTH_MAX - 1, NULL, NULL) != 0)
         return -EINVAL;
@@ -611,15 +622,19 @@ static size_t plain_result(const void *content, size_t len) {
 static struct call *match(struct appmsg_client *c, const struct appmsg_header *h) {
   struct call *k = NULL;
   if (appmsg__header_has_extras(h) && c->flight.head) {
-    char rid[sizeof c->flight.head->rid];
-    long n = appmsg_header_extra_raw(h, "request-id", rid, sizeof rid);
-    if (n > 0 && (size_t)n <= sizeof rid)
+    char buf[64], *rid = buf;
+    long n = appmsg_header_extra_raw(h, "request-id", buf, sizeof buf);
+    if (n > (long)sizeof buf && (rid = appmsg__malloc((size_t)n)) != NULL)
+      appmsg_header_extra_raw(h, "request-id", rid, (size_t)n);
+    if (n > 0 && rid)
       for (struct call *x = c->flight.head; x; x = x->next)
-        if (x->rid_len == (size_t)n && memcmp(x->rid, rid, (size_t)n) == 0) {
+        if (x->rid_len == (size_t)n && memcmp(call_rid(x), rid, (size_t)n) == 0) {
           unlink_call(&c->flight, x);
           k = x;
           break;
         }
+    if (rid != buf)
+      appmsg__free(rid);
   }
   if (k == NULL)
     k = pop(&c->flight);
