@@ -51,7 +51,8 @@ struct call {
   void *ud;             /* handed to cb */
   uint64_t deadline;    /* clock time its timeout ends (0: none) */
   unsigned char *frame; /* its frame while queued (allocated) */
-  size_t frame_len;     /* the frame's length (kept once sent: see lost()) */
+  size_t frame_len;     /* the frame's length */
+  uint64_t end;         /* once sent: where its frame ends in the bytes handed to the connection */
   char rid[32];         /* the request-id it was sent with, as JSON text */
   char *rid_long;       /* ...in an allocation of its own when it does not fit rid */
   size_t rid_len;       /* 0: none */
@@ -92,6 +93,7 @@ struct appmsg_client {
   char conn_reason[APPMSG_NET_ERRLEN]; /* its sentence */
   struct list queue, flight;           /* see above */
   size_t queued_bytes;                 /* the frames in the queue */
+  uint64_t handed;                     /* bytes handed to the connection since it was made */
   size_t stale;                        /* placeholders in flight */
   struct call *free_calls;             /* pooled */
   struct appmsg_prepared *json;        /* text/json, utf-8 */
@@ -242,6 +244,14 @@ static void push_front(struct list *l, struct call *k) {
   l->n++;
 }
 
+/* A call whose frame the connection has just taken: in flight, ending where the bytes handed
+ * over end now (see lost()). */
+static void in_flight(struct appmsg_client *c, struct call *k) {
+  c->handed += k->frame_len;
+  k->end = c->handed;
+  push(&c->flight, k);
+}
+
 /* Hands queued calls to the connection while there is room.  Runs the
  * callback of a call that cannot be handed over for lack of memory. */
 static void send_queued(struct appmsg_client *c) {
@@ -268,7 +278,7 @@ static void send_queued(struct appmsg_client *c) {
     }
     appmsg__free(k->frame);
     k->frame = NULL;
-    push(&c->flight, k);
+    in_flight(c, k);
   }
 }
 
@@ -470,7 +480,7 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
       k->frame_len = appmsg_conn_pending(c->conn) - before;
       size_t budget = c->opts->max_queued_bytes; /* (one frame goes when nothing waits) */
       if (before == 0 || budget == 0 || before + k->frame_len <= budget)
-        push(&c->flight, k);
+        in_flight(c, k);
       else
         rc = take_back(c, k, before);
     } else if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL) {
@@ -813,23 +823,21 @@ static void on_connect(struct appmsg_conn *conn, int err, void *ud) {
 
 /*
  * Fails the calls of a connection that is lost (list, taken off the
- * client already).  The last unsent_bytes bytes handed to the connection
- * never reached its socket: a call with any of its frame among them was
+ * client already).  Of the bytes handed to the connection, the first
+ * written reached its socket: a call whose frame ends after them was
  * never sent (APPMSG_E_NOT_SENT: safe to try again); the others were,
- * and may have run (status).
+ * and may have run (status).  (Each call knows where its frame ends: the
+ * calls in flight are not all the bytes handed over - a call answered
+ * before its bytes left, which a reply naming it by request-id can do, is
+ * gone from the list, its bytes not.)
  */
-static void lost(struct appmsg_client *c, struct list *l, size_t unsent_bytes, int status,
-                 int cause, const char *why) {
-  size_t total = 0, end = 0;
-  for (struct call *k = l->head; k; k = k->next)
-    total += k->frame_len;
-  size_t written = total > unsent_bytes ? total - unsent_bytes : 0;
+static void lost(struct appmsg_client *c, struct list *l, uint64_t written, int status, int cause,
+                 const char *why) {
   char not_sent[APPMSG_NET_ERRLEN + 16];
   snprintf(not_sent, sizeof not_sent, "not sent: %s", why);
   struct call *k;
   while ((k = pop(l)) != NULL) {
-    end += k->frame_len;
-    if (end <= written)
+    if (k->end <= written)
       fail_call(k, status, cause, why);
     else
       fail_call(k, APPMSG_E_NOT_SENT, cause, not_sent);
@@ -841,7 +849,7 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
   struct appmsg_client *c = ud;
   if (c == NULL)
     return;
-  size_t unsent_bytes = appmsg__conn_unsent(conn);
+  uint64_t written = c->handed - appmsg__conn_unsent(conn);
   c->conn = NULL;
   int conn_err = c->conn_err;
   c->conn_err = 0;
@@ -874,7 +882,7 @@ static void on_close(struct appmsg_conn *conn, int reason, void *ud) {
   struct list gone = c->flight;
   c->flight = (struct list){0};
   c->stale = 0;
-  lost(c, &gone, unsent_bytes, code, reason ? reason : code, why);
+  lost(c, &gone, written, code, reason ? reason : code, why);
   if (!c->freeing)
     attempt_failed(c); /* waits backoff_min (jittered), then connects again */
 }
@@ -917,6 +925,7 @@ static void try_next(struct appmsg_client *c) {
       rc = appmsg_conn_new_connecting(&c->conn, c->loop, fd, &c->copts, &conn_cbs, c);
     if (rc == 0) {
       appmsg__conn_set_written_hook(c->conn, on_written);
+      c->handed = 0;
       c->state = S_CONNECTING;
       if (c->opts->connect_timeout_ms) /* (0: none of its own) */
         appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
@@ -1090,9 +1099,9 @@ void appmsg_client_free(struct appmsg_client *c) {
   }
   freeaddrinfo(c->ai_list);
   c->ai_list = c->ai_next = NULL;
-  size_t unsent_bytes = 0;
+  uint64_t written = c->handed;
   if (c->conn) {
-    unsent_bytes = appmsg__conn_unsent(c->conn);
+    written -= appmsg__conn_unsent(c->conn);
     appmsg_conn_set_userdata(c->conn, NULL); /* its last callbacks find no client */
     appmsg_conn_abort(c->conn, APPMSG_E_CLOSED);
     c->conn = NULL;
@@ -1102,7 +1111,7 @@ void appmsg_client_free(struct appmsg_client *c) {
   struct list l = c->flight;
   c->flight = (struct list){0};
   c->stale = 0;
-  lost(c, &l, unsent_bytes, APPMSG_E_CLOSED, APPMSG_E_CLOSED, why);
+  lost(c, &l, written, APPMSG_E_CLOSED, APPMSG_E_CLOSED, why);
   c->queued_bytes = 0;
   fail_list(c, &c->queue, APPMSG_E_NOT_SENT, APPMSG_E_CLOSED, "not sent: the client was closed");
   /* Its memory goes at the end of the iteration when a callback called
