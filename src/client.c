@@ -282,13 +282,16 @@ static void send_queued(struct appmsg_client *c) {
   }
 }
 
-/* Arms the timeouts timer for a deadline if it is the earliest known. */
-static void arm_timeouts(struct appmsg_client *c, uint64_t deadline) {
+/* Arms the timeouts timer for a deadline if it is the earliest known.  Returns 0, or -ENOMEM
+ * when the loop's timer heap cannot grow (only for a timer that is not armed). */
+static int arm_timeouts(struct appmsg_client *c, uint64_t deadline) {
   if (appmsg_timer_active(&c->timeouts) && c->timeouts_due <= deadline)
-    return;
+    return 0;
   uint64_t now = appmsg__clock_ms();
-  if (appmsg_timer_start(c->loop, &c->timeouts, deadline > now ? deadline - now : 0, 0) == 0)
+  int rc = appmsg_timer_start(c->loop, &c->timeouts, deadline > now ? deadline - now : 0, 0);
+  if (rc == 0)
     c->timeouts_due = deadline;
+  return rc;
 }
 
 /* Why a queued call is still not sent, for its callback. */
@@ -463,6 +466,13 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
     return -EINVAL;
   if (c->state == S_DOWN || (c->state == S_WAITING && c->opts->max_queued == 0))
     return c->last_err ? c->last_err : APPMSG_E_CLOSED;
+  /* From the moment of the call, not from the loop's clock, which stands still while the
+   * program works outside the loop.  The timer is armed first: a call is never taken that
+   * could not time out. */
+  uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
+  uint64_t deadline = t ? appmsg__clock_ms() + t : 0;
+  if (deadline && arm_timeouts(c, deadline) != 0)
+    return -ENOMEM;
   struct call *k = c->free_calls;
   if (k)
     c->free_calls = k->next;
@@ -493,14 +503,7 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
     call_put(c, k);
     return rc;
   }
-  uint32_t t = call->timeout_ms ? call->timeout_ms : c->opts->call_timeout_ms;
-  if (t) {
-    /* From the moment of the call: the loop's clock stands still while the
-     * program works outside it, and while callbacks run. */
-    uint64_t now = appmsg__clock_ms();
-    k->deadline = now + t;
-    arm_timeouts(c, k->deadline);
-  }
+  k->deadline = deadline;
   return 0;
 }
 
@@ -776,9 +779,20 @@ static void attempt_failed(struct appmsg_client *c) {
     uint32_t d = c->backoff;
     uint32_t delay = d / 2 + (uint32_t)(next_random(c) % (d - d / 2 + 1));
     uint64_t next = (uint64_t)d * 2;
-    c->backoff = next > backoff_max(c) ? backoff_max(c) : (uint32_t)next;
-    cl_log(c, APPMSG_LOG_INFO, "%s; trying again in %u ms", c->last_reason, delay);
-    appmsg_timer_start(c->loop, &c->retry, delay, 0);
+    uint32_t max = backoff_max(c);
+    c->backoff = next > max ? max : (uint32_t)next;
+    if (appmsg_timer_start(c->loop, &c->retry, delay, 0) == 0) {
+      cl_log(c, APPMSG_LOG_INFO, "%s; trying again in %u ms", c->last_reason, delay);
+    } else {
+      /* No timer to connect again with (the loop's timer heap cannot grow): the client gives
+       * up as with reconnect off, rather than wait for ever without trying. */
+      c->state = S_DOWN;
+      give_up = 1;
+      c->last_err = -ENOMEM;
+      snprintf(c->last_reason, sizeof c->last_reason,
+               "cannot connect to %s again: no memory for the timer", c->where);
+      cl_log(c, APPMSG_LOG_WARN, "%s", c->last_reason);
+    }
   }
   if (give_up || c->opts->max_queued == 0) {
     char reason[APPMSG_NET_ERRLEN + 16];
@@ -927,8 +941,11 @@ static void try_next(struct appmsg_client *c) {
       appmsg__conn_set_written_hook(c->conn, on_written);
       c->handed = 0;
       c->state = S_CONNECTING;
-      if (c->opts->connect_timeout_ms) /* (0: none of its own) */
-        appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
+      /* Without its timeout the connect could wait for ever: it fails (on_close follows).
+       * (connect_timeout_ms 0: none of its own.) */
+      if (c->opts->connect_timeout_ms &&
+          appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0) != 0)
+        appmsg_conn_abort(c->conn, -ENOMEM);
       return; /* on_connect, or on_close and the next one */
     }
     c->conn = NULL;
@@ -983,8 +1000,13 @@ static void attempt(struct appmsg_client *c) {
       return;
     }
   }
-  if (c->opts->connect_timeout_ms)
-    appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0);
+  if (c->opts->connect_timeout_ms &&
+      appmsg_timer_start(c->loop, &c->retry, c->opts->connect_timeout_ms, 0) != 0) {
+    c->last_err = -ENOMEM; /* no timeout for the lookup: this attempt fails now */
+    snprintf(c->last_reason, sizeof c->last_reason, "cannot resolve '%s': %s", c->host,
+             appmsg_strerror(-ENOMEM));
+    attempt_failed(c);
+  }
 }
 
 /* ---- the client ----------------------------------------------------------------- */
