@@ -74,11 +74,18 @@
  * check the contract instead: every call that returned 0 gets exactly one
  * callback, none runs inside a call or for a call that returned an error;
  * appmsg_client_pending() counts the calls still owed a callback; a call whose
- * timeout has passed has had its callback once the loop has run; a client
- * freed has called every callback; nothing leaks.
+  * timeout has passed has had its callback once the loop has run; a client
+ * freed has called every callback; nothing leaks.  Some of these inputs also
+ * give the client's sockets the smallest send buffer (the target links with
+ * --wrap=connect) and let the server stop reading, so that writes stop half-way
+ * and connections are lost with calls half written: how many bytes the kernel
+ * took is the kernel's business, so the server's reading decides - a call
+ * whose callback said NOT_SENT must never reach the server whole, one answered
+ * or failed with a connection's code (written) must reach it whole, and every
+ * request that arrives is its call's, byte for byte.
  *
- * Not covered: TLS, names to resolve, addresses that connect slowly, a socket
- * buffer that fills (partial writes), appmsg_ask().
+ * Not covered: TLS, names to resolve, addresses that connect slowly,
+ * appmsg_ask().
  *
  * FUZZ_CLIENT_VERBOSE=1 prints each step, what the model expects and what
  * ran.
@@ -155,6 +162,9 @@ struct call {
   int client;                  /* the client it was made on */
   int accepted;                /* (allocation failures) the call returned 0 */
   uint64_t due;                /* (allocation failures) when its timeout ends (0: none) */
+  int claim;                   /* (allocation failures) its callback said it was written (1)
+                                 or never written (2) */
+  int received;                /* (allocation failures) the server has read all of it */
   int depth;                   /* made from the callback of a call of depth - 1 */
   uint32_t seed;               /* the calls its callback makes come from this */
   int action;                  /* what its callback does (A_*) */
@@ -277,12 +287,14 @@ static struct {
   int cur; /* the client in use, -1: none */
   struct ev ev[MAX_EV];
   int nev, pev;
-  int expecting;            /* the real callbacks may run now */
-  int in_call;              /* inside appmsg_client_call/send (no callback may run) */
-  int amb_retry;            /* the retry timer may have fired before the timeouts timer */
-  int full;                 /* out of room: the input stops here */
-  int chaos;                /* allocations fail: the contract is checked, not the model */
-  int lib;                  /* inside a call of the library: its allocations may fail */
+  int expecting; /* the real callbacks may run now */
+  int in_call;   /* inside appmsg_client_call/send (no callback may run) */
+  int amb_retry; /* the retry timer may have fired before the timeouts timer */
+  int full;      /* out of room: the input stops here */
+  int chaos;     /* allocations fail: the contract is checked, not the model */
+  int small_buf; /* (allocation failures) the client's sockets take a few KiB at a time */
+  int unread;    /* (allocation failures) the server does not read for now */
+  int lib;       /* inside a call of the library: its allocations may fail */
   uint64_t allocs, fail_at; /* allocations so far; the one that fails (0: none) */
   unsigned fail_every;      /* ...and every n-th (0: none) */
 } H;
@@ -1026,6 +1038,33 @@ static void *f_realloc(void *p, size_t n) {
 }
 static const struct appmsg_allocator failing = {f_malloc, f_calloc, f_realloc, free};
 
+/* The library's connect() (the target links with --wrap=connect): the client's socket gets the
+ * smallest send buffer when the input asks, so that writes stop half-way and a connection lost
+ * then leaves calls half written. */
+int __real_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int __wrap_connect(int fd, const struct sockaddr *addr, socklen_t len) {
+  if (H.small_buf) {
+    int v = 1; /* (the kernel's minimum, a few KiB) */
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+  }
+  return __real_connect(fd, addr, len);
+}
+
+/* (Allocation failures) which call a request is, from its content (-1: cannot tell). */
+static int request_call(const char *ctype, const unsigned char *c, size_t n) {
+  int k = -1;
+  char s[32];
+  size_t m = n < sizeof s - 1 ? n : sizeof s - 1;
+  memcpy(s, c, m);
+  s[m] = '\0';
+  if (sscanf(s, "{\"action\": \"a%d", &k) == 1 || sscanf(s, "{\"n\": %d", &k) == 1)
+    return k >= 0 && k < H.ncalls ? k : -1;
+  if (strcmp(ctype, "text/json") != 0 && n >= 4 && c[3] == 0 && sscanf(s, "%3d", &k) == 1)
+    return k >= 0 && k < H.ncalls ? k : -1;
+  return -1;
+}
+
 /* ---- the real side ----------------------------------------------------------------------- */
 
 static void on_reply(const struct appmsg_reply *r, void *ud);
@@ -1095,6 +1134,13 @@ static void chaos_reply(const struct appmsg_reply *r, struct call *x, int k) {
         "call %d: %s with%s a header", k, appmsg_errname(r->status), r->header ? "" : "out");
   if (r->header == NULL)
     CHECK(r->reason && r->reason[0] && r->len == 0, "call %d: a failure without its reason", k);
+  /* NOT_SENT: never written.  Answered, or failed with a connection's code (CLOSED, a bad
+   * reply's...): written whole.  (A timeout says nothing.)  The server's reading tells. */
+  if (r->status == APPMSG_E_NOT_SENT)
+    x->claim = 2;
+  else if (r->status != APPMSG_E_TIMEOUT)
+    x->claim = 1;
+  CHECK(!(x->claim == 2 && x->received), "call %d: NOT_SENT, and the server has it", k);
   struct client *cl = &H.clients[x->client];
   int acts[2] = {-1, -1}; /* calls, frees */
   switch (x->action) {
@@ -1231,7 +1277,7 @@ static void listen_start(void) {
 
 /* Reads the requests that arrived on a connection; notes the end of the client's stream. */
 static void peer_drain(struct conn *mc) {
-  if (mc->pfd < 0)
+  if (mc->pfd < 0 || H.unread)
     return;
   for (;;) {
     ssize_t n = recv(mc->pfd, rxbuf, sizeof rxbuf, MSG_DONTWAIT);
@@ -1261,6 +1307,20 @@ static void peer_drain(struct conn *mc) {
         mc->unrid[mc->nunans][rn > 0 && rn < 48 ? rn : 0] = '\0';
         mc->unans[mc->nunans++] = -1;
         mc->nreceived++;
+        size_t clen;
+        const unsigned char *c = appmsg_decoder_content(&mc->pdec, &clen);
+        int k = request_call(appmsg_decoder_header(&mc->pdec)->content_type, c, clen);
+        if (k >= 0) {
+          struct call *x = &H.calls[k];
+          CHECK(clen == x->len && memcmp(c, x->content, clen) == 0,
+                "call %d: the request's content is not the call's: %zu bytes '%.*s', want %zu "
+                "'%.*s'",
+                k, clen, (int)(clen < 80 ? clen : 80), (const char *)c, x->len,
+                (int)(x->len < 80 ? x->len : 80), (const char *)x->content);
+          CHECK(x->claim != 2, "call %d: the server has it, its callback said NOT_SENT", k);
+          CHECK(!x->received, "call %d: the server has it twice", k);
+          x->received = 1;
+        }
         continue;
       }
       CHECK(mc->nreceived < mc->nflushed,
@@ -1866,8 +1926,11 @@ static void op_peer_close(void) {
     return;
   note("op: server closes conn %zu (%zu of %zu bytes written)", (size_t)(mc - H.conns), mc->written,
        mc->olen);
+  int unread = H.unread;
+  H.unread = 0; /* (what was written is read before the close) */
   peer_drain(mc);
   pump(); /* (checks what was read) */
+  H.unread = unread;
   if (mc->pfd >= 0)
     peer_close(mc);
 }
@@ -1884,6 +1947,11 @@ static void op_listen(int on) {
         H.conns[i].reset = 1;
         H.conns[i].peer_closed = 1;
       }
+    return;
+  }
+  if (on == 3 && H.chaos) {
+    H.unread = !H.unread;
+    note("op: server %s reading", H.unread ? "stops" : "resumes");
     return;
   }
   if (on == 3) {
@@ -1921,7 +1989,12 @@ static void teardown(void) {
   struct client *cl = cur();
   if (cl)
     op_free();
+  H.unread = 0;
   pump();
+  for (int i = 0; i < H.ncalls && H.chaos; i++) /* (the server has read all there is) */
+    CHECK(H.calls[i].claim != 1 || H.calls[i].received ||
+              request_call(H.calls[i].want_ctype, H.calls[i].content, H.calls[i].len) != i,
+          "call %d: its callback said it was written; the server never got it whole", i);
   for (int i = 0; i < H.ncalls; i++)
     CHECK(H.chaos ? !H.calls[i].accepted || H.calls[i].done
                   : H.calls[i].where == W_REJECTED || H.calls[i].done,
@@ -1957,6 +2030,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   snprintf(H.host, sizeof H.host, "unix:@%s", H.name);
   unsigned setup = take(256);
   H.chaos = (setup & 0x18) == 0x18; /* a quarter of the inputs */
+  H.small_buf = H.chaos && (setup & 0x20);
+  H.unread = 0;
   H.allocs = H.fail_at = 0;
   H.fail_every = 0;
   if (H.chaos)

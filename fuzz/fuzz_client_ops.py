@@ -6,8 +6,10 @@
 
 The text (see fuzz/corpus-seeds/fuzz_client/*.ops):
 
-  setup S             first byte: bit 0 the poll backend, bits 1-2 both set: not listening
+    setup S             first byte: bit 0 the poll backend, bits 1-2 both set: not listening
                       at first, bits 3-4 both set: allocations fail (then "fail" comes next)
+                      and the contract is checked, not the model; then bit 5: the client's
+                      sockets get the smallest send buffer
   fail HOW N          (allocation failures) 0: the (N+1)-th allocation from now fails,
                       1: every (2 + N % 16)-th, 2: none
   client A B C D      the client's options (fuzz_client.c op_new_client()); 0 0 0 0: defaults
@@ -35,7 +37,7 @@ The text (see fuzz/corpus-seeds/fuzz_client/*.ops):
   new A B C D         a new client (when there is none)
   advrun T            advance T, then run
   abort               the server closes its listener with what waits in its backlog
-  accepting           the server stops / resumes accepting
+    accepting           the server stops / resumes accepting (allocation failures: reading)
 """
 import sys
 
