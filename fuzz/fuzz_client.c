@@ -28,7 +28,8 @@
  *     client is connected, under max_in_flight (placeholders count) and the
  *     frame fits max_queued_bytes with the unwritten bytes (one frame always
  *     may go when nothing waits); else it waits in the queue (max_queued; its
- *     bytes too count against max_queued_bytes, the first always fits), else
+ *     bytes, the queue's and the unwritten ones together count against
+ *     max_queued_bytes, a frame always fits when nothing waits), else
  *     APPMSG_E_QUEUE_FULL; down, or waiting with no queue allowed: the last
  *     error; queued calls move on at connecting, after each reply and when the
  *     connection has written its output;
@@ -606,9 +607,10 @@ static int m_call(struct client *cl, int k, int *rcs) {
     snprintf(x->rid, sizeof x->rid, "%llu", (unsigned long long)cl->next_id);
     x->rid_len = strlen(x->rid);
   }
+  size_t waiting = cl->qbytes + cl->unflushed; /* the queue's and the connection's unwritten */
   if (!direct &&
-      (cl->nq >= (int)cl->o.max_queued || (cl->nq > 0 && cl->o.max_queued_bytes &&
-                                           cl->qbytes + x->frame_len > cl->o.max_queued_bytes))) {
+      (cl->nq >= (int)cl->o.max_queued || (waiting > 0 && cl->o.max_queued_bytes &&
+                                           waiting + x->frame_len > cl->o.max_queued_bytes))) {
     rcs[0] = APPMSG_E_QUEUE_FULL;
     return 1;
   }
@@ -1654,14 +1656,17 @@ static void op_new_client(void) {
   o->request_ids = (b >> 4) & 1;
   static const uint32_t tmo[] = {10000, 0, 30, 100, 1000};
   o->call_timeout_ms = tmo[c % 5];
-  static const uint32_t bo[][2] = {{100, 5000}, {2, 2}, {2, 16}, {10, 40}, {50, 0}, {5, 3}};
-  o->backoff_min_ms = bo[(c / 5) % 6][0];
-  o->backoff_max_ms = bo[(c / 5) % 6][1];
+  static const uint32_t bo[][2] = {{100, 5000}, {2, 2}, {2, 16}, {10, 40}, {50, 0}, {5, 3}, {0, 0}};
+  o->backoff_min_ms = bo[(c / 5) % 7][0];
+  o->backoff_max_ms = bo[(c / 5) % 7][1];
   static const uint64_t mcl[] = {(uint64_t)1 << 30, (uint64_t)1 << 30, 64, 300};
   o->conn.limits.max_content_length = mcl[d % 4];
   o->conn.limits.max_header_length = (d / 4) % 2 ? 1024 : 65535;
-  cl->bmin = o->backoff_min_ms ? o->backoff_min_ms : 1;
-  cl->bmax = o->backoff_max_ms > cl->bmin ? o->backoff_max_ms : cl->bmin;
+  /* client.h: 0 is the default (100 ms, 5 s); the largest is never below the smallest. */
+  cl->bmin = o->backoff_min_ms ? o->backoff_min_ms : 100;
+  cl->bmax = o->backoff_max_ms ? o->backoff_max_ms : 5000;
+  if (cl->bmax < cl->bmin)
+    cl->bmax = cl->bmin;
   cl->backoff = cl->bmin;
   cl->live = 1;
   cl->conn = -1;

@@ -202,11 +202,12 @@ static uint32_t backoff_max(const struct appmsg_client *c) {
   return m < backoff_min(c) ? backoff_min(c) : m;
 }
 
-/* How many placeholders make a connection be made again (with max_in_flight
- * they fill every slot: nothing else could be sent). */
+/* The most placeholders a connection may collect before it is made again.  Placeholders count
+ * against max_in_flight: a window full of them sends nothing more until late replies come, which
+ * a server that dropped the requests never sends - so a full window is too many. */
 static size_t stale_max(const struct appmsg_client *c) {
   if (c->opts->max_in_flight)
-    return c->opts->max_in_flight;
+    return c->opts->max_in_flight - 1;
   return c->opts->max_queued ? c->opts->max_queued : 1024;
 }
 
@@ -341,7 +342,7 @@ static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *
     }
   if (c->freeing)
     return;
-  if (c->conn && c->state == S_UP && c->stale >= stale_max(c)) {
+  if (c->conn && c->state == S_UP && c->stale > stale_max(c)) {
     /* The server no longer answers on this connection: the replies owed
      * would only be read and dropped.  A new connection starts afresh. */
     c->conn_err = APPMSG_E_TIMEOUT;
@@ -444,20 +445,10 @@ static int enqueue_call(struct appmsg_client *c, struct call *k, const struct ap
 }
 
 /* A frame just built into the connection's output that takes the bytes waiting there over the
- * byte budget: it is taken back and waits in the queue (empty: only max_queued may refuse it)
- * until they are written. */
-static int take_back(struct appmsg_client *c, struct call *k, size_t before) {
-  if (c->opts->max_queued == 0) {
-    appmsg__conn_unsend(c->conn, before, NULL);
-    return APPMSG_E_QUEUE_FULL;
-  }
-  k->frame = appmsg__malloc(k->frame_len);
-  appmsg__conn_unsend(c->conn, before, k->frame);
-  if (k->frame == NULL)
-    return -ENOMEM;
-  push(&c->queue, k);
-  c->queued_bytes += k->frame_len;
-  return 0;
+ * byte budget: it is taken back and the call refused (the bytes waiting count, queue or not). */
+static int take_back(struct appmsg_client *c, size_t before) {
+  appmsg__conn_unsend(c->conn, before, NULL);
+  return APPMSG_E_QUEUE_FULL;
 }
 
 int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, appmsg_call_fn cb,
@@ -492,7 +483,7 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
       if (before == 0 || budget == 0 || before + k->frame_len <= budget)
         in_flight(c, k);
       else
-        rc = take_back(c, k, before);
+        rc = take_back(c, before);
     } else if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL) {
       rc = -EAGAIN; /* the connection is ending: the call waits for the next one */
     }

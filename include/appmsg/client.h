@@ -57,7 +57,7 @@
  * replies make room, as app-client does with its standard input).  With
  * max_queued 0 nothing waits.  A call that timed out while in flight keeps
  * its place as a placeholder, so that later replies still match; when the
- * placeholders reach max_in_flight (or max_queued when that is 0, or 1024) the
+ * placeholders fill max_in_flight (or pass max_queued when that is 0, or 1024) the
  * server is taken to be no longer answering on this connection, and the
  * client connects again.
  *
