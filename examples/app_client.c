@@ -319,6 +319,11 @@ int main(int argc, char **argv) {
   appmsg_client_opts_default(&o);
   o.connect_timeout_ms = o.call_timeout_ms = (uint32_t)(timeout_s * 1000);
   o.reconnect = 0;
+  /* The calls in flight are bounded too, not only the queue: every request the kernel's socket
+   * buffers hold is a call kept until its answer, and with no bound "-" would hold as many as
+   * its input has lines, up to what the kernel buffers (10 MB of requests, 20 MB of memory by
+   * default, far more where tcp_wmem/tcp_rmem are raised).  4096 keep the server as busy. */
+  o.max_in_flight = 4096;
   o.log = run.verbose ? log_line : NULL;
   o.conn.tls = tls_client_setup(&cli, &tls);
   o.conn.tls_server_name = tls.name;
