@@ -58,6 +58,18 @@ static void on_missing(struct appmsg_request *r, void *ud) {
   appmsg_reply_error(r, "NOT_FOUND", "there is no such thing");
 }
 
+/* A reply whose keys are written with escapes, as a JSON writer may: the same "result" and
+ * "error" members to any JSON reader. */
+static void on_escaped(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  const char *v = appmsg_request_string(r, "value");
+  const char *json =
+      v && strcmp(v, "error") == 0
+          ? "{\"\\u0072esult\": \"Error: gone.\", \"\\u0065rror\": \"NOT_\\u0046OUND\"}"
+          : "{\"r\\u0065sult\": \"found \\u00e9\", \"resul\": \"not this\"}";
+  appmsg_reply_content(r, "text/json", "utf-8", json, strlen(json));
+}
+
 static void on_binary(struct appmsg_request *r, void *ud) {
   (void)ud;
   size_t len;
@@ -72,6 +84,7 @@ static void service_start(const char *host) {
   appmsg_service_handle(svc, "echo", on_echo, NULL);
   appmsg_service_handle(svc, "later", on_later, NULL);
   appmsg_service_handle(svc, "missing", on_missing, NULL);
+  appmsg_service_handle(svc, "escaped", on_escaped, NULL);
   appmsg_service_handle_binary(svc, on_binary, NULL);
   char err[APPMSG_NET_ERRLEN];
   int rc = appmsg_service_listen(svc, host, port[0] ? port : "0", err, sizeof err);
@@ -331,6 +344,26 @@ START_TEST(an_error_reply_is_decoded_into_its_name_and_reason) {
   ck_assert_int_eq(s.last_status, APPMSG_E_ERROR_REPLY);
   ck_assert_str_eq(s.last_error, "NOT_FOUND");
   ck_assert_str_eq(s.last_reason, "Error: there is no such thing.");
+  appmsg_client_free(c);
+}
+END_TEST
+
+START_TEST(reply_keys_written_with_escapes_are_read_as_their_names) {
+  service_start("127.0.0.1");
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct seen s = {0};
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "escaped", "value", "result", NULL), 0);
+  run_until(&s.calls, 1, 5000);
+  ck_assert_int_eq(s.last_status, 0);
+  ck_assert_str_eq(s.last_result, "found \xc3\xa9");
+  ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "escaped", "value", "error", NULL), 0);
+  run_until(&s.calls, 2, 5000);
+  ck_assert_int_eq(s.last_status, APPMSG_E_ERROR_REPLY);
+  ck_assert_str_eq(s.last_error, "NOT_FOUND");
+  ck_assert_str_eq(s.last_reason, "Error: gone.");
   appmsg_client_free(c);
 }
 END_TEST
@@ -811,6 +844,7 @@ int main(void) {
   tcase_add_test(tc, calls_queued_while_the_server_is_down_succeed_after_it_comes_back);
   tcase_add_test(tc, every_resolved_address_is_tried_in_turn);
   tcase_add_test(tc, an_error_reply_is_decoded_into_its_name_and_reason);
+  tcase_add_test(tc, reply_keys_written_with_escapes_are_read_as_their_names);
   tcase_add_test(tc, a_refused_connection_fails_the_calls_that_wait_for_it);
   tcase_add_test(tc, max_in_flight_bounds_the_calls_sent_at_once);
   tcase_add_test(tc, freeing_the_client_from_a_callback_ends_the_other_calls);
