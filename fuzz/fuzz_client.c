@@ -640,6 +640,24 @@ static void m_nested_call(int parent, int slot) {
        k >= 0 ? appmsg_errname(e.rcs[0]) : "(none made)", e.nrcs > 1 ? " (or another)" : "");
 }
 
+/* The calls in flight end with the connection: a call the socket took whole gets code, one it
+ * did not NOT_SENT, both with cause; a timed-out call's placeholder just goes. */
+static void m_fail_flight(struct client *cl, int code, int cause) {
+  int l[MAX_CALLS], n = cl->nf;
+  memcpy(l, cl->f, (size_t)n * sizeof l[0]);
+  cl->nf = 0;
+  cl->stale = 0;
+  cl->unflushed = 0;
+  for (int i = 0; i < n; i++) {
+    struct call *x = &H.calls[l[i]];
+    if (x->placeholder) {
+      x->where = W_DONE;
+      continue;
+    }
+    m_fail(l[i], x->flushed ? code : APPMSG_E_NOT_SENT, cause);
+  }
+}
+
 /* appmsg_client_free(), from a callback or not. */
 static void m_free(struct client *cl) {
   if (cl->freeing)
@@ -653,19 +671,7 @@ static void m_free(struct client *cl) {
     cl->conn = -1;
   }
   cl->state = ST_DOWN;
-  int l[MAX_CALLS], n = cl->nf;
-  memcpy(l, cl->f, (size_t)n * sizeof l[0]);
-  cl->nf = 0;
-  cl->stale = 0;
-  cl->unflushed = 0;
-  for (int i = 0; i < n; i++) {
-    struct call *x = &H.calls[l[i]];
-    if (x->placeholder) {
-      x->where = W_DONE;
-      continue;
-    }
-    m_fail(l[i], x->flushed ? APPMSG_E_CLOSED : APPMSG_E_NOT_SENT, APPMSG_E_CLOSED);
-  }
+  m_fail_flight(cl, APPMSG_E_CLOSED, APPMSG_E_CLOSED);
   int q[MAX_CALLS], nq = cl->nq;
   memcpy(q, cl->q, (size_t)nq * sizeof q[0]);
   cl->nq = 0;
@@ -713,19 +719,7 @@ static void m_lose(struct client *cl, int reason, int conn_err) {
   cl->conn = -1;
   cl->last_err = code;
   cl->state = cl->o.reconnect ? ST_WAITING : ST_DOWN;
-  int l[MAX_CALLS], n = cl->nf;
-  memcpy(l, cl->f, (size_t)n * sizeof l[0]);
-  cl->nf = 0;
-  cl->stale = 0;
-  cl->unflushed = 0;
-  for (int i = 0; i < n; i++) {
-    struct call *x = &H.calls[l[i]];
-    if (x->placeholder) {
-      x->where = W_DONE;
-      continue;
-    }
-    m_fail(l[i], x->flushed ? code : APPMSG_E_NOT_SENT, cause);
-  }
+  m_fail_flight(cl, code, cause);
   if (!cl->freeing)
     m_attempt_failed(cl);
 }
