@@ -51,6 +51,12 @@
 
 static _Thread_local unsigned char rbuf[READ_CHUNK];
 
+/* Input kept while reading is paused (rare: its length lives with it). */
+struct stash {
+  size_t len;
+  unsigned char data[];
+};
+
 /* A framed connection.  Nothing outside this file looks inside. */
 struct appmsg_conn {
   struct appmsg_decoder dec;               /* what arrives */
@@ -69,8 +75,7 @@ struct appmsg_conn {
   uint64_t last_tx;                        /* loop time output last moved (or was queued) */
   uint64_t timer_due;                      /* when the timer is set to fire */
   uint64_t linger_until;                   /* end of the closing linger */
-  unsigned char *stash;                    /* input read but not fed: reading was paused */
-  size_t stash_len;                        /* its length */
+  struct stash *stash;                     /* input read but not fed: reading was paused */
   size_t dropped;                          /* output dropped unsent by a TLS failure */
   int fd;                                  /* the socket */
   int reason;                              /* why it is closing (0: clean) */
@@ -487,27 +492,25 @@ static void protocol_error(struct appmsg_conn *c, int err, const char *reason, u
 /* Keeps input that arrived in the same read as a message after which the
  * owner paused reading (the read buffer is shared by every connection). */
 static void stash(struct appmsg_conn *c, const unsigned char *p, size_t n) {
-  unsigned char *b = appmsg__malloc(n);
+  struct stash *b = appmsg__malloc(offsetof(struct stash, data) + n);
   if (b == NULL) {
     appmsg_conn_abort(c, -ENOMEM);
     return;
   }
-  memcpy(b, p, n);
+  b->len = n;
+  memcpy(b->data, p, n);
   appmsg__free(c->stash);
   c->stash = b;
-  c->stash_len = n;
 }
 
 static void deliver(struct appmsg_conn *c, const unsigned char *p, size_t n);
 
 /* Feeds stashed input once reading resumes (it may pause again). */
 static void feed_stash(struct appmsg_conn *c) {
-  unsigned char *b = c->stash;
-  size_t n = c->stash_len;
+  struct stash *b = c->stash;
   c->stash = NULL;
-  c->stash_len = 0;
   if (!c->close_req && !c->dead)
-    deliver(c, b, n);
+    deliver(c, b->data, b->len);
   appmsg__free(b);
 }
 

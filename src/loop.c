@@ -166,10 +166,14 @@ void appmsg__loop_spare_give(struct appmsg_loop *loop, void *buf, size_t cap) {
 
 /* ---- work deferred to the end of the iteration ------------------------------------------ */
 
+/* Whether d is in the queue: only its head has no predecessor. */
+static int deferred_queued(const struct appmsg_loop *loop, const struct appmsg__deferred *d) {
+  return d->prev != NULL || loop->dq_head == d;
+}
+
 void appmsg__loop_defer(struct appmsg_loop *loop, struct appmsg__deferred *d) {
-  if (d->queued)
+  if (deferred_queued(loop, d))
     return;
-  d->queued = 1;
   d->next = NULL;
   d->prev = loop->dq_tail;
   if (loop->dq_tail)
@@ -180,7 +184,7 @@ void appmsg__loop_defer(struct appmsg_loop *loop, struct appmsg__deferred *d) {
 }
 
 void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d) {
-  if (!d->queued)
+  if (!deferred_queued(loop, d))
     return;
   if (d->prev)
     d->prev->next = d->next;
@@ -191,7 +195,6 @@ void appmsg__loop_undefer(struct appmsg_loop *loop, struct appmsg__deferred *d) 
   else
     loop->dq_tail = d->prev;
   d->prev = d->next = NULL;
-  d->queued = 0;
 }
 
 void appmsg__loop_run_deferred(struct appmsg_loop *loop) {

@@ -21,8 +21,7 @@
 /* A node of the deferred queue, embedded in the object that needs the work. */
 struct appmsg__deferred {
   void (*fn)(struct appmsg__deferred *d); /* the work; it may queue d again */
-  struct appmsg__deferred *prev, *next;   /* in the queue */
-  unsigned queued;                        /* 1 while in the queue */
+  struct appmsg__deferred *prev, *next;   /* in the queue (queued: prev, or the queue's head) */
 };
 
 /* Sets up a node (not queued) with its work. */
@@ -30,7 +29,6 @@ static inline void appmsg__deferred_init(struct appmsg__deferred *d,
                                          void (*fn)(struct appmsg__deferred *)) {
   d->fn = fn;
   d->prev = d->next = NULL;
-  d->queued = 0;
 }
 
 /* Queues d (nothing if it is queued already). */
