@@ -63,6 +63,7 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
   s->opts = opts;
   s->started = appmsg__clock_ms();
   s->self = s;
+  s->fresh.svc = s;
   appmsg__svc_reply_init(s);
   strcpy(s->errors[APPMSG__ERROR_NAMES_MAX].name, "OTHER");
   s->unknown.fn = appmsg__svc_invalid_action;

@@ -75,17 +75,19 @@ struct appmsg_request {
 #define APPMSG__PAUSE_BYTES 0x2u   /* the connection's byte budget */
 #define APPMSG__PAUSE_SERVICE 0x4u /* the service's byte budget */
 
-/* A connection's state: its user data, from accept to on_close. */
+/* A connection's state: its user data from its first message to on_close.  Until that message
+ * its user data is the service's `fresh`, shared by every connection that has sent nothing yet
+ * (conn NULL: nothing of it is a connection's), so that an idle connection costs no more. */
 struct appmsg__svc_conn {
   struct appmsg_service *svc;         /* its service */
   struct appmsg_conn *conn;           /* the connection */
   struct appmsg_request *head, *tail; /* requests whose replies are not yet sent, in order */
-  uint32_t count;                     /* how many */
   size_t held;                        /* bytes its owed requests and waiting replies hold */
-  unsigned pause;                     /* APPMSG__PAUSE_* reasons it does not read */
   struct appmsg__svc_conn *wait_prev; /* in the service's list of connections paused */
   struct appmsg__svc_conn *wait_next; /* for its byte budget */
-  unsigned waiting : 1;               /* in that list */
+  uint32_t count;                     /* how many requests are in the queue */
+  unsigned pause : 3;                 /* APPMSG__PAUSE_* reasons it does not read */
+  unsigned waiting : 1;               /* in the service's list */
 };
 
 struct appmsg__handler {
@@ -123,6 +125,7 @@ struct appmsg_service {
   unsigned types_next;                 /* the cache entry to replace next */
   struct appmsg_request *free_list;    /* pooled request objects */
   struct appmsg_request *live;         /* requests owed, orphaned or expired */
+  struct appmsg__svc_conn fresh;       /* the user data of connections yet to send */
   struct appmsg_request *retired;      /* done, back to the pool at the end of the iteration */
   struct appmsg__deferred retire_work; /* ... which does that */
   size_t held;                         /* bytes all owed requests and waiting replies hold */

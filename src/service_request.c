@@ -262,9 +262,19 @@ static int version_ok(struct appmsg_request *r) {
 static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                        size_t len, void *ud) {
   struct appmsg__svc_conn *sc = ud;
-  if (sc == NULL)
-    return; /* (its state could not be made: it is being aborted) */
   struct appmsg_service *s = sc->svc;
+  if (sc->conn == NULL) { /* its first message: its state now */
+    sc = appmsg__calloc(1, sizeof *sc);
+    if (sc == NULL) {
+      appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a connection; closing",
+                      appmsg_conn_peer(c));
+      appmsg_conn_abort(c, -ENOMEM);
+      return;
+    }
+    sc->svc = s;
+    sc->conn = c;
+    appmsg_conn_set_userdata(c, sc);
+  }
   APPMSG__ADD(s->st.requests, 1);
   struct appmsg_request *r = appmsg__svc_request_get(s);
   if (r == NULL) {
@@ -329,8 +339,6 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
 static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_t offset,
                      void *ud) {
   struct appmsg__svc_conn *sc = ud;
-  if (sc == NULL)
-    return;
   struct appmsg_service *s = sc->svc;
   const char *text = reason ? reason : appmsg_strerror(err);
   if (appmsg__is_tls_error(err)) {
@@ -365,8 +373,6 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
 
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   struct appmsg__svc_conn *sc = ud;
-  if (sc == NULL)
-    return;
   struct appmsg_service *s = sc->svc;
   APPMSG__ADD(s->st.connections, -1);
   if (reason == APPMSG_E_TIMEOUT)
@@ -380,23 +386,14 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
                     appmsg_strerror(reason));
   else
     appmsg__svc_log(s, APPMSG_LOG_DEBUG, "%s: closed", appmsg_conn_peer(c));
-  appmsg__svc_conn_closed(sc);
+  if (sc->conn) /* (not the service's fresh) */
+    appmsg__svc_conn_closed(sc);
 }
 
 static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud) {
   (void)srv;
   struct appmsg_service *s = ud;
-  struct appmsg__svc_conn *sc = appmsg__calloc(1, sizeof *sc);
-  if (sc == NULL) {
-    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a connection; closing",
-                    appmsg_conn_peer(c));
-    appmsg_conn_set_userdata(c, NULL);
-    appmsg_conn_abort(c, -ENOMEM);
-    return;
-  }
-  sc->svc = s;
-  sc->conn = c;
-  appmsg_conn_set_userdata(c, sc);
+  appmsg_conn_set_userdata(c, &s->fresh); /* its own state comes with its first message */
   APPMSG__ADD(s->st.connections, 1);
   APPMSG__ADD(s->st.connections_total, 1);
   appmsg__svc_log(s, APPMSG_LOG_DEBUG, "accepted connection from %s", appmsg_conn_peer(c));
