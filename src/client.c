@@ -218,12 +218,16 @@ static size_t unsent(const struct appmsg_client *c) {
   return c->conn ? appmsg_conn_pending(c->conn) : 0;
 }
 
-/* Whether n more bytes fit the byte budget: the queue's and the
- * connection's unsent bytes together (one frame always fits when nothing
- * waits, however large). */
-static int bytes_fit(const struct appmsg_client *c, size_t n) {
-  size_t waiting = c->queued_bytes + unsent(c);
+/* Whether a frame of n bytes fits the byte budget beside the waiting bytes (one frame always
+ * fits when nothing waits, however large). */
+static int fits_budget(const struct appmsg_client *c, size_t waiting, size_t n) {
   return waiting == 0 || c->opts->max_queued_bytes == 0 || waiting + n <= c->opts->max_queued_bytes;
+}
+
+/* Whether n more bytes fit the byte budget: the queue's and the
+ * connection's unsent bytes together wait. */
+static int bytes_fit(const struct appmsg_client *c, size_t n) {
+  return fits_budget(c, c->queued_bytes + unsent(c), n);
 }
 
 /* Whether a frame of n bytes may be handed to the connection now:
@@ -233,8 +237,7 @@ static int room_to_send(const struct appmsg_client *c, size_t n) {
     return 0;
   if (c->opts->max_in_flight && c->flight.n >= c->opts->max_in_flight)
     return 0;
-  size_t u = unsent(c);
-  return u == 0 || c->opts->max_queued_bytes == 0 || u + n <= c->opts->max_queued_bytes;
+  return fits_budget(c, unsent(c), n);
 }
 
 static void push_front(struct list *l, struct call *k) {
@@ -359,10 +362,6 @@ static void on_timeouts(struct appmsg_loop *loop, struct appmsg_timer *t, void *
     arm_timeouts(c, next);
 }
 
-static int json_space(char ch) {
-  return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
 /* Writes the frame of a call (header with its request-id, content) into
  * e, or straight into the connection's output when e is NULL. */
 static int build_frame(struct appmsg_client *c, struct call *k, const struct appmsg_call *call,
@@ -381,9 +380,9 @@ static int build_frame(struct appmsg_client *c, struct call *k, const struct app
   size_t rid_n = rid ? strlen(rid) : 0;
   /* A request-id is JSON text: the whitespace around it is no part of the value, which is what
    * the server reads and echoes - the call is kept, sent and matched with the value alone. */
-  while (rid_n && json_space(rid[0]))
+  while (rid_n && appmsg__json_ws((unsigned char)rid[0]))
     rid++, rid_n--;
-  while (rid_n && json_space(rid[rid_n - 1]))
+  while (rid_n && appmsg__json_ws((unsigned char)rid[rid_n - 1]))
     rid_n--;
   if (rid && rid_n > 0) {
     char *to = k->rid;
@@ -444,13 +443,6 @@ static int enqueue_call(struct appmsg_client *c, struct call *k, const struct ap
   return rc;
 }
 
-/* A frame just built into the connection's output that takes the bytes waiting there over the
- * byte budget: it is taken back and the call refused (the bytes waiting count, queue or not). */
-static int take_back(struct appmsg_client *c, size_t before) {
-  appmsg__conn_unsend(c->conn, before, NULL);
-  return APPMSG_E_QUEUE_FULL;
-}
-
 int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, appmsg_call_fn cb,
                        void *ud) {
   if (cb == NULL || call == NULL || (call->content == NULL && call->len > 0) || c->freeing)
@@ -479,11 +471,12 @@ int appmsg_client_send(struct appmsg_client *c, const struct appmsg_call *call, 
     rc = build_frame(c, k, call, NULL);
     if (rc == 0) {
       k->frame_len = appmsg_conn_pending(c->conn) - before;
-      size_t budget = c->opts->max_queued_bytes; /* (one frame goes when nothing waits) */
-      if (before == 0 || budget == 0 || before + k->frame_len <= budget)
+      if (fits_budget(c, before, k->frame_len)) {
         in_flight(c, k);
-      else
-        rc = take_back(c, before);
+      } else { /* over the budget (the bytes waiting count, queue or not): taken back */
+        appmsg__conn_unsend(c->conn, before);
+        rc = APPMSG_E_QUEUE_FULL;
+      }
     } else if (rc == APPMSG_E_CLOSED || rc == APPMSG_E_OUTPUT_FULL) {
       rc = -EAGAIN; /* the connection is ending: the call waits for the next one */
     }

@@ -481,11 +481,10 @@ static void settle_now(struct appmsg_conn *c) {
 /* A framing error, a stalled frame or a TLS failure: on_error hears the
  * first (only the first: the connection is closing from then on). */
 static void protocol_error(struct appmsg_conn *c, int err, const char *reason, uint64_t off) {
-  if (!c->errored && c->cbs->on_error) {
-    c->errored = 1;
-    c->cbs->on_error(c, err, reason, off, c->ud);
-  }
+  int first = !c->errored;
   c->errored = 1;
+  if (first && c->cbs->on_error)
+    c->cbs->on_error(c, err, reason, off, c->ud);
   begin_close(c, err);
 }
 
@@ -1019,13 +1018,10 @@ void appmsg_conn_set_reading(struct appmsg_conn *c, int on) {
   touch(c);
 }
 
-void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep, void *out) {
-  size_t n;
-  const unsigned char *p = appmsg_encoder_peek(&c->enc, &n);
+void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep) {
+  size_t n = appmsg_encoder_pending(&c->enc);
   if (keep >= n)
     return;
-  if (out)
-    memcpy(out, p + keep, n - keep);
   if (c->opts->counters)
     appmsg__count(&c->opts->counters->out_queued, -(uint64_t)(n - keep));
   appmsg__encoder_truncate(&c->enc, keep);

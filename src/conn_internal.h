@@ -48,8 +48,8 @@ typedef void (*appmsg__conn_written_fn)(struct appmsg_conn *c, void *ud);
 void appmsg__conn_set_written_hook(struct appmsg_conn *c, appmsg__conn_written_fn fn);
 
 /* Takes back the bytes queued after the first keep - the caller's last sends, not written yet
- * (sends only queue; the loop writes) - copying them to out unless it is NULL. */
-void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep, void *out);
+ * (sends only queue; the loop writes). */
+void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep);
 
 /* appmsg_conn_new() for a socket just accepted from peer (no getpeername). */
 struct sockaddr;

@@ -42,13 +42,9 @@ static int bad(struct scan *s, const char *reason) {
   return fail(s, APPMSG_E_HEADER_JSON, s->i, reason);
 }
 
-static int is_ws(unsigned char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 /* JSON whitespace from i on: the index of the first other byte (or n). */
 static size_t skip_ws_at(const char *p, size_t n, size_t i) {
-  while (i < n && is_ws((unsigned char)p[i]))
+  while (i < n && appmsg__json_ws((unsigned char)p[i]))
     i++;
   return i;
 }

@@ -48,6 +48,11 @@ int appmsg__json_scan_flat(const char *p, size_t n, enum appmsg_json_type *top,
  */
 int appmsg__json_key_is(const struct appmsg_json_member *m, const char *name, size_t n);
 
+/* Whether c is JSON whitespace (space, tab, newline, carriage return). */
+static inline int appmsg__json_ws(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define APPMSG__LITTLE_ENDIAN 1
 /*

@@ -344,12 +344,7 @@ static const struct appmsg_prepared *type_header(struct appmsg_service *s, const
   return p;
 }
 
-/*
- * Delivers a reply for r: to the connection at once when r is not behind
- * earlier requests, else into r->out until its turn.  The caller checked
- * that r may still reply (r->sc is set).  Returns 0 or a negative code
- * (nothing made).
- */
+/* (service_internal.h) */
 int appmsg__svc_error_last(struct appmsg__svc_conn *sc, const char *name, const char *body,
                            size_t n) {
   struct appmsg_service *s = sc->svc;
@@ -369,6 +364,12 @@ int appmsg__svc_error_last(struct appmsg__svc_conn *sc, const char *name, const 
   return 0;
 }
 
+/*
+ * Delivers a reply for r: to the connection at once when r is not behind
+ * earlier requests, else into r->out until its turn.  The caller checked
+ * that r may still reply (r->sc is set).  Returns 0 or a negative code
+ * (nothing made).
+ */
 int appmsg__svc_deliver(struct appmsg_request *r, const struct appmsg_prepared *hdr,
                         const void *content, size_t len, const char *error_name) {
   struct appmsg_service *s = r->svc;

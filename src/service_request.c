@@ -259,6 +259,13 @@ static int version_ok(struct appmsg_request *r) {
 
 /* ---- the connection callbacks --------------------------------------------------------------- */
 
+/* No memory for what a message needs: the connection ends (its replies would go astray). */
+static void out_of_memory(struct appmsg_service *s, struct appmsg_conn *c, const char *what) {
+  appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for %s; closing", appmsg_conn_peer(c),
+                  what);
+  appmsg_conn_abort(c, -ENOMEM);
+}
+
 static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, const void *content,
                        size_t len, void *ud) {
   struct appmsg__svc_conn *sc = ud;
@@ -266,9 +273,7 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
   if (sc->conn == NULL) { /* its first message: its state now */
     sc = appmsg__calloc(1, sizeof *sc);
     if (sc == NULL) {
-      appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a connection; closing",
-                      appmsg_conn_peer(c));
-      appmsg_conn_abort(c, -ENOMEM);
+      out_of_memory(s, c, "a connection");
       return;
     }
     sc->svc = s;
@@ -278,9 +283,7 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
   APPMSG__ADD(s->st.requests, 1);
   struct appmsg_request *r = appmsg__svc_request_get(s);
   if (r == NULL) {
-    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a request; closing",
-                    appmsg_conn_peer(c));
-    appmsg_conn_abort(c, -ENOMEM);
+    out_of_memory(s, c, "a request");
     return;
   }
   r->sc = sc;
@@ -321,9 +324,7 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
        * it would answer the wrong requests (a client matches them in
        * order), so the connection ends, as when a TIMEOUT reply cannot be
        * made. */
-      appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a reply; closing",
-                      appmsg_conn_peer(c));
-      appmsg_conn_abort(c, -ENOMEM);
+      out_of_memory(s, c, "a reply");
     }
     r->replied = 1; /* (nothing more is owed for it) */
     if (!r->queued)
