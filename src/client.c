@@ -27,14 +27,12 @@
  * resolver that never answers holds one thread, not one per attempt.
  */
 #include <errno.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "appmsg/client.h"
 #include "codec_internal.h"
@@ -43,6 +41,7 @@
 #include "json_internal.h"
 #include "loop_internal.h"
 #include "resolve.h"
+#include "platform.h"
 #include "util.h"
 
 struct call {
@@ -791,7 +790,11 @@ static void on_retry(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
   (void)t;
   struct appmsg_client *c = ud;
   if (c->state == S_CONNECTING && c->conn) {
-    appmsg_conn_abort(c->conn, APPMSG_E_TIMEOUT); /* the connect took too long: next address */
+    /* The connect took too long: next address.  A connect refused meanwhile says so in the
+     * socket's error, where a poll that does not report failed connects (Windows' WSAPoll()
+     * before Windows 10 2004) leaves it. */
+    int soerr = appmsg_connect_result(appmsg_conn_fd(c->conn));
+    appmsg_conn_abort(c->conn, soerr < 0 ? soerr : APPMSG_E_TIMEOUT);
   } else if (c->state == S_RESOLVING) {
     /* The resolver has not answered: this attempt fails, the lookup goes
      * on (the next attempt waits for it rather than start another). */
@@ -900,7 +903,8 @@ static const struct appmsg_conn_callbacks conn_cbs = {
 /* Starts a connect to the next address of this attempt, or ends it. */
 static void try_next(struct appmsg_client *c) {
   for (;;) {
-    int fd = -1, pending = 0, rc;
+    appmsg_socket_t fd = APPMSG_INVALID_SOCKET;
+    int pending = 0, rc;
     if (appmsg__is_unix(c->host)) {
       if (c->unix_tried)
         break;
@@ -914,7 +918,7 @@ static void try_next(struct appmsg_client *c) {
       if (ai == NULL)
         break;
       c->ai_next = ai->ai_next;
-      rc = appmsg_connect_addr(ai->ai_addr, ai->ai_addrlen, &fd, &pending);
+      rc = appmsg_connect_addr(ai->ai_addr, (socklen_t)ai->ai_addrlen, &fd, &pending);
       if (rc)
         snprintf(c->last_reason, sizeof c->last_reason, "cannot connect to %s: %s", c->where,
                  appmsg_strerror(rc));
@@ -1030,7 +1034,7 @@ int appmsg_client_new(struct appmsg_client **out, struct appmsg_loop *loop, cons
     c->copts.tls_server_name = c->host;
   c->port = appmsg__strdup(port ? port : "65432");
   c->backoff = backoff_min(c);
-  c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
+  c->rng = (uint64_t)time(NULL) ^ (appmsg__process_id() << 32) ^ (uint64_t)(uintptr_t)c;
   if (c->rng == 0)
     c->rng = 88172645463325252ULL;
   struct appmsg_header h;

@@ -31,10 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "appmsg/conn.h"
 #include "appmsg/net.h"
@@ -42,6 +38,7 @@
 #include "codec_internal.h"
 #include "conn_internal.h"
 #include "loop_internal.h"
+#include "platform.h"
 #include "tls_internal.h"
 #include "util.h"
 
@@ -77,7 +74,7 @@ struct appmsg_conn {
   uint64_t linger_until;                   /* end of the closing linger */
   struct stash *stash;                     /* input read but not fed: reading was paused */
   size_t dropped;                          /* output dropped unsent by a TLS failure */
-  int fd;                                  /* the socket */
+  appmsg_socket_t fd;                      /* the socket */
   int reason;                              /* why it is closing (0: clean) */
   uint32_t peer_scope;                     /* the peer's IPv6 scope id */
   uint16_t peer_family;                    /* AF_INET, AF_INET6, AF_UNIX; 0 unknown */
@@ -126,13 +123,13 @@ static uint64_t now_ms(const struct appmsg_conn *c) {
 /* Keeps the peer's address in 24 bytes, to name it even after it left. */
 static void remember_peer(struct appmsg_conn *c, const struct sockaddr *sa, socklen_t len) {
   c->peer_family = 0;
-  if (sa == NULL || len < sizeof(sa_family_t))
+  if (sa == NULL || (size_t)len < sizeof sa->sa_family)
     return;
-  if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+  if (sa->sa_family == AF_INET && (size_t)len >= sizeof(struct sockaddr_in)) {
     const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
     memcpy(c->peer_addr, &in->sin_addr, 4);
     c->peer_port = in->sin_port;
-  } else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+  } else if (sa->sa_family == AF_INET6 && (size_t)len >= sizeof(struct sockaddr_in6)) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     memcpy(c->peer_addr, &in6->sin6_addr, 16);
     c->peer_port = in6->sin6_port;
@@ -175,14 +172,13 @@ static void stop_watching(struct appmsg_conn *c) {
   }
 }
 
-/* Gives the socket and the TLS state back: off the loop, closed (fd -1). */
+/* Gives the socket and the TLS state back: off the loop, closed (fd APPMSG_INVALID_SOCKET). */
 static void release_socket(struct appmsg_conn *c) {
   stop_watching(c);
   appmsg__tls_conn_free(c->tls);
   c->tls = NULL;
-  if (c->fd >= 0)
-    close(c->fd);
-  c->fd = -1;
+  appmsg__sock_close(c->fd);
+  c->fd = APPMSG_INVALID_SOCKET;
 }
 
 /* The end of every connection, from settle(): the close hook and
@@ -262,7 +258,7 @@ static int rearm(struct appmsg_conn *c) {
   return appmsg_timer_start(c->loop, &c->timer, due > now ? due - now : 0, 0);
 }
 
-static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud);
+static void on_io(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud);
 
 /* Whether the connection reads now: not once the peer finished or no more
  * messages are wanted (but a lingering one reads on to see the EOF), nor
@@ -389,7 +385,7 @@ static void progress_close(struct appmsg_conn *c) {
       }
       drop_tls(c);
     }
-    shutdown(c->fd, SHUT_WR);
+    appmsg__sock_shutdown_write(c->fd);
     c->shut = 1;
     c->linger_until = now_ms(c) + LINGER_MS;
   }
@@ -646,8 +642,8 @@ static void on_readable(struct appmsg_conn *c) {
       continue;
     /* Draining: the peer is quiet when nothing more waits to be read - no
      * new readiness would come to say so. */
-    int avail;
-    if (c->when_idle && !buffered && ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0)
+    size_t avail;
+    if (c->when_idle && !buffered && appmsg__sock_pending(c->fd, &avail) == 0 && avail == 0)
       c->quiet = 1;
     return;
   }
@@ -704,7 +700,7 @@ static void on_connected(struct appmsg_conn *c) {
     appmsg_conn_abort(c, rc);
 }
 
-static void on_io(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+static void on_io(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud) {
   (void)loop;
   (void)fd;
   struct appmsg_conn *c = ud;
@@ -764,7 +760,7 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
   settle_now(c);
 }
 
-static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
+static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, appmsg_socket_t fd,
                      const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
                      void *ud, int connecting, const char *tls_name) {
   struct appmsg_conn *c = appmsg__calloc(1, sizeof *c);
@@ -784,7 +780,7 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
     if (c)
       appmsg__tls_conn_free(c->tls);
     appmsg__free(c);
-    close(fd);
+    appmsg__sock_close(fd);
     return rc;
   }
   /* A read waits for the socket to be readable - a TLS client's first
@@ -808,14 +804,14 @@ static int make_conn(struct appmsg_conn **out, struct appmsg_loop *loop, int fd,
     appmsg_decoder_cleanup(&c->dec);
     appmsg__tls_conn_free(c->tls);
     appmsg__free(c);
-    close(fd);
+    appmsg__sock_close(fd);
     return -ENOMEM;
   }
   *out = c;
   return 0;
 }
 
-int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, appmsg_socket_t fd,
                               const struct appmsg_conn_opts *opts,
                               const struct appmsg_conn_callbacks *cbs, void *ud,
                               const struct sockaddr *peer, unsigned peer_len) {
@@ -825,7 +821,7 @@ int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, 
   return rc;
 }
 
-int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, appmsg_socket_t fd,
                     const struct appmsg_conn_opts *opts, const struct appmsg_conn_callbacks *cbs,
                     void *ud) {
   int rc = make_conn(c, loop, fd, opts, cbs, ud, 0, opts->tls_server_name);
@@ -834,7 +830,7 @@ int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
   return rc;
 }
 
-int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop, appmsg_socket_t fd,
                                const struct appmsg_conn_opts *opts,
                                const struct appmsg_conn_callbacks *cbs, void *ud) {
   return make_conn(c, loop, fd, opts, cbs, ud, 1, opts->tls_server_name);
@@ -848,7 +844,8 @@ int appmsg_conn_connect(struct appmsg_conn **c, struct appmsg_loop *loop, const 
                         const char *port, const struct appmsg_conn_opts *opts,
                         const struct appmsg_conn_callbacks *cbs, void *ud, char *err,
                         size_t errlen) {
-  int fd, pending;
+  appmsg_socket_t fd;
+  int pending;
   const char *name = opts->tls_server_name;
   if (name == NULL && host && !appmsg__is_unix(host))
     name = host;
@@ -953,7 +950,7 @@ void appmsg_conn_close_when_idle(struct appmsg_conn *c) {
   touch(c);
 }
 
-int appmsg_conn_fd(const struct appmsg_conn *c) {
+appmsg_socket_t appmsg_conn_fd(const struct appmsg_conn *c) {
   return c->fd;
 }
 

@@ -53,7 +53,7 @@ void appmsg__conn_unsend(struct appmsg_conn *c, size_t keep);
 
 /* appmsg_conn_new() for a socket just accepted from peer (no getpeername). */
 struct sockaddr;
-int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+int appmsg__conn_new_accepted(struct appmsg_conn **c, struct appmsg_loop *loop, appmsg_socket_t fd,
                               const struct appmsg_conn_opts *opts,
                               const struct appmsg_conn_callbacks *cbs, void *ud,
                               const struct sockaddr *peer, unsigned peer_len);

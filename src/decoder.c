@@ -122,7 +122,7 @@ void appmsg__decoder_set_fast_path(struct appmsg_decoder *d, int on) {
 /* Sets the sticky error.  A reason formatted with arguments is allocated
  * (errors are rare); if that fails the static text of the code is used. */
 static void set_error(struct appmsg_decoder *d, int code, uint64_t offset, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+    APPMSG__PRINTF(4, 5);
 
 static void set_error(struct appmsg_decoder *d, int code, uint64_t offset, const char *fmt, ...) {
   d->_state = ST_ERROR;

@@ -8,45 +8,53 @@
 #include "conn_internal.h"
 #include "util.h"
 
-/* Names of the errno values a network program meets; others are "ESYSTEM". */
-#define ERRNO_NAMES(X)                                                                             \
-  X(EPERM)                                                                                         \
-  X(ENOENT)                                                                                        \
-  X(EINTR)                                                                                         \
-  X(EIO)                                                                                           \
-  X(EBADF)                                                                                         \
-  X(EAGAIN)                                                                                        \
-  X(ENOMEM)                                                                                        \
-  X(EACCES)                                                                                        \
-  X(EFAULT)                                                                                        \
-  X(EBUSY)                                                                                         \
-  X(EEXIST)                                                                                        \
-  X(EINVAL)                                                                                        \
-  X(ENFILE)                                                                                        \
-  X(EMFILE)                                                                                        \
-  X(ENOSPC)                                                                                        \
-  X(EPIPE)                                                                                         \
-  X(ERANGE)                                                                                        \
-  X(ENAMETOOLONG)                                                                                  \
-  X(ENOTSOCK)                                                                                      \
-  X(EMSGSIZE)                                                                                      \
-  X(EPROTONOSUPPORT)                                                                               \
-  X(EOPNOTSUPP)                                                                                    \
-  X(EAFNOSUPPORT)                                                                                  \
-  X(EADDRINUSE)                                                                                    \
-  X(EADDRNOTAVAIL)                                                                                 \
-  X(ENETDOWN)                                                                                      \
-  X(ENETUNREACH)                                                                                   \
-  X(ECONNABORTED)                                                                                  \
-  X(ECONNRESET)                                                                                    \
-  X(ENOBUFS)                                                                                       \
-  X(EISCONN)                                                                                       \
-  X(ENOTCONN)                                                                                      \
-  X(ETIMEDOUT)                                                                                     \
-  X(ECONNREFUSED)                                                                                  \
-  X(EHOSTUNREACH)                                                                                  \
-  X(EALREADY)                                                                                      \
-  X(EINPROGRESS)
+/* The errno values a network program meets, with the sentences glibc gives them: the same
+ * sentence on every system (Windows' C library knows none of the socket ones, and Winsock's
+ * errors arrive here as these values, platform.h).  Others are "ESYSTEM" and strerror()'s. */
+#define ERRNO_TABLE(X)                                                                             \
+  X(EPERM, "Operation not permitted")                                                              \
+  X(ENOENT, "No such file or directory")                                                           \
+  X(EINTR, "Interrupted system call")                                                              \
+  X(EIO, "Input/output error")                                                                     \
+  X(EBADF, "Bad file descriptor")                                                                  \
+  X(EAGAIN, "Resource temporarily unavailable")                                                    \
+  X(ENOMEM, "Cannot allocate memory")                                                              \
+  X(EACCES, "Permission denied")                                                                   \
+  X(EFAULT, "Bad address")                                                                         \
+  X(EBUSY, "Device or resource busy")                                                              \
+  X(EEXIST, "File exists")                                                                         \
+  X(EINVAL, "Invalid argument")                                                                    \
+  X(ENFILE, "Too many open files in system")                                                       \
+  X(EMFILE, "Too many open files")                                                                 \
+  X(ENOSPC, "No space left on device")                                                             \
+  X(EPIPE, "Broken pipe")                                                                          \
+  X(ERANGE, "Numerical result out of range")                                                       \
+  X(ENAMETOOLONG, "File name too long")                                                            \
+  X(ENOSYS, "Function not implemented")                                                            \
+  X(ELOOP, "Too many levels of symbolic links")                                                    \
+  X(ENOTSOCK, "Socket operation on non-socket")                                                    \
+  X(EDESTADDRREQ, "Destination address required")                                                  \
+  X(EMSGSIZE, "Message too long")                                                                  \
+  X(EPROTOTYPE, "Protocol wrong type for socket")                                                  \
+  X(ENOPROTOOPT, "Protocol not available")                                                         \
+  X(EPROTONOSUPPORT, "Protocol not supported")                                                     \
+  X(EOPNOTSUPP, "Operation not supported")                                                         \
+  X(EAFNOSUPPORT, "Address family not supported by protocol")                                      \
+  X(EADDRINUSE, "Address already in use")                                                          \
+  X(EADDRNOTAVAIL, "Cannot assign requested address")                                              \
+  X(ENETDOWN, "Network is down")                                                                   \
+  X(ENETUNREACH, "Network is unreachable")                                                         \
+  X(ENETRESET, "Network dropped connection on reset")                                              \
+  X(ECONNABORTED, "Software caused connection abort")                                              \
+  X(ECONNRESET, "Connection reset by peer")                                                        \
+  X(ENOBUFS, "No buffer space available")                                                          \
+  X(EISCONN, "Transport endpoint is already connected")                                            \
+  X(ENOTCONN, "Transport endpoint is not connected")                                               \
+  X(ETIMEDOUT, "Connection timed out")                                                             \
+  X(ECONNREFUSED, "Connection refused")                                                            \
+  X(EHOSTUNREACH, "No route to host")                                                              \
+  X(EALREADY, "Operation already in progress")                                                     \
+  X(EINPROGRESS, "Operation now in progress")
 
 const char *appmsg_strerror(int err) {
   switch (err) {
@@ -60,8 +68,17 @@ const char *appmsg_strerror(int err) {
   default:
     break;
   }
-  if (err < 0 && err > -4096)
-    return strerror(-err);
+  if (err < 0 && err > -4096) {
+    switch (-err) {
+#define ERRNO_TEXT(e, text)                                                                        \
+  case e:                                                                                          \
+    return text;
+      ERRNO_TABLE(ERRNO_TEXT)
+#undef ERRNO_TEXT
+    default:
+      return strerror(-err);
+    }
+  }
   return "unknown error";
 }
 
@@ -79,10 +96,10 @@ const char *appmsg_errname(int err) {
   }
   if (err < 0 && err > -4096) {
     switch (-err) {
-#define ERRNO_CASE(e)                                                                              \
+#define ERRNO_CASE(e, text)                                                                        \
   case e:                                                                                          \
     return #e;
-      ERRNO_NAMES(ERRNO_CASE)
+      ERRNO_TABLE(ERRNO_CASE)
 #undef ERRNO_CASE
     default:
       return "ESYSTEM";

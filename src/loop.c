@@ -1,16 +1,14 @@
 /*
- * The event loop's common part: the per-fd watch table, dispatch with
- * generation checks, the timer heap and the signal self-pipe.  The
- * readiness mechanisms live in loop_epoll.c and loop_poll.c.
+ * The event loop's common part: the watch table, dispatch with generation
+ * checks, the timer heap and the wake-up channel that signals and
+ * appmsg_loop_stop_async() write to.  The readiness mechanisms live in
+ * loop_epoll.c and loop_poll.c; what is the system's, in platform.h.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "loop_backend.h"
 #include "util.h"
@@ -18,7 +16,9 @@
 #define EV_INTEREST (APPMSG_EV_READ | APPMSG_EV_WRITE)
 #define WATCH_MIN 64
 
+#if APPMSG__SOCKET_DENSE
 _Static_assert(sizeof(struct appmsg__watch) <= 24, "keep the per-fd slot small");
+#endif
 
 /* ---- clock ------------------------------------------------------------- */
 
@@ -27,9 +27,7 @@ static uint64_t (*clock_source)(void); /* tests only: a clock they move themselv
 static uint64_t clock_ns(void) {
   if (__builtin_expect(clock_source != NULL, 0))
     return clock_source();
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return appmsg__monotonic_ns();
 }
 
 void appmsg__set_clock(uint64_t (*now_ns)(void)) {
@@ -91,12 +89,15 @@ int appmsg_loop_new(struct appmsg_loop **loopp, enum appmsg_loop_backend which) 
   int rc = pick_backend(which, &backend);
   if (rc < 0)
     return rc;
+  rc = appmsg__net_start();
+  if (rc < 0)
+    return rc;
   struct appmsg_loop *loop = appmsg__calloc(1, sizeof *loop);
   if (loop == NULL)
     return -ENOMEM;
   loop->backend = backend;
   loop->epfd = -1;
-  loop->sig_rfd = loop->sig_wfd = -1;
+  loop->sig_rfd = loop->sig_wfd = APPMSG_INVALID_SOCKET;
   update_now(loop);
   rc = appmsg__loop_ready_reserve(loop, 64);
   if (rc == 0)
@@ -120,11 +121,10 @@ void appmsg_loop_free(struct appmsg_loop *loop) {
    * what they hold is freed. */
   appmsg__loop_run_deferred(loop);
   signals_teardown(loop);
-  if (loop->sig_rfd >= 0) {
+  if (loop->sig_rfd != APPMSG_INVALID_SOCKET) {
     appmsg_loop_unwatch(loop, loop->sig_rfd);
-    close(loop->sig_rfd);
-    close(loop->sig_wfd);
-    loop->sig_rfd = loop->sig_wfd = -1;
+    appmsg__wakeup_close(loop->sig_rfd, loop->sig_wfd);
+    loop->sig_rfd = loop->sig_wfd = APPMSG_INVALID_SOCKET;
   }
   for (uint32_t i = 0; i < loop->nheap; i++)
     loop->heap[i]->_index = 0;
@@ -133,6 +133,11 @@ void appmsg_loop_free(struct appmsg_loop *loop) {
   appmsg__free(loop->spare);
   appmsg__free(loop->heap);
   appmsg__free(loop->watch);
+#if !APPMSG__SOCKET_DENSE
+  appmsg__free(loop->slot_free);
+  appmsg__free(loop->map_key);
+  appmsg__free(loop->map_slot);
+#endif
   appmsg__free(loop->ready);
 #ifdef APPMSG__HAVE_EPOLL
   appmsg__free(loop->ep_events);
@@ -244,12 +249,22 @@ int appmsg__loop_ready_reserve(struct appmsg_loop *loop, int n) {
   return 0;
 }
 
-/* ---- watches ----------------------------------------------------------- */
+/* ---- watches: sockets to slots ----------------------------------------- */
 
-/* Makes watch[fd] exist; new slots are zeroed (not watched, generation 0). */
-static int watch_reserve(struct appmsg_loop *loop, int fd) {
+#if APPMSG__SOCKET_DENSE
+
+/* The slot of a watched fd, or -1. */
+static int slot_find(const struct appmsg_loop *loop, appmsg_socket_t fd) {
+  if (fd < 0 || fd >= loop->watch_cap || loop->watch[fd].cb == NULL)
+    return -1;
+  return fd;
+}
+
+/* A slot for fd, not watched yet: the fd itself, the table grown to hold it (new slots
+ * zeroed: not watched, generation 0).  The slot or a negated errno. */
+static int slot_make(struct appmsg_loop *loop, appmsg_socket_t fd) {
   if (fd < loop->watch_cap)
-    return 0;
+    return fd;
   size_t cap = loop->watch_cap < WATCH_MIN ? WATCH_MIN : (size_t)loop->watch_cap;
   while (cap <= (size_t)fd)
     cap += cap / 2;
@@ -261,36 +276,148 @@ static int watch_reserve(struct appmsg_loop *loop, int fd) {
   memset(w + loop->watch_cap, 0, (cap - (size_t)loop->watch_cap) * sizeof *w);
   loop->watch = w;
   loop->watch_cap = (int)cap;
+  return fd;
+}
+
+/* Gives an unwatched slot back. */
+static void slot_drop(struct appmsg_loop *loop, int slot) {
+  (void)loop;
+  (void)slot;
+}
+
+#else
+
+/* Sockets are handles: a hash table (open addressing, linear probing) maps each watched
+ * one to a slot; slots come from a free list and keep their generation when reused. */
+
+static unsigned map_hash(appmsg_socket_t s, int cap) {
+  uint64_t h = (uint64_t)s * 0x9E3779B97F4A7C15u; /* Fibonacci hashing */
+  return (unsigned)(h >> 32) & (unsigned)(cap - 1);
+}
+
+/* The map entry holding s, or the empty entry where it would go. */
+static int map_pos(const struct appmsg_loop *loop, appmsg_socket_t s) {
+  unsigned i = map_hash(s, loop->map_cap);
+  while (loop->map_slot[i] >= 0 && loop->map_key[i] != s)
+    i = (i + 1) & (unsigned)(loop->map_cap - 1);
+  return (int)i;
+}
+
+static int slot_find(const struct appmsg_loop *loop, appmsg_socket_t s) {
+  if (s == APPMSG_INVALID_SOCKET || loop->map_cap == 0)
+    return -1;
+  return loop->map_slot[map_pos(loop, s)];
+}
+
+static int map_grow(struct appmsg_loop *loop, int cap) {
+  appmsg_socket_t *keys = appmsg__malloc((size_t)cap * sizeof *keys);
+  int *slots = appmsg__malloc((size_t)cap * sizeof *slots);
+  if (keys == NULL || slots == NULL) {
+    appmsg__free(keys);
+    appmsg__free(slots);
+    return -ENOMEM;
+  }
+  for (int i = 0; i < cap; i++)
+    slots[i] = -1;
+  appmsg_socket_t *old_keys = loop->map_key;
+  int *old_slots = loop->map_slot;
+  int old_cap = loop->map_cap;
+  loop->map_key = keys;
+  loop->map_slot = slots;
+  loop->map_cap = cap;
+  for (int i = 0; i < old_cap; i++)
+    if (old_slots[i] >= 0) {
+      int j = map_pos(loop, old_keys[i]);
+      keys[j] = old_keys[i];
+      slots[j] = old_slots[i];
+    }
+  appmsg__free(old_keys);
+  appmsg__free(old_slots);
   return 0;
 }
 
-static struct appmsg__watch *watched(const struct appmsg_loop *loop, int fd) {
-  if (fd < 0 || fd >= loop->watch_cap || loop->watch[fd].cb == NULL)
-    return NULL;
-  return &loop->watch[fd];
+static int slot_make(struct appmsg_loop *loop, appmsg_socket_t s) {
+  if (loop->nslot_free == 0) { /* every slot in use: twice as many */
+    int old = loop->watch_cap, cap = old < WATCH_MIN ? WATCH_MIN : old * 2;
+    struct appmsg__watch *w = appmsg__realloc(loop->watch, (size_t)cap * sizeof *w);
+    if (w == NULL)
+      return -ENOMEM;
+    loop->watch = w;
+    memset(w + old, 0, (size_t)(cap - old) * sizeof *w);
+    int *fl = appmsg__realloc(loop->slot_free, (size_t)cap * sizeof *fl);
+    if (fl == NULL)
+      return -ENOMEM; /* the larger table stays; its new slots are not free yet */
+    loop->slot_free = fl;
+    for (int i = cap - 1; i >= old; i--)
+      fl[loop->nslot_free++] = i;
+    loop->watch_cap = cap;
+  }
+  if (loop->map_cap < 2 * loop->watch_cap) {
+    int rc = map_grow(loop, 2 * loop->watch_cap < 128 ? 128 : 4 * loop->watch_cap);
+    if (rc < 0)
+      return rc;
+  }
+  int slot = loop->slot_free[--loop->nslot_free];
+  int i = map_pos(loop, s);
+  loop->map_key[i] = s;
+  loop->map_slot[i] = slot;
+  loop->watch[slot].sock = s;
+  return slot;
 }
 
-static int watch_flags(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
-                       void *userdata, unsigned flags) {
-  if (fd < 0)
+static void slot_drop(struct appmsg_loop *loop, int slot) {
+  /* Backward-shift deletion keeps every probe chain unbroken. */
+  unsigned mask = (unsigned)(loop->map_cap - 1);
+  unsigned i = (unsigned)map_pos(loop, loop->watch[slot].sock);
+  unsigned j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (loop->map_slot[j] < 0)
+      break;
+    unsigned home = map_hash(loop->map_key[j], loop->map_cap);
+    /* Move entry j into the hole at i unless its home lies cyclically in (i, j]. */
+    if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+      loop->map_key[i] = loop->map_key[j];
+      loop->map_slot[i] = loop->map_slot[j];
+      i = j;
+    }
+  }
+  loop->map_slot[i] = -1;
+  loop->watch[slot].sock = APPMSG_INVALID_SOCKET;
+  loop->slot_free[loop->nslot_free++] = slot;
+}
+
+#endif
+
+static struct appmsg__watch *watched(const struct appmsg_loop *loop, appmsg_socket_t fd,
+                                     int *slot) {
+  *slot = slot_find(loop, fd);
+  return *slot < 0 ? NULL : &loop->watch[*slot];
+}
+
+static int watch_flags(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events,
+                       appmsg_io_cb cb, void *userdata, unsigned flags) {
+  int slot;
+  if (fd == APPMSG_INVALID_SOCKET || (APPMSG__SOCKET_DENSE && (int)fd < 0))
     return -EBADF;
   if (cb == NULL || (events & ~EV_INTEREST) != 0)
     return -EINVAL;
-  if (watched(loop, fd) != NULL)
+  if (watched(loop, fd, &slot) != NULL)
     return -EEXIST;
-  int rc = watch_reserve(loop, fd);
-  if (rc < 0)
-    return rc;
-  struct appmsg__watch *w = &loop->watch[fd];
+  slot = slot_make(loop, fd);
+  if (slot < 0)
+    return slot;
+  struct appmsg__watch *w = &loop->watch[slot];
   w->cb = cb;
   w->userdata = userdata;
   w->events = (uint8_t)events;
   w->flags = (uint8_t)flags;
   w->pidx = -1;
   w->gen++;
-  rc = loop->backend->add(loop, fd);
+  int rc = loop->backend->add(loop, slot);
   if (rc < 0) {
     w->cb = NULL;
+    slot_drop(loop, slot);
     return rc;
   }
   if (!(flags & APPMSG__WATCH_INTERNAL))
@@ -298,13 +425,14 @@ static int watch_flags(struct appmsg_loop *loop, int fd, unsigned events, appmsg
   return 0;
 }
 
-int appmsg_loop_watch(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
-                      void *userdata) {
+int appmsg_loop_watch(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events,
+                      appmsg_io_cb cb, void *userdata) {
   return watch_flags(loop, fd, events, cb, userdata, 0);
 }
 
-int appmsg_loop_modify(struct appmsg_loop *loop, int fd, unsigned events) {
-  struct appmsg__watch *w = watched(loop, fd);
+int appmsg_loop_modify(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events) {
+  int slot;
+  struct appmsg__watch *w = watched(loop, fd, &slot);
   if (w == NULL)
     return -ENOENT;
   if ((events & ~EV_INTEREST) != 0)
@@ -313,27 +441,30 @@ int appmsg_loop_modify(struct appmsg_loop *loop, int fd, unsigned events) {
     return 0;
   uint8_t old = w->events;
   w->events = (uint8_t)events;
-  int rc = loop->backend->mod(loop, fd);
+  int rc = loop->backend->mod(loop, slot);
   if (rc < 0)
     w->events = old;
   return rc;
 }
 
-int appmsg_loop_unwatch(struct appmsg_loop *loop, int fd) {
-  struct appmsg__watch *w = watched(loop, fd);
+int appmsg_loop_unwatch(struct appmsg_loop *loop, appmsg_socket_t fd) {
+  int slot;
+  struct appmsg__watch *w = watched(loop, fd, &slot);
   if (w == NULL)
     return -ENOENT;
-  loop->backend->del(loop, fd);
+  loop->backend->del(loop, slot);
   if (!(w->flags & APPMSG__WATCH_INTERNAL))
     loop->nwatch--;
   w->cb = NULL;
   w->userdata = NULL;
   w->gen++;
+  slot_drop(loop, slot);
   return 0;
 }
 
-int appmsg_loop_events(const struct appmsg_loop *loop, int fd) {
-  const struct appmsg__watch *w = watched(loop, fd);
+int appmsg_loop_events(const struct appmsg_loop *loop, appmsg_socket_t fd) {
+  int slot;
+  const struct appmsg__watch *w = watched(loop, fd, &slot);
   return w == NULL ? -ENOENT : (int)w->events;
 }
 
@@ -343,13 +474,13 @@ static int dispatch(struct appmsg_loop *loop, int n) {
   for (int i = 0; i < n; i++) {
     /* Re-read everything: an earlier callback may have grown or changed the table. */
     const struct appmsg__ready *r = &loop->ready[i];
-    struct appmsg__watch *w = watched(loop, r->fd);
-    if (w == NULL || w->gen != r->gen)
+    struct appmsg__watch *w = &loop->watch[r->slot];
+    if (w->cb == NULL || w->gen != r->gen)
       continue; /* unwatched, or watched anew, since the readiness was collected */
     unsigned ev = r->events & (w->events | APPMSG_EV_ERROR | APPMSG_EV_HUP);
     if (ev == 0)
       continue; /* interest dropped by an earlier callback */
-    w->cb(loop, r->fd, ev, w->userdata);
+    w->cb(loop, appmsg__slot_sock(loop, r->slot), ev, w->userdata);
     calls++;
   }
   return calls;
@@ -562,34 +693,17 @@ void appmsg_loop_stop(struct appmsg_loop *loop) {
   loop->stop = 1;
 }
 
-/* ---- signals: a self-pipe written by a process-wide handler ------------ */
+/* ---- signals: the platform's handler writes to the wake-up channel ------ */
 
-static volatile sig_atomic_t sig_pipe_wfd = -1; /* read by the handler */
-static volatile pid_t sig_pid;                  /* the process that set the handler up */
-static struct appmsg_loop *sig_owner;           /* the loop that owns the handler */
+static struct appmsg_loop *sig_owner; /* the loop that owns the process's signals */
 
-static void on_signal(int signo) {
-  int saved = errno;
-  if (getpid() != sig_pid) {
-    /* A forked child without a loop of its own: do what it would have done. */
-    signal(signo, SIG_DFL);
-    raise(signo);
-    errno = saved;
-    return;
-  }
-  unsigned char b = (unsigned char)signo;
-  int fd = sig_pipe_wfd;
-  if (fd >= 0)
-    (void)!write(fd, &b, 1); /* a full pipe already holds a wake-up */
-  errno = saved;
-}
-
-static void on_sig_pipe(struct appmsg_loop *loop, int fd, unsigned events, void *userdata) {
+static void on_wakeup(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events,
+                      void *userdata) {
   (void)events;
   (void)userdata;
   unsigned char buf[64];
   ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+  while ((n = appmsg__wakeup_recv(fd, buf, sizeof buf)) > 0)
     for (ssize_t i = 0; i < n; i++)
       if (buf[i] != 0) /* 0: appmsg_loop_stop_async(), not a signal */
         loop->last_signal = buf[i];
@@ -597,40 +711,28 @@ static void on_sig_pipe(struct appmsg_loop *loop, int fd, unsigned events, void 
 }
 
 int appmsg_loop_stop_async(struct appmsg_loop *loop) {
-  unsigned char b = 0;
-  if (write(loop->sig_wfd, &b, 1) == 1 || errno == EAGAIN)
-    return 0; /* (a full pipe already holds a wake-up) */
-  return -errno;
-}
-
-static void restore_dispositions(struct appmsg_loop *loop) {
-  for (size_t i = 0; i < loop->nsaved; i++)
-    sigaction(loop->saved[i].signo, &loop->saved[i].prev, NULL);
-  appmsg__free(loop->saved);
-  loop->saved = NULL;
-  loop->nsaved = 0;
+  return appmsg__wakeup_send(loop->sig_wfd, 0);
 }
 
 static void signals_teardown(struct appmsg_loop *loop) {
-  restore_dispositions(loop);
   if (sig_owner == loop) {
-    sig_pipe_wfd = -1;
+    appmsg__signals_release();
     sig_owner = NULL;
   }
 }
 
 static int signals_setup_pipe(struct appmsg_loop *loop) {
-  int p[2];
-  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
-    return -errno;
-  int rc = watch_flags(loop, p[0], APPMSG_EV_READ, on_sig_pipe, NULL, APPMSG__WATCH_INTERNAL);
+  appmsg_socket_t rd, wr;
+  int rc = appmsg__wakeup_open(&rd, &wr);
+  if (rc < 0)
+    return rc;
+  rc = watch_flags(loop, rd, APPMSG_EV_READ, on_wakeup, NULL, APPMSG__WATCH_INTERNAL);
   if (rc < 0) {
-    close(p[0]);
-    close(p[1]);
+    appmsg__wakeup_close(rd, wr);
     return rc;
   }
-  loop->sig_rfd = p[0];
-  loop->sig_wfd = p[1];
+  loop->sig_rfd = rd;
+  loop->sig_wfd = wr;
   return 0;
 }
 
@@ -638,37 +740,15 @@ int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, si
   if (sig_owner != NULL && sig_owner != loop)
     return -EBUSY;
   for (size_t i = 0; i < n; i++)
-    if (signals[i] <= 0 || signals[i] >= NSIG || signals[i] == SIGKILL || signals[i] == SIGSTOP)
+    if (!appmsg__signal_catchable(signals[i]))
       return -EINVAL;
   if (n == 0) {
     signals_teardown(loop);
     return 0;
   }
-  restore_dispositions(loop);
-  loop->saved = appmsg__calloc(n, sizeof *loop->saved);
-  if (loop->saved == NULL) {
-    signals_teardown(loop);
-    return -ENOMEM;
-  }
-  sig_owner = loop;
-  sig_pid = getpid();
-  sig_pipe_wfd = loop->sig_wfd;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESTART;
-  sigfillset(&sa.sa_mask);
-  for (size_t i = 0; i < n; i++) {
-    struct appmsg__sigsave *s = &loop->saved[loop->nsaved];
-    if (sigaction(signals[i], &sa, &s->prev) < 0) {
-      int err = -errno;
-      signals_teardown(loop);
-      return err;
-    }
-    s->signo = signals[i];
-    loop->nsaved++;
-  }
-  return 0;
+  int rc = appmsg__signals_catch(signals, n, loop->sig_wfd);
+  sig_owner = rc == 0 ? loop : NULL;
+  return rc;
 }
 
 int appmsg_loop_signal(const struct appmsg_loop *loop) {

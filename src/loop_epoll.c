@@ -1,6 +1,6 @@
 /*
  * The epoll backend (Linux): level-triggered, one epoll_ctl() per watch,
- * interest change and unwatch.  The event's data carries the fd and the
+ * interest change and unwatch.  The event's data carries the slot (the fd) and the
  * watch generation, so readiness for a watch that was replaced in the same
  * iteration is recognised as stale by loop.c.
  */
@@ -63,7 +63,7 @@ static int epoll_wait_ready(struct appmsg_loop *loop, int timeout_ms) {
       ev |= APPMSG_EV_ERROR;
     if (e->events & EPOLLHUP)
       ev |= APPMSG_EV_HUP;
-    r->fd = (int)(uint32_t)e->data.u64;
+    r->slot = (int)(uint32_t)e->data.u64;
     r->gen = (uint16_t)(e->data.u64 >> 32);
     r->events = ev;
   }

@@ -4,30 +4,19 @@
  * returned, with a sentence in the caller's buffer; nothing is printed.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "appmsg/error.h"
 #include "appmsg/net.h"
+#include "platform.h"
 #include "util.h"
 
 #define UNIX_PREFIX "unix:"
 #define UNIX_PREFIX_LEN 5
-#define SUN_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
 
 int appmsg__is_unix(const char *host) {
   return host != NULL && strncmp(host, UNIX_PREFIX, UNIX_PREFIX_LEN) == 0;
@@ -71,7 +60,7 @@ int appmsg_endpoint_parse(const char *text, const char *default_host, const char
     size_t n = strlen(text + UNIX_PREFIX_LEN);
     if (n == 0)
       return -EINVAL;
-    if (n >= SUN_PATH_MAX)
+    if (n > appmsg__unix_path_max())
       return -ENAMETOOLONG;
     return copy_part(ep->host, sizeof ep->host, text, strlen(text));
   }
@@ -151,94 +140,59 @@ int appmsg__resolve(const char *host, const char *port, int ai_flags, struct add
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = ai_flags;
-  int rc = getaddrinfo(node, port, &hints, res);
+  int rc = appmsg__net_start();
+  if (rc < 0) {
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(given), appmsg_strerror(rc));
+    return rc;
+  }
+  rc = getaddrinfo(node, port, &hints, res);
   if (rc == 0)
     return 0;
   *res = NULL;
-  if (rc == EAI_SYSTEM) {
-    int e = errno ? errno : EIO;
-    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(node), strerror(e));
-    return -e;
+  int sys = appmsg__gai_errno(rc);
+  if (sys) {
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(node), appmsg_strerror(-sys));
+    return -sys;
   }
   if (rc == EAI_MEMORY) {
-    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(node), gai_strerror(rc));
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", show(node), appmsg__gai_strerror(rc));
     return -ENOMEM;
   }
   if (rc == EAI_SERVICE)
-    appmsg__errf(err, errlen, "cannot resolve port '%s': %s", port, gai_strerror(rc));
+    appmsg__errf(err, errlen, "cannot resolve port '%s': %s", port, appmsg__gai_strerror(rc));
   else
-    appmsg__errf(err, errlen, "cannot resolve '%s': %s", node ? given : "*", gai_strerror(rc));
+    appmsg__errf(err, errlen, "cannot resolve '%s': %s", node ? given : "*",
+                 appmsg__gai_strerror(rc));
   return APPMSG_E_ADDRESS;
 }
 
-/* ---- Unix-domain addresses --------------------------------------------- */
+/* ---- Unix-domain sockets ------------------------------------------------ */
 
-/* "unix:/path" or "unix:@abstract" -> sockaddr_un. */
-static int unix_addr(const char *host, struct sockaddr_un *sun, socklen_t *len) {
-  const char *path = host + UNIX_PREFIX_LEN;
-  size_t n = strlen(path);
-  if (n == 0)
-    return -EINVAL;
-  if (n >= SUN_PATH_MAX)
-    return -ENAMETOOLONG;
-  memset(sun, 0, sizeof *sun);
-  sun->sun_family = AF_UNIX;
-  memcpy(sun->sun_path, path, n);
-  if (path[0] == '@') {
-    sun->sun_path[0] = '\0'; /* Linux abstract namespace: no file, length-delimited */
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-  } else {
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-  }
-  return 0;
-}
-
-/* 1 if the path is a socket nobody accepts on; 0 if live or not a socket (*why says which). */
-static int unix_stale(const struct sockaddr_un *sun, socklen_t len, const char **why) {
-  struct stat st;
-  if (lstat(sun->sun_path, &st) < 0)
-    return errno == ENOENT; /* vanished meanwhile: bind again */
-  if (!S_ISSOCK(st.st_mode)) {
-    *why = " (the file exists and is not a socket)";
-    return 0;
-  }
-  int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (probe < 0)
-    return 0;
-  int rc = connect(probe, (const struct sockaddr *)sun, len);
-  int stale = rc < 0 && errno == ECONNREFUSED;
-  close(probe);
-  if (!stale)
-    *why = " (a server is accepting on it)";
-  return stale;
-}
-
-static int listen_unix(const char *host, int backlog, int *fdp, char *err, size_t errlen) {
-  struct sockaddr_un sun;
+static int listen_unix(const char *host, int backlog, appmsg_socket_t *fdp, char *err,
+                       size_t errlen) {
+  struct sockaddr_storage sun;
   socklen_t len;
-  int rc = unix_addr(host, &sun, &len);
+  int rc = appmsg__unix_addr(host + UNIX_PREFIX_LEN, &sun, &len);
   if (rc < 0) {
-    appmsg__errf(err, errlen, "cannot listen on '%s': %s", host, strerror(-rc));
+    appmsg__errf(err, errlen, "cannot listen on '%s': %s", host, appmsg_strerror(rc));
     return rc;
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    rc = -errno;
-    appmsg__errf(err, errlen, "cannot listen on %s: socket: %s", host, strerror(-rc));
+  appmsg_socket_t fd;
+  rc = appmsg__sock_open(AF_UNIX, SOCK_STREAM, 0, &fd);
+  if (rc < 0) {
+    appmsg__errf(err, errlen, "cannot listen on %s: socket: %s", host, appmsg_strerror(rc));
     return rc;
   }
   const char *why = "";
   rc = bind(fd, (struct sockaddr *)&sun, len);
-  if (rc < 0 && errno == EADDRINUSE && sun.sun_path[0] != '\0' && unix_stale(&sun, len, &why)) {
-    unlink(sun.sun_path);
+  if (rc != 0 && appmsg__sock_errno() == EADDRINUSE && appmsg__unix_clear_stale(&sun, len, &why))
     rc = bind(fd, (struct sockaddr *)&sun, len);
-  }
   if (rc == 0)
     rc = listen(fd, backlog);
-  if (rc < 0) {
-    rc = -errno;
-    appmsg__errf(err, errlen, "cannot listen on %s: %s%s", host, strerror(-rc), why);
-    close(fd);
+  if (rc != 0) {
+    rc = -appmsg__sock_errno();
+    appmsg__errf(err, errlen, "cannot listen on %s: %s%s", host, appmsg_strerror(rc), why);
+    appmsg__sock_close(fd);
     return rc;
   }
   *fdp = fd;
@@ -248,32 +202,30 @@ static int listen_unix(const char *host, int backlog, int *fdp, char *err, size_
 /* ---- listening ---------------------------------------------------------- */
 
 static int listen_one(const struct addrinfo *ai, int dual_stack, int backlog, unsigned flags,
-                      int *fdp) {
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-  if (fd < 0)
-    return -errno;
-  int one = 1, zero = 0;
-  /* Rebinding a port with connections in TIME_WAIT must work after a restart. */
-  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if ((flags & APPMSG_LISTEN_REUSEPORT) &&
-      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
-    int rc = -errno;
-    close(fd);
+                      appmsg_socket_t *fdp) {
+  appmsg_socket_t fd;
+  int rc = appmsg__sock_open(ai->ai_family, ai->ai_socktype, ai->ai_protocol, &fd);
+  if (rc < 0)
+    return rc;
+  /* A restart rebinds a port with connections in TIME_WAIT; no one else shares it. */
+  rc = appmsg__sock_listen_opts(fd, (flags & APPMSG_LISTEN_REUSEPORT) != 0);
+  if (rc < 0) {
+    appmsg__sock_close(fd);
     return rc;
   }
   if (dual_stack && ai->ai_family == AF_INET6)
-    (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
-    int rc = -errno;
-    close(fd);
+    (void)appmsg__sock_setint(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+  if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
+    rc = -appmsg__sock_errno();
+    appmsg__sock_close(fd);
     return rc;
   }
   *fdp = fd;
   return 0;
 }
 
-static int listen_tcp(const char *host, const char *port, int backlog, unsigned flags, int *fdp,
-                      char *err, size_t errlen) {
+static int listen_tcp(const char *host, const char *port, int backlog, unsigned flags,
+                      appmsg_socket_t *fdp, char *err, size_t errlen) {
   struct addrinfo *res;
   int rc = appmsg_resolve(host, port, 1, &res, err, errlen);
   if (rc < 0)
@@ -281,7 +233,7 @@ static int listen_tcp(const char *host, const char *port, int backlog, unsigned 
   /* The wildcard: a dual-stack IPv6 socket first, IPv4 only if that fails. */
   int wildcard = is_wildcard(host);
   rc = -EADDRNOTAVAIL;
-  for (int pass = 0; pass < (wildcard ? 2 : 1) && *fdp < 0; pass++) {
+  for (int pass = 0; pass < (wildcard ? 2 : 1) && *fdp == APPMSG_INVALID_SOCKET; pass++) {
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
       if (wildcard && (pass == 0) != (ai->ai_family == AF_INET6))
         continue;
@@ -289,9 +241,9 @@ static int listen_tcp(const char *host, const char *port, int backlog, unsigned 
       if (rc == 0)
         break;
       char addr[APPMSG_ADDRSTRLEN];
-      if (appmsg_addr_format(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr) < 0)
+      if (appmsg_addr_format(ai->ai_addr, (socklen_t)ai->ai_addrlen, addr, sizeof addr) < 0)
         snprintf(addr, sizeof addr, "%s", show(host));
-      appmsg__errf(err, errlen, "cannot listen on %s: %s", addr, strerror(-rc));
+      appmsg__errf(err, errlen, "cannot listen on %s: %s", addr, appmsg_strerror(rc));
     }
   }
   freeaddrinfo(res);
@@ -300,9 +252,9 @@ static int listen_tcp(const char *host, const char *port, int backlog, unsigned 
   return rc;
 }
 
-int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigned flags, int *fdp,
-                        char *err, size_t errlen) {
-  *fdp = -1;
+int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigned flags,
+                        appmsg_socket_t *fdp, char *err, size_t errlen) {
+  *fdp = APPMSG_INVALID_SOCKET;
   if (backlog <= 0)
     backlog = SOMAXCONN;
   if (appmsg__is_unix(host))
@@ -310,26 +262,29 @@ int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigne
   return listen_tcp(host, port, backlog, flags, fdp, err, errlen);
 }
 
-int appmsg_listen(const char *host, const char *port, int backlog, int *fdp, char *err,
+int appmsg_listen(const char *host, const char *port, int backlog, appmsg_socket_t *fdp, char *err,
                   size_t errlen) {
   return appmsg_listen_flags(host, port, backlog, 0, fdp, err, errlen);
 }
 
 /* ---- connecting ------------------------------------------------------------ */
 
-int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, int *fdp,
+int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, appmsg_socket_t *fdp,
                         int *in_progress) {
-  *fdp = -1;
+  *fdp = APPMSG_INVALID_SOCKET;
   *in_progress = 0;
-  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  if (connect(fd, addr, addrlen) < 0) {
-    /* An interrupted connect goes on asynchronously, like EINPROGRESS. */
-    if (errno != EINPROGRESS && errno != EINTR) {
-      int rc = -errno;
-      close(fd);
-      return rc;
+  appmsg_socket_t fd;
+  int rc = appmsg__sock_open(addr->sa_family, SOCK_STREAM, 0, &fd);
+  if (rc < 0)
+    return rc;
+  if (connect(fd, addr, addrlen) != 0) {
+    /* An interrupted connect goes on asynchronously, like EINPROGRESS; Winsock says
+     * WSAEWOULDBLOCK (EAGAIN) for a connect in progress, except on Unix sockets, where
+     * EAGAIN means a full backlog. */
+    int e = appmsg__sock_errno();
+    if (e != EINPROGRESS && e != EINTR && (e != EAGAIN || addr->sa_family == AF_UNIX)) {
+      appmsg__sock_close(fd);
+      return -e;
     }
     *in_progress = 1;
   }
@@ -337,12 +292,12 @@ int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, int *fdp
   return 0;
 }
 
-int appmsg_connect_result(int fd) {
+int appmsg_connect_result(appmsg_socket_t fd) {
   int soerr = 0;
-  socklen_t len = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-    return -errno;
-  return -soerr;
+  int rc = appmsg__sock_getint(fd, SOL_SOCKET, SO_ERROR, &soerr);
+  if (rc < 0)
+    return rc;
+  return -appmsg__sock_errno_value(soerr);
 }
 
 /*
@@ -356,9 +311,9 @@ static int each_address(const char *host, const char *port, try_fn fn, void *ctx
                         size_t errlen) {
   char addr[APPMSG_ADDRSTRLEN];
   if (appmsg__is_unix(host)) {
-    struct sockaddr_un sun;
+    struct sockaddr_storage sun;
     socklen_t len;
-    int rc = unix_addr(host, &sun, &len);
+    int rc = appmsg__unix_addr(host + UNIX_PREFIX_LEN, &sun, &len);
     if (rc == 0)
       rc = fn((struct sockaddr *)&sun, len, ctx);
     if (rc < 0)
@@ -371,10 +326,10 @@ static int each_address(const char *host, const char *port, try_fn fn, void *ctx
     return rc;
   rc = -EADDRNOTAVAIL;
   for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-    rc = fn(ai->ai_addr, ai->ai_addrlen, ctx);
+    rc = fn(ai->ai_addr, (socklen_t)ai->ai_addrlen, ctx);
     if (rc == 0)
       break;
-    if (appmsg_addr_format(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr) < 0)
+    if (appmsg_addr_format(ai->ai_addr, (socklen_t)ai->ai_addrlen, addr, sizeof addr) < 0)
       snprintf(addr, sizeof addr, "%s", show(host));
     appmsg__errf(err, errlen, "cannot connect to %s: %s", addr, appmsg_strerror(rc));
     if (rc == APPMSG_E_TIMEOUT)
@@ -387,9 +342,9 @@ static int each_address(const char *host, const char *port, try_fn fn, void *ctx
 }
 
 struct connect_ctx {
-  int fd;          /* the result */
-  int in_progress; /* connect pending */
-  int timeout_ms;  /* connect_timeout: < 0 for none */
+  appmsg_socket_t fd; /* the result */
+  int in_progress;    /* connect pending */
+  int timeout_ms;     /* connect_timeout: < 0 for none */
   uint64_t deadline;
 };
 
@@ -398,17 +353,17 @@ static int try_nonblocking(const struct sockaddr *addr, socklen_t len, void *ctx
   return appmsg_connect_addr(addr, len, &c->fd, &c->in_progress);
 }
 
-int appmsg_connect(const char *host, const char *port, int *fdp, int *in_progress, char *err,
-                   size_t errlen) {
-  struct connect_ctx c = {.fd = -1};
+int appmsg_connect(const char *host, const char *port, appmsg_socket_t *fdp, int *in_progress,
+                   char *err, size_t errlen) {
+  struct connect_ctx c = {.fd = APPMSG_INVALID_SOCKET};
   int rc = each_address(host, port, try_nonblocking, &c, err, errlen);
-  *fdp = rc == 0 ? c.fd : -1;
+  *fdp = rc == 0 ? c.fd : APPMSG_INVALID_SOCKET;
   *in_progress = rc == 0 ? c.in_progress : 0;
   return rc;
 }
 
 /* Waits until fd is writable or the deadline passes: 0, APPMSG_E_TIMEOUT or -errno. */
-static int wait_writable(int fd, int timeout_ms, uint64_t deadline) {
+static int wait_writable(appmsg_socket_t fd, int timeout_ms, uint64_t deadline) {
   for (;;) {
     int ms = -1;
     if (timeout_ms >= 0) {
@@ -416,13 +371,13 @@ static int wait_writable(int fd, int timeout_ms, uint64_t deadline) {
       ms = now >= deadline ? 0 : (int)(deadline - now);
     }
     struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int n = poll(&p, 1, ms);
+    int n = appmsg__poll(&p, 1, ms);
     if (n > 0)
       return 0;
-    if (n == 0)
-      return APPMSG_E_TIMEOUT;
-    if (errno != EINTR)
-      return -errno;
+    if (n == 0) /* a refused connect that the system's poll does not report: ask the socket */
+      return appmsg_connect_result(fd) < 0 ? 0 : APPMSG_E_TIMEOUT;
+    if (n != -EINTR)
+      return n;
   }
 }
 
@@ -439,93 +394,61 @@ static int try_with_timeout(const struct sockaddr *addr, socklen_t len, void *ct
   if (rc == 0)
     rc = appmsg_set_nonblock(c->fd, 0);
   if (rc < 0) {
-    close(c->fd);
-    c->fd = -1;
+    appmsg__sock_close(c->fd);
+    c->fd = APPMSG_INVALID_SOCKET;
   }
   return rc;
 }
 
-int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, int *fdp, char *err,
-                           size_t errlen) {
-  struct connect_ctx c = {.fd = -1, .timeout_ms = timeout_ms};
+int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, appmsg_socket_t *fdp,
+                           char *err, size_t errlen) {
+  struct connect_ctx c = {.fd = APPMSG_INVALID_SOCKET, .timeout_ms = timeout_ms};
   c.deadline = appmsg__clock_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
   int rc = each_address(host, port, try_with_timeout, &c, err, errlen);
-  *fdp = rc == 0 ? c.fd : -1;
+  *fdp = rc == 0 ? c.fd : APPMSG_INVALID_SOCKET;
   return rc;
 }
 
 /* ---- accepting ----------------------------------------------------------- */
 
-int appmsg_accept(int listen_fd, int *fdp) {
+int appmsg_accept(appmsg_socket_t listen_fd, appmsg_socket_t *fdp) {
   return appmsg_accept_peer(listen_fd, fdp, NULL, NULL);
 }
 
-int appmsg_accept_peer(int listen_fd, int *fdp, struct sockaddr *addr, socklen_t *addrlen) {
-  *fdp = -1;
-  socklen_t room = addrlen ? *addrlen : 0;
-  for (;;) {
-    if (addrlen)
-      *addrlen = room;
-    int fd = accept4(listen_fd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      *fdp = fd;
-      return 0;
-    }
-    if (errno == EINTR || errno == ECONNABORTED)
-      continue;
-    if (errno == EWOULDBLOCK)
-      return -EAGAIN;
-    return -errno;
-  }
+int appmsg_accept_peer(appmsg_socket_t listen_fd, appmsg_socket_t *fdp, struct sockaddr *addr,
+                       socklen_t *addrlen) {
+  return appmsg__sock_accept(listen_fd, 1, fdp, addr, addrlen);
 }
 
-/* A spare descriptor above stdio (so a zeroed acceptor never owns fd 0), or -1. */
-static int open_reserve(void) {
-  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd >= 0 && fd <= STDERR_FILENO) {
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-    close(fd);
-    fd = high;
-  }
-  return fd;
-}
-
-int appmsg_accept_shed(int listen_fd, int *reserve_fd) {
-  if (*reserve_fd >= 0) {
-    close(*reserve_fd);
-    *reserve_fd = -1;
-  }
-  int fd, rc;
-  do
-    fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-  while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
-  if (fd >= 0) {
-    close(fd); /* the client sees EOF rather than hanging in the queue */
+int appmsg_accept_shed(appmsg_socket_t listen_fd, appmsg_socket_t *reserve_fd) {
+  appmsg__reserve_close(*reserve_fd);
+  *reserve_fd = APPMSG_INVALID_SOCKET;
+  appmsg_socket_t fd;
+  int rc = appmsg__sock_accept(listen_fd, 0, &fd, NULL, NULL);
+  if (rc == 0) {
+    appmsg__sock_close(fd); /* the client sees EOF rather than hanging in the queue */
     rc = 1;
-  } else {
-    rc = errno == EWOULDBLOCK ? 0 : -errno;
+  } else if (rc == -EAGAIN) {
+    rc = 0;
   }
-  *reserve_fd = open_reserve();
+  (void)appmsg__reserve_open(reserve_fd);
   return rc;
 }
 
-int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd) {
+int appmsg_acceptor_init(struct appmsg_acceptor *a, appmsg_socket_t listen_fd) {
   a->listen_fd = listen_fd;
   a->shed = 0;
-  a->reserve_fd = open_reserve();
-  return a->reserve_fd < 0 ? -errno : 0;
+  return appmsg__reserve_open(&a->reserve_fd);
 }
 
-int appmsg_acceptor_accept(struct appmsg_acceptor *a, int *fdp) {
-  if (a->reserve_fd < 0)
-    a->reserve_fd = open_reserve();
+int appmsg_acceptor_accept(struct appmsg_acceptor *a, appmsg_socket_t *fdp) {
+  if (a->reserve_fd == APPMSG_INVALID_SOCKET && appmsg__reserve_needed())
+    (void)appmsg__reserve_open(&a->reserve_fd);
   a->peer_len = sizeof a->peer;
   int rc = appmsg_accept_peer(a->listen_fd, fdp, (struct sockaddr *)&a->peer, &a->peer_len);
   if (rc)
     a->peer_len = 0;
-  if ((rc != -EMFILE && rc != -ENFILE) || a->reserve_fd < 0)
+  if ((rc != -EMFILE && rc != -ENFILE) || a->reserve_fd == APPMSG_INVALID_SOCKET)
     return rc;
   int shed = appmsg_accept_shed(a->listen_fd, &a->reserve_fd);
   if (shed == 1) {
@@ -536,9 +459,8 @@ int appmsg_acceptor_accept(struct appmsg_acceptor *a, int *fdp) {
 }
 
 void appmsg_acceptor_cleanup(struct appmsg_acceptor *a) {
-  if (a->reserve_fd > STDERR_FILENO)
-    close(a->reserve_fd);
-  a->reserve_fd = -1;
+  appmsg__reserve_close(a->reserve_fd);
+  a->reserve_fd = APPMSG_INVALID_SOCKET;
 }
 
 /* ---- addresses as text ------------------------------------------------------ */
@@ -546,49 +468,41 @@ void appmsg_acceptor_cleanup(struct appmsg_acceptor *a) {
 int appmsg_addr_format(const struct sockaddr *addr, socklen_t addrlen, char *buf, size_t len) {
   int n;
   if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    char host[APPMSG__HOSTLEN], serv[APPMSG__SERVLEN];
     int rc = getnameinfo(addr, addrlen, host, sizeof host, serv, sizeof serv,
                          NI_NUMERICHOST | NI_NUMERICSERV);
     if (rc != 0)
       return rc == EAI_FAMILY ? -EAFNOSUPPORT : -EINVAL;
     n = snprintf(buf, len, addr->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
   } else if (addr->sa_family == AF_UNIX) {
-    const struct sockaddr_un *sun = (const struct sockaddr_un *)addr;
-    size_t off = offsetof(struct sockaddr_un, sun_path);
-    int plen = addrlen > off ? (int)(addrlen - off) : 0;
-    if (plen == 0)
-      n = snprintf(buf, len, "unix:");
-    else if (sun->sun_path[0] == '\0')
-      n = snprintf(buf, len, "unix:@%.*s", plen - 1, sun->sun_path + 1);
-    else
-      n = snprintf(buf, len, "unix:%.*s", (int)strnlen(sun->sun_path, (size_t)plen), sun->sun_path);
+    return appmsg__unix_format(addr, addrlen, buf, len);
   } else {
     return -EAFNOSUPPORT;
   }
   return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }
 
-int appmsg_sockname(int fd, char *buf, size_t len) {
+int appmsg_sockname(appmsg_socket_t fd, char *buf, size_t len) {
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
-  if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-    return -errno;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+    return -appmsg__sock_errno();
   return appmsg_addr_format((struct sockaddr *)&ss, sl, buf, len);
 }
 
-int appmsg_peername(int fd, char *buf, size_t len) {
+int appmsg_peername(appmsg_socket_t fd, char *buf, size_t len) {
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
-  if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-    return -errno;
+  if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+    return -appmsg__sock_errno();
   return appmsg_addr_format((struct sockaddr *)&ss, sl, buf, len);
 }
 
-int appmsg_sockport(int fd) {
+int appmsg_sockport(appmsg_socket_t fd) {
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
-  if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-    return -errno;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+    return -appmsg__sock_errno();
   if (ss.ss_family == AF_INET)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
   if (ss.ss_family == AF_INET6)
@@ -598,19 +512,18 @@ int appmsg_sockport(int fd) {
 
 /* ---- options and I/O ------------------------------------------------------- */
 
-int appmsg_ignore_sigpipe(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = SIG_IGN;
-  sigemptyset(&sa.sa_mask);
-  return sigaction(SIGPIPE, &sa, NULL) < 0 ? -errno : 0;
+int appmsg_net_init(void) {
+  return appmsg__net_start();
 }
 
-int appmsg_set_nodelay(int fd, int on) {
-  int v = on ? 1 : 0;
-  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0)
+int appmsg_ignore_sigpipe(void) {
+  return appmsg__ignore_sigpipe();
+}
+
+int appmsg_set_nodelay(appmsg_socket_t fd, int on) {
+  int rc = appmsg__sock_setint(fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+  if (rc == 0)
     return 0;
-  int rc = -errno;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX)
@@ -618,38 +531,25 @@ int appmsg_set_nodelay(int fd, int on) {
   return rc;
 }
 
-int appmsg_set_nonblock(int fd, int on) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0)
-    return -errno;
-  int want = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
-  if (want != fl && fcntl(fd, F_SETFL, want) < 0)
-    return -errno;
-  return 0;
+int appmsg_can_share_port(void) {
+  return appmsg__can_share_port();
 }
 
-ssize_t appmsg_send(int fd, const void *buf, size_t len) {
-  int use_write = 0;
-  for (;;) {
-    ssize_t n = use_write ? write(fd, buf, len) : send(fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0)
-      return n;
-    if (errno == EINTR)
-      continue;
-    if (errno == ENOTSOCK && !use_write) {
-      use_write = 1; /* a pipe: SIGPIPE is the caller's business there */
-      continue;
-    }
-    return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-  }
+int appmsg_socket_dup(appmsg_socket_t fd, appmsg_socket_t *out) {
+  return appmsg__sock_dup(fd, out);
 }
 
-ssize_t appmsg_recv(int fd, void *buf, size_t len) {
-  for (;;) {
-    ssize_t n = read(fd, buf, len);
-    if (n >= 0)
-      return n;
-    if (errno != EINTR)
-      return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-  }
+int appmsg_set_nonblock(appmsg_socket_t fd, int on) {
+  return appmsg__sock_nonblock(fd, on);
+}
+
+ssize_t appmsg_send(appmsg_socket_t fd, const void *buf, size_t len) {
+  ssize_t n = appmsg__sock_send(fd, buf, len);
+  if (n == -ENOTSOCK) /* a pipe: SIGPIPE is the caller's business there */
+    n = appmsg__fd_write(fd, buf, len);
+  return n;
+}
+
+ssize_t appmsg_recv(appmsg_socket_t fd, void *buf, size_t len) {
+  return appmsg__sock_recv(fd, buf, len);
 }

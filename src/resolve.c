@@ -10,21 +10,18 @@
  * A lookup is shared by two owners, the thread that asks getaddrinfo()
  * and the loop that waits for its answer, and counts them: whichever lets
  * go last frees it.  The thread writes its answer into the lookup, then
- * one byte into the lookup's pipe; the loop, seeing the pipe readable,
- * takes the answer.  A cancel only stops the loop waiting: the pipe stays
- * open until the thread is done with it, so the thread never writes into
- * a descriptor that was closed (or, worse, reused).
+ * one byte into the lookup's wake-up channel (platform.h: a pipe, or a
+ * loopback pair on Windows); the loop, seeing it readable, takes the
+ * answer.  A cancel only stops the loop waiting: the channel stays open
+ * until the thread is done with it, so the thread never writes into a
+ * descriptor that was closed (or, worse, reused).
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "appmsg/net.h"
+#include "platform.h"
 #include "resolve.h"
 #include "util.h"
 
@@ -33,7 +30,7 @@ struct appmsg__lookup {
   struct appmsg_loop *loop; /* the loop waiting, NULL once it no longer is */
   appmsg__lookup_cb cb;     /* the loop's callback */
   void *arg;                /* its argument */
-  int rfd, wfd;             /* the pipe: the thread writes a byte once the answer is in */
+  appmsg_socket_t rfd, wfd; /* a wake-up channel: the thread writes a byte once the answer is in */
   char *host, *port;        /* the question */
   int rc;                   /* the answer: 0 or a code */
   struct addrinfo *ai;      /* ... its addresses, until taken */
@@ -43,8 +40,7 @@ struct appmsg__lookup {
 static void unref(struct appmsg__lookup *l) {
   if (__atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) != 0)
     return;
-  close(l->rfd);
-  close(l->wfd);
+  appmsg__wakeup_close(l->rfd, l->wfd);
   if (l->ai)
     freeaddrinfo(l->ai);
   free(l->host);
@@ -52,17 +48,14 @@ static void unref(struct appmsg__lookup *l) {
   free(l);
 }
 
-static void *lookup_thread(void *arg) {
+static void lookup_thread(void *arg) {
   struct appmsg__lookup *l = arg;
   l->rc = appmsg__resolve(l->host, l->port, 0, &l->ai, l->err, sizeof l->err);
-  char b = 1;
-  while (write(l->wfd, &b, 1) < 0 && errno == EINTR)
-    ;
+  (void)appmsg__wakeup_send(l->wfd, 1);
   unref(l);
-  return NULL;
 }
 
-static void on_answer(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+static void on_answer(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud) {
   (void)events;
   struct appmsg__lookup *l = ud;
   appmsg_loop_unwatch(loop, fd);
@@ -78,18 +71,14 @@ int appmsg__lookup_start(struct appmsg__lookup **out, struct appmsg_loop *loop, 
   struct appmsg__lookup *l = calloc(1, sizeof *l);
   if (l == NULL)
     return -ENOMEM;
-  l->rfd = l->wfd = -1;
+  l->rfd = l->wfd = APPMSG_INVALID_SOCKET;
   l->host = strdup(host ? host : "");
   l->port = strdup(port ? port : "");
-  int p[2];
   int rc = l->host && l->port ? 0 : -ENOMEM;
-  if (rc == 0 && pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
-    rc = -errno;
-  if (rc == 0) {
-    l->rfd = p[0];
-    l->wfd = p[1];
+  if (rc == 0)
+    rc = appmsg__wakeup_open(&l->rfd, &l->wfd);
+  if (rc == 0)
     rc = appmsg_loop_watch(loop, l->rfd, APPMSG_EV_READ, on_answer, l);
-  }
   if (rc) {
     l->refs = 1;
     unref(l);
@@ -99,24 +88,12 @@ int appmsg__lookup_start(struct appmsg__lookup **out, struct appmsg_loop *loop, 
   l->cb = cb;
   l->arg = arg;
   l->refs = 2;
-  pthread_attr_t attr;
-  pthread_t tid;
-  sigset_t all, old;
-  sigfillset(&all);
-  rc = pthread_attr_init(&attr);
-  if (rc == 0) {
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024); /* getaddrinfo() needs little */
-    pthread_sigmask(SIG_SETMASK, &all, &old);     /* the thread starts with every signal blocked */
-    rc = pthread_create(&tid, &attr, lookup_thread, l);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-  }
+  rc = appmsg__thread_detached(lookup_thread, l, 256 * 1024); /* getaddrinfo() needs little */
   if (rc) {
     appmsg_loop_unwatch(loop, l->rfd);
     l->refs = 1;
     unref(l);
-    return -rc;
+    return rc;
   }
   *out = l;
   return 0;

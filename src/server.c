@@ -3,14 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "appmsg/net.h"
 #include "appmsg/server.h"
 #include "appmsg/tls.h"
 #include "conn_internal.h"
 #include "loop_internal.h"
+#include "platform.h"
 #include "util.h"
 
 #define MAX_REFUSING 64     /* refused connections being told so at once */
@@ -32,7 +31,7 @@ struct appmsg_server {
   int freed;                    /* appmsg_server_free() was called */
   struct appmsg__deferred gone; /* frees the server at the end of the iteration */
   char *unix_path;              /* a Unix socket's file, removed when the server stops */
-  struct stat unix_st;          /* which file that was (not one made by someone since) */
+  uint64_t unix_id[2];          /* which file that was (not one made by someone since) */
 };
 
 void appmsg_server_opts_default(struct appmsg_server_opts *o) {
@@ -83,7 +82,7 @@ static const struct appmsg_conn_callbacks refuse_cbs = {0};
 
 /* Tells a connection over the limit so, through an ordinary (closing)
  * connection, so its request cannot turn our close into a reset. */
-static void refuse(struct appmsg_server *s, int fd) {
+static void refuse(struct appmsg_server *s, appmsg_socket_t fd) {
   if (s->srv_cbs && s->srv_cbs->on_refuse)
     s->srv_cbs->on_refuse(s, APPMSG_E_TOO_MANY_CONNS, s->ud);
   /* Freed by on_refuse, the server has ended its connections already and
@@ -91,7 +90,7 @@ static void refuse(struct appmsg_server *s, int fd) {
    * would outlive it and report to it.  (Drained, it still tells the peer
    * why: the refusal closes itself.) */
   if (s->freed || s->refusing >= MAX_REFUSING || s->opts->conn.raw) {
-    close(fd); /* a raw (unframed) peer would not understand an error frame */
+    appmsg__sock_close(fd); /* a raw (unframed) peer would not understand an error frame */
     return;
   }
   struct appmsg_conn *c;
@@ -119,7 +118,7 @@ static void on_resume(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud
 static void accept_some(struct appmsg_server *s, int max) {
   struct appmsg_loop *loop = s->loop;
   for (int k = 0; k < max && s->listening; k++) { /* (a callback may drain or free s) */
-    int cfd;
+    appmsg_socket_t cfd;
     int rc = appmsg_acceptor_accept(&s->acc, &cfd);
     if (rc == -EAGAIN)
       return;
@@ -153,7 +152,7 @@ static void accept_some(struct appmsg_server *s, int max) {
   }
 }
 
-static void on_listen(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+static void on_listen(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud) {
   (void)loop;
   (void)fd;
   (void)events;
@@ -169,13 +168,13 @@ static int tls_role_ok(const struct appmsg_server_opts *opts, char *err, size_t 
 }
 
 /* Serves on fd (owned from now on); owner: whether to unlink a Unix socket's file at the end. */
-static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd, int owner,
-                    const struct appmsg_server_opts *opts,
+static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, appmsg_socket_t fd,
+                    int owner, const struct appmsg_server_opts *opts,
                     const struct appmsg_conn_callbacks *conn_cbs,
                     const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
                     size_t errlen) {
   if (!tls_role_ok(opts, err, errlen)) {
-    close(fd);
+    appmsg__sock_close(fd);
     return -EINVAL;
   }
   struct appmsg_server *s = appmsg__calloc(1, sizeof *s);
@@ -188,7 +187,7 @@ static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd
     appmsg__errf(err, errlen, "cannot serve: %s", appmsg_strerror(rc));
     if (s)
       appmsg_acceptor_cleanup(&s->acc);
-    close(fd);
+    appmsg__sock_close(fd);
     appmsg__free(s);
     return rc;
   }
@@ -201,7 +200,7 @@ static int serve_fd(struct appmsg_server **out, struct appmsg_loop *loop, int fd
   appmsg_timer_init(&s->resume, on_resume, s);
   char name[APPMSG_ADDRSTRLEN];
   if (owner && appmsg_sockname(fd, name, sizeof name) > 5 && strncmp(name, "unix:/", 6) == 0 &&
-      stat(name + 5, &s->unix_st) == 0)
+      appmsg__file_identity(name + 5, s->unix_id) == 0)
     s->unix_path = appmsg__strdup(name + 5);
   *out = s;
   return 0;
@@ -214,7 +213,7 @@ int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, cons
                       size_t errlen) {
   if (!tls_role_ok(opts, err, errlen))
     return -EINVAL;
-  int fd;
+  appmsg_socket_t fd;
   int rc = appmsg_listen_flags(host, port, opts->backlog,
                                opts->reuseport ? APPMSG_LISTEN_REUSEPORT : 0, &fd, err, errlen);
   if (rc)
@@ -222,8 +221,8 @@ int appmsg_server_new(struct appmsg_server **out, struct appmsg_loop *loop, cons
   return serve_fd(out, loop, fd, 1, opts, conn_cbs, srv_cbs, ud, err, errlen);
 }
 
-int appmsg_server_new_fd(struct appmsg_server **out, struct appmsg_loop *loop, int listen_fd,
-                         const struct appmsg_server_opts *opts,
+int appmsg_server_new_fd(struct appmsg_server **out, struct appmsg_loop *loop,
+                         appmsg_socket_t listen_fd, const struct appmsg_server_opts *opts,
                          const struct appmsg_conn_callbacks *conn_cbs,
                          const struct appmsg_server_callbacks *srv_cbs, void *ud, char *err,
                          size_t errlen) {
@@ -237,8 +236,8 @@ const char *appmsg_server_address(const struct appmsg_server *s) {
   return buf;
 }
 
-int appmsg_server_fd(const struct appmsg_server *s) {
-  return s->listening ? s->acc.listen_fd : -1;
+appmsg_socket_t appmsg_server_fd(const struct appmsg_server *s) {
+  return s->listening ? s->acc.listen_fd : APPMSG_INVALID_SOCKET;
 }
 
 size_t appmsg_server_conn_count(const struct appmsg_server *s) {
@@ -257,12 +256,12 @@ static void stop_listening(struct appmsg_server *s) {
   s->listening = 0;
   appmsg_timer_stop(s->loop, &s->resume);
   appmsg_loop_unwatch(s->loop, s->acc.listen_fd);
-  close(s->acc.listen_fd);
+  appmsg__sock_close(s->acc.listen_fd);
   appmsg_acceptor_cleanup(&s->acc);
-  struct stat st;
-  if (s->unix_path && stat(s->unix_path, &st) == 0 && st.st_ino == s->unix_st.st_ino &&
-      st.st_dev == s->unix_st.st_dev)
-    unlink(s->unix_path);
+  uint64_t id[2];
+  if (s->unix_path && appmsg__file_identity(s->unix_path, id) == 0 && id[0] == s->unix_id[0] &&
+      id[1] == s->unix_id[1])
+    appmsg__unix_unlink(s->unix_path);
   appmsg__free(s->unix_path);
   s->unix_path = NULL;
 }

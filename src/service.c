@@ -5,13 +5,12 @@
  * service_status.c; their shared state is in service_internal.h.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "appmsg/tls.h"
+#include "platform.h"
 #include "service_internal.h"
 
 static uint64_t hash_name(const char *p, size_t n) {
@@ -168,10 +167,11 @@ int appmsg_service_listen(struct appmsg_service *s, const char *host, const char
                            &appmsg__svc_server_cbs, s, err, errlen);
 }
 
-int appmsg_service_listen_fd(struct appmsg_service *s, int listen_fd, char *err, size_t errlen) {
+int appmsg_service_listen_fd(struct appmsg_service *s, appmsg_socket_t listen_fd, char *err,
+                             size_t errlen) {
   if (s->srv) {
     appmsg__errf(err, errlen, "the service is already listening");
-    close(listen_fd);
+    appmsg__sock_close(listen_fd);
     return -EALREADY;
   }
   s->sopts = s->opts->server;

@@ -50,7 +50,7 @@ struct text {
   int failed;
 };
 
-static void text_addf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_addf(struct text *t, const char *fmt, ...) APPMSG__PRINTF(2, 3);
 
 static void text_addf(struct text *t, const char *fmt, ...) {
   for (;;) {

@@ -4,7 +4,7 @@
  * OpenSSL's headers.
  *
  * The socket is reached through a BIO of our own rather than OpenSSL's
- * socket BIO: it sends with MSG_NOSIGNAL (OpenSSL's uses write(), which
+ * socket BIO: it sends without SIGPIPE (OpenSSL's uses write(), which
  * raises SIGPIPE on a vanished peer), remembers the socket's errno and
  * its end of stream, and keeps the first bytes a peer sends so that a
  * plaintext appmsg frame can be named as such.
@@ -16,14 +16,16 @@
  * read-ahead (one recv() takes several records; the connection drains
  * them with appmsg__tls_pending() before it waits on the socket again).
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The system's headers first: on Windows, OpenSSL's undo the names <wincrypt.h> takes
+ * (X509_NAME, ...) only when they come after it. */
+#include "platform.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -39,18 +41,18 @@
 static const unsigned char alpn_list[] = {6, 'a', 'p', 'p', 'm', 's', 'g'};
 
 struct appmsg_tls {
-  pthread_mutex_t lock; /* guards ctx: a reload may come from another thread */
-  SSL_CTX *ctx;         /* what new connections are made from */
-  int server;           /* 1: server context, 0: client */
-  unsigned flags;       /* APPMSG_TLS_* */
-  char *cert;           /* certificate chain file, or NULL */
-  char *key;            /* private key file, or NULL */
-  char *ca;             /* CA file (server: client CAs; client: trusted CAs), or NULL */
+  appmsg__mutex lock; /* guards ctx: a reload may come from another thread */
+  SSL_CTX *ctx;       /* what new connections are made from */
+  int server;         /* 1: server context, 0: client */
+  unsigned flags;     /* APPMSG_TLS_* */
+  char *cert;         /* certificate chain file, or NULL */
+  char *key;          /* private key file, or NULL */
+  char *ca;           /* CA file (server: client CAs; client: trusted CAs), or NULL */
 };
 
 struct appmsg__tls_conn {
   SSL *ssl;               /* OpenSSL's connection (owns the BIO) */
-  int fd;                 /* the socket (the framed connection's) */
+  appmsg_socket_t fd;     /* the socket (the framed connection's) */
   int sys_err;            /* errno of the socket call that failed last, 0 if none */
   unsigned char first[3]; /* the first bytes received, to recognise plaintext frames */
   unsigned char nfirst;   /* how many of first[] are set */
@@ -83,7 +85,7 @@ static const char *queue_text(char *buf, size_t len) {
   if (e == 0)
     snprintf(buf, len, "unknown error");
   else if (ERR_GET_LIB(e) == ERR_LIB_SYS)
-    snprintf(buf, len, "%s", strerror(ERR_GET_REASON(e)));
+    snprintf(buf, len, "%s", appmsg_strerror(-appmsg__errno_from_system(ERR_GET_REASON(e))));
   else if (ERR_reason_error_string(e))
     snprintf(buf, len, "%s", ERR_reason_error_string(e));
   else
@@ -251,11 +253,11 @@ static int tls_new(struct appmsg_tls **out, int server, const char *ca, const ch
   int rc = failed ? -ENOMEM : 0;
   if (failed)
     appmsg__errf(err, errlen, "out of memory");
-  if (rc == 0 && pthread_mutex_init(&tls->lock, NULL) != 0) {
+  if (rc == 0 && appmsg__mutex_init(&tls->lock) != 0) {
     appmsg__errf(err, errlen, "cannot make a lock");
     rc = -ENOMEM;
   } else if (rc == 0 && (rc = make_ctx(tls, &tls->ctx, err, errlen)) != 0) {
-    pthread_mutex_destroy(&tls->lock);
+    appmsg__mutex_destroy(&tls->lock);
   }
   if (rc) {
     appmsg__free(tls->cert);
@@ -297,10 +299,10 @@ int appmsg_tls_reload(struct appmsg_tls *tls, char *err, size_t errlen) {
   int rc = make_ctx(tls, &fresh, err, errlen);
   if (rc)
     return rc;
-  pthread_mutex_lock(&tls->lock);
+  appmsg__mutex_lock(&tls->lock);
   SSL_CTX *old = tls->ctx;
   tls->ctx = fresh;
-  pthread_mutex_unlock(&tls->lock);
+  appmsg__mutex_unlock(&tls->lock);
   SSL_CTX_free(old); /* connections made from it hold references of their own */
   return 0;
 }
@@ -309,7 +311,7 @@ void appmsg_tls_free(struct appmsg_tls *tls) {
   if (tls == NULL)
     return;
   SSL_CTX_free(tls->ctx);
-  pthread_mutex_destroy(&tls->lock);
+  appmsg__mutex_destroy(&tls->lock);
   appmsg__free(tls->cert);
   appmsg__free(tls->key);
   appmsg__free(tls->ca);
@@ -379,7 +381,7 @@ static int bio_create(BIO *b) {
 }
 
 static BIO_METHOD *sock_method;
-static pthread_once_t sock_once = PTHREAD_ONCE_INIT;
+static appmsg__once_t sock_once = APPMSG__ONCE_INIT;
 
 static void make_sock_method(void) {
   int index = BIO_get_new_index();
@@ -393,9 +395,9 @@ static void make_sock_method(void) {
 
 /* ---- connections ------------------------------------------------------------------------------- */
 
-int appmsg__tls_conn_new(struct appmsg__tls_conn **out, struct appmsg_tls *tls, int fd,
+int appmsg__tls_conn_new(struct appmsg__tls_conn **out, struct appmsg_tls *tls, appmsg_socket_t fd,
                          const char *server_name) {
-  pthread_once(&sock_once, make_sock_method);
+  appmsg__once(&sock_once, make_sock_method);
   if (sock_method == NULL)
     return -ENOMEM;
   int verify = !tls->server && !(tls->flags & APPMSG_TLS_INSECURE_SKIP_VERIFY);
@@ -416,9 +418,9 @@ int appmsg__tls_conn_new(struct appmsg__tls_conn **out, struct appmsg_tls *tls, 
   t->fd = fd;
   t->server = tls->server ? 1 : 0;
   ERR_clear_error();
-  pthread_mutex_lock(&tls->lock);
+  appmsg__mutex_lock(&tls->lock);
   t->ssl = SSL_new(tls->ctx);
-  pthread_mutex_unlock(&tls->lock);
+  appmsg__mutex_unlock(&tls->lock);
   BIO *b = t->ssl ? BIO_new(sock_method) : NULL;
   if (b == NULL) {
     SSL_free(t->ssl);

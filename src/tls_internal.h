@@ -2,6 +2,7 @@
 #ifndef APPMSG_TLS_INTERNAL_H
 #define APPMSG_TLS_INTERNAL_H
 
+#include "appmsg/socket.h"
 #include <stddef.h>
 
 #include "appmsg/tls.h"
@@ -18,7 +19,7 @@ struct appmsg_tls;
  * Returns 0 and *t, -ENOMEM, -EINVAL (a client without a name) or
  * APPMSG_E_TLS.
  */
-int appmsg__tls_conn_new(struct appmsg__tls_conn **t, struct appmsg_tls *tls, int fd,
+int appmsg__tls_conn_new(struct appmsg__tls_conn **t, struct appmsg_tls *tls, appmsg_socket_t fd,
                          const char *server_name);
 void appmsg__tls_conn_free(struct appmsg__tls_conn *t);
 

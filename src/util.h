@@ -7,7 +7,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+/* printf-style checking of the library's own formatting functions; mingw-w64 names the C99
+ * printf (its __USE_MINGW_ANSI_STDIO one, %zu and all) gnu_printf. */
+#ifdef __MINGW_PRINTF_FORMAT
+#define APPMSG__PRINTF(f, a) __attribute__((format(__MINGW_PRINTF_FORMAT, f, a)))
+#else
+#define APPMSG__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#endif
 
 #include "appmsg/appmsg.h"
 
@@ -46,12 +55,11 @@ static inline int appmsg__is_tls_error(int err) {
 
 /* Writes a message into the caller's buffer err of errlen bytes (NUL-terminated, cut to fit);
  * nothing when err is NULL or errlen is 0. */
-void appmsg__errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void appmsg__errf(char *err, size_t errlen, const char *fmt, ...) APPMSG__PRINTF(3, 4);
 
 /* Formats one log line and hands it to fn (nothing when fn is NULL). */
 void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+    APPMSG__PRINTF(4, 5);
 
 /* Adds n to a counter that other threads may read (conn.h's appmsg_counter_add()). */
 #define appmsg__count appmsg_counter_add

@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "alloc.h"
+#include "socket.h"
 #include "json.h"
 #include "header.h"
 #include "decoder.h"

@@ -22,7 +22,8 @@
  * made while a read is handled leave with one send() after it, and replies
  * made one after another from a timer or another library's callback leave
  * together too.  What the kernel does not take waits for the socket to be
- * writable.  Sends use MSG_NOSIGNAL: a vanished peer never raises SIGPIPE.
+ * writable.  Sends never raise SIGPIPE on a vanished peer (MSG_NOSIGNAL, or
+ * SO_NOSIGPIPE where the system has that instead; Windows has no SIGPIPE).
  *
  * Protections (struct appmsg_conn_opts): the decoder's limits; a timeout
  * for a connection idle between messages and a shorter one for a frame
@@ -175,7 +176,7 @@ struct appmsg_conn_callbacks {
  * the loop's error; with a TLS client context that verifies, -EINVAL when
  * opts->tls_server_name is NULL.
  */
-APPMSG_API int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
+APPMSG_API int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop, appmsg_socket_t fd,
                                const struct appmsg_conn_opts *opts,
                                const struct appmsg_conn_callbacks *cbs, void *ud);
 
@@ -186,8 +187,8 @@ APPMSG_API int appmsg_conn_new(struct appmsg_conn **c, struct appmsg_loop *loop,
  * fails.  Returns as appmsg_conn_new().  A client that tries every
  * resolved address in turn is built on this (client.h does so).
  */
-APPMSG_API int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop, int fd,
-                                          const struct appmsg_conn_opts *opts,
+APPMSG_API int appmsg_conn_new_connecting(struct appmsg_conn **c, struct appmsg_loop *loop,
+                                          appmsg_socket_t fd, const struct appmsg_conn_opts *opts,
                                           const struct appmsg_conn_callbacks *cbs, void *ud);
 
 /*
@@ -295,9 +296,9 @@ APPMSG_API void appmsg_conn_set_close_hook(struct appmsg_conn *c, appmsg_conn_ho
                                            void *arg);
 
 /* Accessors. */
-/* The socket, or -1 once the connection has ended (the number may already
+/* The socket, or APPMSG_INVALID_SOCKET once the connection has ended (the number may already
  * belong to another socket: key tables by the connection, not by it). */
-APPMSG_API int appmsg_conn_fd(const struct appmsg_conn *c);
+APPMSG_API appmsg_socket_t appmsg_conn_fd(const struct appmsg_conn *c);
 APPMSG_API void *appmsg_conn_userdata(const struct appmsg_conn *c);
 APPMSG_API void appmsg_conn_set_userdata(struct appmsg_conn *c, void *ud);
 APPMSG_API size_t appmsg_conn_pending(const struct appmsg_conn *c); /* bytes queued for sending */

@@ -9,7 +9,7 @@
  *   appmsg_encoder_push(&e, &hdr, body, body_len);
  *   while (appmsg_encoder_pending(&e) > 0) {
  *     size_t n; const void *p = appmsg_encoder_peek(&e, &n);
- *     ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+ *     ssize_t w = appmsg_send(fd, p, n);  // or send() with MSG_NOSIGNAL
  *     if (w > 0) appmsg_encoder_advance(&e, (size_t)w); else ...
  *   }
  *

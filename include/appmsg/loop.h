@@ -64,6 +64,7 @@
 #include <stdint.h>
 
 #include "export.h"
+#include "socket.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -88,9 +89,13 @@ enum appmsg_loop_backend {
  * An fd's callback: events is the readiness (a non-empty subset of the
  * interest, plus APPMSG_EV_ERROR/APPMSG_EV_HUP, which are reported even with
  * an empty interest - react to them by unwatching, or the loop keeps
- * reporting them).  userdata is the pointer given to appmsg_loop_watch().
+ * reporting them).  On Windows the loop waits with select(): a hang-up or
+ * a reset is seen by reading (APPMSG_EV_READ, then the read's end of stream
+ * or error), never without read interest, and APPMSG_EV_ERROR is a failed
+ * connect.  userdata is the pointer given to appmsg_loop_watch().
  */
-typedef void (*appmsg_io_cb)(struct appmsg_loop *loop, int fd, unsigned events, void *userdata);
+typedef void (*appmsg_io_cb)(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events,
+                             void *userdata);
 
 struct appmsg_timer;
 
@@ -166,9 +171,11 @@ APPMSG_API void appmsg_loop_stop(struct appmsg_loop *loop);
 /*
  * appmsg_loop_stop() from another thread (or a signal handler): the one
  * function of a loop that may be called from anywhere.  It writes to the
- * loop's wake-up pipe, so a loop waiting in epoll/poll wakes and stops
- * after the current iteration.  This is how a program with a loop per
- * thread stops them all: one thread waits for the signal (sigwait()) and
+ * loop's wake-up channel (a pipe; a loopback socket pair on Windows), so a
+ * loop waiting in epoll/poll wakes and stops after the current iteration.
+ * This is how a program with a loop per thread stops them all: one thread
+ * waits for the signal (sigwait() on POSIX; on Windows a loop of its own
+ * with appmsg_loop_stop_on_signals() and a timer to keep it alive) and
  * calls this for every loop.  Returns 0 or a negated errno.
  */
 APPMSG_API int appmsg_loop_stop_async(struct appmsg_loop *loop);
@@ -191,29 +198,30 @@ APPMSG_API uint64_t appmsg_loop_now(const struct appmsg_loop *loop);
  * called while the fd is ready.  The fd stays the caller's: the loop never
  * closes it.  Unwatch it before closing it (a closed-but-watched fd is
  * tolerated by unwatch, but its number cannot be watched again until then).
- * Returns 0, -EBADF (negative fd), -EINVAL (NULL cb or unknown bits),
+ * Returns 0, -EBADF (APPMSG_INVALID_SOCKET, or a negative fd), -EINVAL (NULL
+ * cb or unknown bits),
  * -EEXIST (already watched), -ENOMEM, or the backend's negated errno
  * (-EPERM: epoll cannot watch regular files).
  */
-APPMSG_API int appmsg_loop_watch(struct appmsg_loop *loop, int fd, unsigned events, appmsg_io_cb cb,
-                                 void *userdata);
+APPMSG_API int appmsg_loop_watch(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events,
+                                 appmsg_io_cb cb, void *userdata);
 
 /*
  * Replaces a watched fd's interest.  The same interest again costs
  * nothing.  Returns 0, -ENOENT if fd is not watched, -EINVAL for unknown
  * bits, or the backend's negated errno.
  */
-APPMSG_API int appmsg_loop_modify(struct appmsg_loop *loop, int fd, unsigned events);
+APPMSG_API int appmsg_loop_modify(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events);
 
 /*
  * Stops watching fd; its callback will not be called again, not even for
  * readiness already collected in the current iteration.  Returns 0 or
  * -ENOENT if fd is not watched.
  */
-APPMSG_API int appmsg_loop_unwatch(struct appmsg_loop *loop, int fd);
+APPMSG_API int appmsg_loop_unwatch(struct appmsg_loop *loop, appmsg_socket_t fd);
 
 /* A watched fd's current interest (>= 0), or -ENOENT if it is not watched. */
-APPMSG_API int appmsg_loop_events(const struct appmsg_loop *loop, int fd);
+APPMSG_API int appmsg_loop_events(const struct appmsg_loop *loop, appmsg_socket_t fd);
 
 /* ---- timers ------------------------------------------------------------ */
 
@@ -258,6 +266,12 @@ APPMSG_API int appmsg_timer_active(const struct appmsg_timer *timer);
  * receives one of the signals gets the default action, not the parent's
  * self-pipe.  Returns 0, -EINVAL (SIGKILL,
  * SIGSTOP or an invalid number), -EBUSY, -ENOMEM, or a negated errno.
+ *
+ * On Windows the "signals" are the console's control events: Ctrl-C is
+ * SIGINT; Ctrl-Break is SIGBREAK when that is in the set, else SIGTERM; the
+ * console window's close, log-off and shut-down are SIGTERM (the system
+ * ends the process about five seconds after a close: the drain must fit).
+ * SIGHUP is accepted and never comes; other numbers are -EINVAL.
  */
 APPMSG_API int appmsg_loop_stop_on_signals(struct appmsg_loop *loop, const int *signals, size_t n);
 

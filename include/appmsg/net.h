@@ -26,19 +26,26 @@
  *
  * so a program can print it as is.  The library never prints anything.
  *
- * Every socket made here is non-blocking and close-on-exec (except the one
- * appmsg_connect_timeout() hands back, which is blocking) and belongs to
- * the caller, who closes it.  Sends should use MSG_NOSIGNAL (appmsg_send()
- * does); appmsg_ignore_sigpipe() covers code that uses write().
+ * Every socket made here is non-blocking and close-on-exec (on Windows: not
+ * inheritable) - except the one appmsg_connect_timeout() hands back, which
+ * is blocking - and belongs to the caller, who closes it (close(), or
+ * closesocket() on Windows).  appmsg_send() never raises SIGPIPE
+ * (MSG_NOSIGNAL, SO_NOSIGPIPE, or nothing to do on Windows);
+ * appmsg_ignore_sigpipe() covers code that uses write().
+ *
+ * Sockets are appmsg_socket_t (socket.h): an int on POSIX, a SOCKET on
+ * Windows, APPMSG_INVALID_SOCKET when there is none.  Errors are the same
+ * negated errno values on every system: a Winsock error is given as the
+ * errno it stands for (WSAECONNREFUSED as -ECONNREFUSED, WSAEWOULDBLOCK as
+ * -EAGAIN), with the same sentence from appmsg_strerror().  Windows has no
+ * Unix-domain sockets in this library ("unix:" is -EAFNOSUPPORT there).
  */
 #ifndef APPMSG_NET_H
 #define APPMSG_NET_H
 
 #include <stddef.h>
-#include <sys/types.h>
-#include <sys/socket.h>
-
 #include "export.h"
+#include "socket.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -84,8 +91,8 @@ APPMSG_API int appmsg_resolve(const char *host, const char *port, int passive,
                               struct addrinfo **res, char *err, size_t errlen);
 
 /*
- * Creates a listening socket on host/port and stores it in *fd (-1 on
- * failure).  TCP: tries each resolved address until one binds, with
+ * Creates a listening socket on host/port and stores it in *fd
+ * (APPMSG_INVALID_SOCKET on failure).  TCP: tries each resolved address until one binds, with
  * SO_REUSEADDR; for the wildcard, IPv6 with IPV6_V6ONLY off first.  Unix
  * paths: if the path exists and is a socket nobody accepts on (a stale
  * file left by a crashed server) it is unlinked and bound again; a live
@@ -93,16 +100,20 @@ APPMSG_API int appmsg_resolve(const char *host, const char *port, int passive,
  * path after closing.  backlog <= 0 means SOMAXCONN.  Returns 0,
  * APPMSG_E_ADDRESS, or a negated errno, with a reason in err.
  */
-APPMSG_API int appmsg_listen(const char *host, const char *port, int backlog, int *fd, char *err,
-                             size_t errlen);
+APPMSG_API int appmsg_listen(const char *host, const char *port, int backlog, appmsg_socket_t *fd,
+                             char *err, size_t errlen);
 
 /* appmsg_listen() with flags: APPMSG_LISTEN_REUSEPORT sets SO_REUSEPORT on a
  * TCP socket, so that several sockets - one per thread or per process -
  * listen on one port and the kernel spreads new connections among them
- * (by a hash of the connection's addresses).  Ignored for Unix paths. */
+ * (by a hash of the connection's addresses).  Ignored for Unix paths.
+ * Where the system cannot (appmsg_can_share_port() is 0: Windows, and the
+ * POSIX-only build for macOS and the BSDs, whose SO_REUSEPORT does not
+ * spread connections) it fails with -EOPNOTSUPP: share one listener
+ * between threads instead, each with its own appmsg_socket_dup(). */
 #define APPMSG_LISTEN_REUSEPORT 0x1u
 APPMSG_API int appmsg_listen_flags(const char *host, const char *port, int backlog, unsigned flags,
-                                   int *fd, char *err, size_t errlen);
+                                   appmsg_socket_t *fd, char *err, size_t errlen);
 
 /*
  * Starts a non-blocking connect to host/port.  On 0, *fd is the socket and
@@ -113,14 +124,23 @@ APPMSG_API int appmsg_listen_flags(const char *host, const char *port, int backl
  * appmsg_resolve() + appmsg_connect_addr() to fall back on later errors).
  * Unix sockets connect at once or fail (-EAGAIN: the server's backlog is
  * full).  Returns 0, APPMSG_E_ADDRESS or a negated errno (-ECONNREFUSED can
- * come at once), with a reason in err; *fd is -1 on failure.
+ * come at once), with a reason in err; *fd is APPMSG_INVALID_SOCKET on
+ * failure.
  */
-APPMSG_API int appmsg_connect(const char *host, const char *port, int *fd, int *in_progress,
-                              char *err, size_t errlen);
+APPMSG_API int appmsg_connect(const char *host, const char *port, appmsg_socket_t *fd,
+                              int *in_progress, char *err, size_t errlen);
+
+/* 1 where APPMSG_LISTEN_REUSEPORT is available, else 0. */
+APPMSG_API int appmsg_can_share_port(void);
+
+/* A second handle for the same socket (dup(); WSADuplicateSocket() on Windows), e.g. for
+ * another thread's loop to accept on the same listener.  Each handle is closed on its own.
+ * Returns 0 and *out, or a negated errno. */
+APPMSG_API int appmsg_socket_dup(appmsg_socket_t fd, appmsg_socket_t *out);
 
 /* appmsg_connect() for one address, e.g. from appmsg_resolve(). Same results, no reason. */
-APPMSG_API int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen, int *fd,
-                                   int *in_progress);
+APPMSG_API int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrlen,
+                                   appmsg_socket_t *fd, int *in_progress);
 
 /*
  * The outcome of a pending connect, once its fd is writable: 0 if
@@ -128,7 +148,7 @@ APPMSG_API int appmsg_connect_addr(const struct sockaddr *addr, socklen_t addrle
  * Calling it before the fd is writable may return 0 for a connect still in
  * progress.
  */
-APPMSG_API int appmsg_connect_result(int fd);
+APPMSG_API int appmsg_connect_result(appmsg_socket_t fd);
 
 /*
  * Connects with a deadline, for simple clients: resolves, then tries each
@@ -138,8 +158,8 @@ APPMSG_API int appmsg_connect_result(int fd);
  * change).  Returns APPMSG_E_TIMEOUT, APPMSG_E_ADDRESS, or the last
  * address's negated errno, with a reason in err.
  */
-APPMSG_API int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms, int *fd,
-                                      char *err, size_t errlen);
+APPMSG_API int appmsg_connect_timeout(const char *host, const char *port, int timeout_ms,
+                                      appmsg_socket_t *fd, char *err, size_t errlen);
 
 /*
  * Accepts one pending connection as a non-blocking, close-on-exec socket
@@ -150,22 +170,23 @@ APPMSG_API int appmsg_connect_timeout(const char *host, const char *port, int ti
  * struct appmsg_acceptor, which does; or another negated errno.  EINTR and
  * ECONNABORTED (the client gave up while queued) are retried.
  */
-APPMSG_API int appmsg_accept(int listen_fd, int *fd);
+APPMSG_API int appmsg_accept(appmsg_socket_t listen_fd, appmsg_socket_t *fd);
 
 /* appmsg_accept() that also stores the peer's address (as accept4() gives
  * it, at no extra cost) in addr, of room *addrlen, updated to its length. */
-APPMSG_API int appmsg_accept_peer(int listen_fd, int *fd, struct sockaddr *addr,
-                                  socklen_t *addrlen);
+APPMSG_API int appmsg_accept_peer(appmsg_socket_t listen_fd, appmsg_socket_t *fd,
+                                  struct sockaddr *addr, socklen_t *addrlen);
 
 /*
  * The descriptor-exhaustion escape hatch (the libev/libuv "reserve fd"
  * pattern): closes *reserve_fd to free one descriptor, accepts the pending
  * connection with it and closes that at once (the client sees EOF), then
- * reopens *reserve_fd (on /dev/null).  Returns 1 if a connection was shed,
- * 0 if none was pending, or a negated errno; *reserve_fd is -1 if it could
+ * reopens *reserve_fd (on /dev/null; Windows, which has no descriptor limit,
+ * keeps no reserve).  Returns 1 if a connection was shed,
+ * 0 if none was pending, or a negated errno; *reserve_fd is invalid if it could
  * not be reopened (another thread took the descriptor) - try again later.
  */
-APPMSG_API int appmsg_accept_shed(int listen_fd, int *reserve_fd);
+APPMSG_API int appmsg_accept_shed(appmsg_socket_t listen_fd, appmsg_socket_t *reserve_fd);
 
 /*
  * An accept loop that survives running out of descriptors.  The caller
@@ -184,15 +205,15 @@ APPMSG_API int appmsg_accept_shed(int listen_fd, int *reserve_fd);
  *     }
  */
 struct appmsg_acceptor {
-  int listen_fd;                /* the listening socket (caller's) */
-  int reserve_fd;               /* spare descriptor kept open for shedding, -1 if none */
+  appmsg_socket_t listen_fd;    /* the listening socket (caller's) */
+  appmsg_socket_t reserve_fd;   /* spare descriptor for shedding, or APPMSG_INVALID_SOCKET */
   unsigned long shed;           /* connections accepted-and-closed for want of descriptors */
   struct sockaddr_storage peer; /* the peer of the connection last accepted */
   socklen_t peer_len;           /* its length (0 if unknown) */
 };
 
 /* Sets up an acceptor for listen_fd and opens the reserve. Returns 0 or a negated errno. */
-APPMSG_API int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd);
+APPMSG_API int appmsg_acceptor_init(struct appmsg_acceptor *a, appmsg_socket_t listen_fd);
 
 /*
  * Accepts one connection into *fd (0), or returns -EAGAIN when none is
@@ -201,7 +222,7 @@ APPMSG_API int appmsg_acceptor_init(struct appmsg_acceptor *a, int listen_fd);
  * -EMFILE / -ENFILE when out of descriptors with no reserve to shed with,
  * or another negated errno.  A missing reserve is reopened on each call.
  */
-APPMSG_API int appmsg_acceptor_accept(struct appmsg_acceptor *a, int *fd);
+APPMSG_API int appmsg_acceptor_accept(struct appmsg_acceptor *a, appmsg_socket_t *fd);
 
 /* Closes the reserve (not the listener). Safe on a zeroed or cleaned-up acceptor. */
 APPMSG_API void appmsg_acceptor_cleanup(struct appmsg_acceptor *a);
@@ -218,34 +239,42 @@ APPMSG_API int appmsg_addr_format(const struct sockaddr *addr, socklen_t addrlen
                                   size_t len);
 
 /* appmsg_addr_format() of the socket's local address. Returns the length or a negated errno. */
-APPMSG_API int appmsg_sockname(int fd, char *buf, size_t len);
+APPMSG_API int appmsg_sockname(appmsg_socket_t fd, char *buf, size_t len);
 
 /* appmsg_addr_format() of the socket's peer. -ENOTCONN if not connected. */
-APPMSG_API int appmsg_peername(int fd, char *buf, size_t len);
+APPMSG_API int appmsg_peername(appmsg_socket_t fd, char *buf, size_t len);
 
 /* The local TCP port (e.g. after listening on port "0"), or a negated errno. */
-APPMSG_API int appmsg_sockport(int fd);
+APPMSG_API int appmsg_sockport(appmsg_socket_t fd);
 
 /* ---- options and I/O ----------------------------------------------------- */
 
-/* Sets SIGPIPE to SIG_IGN for the whole process. Returns 0 or a negated errno. */
+/* Makes the system's socket library ready: WSAStartup() on Windows, once per process (the
+ * library does it itself when it makes its first socket or loop; call this first only to
+ * make sockets of your own with the system's calls).  Nothing on POSIX.  0 or a negated
+ * errno. */
+APPMSG_API int appmsg_net_init(void);
+
+/* Sets SIGPIPE to SIG_IGN for the whole process (nothing to do on Windows, which has no
+ * SIGPIPE). Returns 0 or a negated errno. */
 APPMSG_API int appmsg_ignore_sigpipe(void);
 
 /* TCP_NODELAY on (1) or off (0); a no-op returning 0 on Unix sockets. 0 or a negated errno. */
-APPMSG_API int appmsg_set_nodelay(int fd, int on);
+APPMSG_API int appmsg_set_nodelay(appmsg_socket_t fd, int on);
 
 /* O_NONBLOCK on (1) or off (0). Returns 0 or a negated errno. */
-APPMSG_API int appmsg_set_nonblock(int fd, int on);
+APPMSG_API int appmsg_set_nonblock(appmsg_socket_t fd, int on);
 
 /*
- * send() with MSG_NOSIGNAL (write() for non-sockets), EINTR retried.
+ * send() without SIGPIPE (write() for what is not a socket, on POSIX),
+ * EINTR retried.
  * Returns the bytes written (> 0 unless len is 0), -EAGAIN when the buffer
  * is full, or a negated errno (-EPIPE, -ECONNRESET).
  */
-APPMSG_API ssize_t appmsg_send(int fd, const void *buf, size_t len);
+APPMSG_API ssize_t appmsg_send(appmsg_socket_t fd, const void *buf, size_t len);
 
 /* read(), EINTR retried: bytes read, 0 at end of stream, -EAGAIN, or a negated errno. */
-APPMSG_API ssize_t appmsg_recv(int fd, void *buf, size_t len);
+APPMSG_API ssize_t appmsg_recv(appmsg_socket_t fd, void *buf, size_t len);
 
 #ifdef __cplusplus
 }

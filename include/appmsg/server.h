@@ -80,7 +80,8 @@ APPMSG_API int appmsg_server_new(struct appmsg_server **s, struct appmsg_loop *l
  * server that made the socket does).  Returns as appmsg_server_new().
  */
 APPMSG_API int appmsg_server_new_fd(struct appmsg_server **s, struct appmsg_loop *loop,
-                                    int listen_fd, const struct appmsg_server_opts *opts,
+                                    appmsg_socket_t listen_fd,
+                                    const struct appmsg_server_opts *opts,
                                     const struct appmsg_conn_callbacks *conn_cbs,
                                     const struct appmsg_server_callbacks *srv_cbs, void *ud,
                                     char *err, size_t errlen);
@@ -89,7 +90,7 @@ APPMSG_API int appmsg_server_new_fd(struct appmsg_server **s, struct appmsg_loop
 APPMSG_API const char *appmsg_server_address(const struct appmsg_server *s);
 
 /* The listening socket. */
-APPMSG_API int appmsg_server_fd(const struct appmsg_server *s);
+APPMSG_API appmsg_socket_t appmsg_server_fd(const struct appmsg_server *s);
 
 /* Connections open now (refused ones not counted). */
 APPMSG_API size_t appmsg_server_conn_count(const struct appmsg_server *s);

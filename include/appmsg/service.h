@@ -185,8 +185,8 @@ APPMSG_API int appmsg_service_listen(struct appmsg_service *s, const char *host,
 /* appmsg_service_listen() on a socket that already listens (see
  * appmsg_server_new_fd()), e.g. a dup() of another thread's service's Unix
  * socket.  The service owns listen_fd from now on. */
-APPMSG_API int appmsg_service_listen_fd(struct appmsg_service *s, int listen_fd, char *err,
-                                        size_t errlen);
+APPMSG_API int appmsg_service_listen_fd(struct appmsg_service *s, appmsg_socket_t listen_fd,
+                                        char *err, size_t errlen);
 
 /* The listening address as text ("127.0.0.1:65432"; thread buffer), or "?". */
 APPMSG_API const char *appmsg_service_address(const struct appmsg_service *s);

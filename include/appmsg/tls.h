@@ -28,8 +28,10 @@
  * given to appmsg_conn_connect()), which it also sends as SNI; only the
  * flag APPMSG_TLS_INSECURE_SKIP_VERIFY turns verification off.  A server
  * given a client CA file requires every client to present a certificate
- * signed by one of those CAs (mutual TLS).  Sockets are written with
- * MSG_NOSIGNAL, as plain connections are: no SIGPIPE.
+ * signed by one of those CAs (mutual TLS).  Sockets are written as plain
+ * connections are: never with SIGPIPE.  A build without OpenSSL
+ * (APPMSG_WITH_TLS=OFF, as the Windows build is) fails every call here
+ * with APPMSG_E_TLS and says so.
  *
  * How a connection uses it.  The handshake is driven by the loop, bounded
  * by appmsg_conn_opts.handshake_timeout_ms (default 10 s).  A client's

@@ -91,7 +91,7 @@ extern "C" {
 struct appmsg_hiredis {
   struct appmsg_loop *loop; /* the loop the context runs on */
   redisAsyncContext *ac;    /* the context */
-  int fd;                   /* its socket, as given at attach time */
+  appmsg_socket_t fd;       /* its socket, as given at attach time */
   unsigned events;          /* the interest hiredis asked for: APPMSG_EV_READ | APPMSG_EV_WRITE */
   int watched;              /* 1 while fd is watched with events */
   int busy;                 /* 1 while the loop's callback is inside hiredis */
@@ -102,8 +102,8 @@ struct appmsg_hiredis {
 #endif
 };
 
-static inline void appmsg__hiredis_on_io(struct appmsg_loop *loop, int fd, unsigned ready,
-                                         void *ud);
+static inline void appmsg__hiredis_on_io(struct appmsg_loop *loop, appmsg_socket_t fd,
+                                         unsigned ready, void *ud);
 
 /* Makes the loop's interest in fd a->events: the first time a watch,
  * then a modify (the loop ignores one that changes nothing).  A refusal is
@@ -162,8 +162,8 @@ static inline void appmsg__hiredis_done(struct appmsg_hiredis *a) {
 }
 
 /* The loop's callback: hands readiness to hiredis. */
-static inline void appmsg__hiredis_on_io(struct appmsg_loop *loop, int fd, unsigned ready,
-                                         void *ud) {
+static inline void appmsg__hiredis_on_io(struct appmsg_loop *loop, appmsg_socket_t fd,
+                                         unsigned ready, void *ud) {
   (void)loop;
   (void)fd;
   struct appmsg_hiredis *a = (struct appmsg_hiredis *)ud;
