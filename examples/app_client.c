@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "appmsg/appmsg.h"
 #include "common.h"
@@ -159,8 +158,10 @@ static void split_line(char *line, char **action, char **value) {
 }
 
 /*
- * Standard input, read with read(2) so that the loop can wait for it:
- * while no whole line is buffered, the loop runs until stdin is readable,
+ * Standard input, read with read(2) so that the loop can wait for it
+ * (stdin_open(): on Windows, whose loop watches sockets only, a socket a
+ * thread copies stdin into): while no whole line is buffered, the loop
+ * runs until stdin is readable,
  * so the requests already made are written and their answers printed
  * meanwhile.  A producer that pauses, or waits for an answer before it
  * writes the next line, is served at once; with stdio's getline() the
@@ -169,13 +170,14 @@ static void split_line(char *line, char **action, char **value) {
  * once.
  */
 struct input {
+  appmsg_socket_t fd; /* stdin, as stdin_open() gives it */
   char *buf;
   size_t start, len, cap; /* the bytes not yet used are buf[start, len) */
   int eof;
   int plain_file; /* the loop cannot watch stdin: read it without waiting */
 };
 
-static void on_stdin(struct appmsg_loop *loop, int fd, unsigned events, void *ud) {
+static void on_stdin(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud) {
   (void)loop;
   (void)fd;
   (void)events;
@@ -187,7 +189,7 @@ static int wait_stdin(struct run *run, struct input *in) {
   if (in->plain_file)
     return 0;
   int ready = 0;
-  int rc = appmsg_loop_watch(run->loop, STDIN_FILENO, APPMSG_EV_READ, on_stdin, &ready);
+  int rc = appmsg_loop_watch(run->loop, in->fd, APPMSG_EV_READ, on_stdin, &ready);
   if (rc == -EPERM) { /* a regular file */
     in->plain_file = 1;
     return 0;
@@ -196,7 +198,7 @@ static int wait_stdin(struct run *run, struct input *in) {
     return rc;
   while (!ready && rc >= 0)
     rc = appmsg_loop_run_once(run->loop, -1);
-  appmsg_loop_unwatch(run->loop, STDIN_FILENO); /* not watched while lines are sent */
+  appmsg_loop_unwatch(run->loop, in->fd); /* not watched while lines are sent */
   return rc < 0 ? rc : 0;
 }
 
@@ -232,11 +234,11 @@ static char *next_line(struct run *run, struct input *in, int *err) {
     }
     if ((*err = wait_stdin(run, in)) != 0)
       return NULL;
-    ssize_t n = read(STDIN_FILENO, in->buf + in->len, in->cap - in->len - 1);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    ssize_t n = stdin_read(in->fd, in->buf + in->len, in->cap - in->len - 1);
+    if (n == -EINTR || n == -EAGAIN)
       continue;
     if (n < 0) {
-      *err = -errno;
+      *err = (int)n;
       return NULL;
     }
     if (n == 0)
@@ -260,7 +262,7 @@ static char *request_id_json(const char *text) {
 }
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   struct run run = {0};
   double timeout_s = 10;
   const char *request_id = NULL;
@@ -339,10 +341,10 @@ int main(int argc, char **argv) {
      * is full, the loop runs until answers make room (a file of a million
      * lines costs the memory of the queue, not of the file). */
     struct input in = {0};
-    int in_err = 0;
+    int in_err = stdin_open(&in.fd);
     char *line;
     run.reading = 1;
-    while (rc == 0 && (line = next_line(&run, &in, &in_err)) != NULL) {
+    while (rc == 0 && in_err == 0 && (line = next_line(&run, &in, &in_err)) != NULL) {
       char *a, *v;
       split_line(line, &a, &v);
       if (*a == '\0')
@@ -359,6 +361,7 @@ int main(int argc, char **argv) {
     }
     run.reading = 0;
     free(in.buf);
+    stdin_close(in.fd);
     if (in_err) {
       logf_("cannot read the requests from stdin: %s", appmsg_strerror(in_err));
       run.status = 1;

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "appmsg/appmsg.h"
 #include "common.h"
@@ -60,7 +59,7 @@ static void on_binary(struct appmsg_request *req, void *ud) {
 }
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   struct appmsg_service_opts o;
   appmsg_service_opts_default(&o);
   const char *data_path = NULL, *redis = NULL, *load = NULL;
@@ -117,8 +116,7 @@ int main(int argc, char **argv) {
   const char *pos[2], *host, *port;
   host_port(pos, cli_parse(&cli, argc, argv, pos, 2), &host, &port);
   char *end;
-  long threads = strcmp(threads_text, "auto") == 0 ? sysconf(_SC_NPROCESSORS_ONLN)
-                                                   : strtol(threads_text, &end, 10);
+  long threads = strcmp(threads_text, "auto") == 0 ? cpu_count() : strtol(threads_text, &end, 10);
   if (strcmp(threads_text, "auto") != 0 && (*end || end == threads_text))
     threads = 0;
   if (threads < 1 || threads > 1024) {
@@ -153,7 +151,7 @@ int main(int argc, char **argv) {
   o.server.conn.frame_timeout_ms = (uint32_t)(frame * 1000);
   o.server.max_conns = max_conns;
   o.deadline_ms = (uint32_t)(deadline * 1000);
-  o.server.reuseport = threads > 1;
+  o.server.reuseport = threads > 1 && appmsg_can_share_port(); /* else one shared listener */
   o.log = log_line;
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
   o.server.conn.tls = tls_server_setup(&cli, &tls);

@@ -4,18 +4,306 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
+
+/* ---- what differs on Windows (see common.h) ---------------------------------------- */
+
+#ifdef _WIN32
+#include <io.h>
+#include <windows.h>
+#include <shellapi.h> /* (after windows.h, whose types it uses) */
+#else
+#include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
+#endif
+
+#ifdef APPMSG_EXAMPLES_NO_TLS /* the library was built without TLS (always so on Windows) */
+static const char *const tls_absent = "TLS: not in this build (built without OpenSSL)";
+#else
+static const char *const tls_absent = NULL;
+#endif
+
+#ifdef _WIN32
+
+const char *prog_name(const char *argv0) {
+  static char name[256];
+  const char *base = argv0;
+  for (const char *p = argv0; *p; p++)
+    if (*p == '/' || *p == '\\' || *p == ':')
+      base = p + 1;
+  snprintf(name, sizeof name, "%s", base);
+  size_t n = strlen(name);
+  if (n > 4 && _stricmp(name + n - 4, ".exe") == 0)
+    name[n - 4] = '\0';
+  return name;
+}
+
+void sock_close(appmsg_socket_t s) {
+  if (s != APPMSG_INVALID_SOCKET)
+    closesocket(s);
+}
+
+int wait_readable(appmsg_socket_t s, int timeout_ms) {
+  WSAPOLLFD p = {.fd = s, .events = POLLRDNORM};
+  int n = WSAPoll(&p, 1, timeout_ms < 0 ? -1 : timeout_ms);
+  return n > 0 ? 1 : n == 0 ? 0 : -EIO;
+}
+
+long cpu_count(void) {
+  SYSTEM_INFO si;
+  GetSystemInfo(&si); /* (the processors of this process's group: at most 64) */
+  return si.dwNumberOfProcessors > 0 ? (long)si.dwNumberOfProcessors : 1;
+}
+
+void raise_fd_limit(void) {
+  /* Windows counts no sockets against a descriptor limit: nothing to raise. */
+}
+
+/* Why the stdin thread stopped reading early: an errno value, 0 if it did not. */
+static volatile LONG pump_errno;
+
+/* The stdin thread: copies stdin into the writing end of the pair until the end of the
+ * input, then closes it; the reading end then reads 0 (or -pump_errno, see stdin_read()). */
+static void *pump_stdin(void *arg) {
+  appmsg_socket_t wr = (appmsg_socket_t)(uintptr_t)arg;
+  static char buf[65536];
+  for (;;) {
+    int n = _read(0, buf, sizeof buf); /* text mode: CR LF read as LF, as lines are */
+    if (n < 0)
+      InterlockedExchange(&pump_errno, errno ? errno : EIO);
+    if (n <= 0 || send_all(wr, buf, (size_t)n) < 0)
+      break; /* the end of the input, a read error, or the reading end is closed */
+  }
+  closesocket(wr);
+  return NULL;
+}
+
+int stdin_open(appmsg_socket_t *fd) {
+  appmsg_socket_t l, wr = APPMSG_INVALID_SOCKET, rd = APPMSG_INVALID_SOCKET;
+  char port[16], mine[APPMSG_ADDRSTRLEN], who[APPMSG_ADDRSTRLEN];
+  *fd = APPMSG_INVALID_SOCKET;
+  int rc = appmsg_listen("127.0.0.1", "0", 1, &l, NULL, 0);
+  if (rc < 0)
+    return rc;
+  if ((rc = appmsg_sockport(l)) > 0) {
+    snprintf(port, sizeof port, "%d", rc);
+    rc = appmsg_connect_timeout("127.0.0.1", port, 5000, &wr, NULL, 0); /* blocking */
+  }
+  if (rc == 0 && (rc = appmsg_sockname(wr, mine, sizeof mine)) > 0)
+    rc = appmsg_set_nonblock(l, 0); /* the accept waits: the connect is done, it is queued */
+  while (rc == 0) {
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    rc = appmsg_accept_peer(l, &rd, (struct sockaddr *)&peer, &plen);
+    if (rc < 0 || (appmsg_addr_format((struct sockaddr *)&peer, plen, who, sizeof who) > 0 &&
+                   strcmp(who, mine) == 0))
+      break;
+    closesocket(rd); /* another process's connection to the port: not ours */
+    rd = APPMSG_INVALID_SOCKET;
+  }
+  closesocket(l);
+  pthread_t t;
+  if (rc == 0) {
+    appmsg_set_nodelay(wr, 1); /* each line as soon as it is read */
+    if (pthread_create(&t, NULL, pump_stdin, (void *)(uintptr_t)wr) != 0)
+      rc = -EAGAIN;
+  }
+  if (rc < 0) {
+    sock_close(wr);
+    sock_close(rd);
+    return rc;
+  }
+  pthread_detach(t);
+  *fd = rd;
+  return 0;
+}
+
+ssize_t stdin_read(appmsg_socket_t fd, void *buf, size_t len) {
+  ssize_t n = appmsg_recv(fd, buf, len);
+  LONG e = InterlockedCompareExchange(&pump_errno, 0, 0);
+  return n == 0 && e != 0 ? -(ssize_t)e : n;
+}
+
+void stdin_close(appmsg_socket_t fd) {
+  sock_close(fd);
+}
+
+/* Output in UTF-8 to a console (the answers hold emoji), its code page restored at exit. */
+static UINT console_cp;
+
+static void console_restore(void) {
+  SetConsoleOutputCP(console_cp);
+}
+
+/* What prog_init() does first: the arguments in UTF-8, the console's output in UTF-8. */
+static void platform_start(int *argc, char ***argv) {
+  int n = 0;
+  wchar_t **wide = CommandLineToArgvW(GetCommandLineW(), &n);
+  char **utf8 = wide && n > 0 ? calloc((size_t)n + 1, sizeof *utf8) : NULL;
+  int i = 0;
+  for (; utf8 && i < n; i++) {
+    int len = WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, NULL, 0, NULL, NULL);
+    if (len <= 0 || (utf8[i] = malloc((size_t)len)) == NULL)
+      break;
+    WideCharToMultiByte(CP_UTF8, 0, wide[i], -1, utf8[i], len, NULL, NULL);
+  }
+  if (utf8 && i == n) {
+    *argc = n;
+    *argv = utf8;
+  } else if (utf8) { /* keep the C runtime's */
+    while (i > 0)
+      free(utf8[--i]);
+    free(utf8);
+  }
+  LocalFree(wide);
+  if ((_isatty(_fileno(stdout)) || _isatty(_fileno(stderr))) &&
+      (console_cp = GetConsoleOutputCP()) != 0 && console_cp != CP_UTF8 &&
+      SetConsoleOutputCP(CP_UTF8))
+    atexit(console_restore);
+}
+
+/* serve_threads()'s wait for the end: Windows has no sigwait(), so the main thread runs a
+ * loop of its own that stops on SIGINT and SIGTERM (Ctrl-C; Ctrl-Break and the console's
+ * close), kept running by a timer (a loop with only its signals to wait for would return at
+ * once).  There is no SIGHUP, and no TLS to reload. */
+static struct appmsg_loop *stop_loop;
+static struct appmsg_timer stop_keep;
+
+static void keep_waiting(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud) {
+  (void)loop;
+  (void)t;
+  (void)ud;
+}
+
+static int stop_signals_begin(struct appmsg_tls *tls) {
+  (void)tls;
+  int rc = appmsg_loop_new(&stop_loop, APPMSG_LOOP_DEFAULT);
+  if (rc == 0)
+    rc = appmsg_loop_stop_on_signals(stop_loop, (const int[]){SIGINT, SIGTERM}, 2);
+  if (rc == 0) {
+    appmsg_timer_init(&stop_keep, keep_waiting, NULL);
+    rc = appmsg_timer_start(stop_loop, &stop_keep, 86400000, 86400000);
+  }
+  if (rc < 0) {
+    appmsg_loop_free(stop_loop);
+    stop_loop = NULL;
+  }
+  return rc;
+}
+
+static int stop_signals_wait(void) {
+  int rc = appmsg_loop_run(stop_loop);
+  if (rc < 0)
+    logf_("cannot wait for Ctrl-C: %s", appmsg_strerror(rc));
+  appmsg_loop_stop_on_signals(stop_loop, NULL, 0); /* a second Ctrl-C ends the drain */
+  return appmsg_loop_signal(stop_loop);
+}
+
+static void stop_signals_end(void) {
+  appmsg_timer_stop(stop_loop, &stop_keep);
+  appmsg_loop_free(stop_loop);
+  stop_loop = NULL;
+}
+
+#else /* POSIX */
+
+const char *prog_name(const char *argv0) {
+  const char *slash = strrchr(argv0, '/');
+  return slash ? slash + 1 : argv0;
+}
+
+void sock_close(appmsg_socket_t s) {
+  if (s != APPMSG_INVALID_SOCKET)
+    close(s);
+}
+
+int wait_readable(appmsg_socket_t s, int timeout_ms) {
+  struct pollfd p = {.fd = s, .events = POLLIN};
+  int n;
+  do
+    n = poll(&p, 1, timeout_ms < 0 ? -1 : timeout_ms);
+  while (n < 0 && errno == EINTR);
+  return n > 0 ? 1 : n == 0 ? 0 : -errno;
+}
+
+long cpu_count(void) {
+  return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int stdin_open(appmsg_socket_t *fd) {
+  *fd = STDIN_FILENO; /* the loop watches it as it is */
+  return 0;
+}
+
+ssize_t stdin_read(appmsg_socket_t fd, void *buf, size_t len) {
+  ssize_t n = read(fd, buf, len);
+  return n < 0 ? -errno : n;
+}
+
+void stdin_close(appmsg_socket_t fd) {
+  (void)fd; /* stdin stays open */
+}
+
+static void platform_start(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+}
+
+/* serve_threads()'s wait for the end: only the main thread takes SIGINT and SIGTERM, with
+ * sigwait(); the workers, started after stop_signals_begin(), inherit a mask that blocks
+ * them.  With tls, SIGHUP reloads its certificate and key meanwhile, for every thread at
+ * once (the context is shared). */
+static sigset_t stop_sigs, stop_old;
+static struct appmsg_tls *stop_tls;
+
+static int stop_signals_begin(struct appmsg_tls *tls) {
+  stop_tls = tls;
+  sigemptyset(&stop_sigs);
+  sigaddset(&stop_sigs, SIGINT);
+  sigaddset(&stop_sigs, SIGTERM);
+  if (tls)
+    sigaddset(&stop_sigs, SIGHUP);
+  return -pthread_sigmask(SIG_BLOCK, &stop_sigs, &stop_old);
+}
+
+static int stop_signals_wait(void) {
+  int sig = 0;
+  while (sigwait(&stop_sigs, &sig) == 0 && sig == SIGHUP) {
+    char why[512];
+    if (appmsg_tls_reload(stop_tls, why, sizeof why) == 0)
+      logf_("SIGHUP: reloaded the TLS certificate and key; connections open now keep theirs");
+    else
+      logf_("SIGHUP: %s; still serving with the previous certificate", why);
+  }
+  return sig;
+}
+
+static void stop_signals_end(void) {
+  pthread_sigmask(SIG_SETMASK, &stop_old, NULL);
+}
+
+#endif
+
+/* ---- end of what differs on Windows ------------------------------------------------ */
 
 static const char *prog = "appmsg";
 
-void prog_init(const char *name) {
-  const char *slash = strrchr(name, '/');
-  prog = slash ? slash + 1 : name;
+void prog_init(int *argc, char ***argv) {
+  platform_start(argc, argv);
+  prog = prog_name((*argv)[0]);
 }
 
 void logf_(const char *fmt, ...) {
@@ -50,6 +338,14 @@ static void print_block(const char *text) {
   }
 }
 
+/* Whether the program has the --tls options (TLS_SERVER_OPTS or TLS_CLIENT_OPTS). */
+static int takes_tls(const struct cli *c) {
+  for (const struct opt *o = c->opts; o && o->name; o++)
+    if (strcmp(o->name, "--tls-cert") == 0)
+      return 1;
+  return 0;
+}
+
 static void print_help(const struct cli *c) {
   printf("usage: %s %s\n\n%s\n", prog, c->usage, c->about);
   if (c->operands) {
@@ -66,6 +362,8 @@ static void print_help(const struct cli *c) {
   }
   printf("  %-26s %s\n", "-h, --help", "show this help and exit");
   printf("  %-26s %s\n", "--version", "show the version and exit");
+  if (tls_absent && takes_tls(c))
+    printf("\n%s\n", tls_absent);
   printf("\nexit status:\n");
   print_block(c->exits ? c->exits : "0  success\n2  usage error");
 }
@@ -140,6 +438,8 @@ int cli_parse(const struct cli *c, int argc, char **argv, const char **pos, int 
     }
     if (strcmp(a, "--version") == 0) {
       printf("%s (appmsg) %s\n", prog, appmsg_version());
+      if (tls_absent && takes_tls(c))
+        printf("%s\n", tls_absent);
       exit(0);
     }
     const char *value;
@@ -243,7 +543,7 @@ uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int send_all(int fd, const void *buf, size_t len) {
+int send_all(appmsg_socket_t fd, const void *buf, size_t len) {
   const unsigned char *p = buf;
   while (len > 0) {
     ssize_t w = appmsg_send(fd, p, len);
@@ -255,9 +555,12 @@ int send_all(int fd, const void *buf, size_t len) {
   return 0;
 }
 
-ssize_t recv_upto(int fd, void *buf, size_t want) {
+ssize_t recv_upto(appmsg_socket_t fd, void *buf, size_t want, int timeout_ms) {
   size_t got = 0;
   while (got < want) {
+    int ready = timeout_ms < 0 ? 1 : wait_readable(fd, timeout_ms);
+    if (ready <= 0)
+      return ready == 0 ? APPMSG_E_TIMEOUT : ready;
     ssize_t n = appmsg_recv(fd, (unsigned char *)buf + got, want - got);
     if (n < 0)
       return n;
@@ -266,14 +569,6 @@ ssize_t recv_upto(int fd, void *buf, size_t want) {
     got += (size_t)n;
   }
   return (ssize_t)got;
-}
-
-void raise_fd_limit(void) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
 }
 
 int serve(struct appmsg_service *svc, const char *host, const char *port, const char *what,
@@ -324,11 +619,17 @@ int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls
   const char *addr = appmsg_service_address(svcs[0]);
   char actual[16];
   snprintf(actual, sizeof actual, "%s", strrchr(addr, ':') ? strrchr(addr, ':') + 1 : port);
-  int is_unix = strncmp(host, "unix:", 5) == 0;
+  /* A Unix socket, or a system that cannot spread one port's connections among several
+   * listeners: every thread accepts on the first one's listener. */
+  int shared = strncmp(host, "unix:", 5) == 0 || !appmsg_can_share_port();
   for (size_t i = 1; i < n && rc == 0; i++) {
-    if (is_unix) {
-      int fd = dup(appmsg_server_fd(appmsg_service_server(svcs[0])));
-      rc = fd < 0 ? -errno : appmsg_service_listen_fd(svcs[i], fd, err, sizeof err);
+    if (shared) {
+      appmsg_socket_t fd;
+      rc = appmsg_socket_dup(appmsg_server_fd(appmsg_service_server(svcs[0])), &fd);
+      if (rc == 0)
+        rc = appmsg_service_listen_fd(svcs[i], fd, err, sizeof err);
+      else
+        snprintf(err, sizeof err, "cannot share the listener: %s", appmsg_strerror(rc));
     } else {
       rc = appmsg_service_listen(svcs[i], host, actual, err, sizeof err);
     }
@@ -339,14 +640,11 @@ int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls
     logf_("cannot listen with %zu threads: %s", n, rc == -ENOMEM ? "out of memory" : err);
     return 1;
   }
-  /* Only this thread takes SIGINT and SIGTERM (sigwait below): the workers block them. */
-  sigset_t sigs, old;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  if (tls)
-    sigaddset(&sigs, SIGHUP); /* a reload, for every thread at once (the context is shared) */
-  pthread_sigmask(SIG_BLOCK, &sigs, &old);
+  /* Only this thread waits for SIGINT and SIGTERM: set up before the workers start. */
+  if ((rc = stop_signals_begin(tls)) < 0) {
+    logf_("cannot wait for SIGINT and SIGTERM: %s", appmsg_strerror(rc));
+    return 1;
+  }
   struct worker *w = calloc(n, sizeof *w);
   size_t started = 0;
   for (; w && started < n; started++) {
@@ -360,13 +658,7 @@ int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls
     status = 1;
   } else {
     logf_("listening on %s (%s, %zu threads)", appmsg_service_address(svcs[0]), what, n);
-    while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
-      char why[512];
-      if (appmsg_tls_reload(tls, why, sizeof why) == 0)
-        logf_("SIGHUP: reloaded the TLS certificate and key; connections open now keep theirs");
-      else
-        logf_("SIGHUP: %s; still serving with the previous certificate", why);
-    }
+    sig = stop_signals_wait();
     struct appmsg_service_stats st;
     appmsg_service_stats_total(svcs[0], &st);
     logf_("%s: finishing %llu connection(s)", sig == SIGINT ? "interrupted" : "terminated",
@@ -377,7 +669,7 @@ int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls
   for (size_t i = 0; i < started; i++)
     pthread_join(w[i].thread, NULL);
   free(w);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  stop_signals_end();
   logf_("bye");
   return status;
 }

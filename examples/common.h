@@ -8,6 +8,70 @@
 
 #include "appmsg/appmsg.h"
 
+/* ---- what differs on Windows ----------------------------------------------------
+ *
+ * Every difference between POSIX systems and Windows that the programs meet is
+ * here and in the same section of common.c (each helper below is one
+ * #ifdef _WIN32 there); the programs themselves have none.  Sockets are
+ * appmsg_socket_t and errors negated errno values on both (appmsg/socket.h).
+ * Also there, for serve_threads(): how the main thread waits for SIGINT and
+ * SIGTERM (sigwait() on POSIX; a loop of its own on Windows, which has no
+ * sigwait()).
+ */
+
+/* The printf checking of logf_(): mingw-w64's C99 printf (%zu, %lld) is gnu_printf. */
+#ifdef _WIN32
+#define PRINTF_LIKE(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#endif
+
+/* Closes a socket the program made or accepted itself (close(); closesocket() on Windows).
+ * APPMSG_INVALID_SOCKET is ignored. */
+void sock_close(appmsg_socket_t s);
+
+/* Waits until s is readable (data, the end of the stream, or an error to read), at most
+ * timeout_ms (< 0: no limit): poll(); WSAPoll() on Windows, where SO_RCVTIMEO cannot bound
+ * a receive on the library's sockets.  Returns 1 when readable, 0 when the time ran out, or
+ * a negated errno (-EIO for a failure on Windows, whose codes are not errno values). */
+int wait_readable(appmsg_socket_t s, int timeout_ms);
+
+/* The processors online (sysconf(), -1 if unknown; GetSystemInfo() on Windows, at least 1). */
+long cpu_count(void);
+
+/* Raises the soft RLIMIT_NOFILE to the hard one (servers hold many sockets).  Nothing on
+ * Windows, which counts no sockets against a descriptor limit. */
+void raise_fd_limit(void);
+
+/*
+ * Standard input as a socket the loop can watch, for app-client's "-".  On
+ * POSIX it is stdin itself (fd 0), as the loop watches any descriptor.  On
+ * Windows, whose loop (WSAPoll) watches sockets only, it is the reading end
+ * of a connected loopback TCP pair: a thread of its own reads stdin and
+ * sends what it reads into the other end, and closes that end at the end of
+ * the input (the reading end then reads 0); a read error ends the input
+ * too, and stdin_read() returns it.  *fd is non-blocking on Windows; on
+ * POSIX it is stdin as the program was given it.  Returns 0 and *fd, owned
+ * by the caller until stdin_close(), or a negated errno (Windows: the pair
+ * or the thread could not be made).
+ */
+int stdin_open(appmsg_socket_t *fd);
+
+/* Reads what stdin_open()'s fd holds: the bytes read, 0 at the end of the input, -EAGAIN
+ * when nothing is there yet, or a negated errno (read(); on Windows the error the thread
+ * met reading stdin, once the bytes it read before are used). */
+ssize_t stdin_read(appmsg_socket_t fd, void *buf, size_t len);
+
+/* Lets go of stdin_open()'s fd: nothing on POSIX (stdin stays open); on Windows closes the
+ * reading end (the thread, if still reading, ends at its next send, or with the process). */
+void stdin_close(appmsg_socket_t fd);
+
+/* The program's name for log lines, from argv[0]: what follows the last '/' (or, on
+ * Windows, '\\' or ':'), without a final ".exe" on Windows.  Static storage. */
+const char *prog_name(const char *argv0);
+
+/* ---- end of what differs on Windows ---------------------------------------------- */
+
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_PORT "65432"
 
@@ -16,11 +80,14 @@
 
 /* ---- logging ---------------------------------------------------------- */
 
-/* Sets the program name used in log lines (call first in main). */
-void prog_init(const char *name);
+/* Call first in main: sets the program name used in log lines (prog_name() of argv[0]).  On
+ * Windows it also replaces *argv by the arguments in UTF-8, as on POSIX (the C runtime's are
+ * in the ANSI code page, which has no emoji; the new array is never freed), and has a
+ * console show UTF-8 output (its code page restored at exit). */
+void prog_init(int *argc, char ***argv);
 
 /* Logs one line to stderr: "app-server: message". */
-void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void logf_(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
 /* An appmsg_log_fn that logs each line with logf_() (ud unused). */
 void log_line(void *ud, enum appmsg_log_level level, const char *line);
@@ -58,9 +125,13 @@ struct cli {
  * Reads argv: options anywhere before "--", as "--opt VALUE" or
  * "--opt=VALUE" (or "-x"), and -h/--help (prints the usage line, every
  * option with its meaning and default, the exit statuses; exits 0) and
- * --version (exits 0).  Everything else is an operand, stored in order in
- * pos.  A bad option, value or operand count (more than maxpos) prints
- * why and the usage to stderr and exits 2.  Returns the operand count.
+ * --version (exits 0).  In a build whose library has no TLS (where
+ * examples/CMakeLists.txt defines APPMSG_EXAMPLES_NO_TLS: always on
+ * Windows), both add the line "TLS: not in this build (built without
+ * OpenSSL)" for a program with --tls options.  Everything else is an
+ * operand, stored in order in pos.  A bad option, value or operand count
+ * (more than maxpos) prints why and the usage to stderr and exits 2.
+ * Returns the operand count.
  */
 int cli_parse(const struct cli *c, int argc, char **argv, const char **pos, int maxpos);
 
@@ -147,11 +218,12 @@ uint64_t now_ms(void);
 /* ---- blocking I/O (the guide's echo programs) ------------------------------ */
 
 /* Sends all of buf on a blocking socket.  Returns 0 or a negated errno. */
-int send_all(int fd, const void *buf, size_t len);
+int send_all(appmsg_socket_t fd, const void *buf, size_t len);
 
-/* Reads until want bytes are in buf or the stream ends.  Returns the count
- * or a negated errno. */
-ssize_t recv_upto(int fd, void *buf, size_t want);
+/* Reads until want bytes are in buf or the stream ends, each read waiting at most
+ * timeout_ms (< 0: no limit; see wait_readable()).  Returns the count, APPMSG_E_TIMEOUT
+ * when a read waited that long, or a negated errno. */
+ssize_t recv_upto(appmsg_socket_t fd, void *buf, size_t want, int timeout_ms);
 
 /* ---- serving ------------------------------------------------------------ */
 
@@ -168,18 +240,18 @@ int serve(struct appmsg_service *svc, const char *host, const char *port, const 
  * serve() for n services, one per thread, each on its own loop (made with
  * appmsg_service_new(&svc, NULL, ...)), all on host:port: on TCP each
  * listens with SO_REUSEPORT (the services' opts must have
- * server.reuseport set) and the kernel spreads connections among them; on
- * a Unix socket they share one.  Their status is summed.  The main thread
- * waits for SIGINT/SIGTERM, then stops every loop and each thread drains
- * its service; with tls (the context every service's connections share),
- * SIGHUP reloads its certificate and key meanwhile.  Returns the exit
- * status.
+ * server.reuseport set where appmsg_can_share_port()) and the kernel
+ * spreads connections among them; on a Unix socket, and where the system
+ * cannot spread a port's connections (appmsg_can_share_port() is 0:
+ * Windows, the POSIX-only build), they share the first one's listener.
+ * Their status is summed.  The main thread waits for SIGINT/SIGTERM (on
+ * Windows: Ctrl-C, Ctrl-Break, the console's close), then stops every loop
+ * and each thread drains its service; with tls (the context every
+ * service's connections share), SIGHUP reloads its certificate and key
+ * meanwhile (POSIX).  Returns the exit status.
  */
 int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls, const char *host,
                   const char *port, const char *what, uint32_t drain_ms);
-
-/* Raises the soft RLIMIT_NOFILE to the hard one (servers hold many sockets). */
-void raise_fd_limit(void);
 
 /* ---- text ----------------------------------------------------------------- */
 

@@ -9,9 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include "appmsg/appmsg.h"
 #include "common.h"
@@ -20,7 +17,7 @@
 #define TIMEOUT_MS 5000 /* for the connect, and again for the reply */
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   const struct cli cli = {
       .usage = "[HOST [PORT]]",
       .about = "The guide's echo client: sends \"Hello, world\", reads the echo and prints it\n"
@@ -37,7 +34,7 @@ int main(int argc, char **argv) {
 
   appmsg_ignore_sigpipe();
   char err[APPMSG_NET_ERRLEN];
-  int fd;
+  appmsg_socket_t fd;
   int rc = appmsg_connect_timeout(host, port, TIMEOUT_MS, &fd, err, sizeof err);
   if (rc == APPMSG_E_ADDRESS) {
     logf_("%s", err);
@@ -51,23 +48,21 @@ int main(int argc, char **argv) {
     logf_("cannot connect to %s: %s", ep, connect_hint(rc));
     return 1;
   }
-  /* Bound the wait for the reply too: a server that never answers must not hang us. */
-  struct timeval tv = {.tv_sec = TIMEOUT_MS / 1000, .tv_usec = (TIMEOUT_MS % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-
   const size_t len = sizeof MESSAGE - 1;
   rc = send_all(fd, MESSAGE, len);
   if (rc < 0) {
     logf_("cannot send to %s: %s", ep, appmsg_strerror(rc));
-    close(fd);
+    sock_close(fd);
     return 1;
   }
 
   unsigned char buf[sizeof MESSAGE - 1];
-  ssize_t got = recv_upto(fd, buf, len);
-  close(fd);
+  /* Bound the wait for the reply too: a server that never answers must not hang us. */
+  ssize_t got = recv_upto(fd, buf, len, TIMEOUT_MS);
+  sock_close(fd);
   if (got < 0) {
-    logf_("no reply from %s: %s", ep, got == -EAGAIN ? "timed out" : appmsg_strerror((int)got));
+    logf_("no reply from %s: %s", ep,
+          got == APPMSG_E_TIMEOUT ? "timed out" : appmsg_strerror((int)got));
     return 1;
   }
   char repr[4 * sizeof buf + 4];

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "appmsg/appmsg.h"
 #include "common.h"
@@ -19,7 +18,7 @@
 #define CHUNK 1024
 
 /* Echoes until end of stream.  Returns 0, or a negated errno if the connection broke. */
-static int echo(int fd) {
+static int echo(appmsg_socket_t fd) {
   unsigned char buf[CHUNK];
   for (;;) {
     ssize_t n = appmsg_recv(fd, buf, sizeof buf);
@@ -32,7 +31,7 @@ static int echo(int fd) {
 }
 
 /* Waits for one connection on a blocking listener.  Returns 0 and *fd, or a negated errno. */
-static int accept_one(int lfd, int *fd) {
+static int accept_one(appmsg_socket_t lfd, appmsg_socket_t *fd) {
   /* appmsg_accept() retries EINTR/ECONNABORTED; on a blocking listener it
    * waits.  The socket it returns is non-blocking: make it blocking, as in
    * the guide. */
@@ -42,15 +41,15 @@ static int accept_one(int lfd, int *fd) {
   if (rc == 0) {
     rc = appmsg_set_nonblock(*fd, 0);
     if (rc < 0) {
-      close(*fd);
-      *fd = -1;
+      sock_close(*fd);
+      *fd = APPMSG_INVALID_SOCKET;
     }
   }
   return rc;
 }
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   const struct cli cli = {
       .usage = "[HOST [PORT]]",
       .about = "The guide's echo server: accepts one connection, prints \"Connected by ADDR\",\n"
@@ -65,7 +64,7 @@ int main(int argc, char **argv) {
 
   appmsg_ignore_sigpipe();
   char err[APPMSG_NET_ERRLEN];
-  int lfd;
+  appmsg_socket_t lfd;
   /* appmsg_listen() sets SO_REUSEADDR, so a restart right after a run
    * does not fail on the previous connection's TIME_WAIT. */
   int rc = appmsg_listen(host, port, 0, &lfd, err, sizeof err);
@@ -78,9 +77,9 @@ int main(int argc, char **argv) {
     snprintf(addr, sizeof addr, "%s:%s", host, port);
   logf_("listening on %s", addr);
 
-  int fd;
+  appmsg_socket_t fd;
   rc = accept_one(lfd, &fd);
-  close(lfd); /* one connection only, as in the guide */
+  sock_close(lfd); /* one connection only, as in the guide */
   if (rc < 0) {
     logf_("cannot accept a connection: %s", appmsg_strerror(rc));
     return 1;
@@ -92,7 +91,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   rc = echo(fd);
-  close(fd);
+  sock_close(fd);
   if (rc < 0) {
     logf_("connection to %s broke: %s", peer, appmsg_strerror(rc));
     return 1;

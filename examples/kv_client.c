@@ -12,7 +12,7 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   double timeout_s = 10;
   int json = 0;
   struct tls_args tls = {0};

@@ -56,7 +56,11 @@ static void on_set(struct appmsg_request *req, void *ud) {
     appmsg_reply_error(req, "BAD_REQUEST", "\"set\" needs a \"value\"");
     return;
   }
-  char *value = strndup(json, len);
+  char *value = malloc(len + 1); /* (strndup() is not in Windows' C runtime) */
+  if (value) {
+    memcpy(value, json, len);
+    value[len] = '\0';
+  }
   if (value && it == NULL && (it = calloc(1, sizeof *it)) != NULL &&
       ((it->key = strdup(key)) == NULL || tsearch(it, &store, by_key) == NULL))
     it = (free_item(it), NULL);
@@ -116,7 +120,7 @@ static void on_keys(struct appmsg_request *req, void *ud) {
 }
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   struct tls_args tls = {0};
   const struct opt opts[] = {TLS_SERVER_OPTS(tls), {NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
@@ -146,6 +150,10 @@ int main(int argc, char **argv) {
                    10000); /* until SIGINT/SIGTERM */
   appmsg_service_free(svc);
   appmsg_tls_free(o.server.conn.tls);
-  tdestroy(store, free_item);
+  while (store != NULL) { /* POSIX has no tdestroy(): take the root until none is left */
+    struct item *it = *(struct item **)store;
+    tdelete(it, &store, by_key);
+    free_item(it);
+  }
   return status;
 }

@@ -158,7 +158,7 @@ static int start_all(struct run *r, const char *host, const char *port,
 }
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   struct run r = {.timeout_s = DEFAULT_TIMEOUT_S};
   const struct opt cli_opts[] = {
       {"--timeout", 0, OPT_SECONDS, &r.timeout_s, "SECONDS",

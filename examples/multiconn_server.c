@@ -70,7 +70,7 @@ static void drain(struct appmsg_server *srv) {
 }
 
 int main(int argc, char **argv) {
-  prog_init(argv[0]);
+  prog_init(&argc, &argv);
   const struct cli cli = {
       .usage = "HOST PORT",
       .about = "The guide's multi-connection server: serves any number of clients at once and\n"
@@ -119,8 +119,8 @@ int main(int argc, char **argv) {
     status = 1;
   } else if (sig == SIGINT) {
     logf_("Caught keyboard interrupt, exiting");
-  } else if (sig != 0) {
-    logf_("Caught %s, exiting", sig == SIGTERM ? "SIGTERM" : strsignal(sig));
+  } else if (sig != 0) { /* SIGTERM: no other signal stops the loop */
+    logf_("Caught %s, exiting", sig == SIGTERM ? "SIGTERM" : "a signal");
   }
   /* From here a second Ctrl-C kills at once, as the user expects. */
   appmsg_loop_stop_on_signals(loop, NULL, 0);
