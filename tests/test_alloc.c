@@ -15,6 +15,11 @@
  *
  * Each run is a child process of its own: a crash or a sanitizer report
  * names the N that caused it, and LSan checks each child at its exit.
+ * Windows has no fork(): there the runs are made in this process, one after
+ * the other, the allocator set for each and reset after it (a failing
+ * allocation leaves nothing behind that the next run could meet: the
+ * library keeps no state between its objects but the allocator itself, and
+ * a run's blocks are all counted back).
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,9 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifndef _WIN32
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#endif
 
 #include "appmsg/appmsg.h"
 #include "testutil.h"
@@ -128,7 +135,7 @@ static struct {
   struct appmsg_request *later; /* the request answered from the timer */
   int later_rc;
   struct call calls[NCALLS];
-  int peer;              /* the plain-socket peer */
+  appmsg_socket_t peer;  /* the plain-socket peer */
   struct tu_str peer_rx; /* what it received */
   int peer_eof;
 } S;
@@ -189,19 +196,17 @@ static void h_binary(struct appmsg_request *r, void *ud) {
 }
 
 static void peer_pump(void) {
-  if (S.peer < 0 || S.peer_eof)
+  if (S.peer == APPMSG_INVALID_SOCKET || S.peer_eof)
     return;
   char buf[4096];
   for (;;) {
-    ssize_t n = recv(S.peer, buf, sizeof buf, MSG_DONTWAIT);
+    ssize_t n = appmsg_recv(S.peer, buf, sizeof buf); /* (non-blocking) */
     if (n > 0) {
       tu_str_add(&S.peer_rx, buf, (size_t)n);
       continue;
     }
-    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+    if (n != -EAGAIN) /* the end, or an error (EINTR is retried inside) */
       S.peer_eof = 1;
-    if (n < 0 && errno == EINTR)
-      continue;
     return;
   }
 }
@@ -227,11 +232,12 @@ static int run_until(int (*done)(void), uint64_t end) {
 }
 
 static int peer_done(void) {
-  if (S.peer >= 0 && S.peer_eof) { /* it read the end: it closes too (the server lingers for it) */
-    close(S.peer);
-    S.peer = -1;
+  /* it read the end: it closes too (the server lingers for it) */
+  if (S.peer != APPMSG_INVALID_SOCKET && S.peer_eof) {
+    tu_close(S.peer);
+    S.peer = APPMSG_INVALID_SOCKET;
   }
-  return S.peer < 0;
+  return S.peer == APPMSG_INVALID_SOCKET;
 }
 
 static int service_idle(void) {
@@ -280,9 +286,9 @@ static int outcome_ok(const struct call *k, int strict, char *why, size_t n) {
 
 /* One session; backend 0 epoll, 1 poll.  Returns 0 when it ended as it must. */
 static int session(int backend, int strict) {
-  static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+  static const enum appmsg_loop_backend backends[] = {TU_LOOP_EPOLL, APPMSG_LOOP_POLL};
   memset(&S, 0, sizeof S);
-  S.peer = -1;
+  S.peer = APPMSG_INVALID_SOCKET;
   uint64_t end = tu_now_ms() + SESSION_MS;
   struct appmsg_service_opts so;
   appmsg_service_opts_default(&so);
@@ -350,11 +356,11 @@ static int session(int backend, int strict) {
     /* A plain-socket peer: one good request, then a frame whose header length is 0. */
     EXPECT(appmsg_connect_timeout("127.0.0.1", port, SESSION_MS, &S.peer, err, sizeof err) == 0,
            "peer connect: %s", err);
-    appmsg_set_nonblock(S.peer, 1);
+    EXPECT(appmsg_set_nonblock(S.peer, 1) == 0, "peer non-blocking");
     char f[512];
     size_t n = frame(f, "text/json", "{\"action\": \"echo\", \"value\": \"raw\"}");
     memcpy(f + n, "\0\0", 2);
-    if (send(S.peer, f, n + 2, MSG_NOSIGNAL) != (ssize_t)(n + 2))
+    if (appmsg_send(S.peer, f, n + 2) != (ssize_t)(n + 2))
       S.peer_eof = 1;
     EXPECT(run_until(calls_done, end) == 0, "wedged: a call's callback never ran");
     EXPECT(run_until(peer_done, end) == 0, "wedged: the peer's connection was never closed");
@@ -364,12 +370,12 @@ static int session(int backend, int strict) {
     }
     if (strict) {
       EXPECT(S.peer_rx.p && strstr(S.peer_rx.p + 2, "\"raw\"") &&
-                 memmem(S.peer_rx.p, S.peer_rx.len, "HEADER_EMPTY", 12),
+                 tu_memmem(S.peer_rx.p, S.peer_rx.len, "HEADER_EMPTY", 12),
              "the peer's reply and error reply");
       EXPECT(S.later_rc == 0, "the later reply: %d", S.later_rc);
     } else if (S.peer_rx.p) {
-      EXPECT(!memmem(S.peer_rx.p, S.peer_rx.len, "\"one\"", 5) &&
-                 !memmem(S.peer_rx.p, S.peer_rx.len, "\"four\"", 6),
+      EXPECT(!tu_memmem(S.peer_rx.p, S.peer_rx.len, "\"one\"", 5) &&
+                 !tu_memmem(S.peer_rx.p, S.peer_rx.len, "\"four\"", 6),
              "the peer received a reply to another connection's request");
     }
   }
@@ -384,12 +390,13 @@ static int session(int backend, int strict) {
   EXPECT(!appmsg_loop_alive(S.loop), "the loop still has work");
   EXPECT(appmsg_loop_run(S.loop) == 0, "appmsg_loop_run");
   appmsg_loop_free(S.loop);
-  if (S.peer >= 0)
-    close(S.peer);
+  if (S.peer != APPMSG_INVALID_SOCKET)
+    tu_close(S.peer);
   tu_str_free(&S.peer_rx);
   return 0;
 }
 
+#ifndef _WIN32
 /* Runs a session in a child with allocation n failing (0: none); returns the child's
  * allocation count through a pipe, and its verdict. */
 static int run_child(int backend, long n, long *count, long *fails, char *why, size_t whylen) {
@@ -440,10 +447,29 @@ static int run_child(int backend, long n, long *count, long *fails, char *why, s
   }
   return 0;
 }
+#else
+/* Windows has no fork(): runs a session in this process with allocation n failing (0: none);
+ * returns its allocation count and its verdict.  (A crash ends the whole suite here.) */
+static int run_child(int backend, long n, long *count, long *fails, char *why, size_t whylen) {
+  alloc_count = failed = live = 0;
+  fail_at = n;
+  ck_assert_int_eq(appmsg_set_allocator(&counting), 0);
+  run_error[0] = '\0';
+  int rc = session(backend, n == 0);
+  ck_assert_int_eq(appmsg_set_allocator(NULL), 0); /* (process-wide: the next run sets it again) */
+  fail_at = 0;
+  if (rc == 0 && live != 0)
+    snprintf(run_error, sizeof run_error, "%ld block(s) of the library's never freed", live);
+  *count = alloc_count;
+  *fails = failed;
+  snprintf(why, whylen, "%s", run_error);
+  return run_error[0] ? -1 : 0;
+}
+#endif
 
 START_TEST(every_allocation_of_a_session_fails_in_turn) {
-  signal(SIGPIPE, SIG_IGN);
-  const char *backend_name = _i ? "poll" : "epoll";
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
+  const char *backend_name = _i || !APPMSG_HAVE_EPOLL ? "poll" : "epoll";
   char why[600];
   long a = 0, fails, hit = 0;
   uint64_t t0 = tu_now_ms();

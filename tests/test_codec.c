@@ -1347,10 +1347,10 @@ START_TEST(every_code_has_one_name_and_one_text) {
 #undef CHECK_ONE
   ck_assert_str_eq(appmsg_errname(0), "OK");
   ck_assert_str_eq(appmsg_errname(-ECONNRESET), "ECONNRESET");
-  ck_assert_str_eq(appmsg_strerror(-ECONNRESET), strerror(ECONNRESET));
+  ck_assert_str_eq(appmsg_strerror(-ECONNRESET), "Connection reset by peer"); /* on every system */
   /* An errno value without a name of its own keeps its text. */
-  ck_assert_str_eq(appmsg_errname(-ENOSYS), "ESYSTEM");
-  ck_assert_str_eq(appmsg_strerror(-ENOSYS), strerror(ENOSYS));
+  ck_assert_str_eq(appmsg_errname(-ENOTDIR), "ESYSTEM");
+  ck_assert_str_eq(appmsg_strerror(-ENOTDIR), strerror(ENOTDIR));
   /* Anything else is unknown, never NULL. */
   ck_assert_str_eq(appmsg_errname(12345), "UNKNOWN");
   ck_assert_str_eq(appmsg_errname(-99999), "UNKNOWN");

@@ -22,7 +22,7 @@
 #include "appmsg/adapters/hiredis.h"
 #include "testutil.h"
 
-static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+static const enum appmsg_loop_backend backends[] = {TU_LOOP_EPOLL, APPMSG_LOOP_POLL};
 
 /* ---- a fake Redis on the loop ----------------------------------------------- */
 

@@ -5,7 +5,9 @@
  * then: each callback ran exactly once (counted), nothing was used after it
  * was freed (ASan), nothing leaked (LSan, at the child's exit: Check runs
  * every cell in a process of its own), the loop kept running and the other
- * connections were not disturbed (a witness answers a round trip).
+ * connections were not disturbed (a witness answers a round trip).  On
+ * Windows, where Check cannot fork, the cells run one after the other in
+ * one process: each closes every socket it made, and every wait is bounded.
  *
  * The matrix is data: a table of cells (family, site, action, target) made
  * at start-up and run with tcase_add_loop_test(), each cell on both loop
@@ -50,23 +52,26 @@
  * (appmsg__set_clock), never wait for it.
  */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifndef _WIN32
+#include <poll.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#endif
 
 #include "appmsg/appmsg.h"
+#include "platform.h"
 #include "testutil.h"
 #include "util.h"
 
-static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+static const enum appmsg_loop_backend backends[] = {TU_LOOP_EPOLL, APPMSG_LOOP_POLL};
 
 /* ---- common: the cell, the clock, the loop ---------------------------------------------- */
 
@@ -85,9 +90,7 @@ static int in_call; /* 1 while the test is inside an appmsg call (no callback ma
  * needs time to pass (timeouts, deadlines). */
 static uint64_t skew_ns;
 static uint64_t test_clock(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + skew_ns;
+  return appmsg__monotonic_ns() + skew_ns;
 }
 static void skip_ms(uint64_t ms) {
   skew_ns += ms * 1000000u;
@@ -107,7 +110,7 @@ static void skip_ms(uint64_t ms) {
 /* ---- plain-socket peers ----------------------------------------------------------------- */
 
 struct peer {
-  int fd;
+  appmsg_socket_t fd;
   struct tu_str rx; /* every byte received */
   int eof;          /* read 0, or a reset */
   int reset;        /* the read failed (ECONNRESET) */
@@ -117,28 +120,27 @@ struct peer {
 static struct peer *peers[MAX_PEERS]; /* pumped while the loop runs */
 static int npeers;
 
-static void peer_add(struct peer *p, int fd) {
+static void peer_add(struct peer *p, appmsg_socket_t fd) {
   memset(p, 0, sizeof *p);
   p->fd = fd;
+  ck_assert_int_eq(appmsg_set_nonblock(fd, 1), 0); /* (peer_pump reads what is there) */
   ck_assert_int_lt(npeers, MAX_PEERS);
   peers[npeers++] = p;
 }
 
 static void peer_pump(struct peer *p) {
-  if (p->fd < 0 || p->eof)
+  if (p->fd == APPMSG_INVALID_SOCKET || p->eof)
     return;
   char buf[8192];
   for (;;) {
-    ssize_t n = recv(p->fd, buf, sizeof buf, MSG_DONTWAIT);
+    ssize_t n = appmsg_recv(p->fd, buf, sizeof buf); /* (non-blocking: peer_add) */
     if (n > 0) {
       tu_str_add(&p->rx, buf, (size_t)n);
       continue;
     }
     if (n == 0) {
       p->eof = 1;
-    } else if (errno == EINTR) {
-      continue;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    } else if (n != -EAGAIN) {
       p->eof = 1;
       p->reset = 1;
     }
@@ -147,15 +149,15 @@ static void peer_pump(struct peer *p) {
 }
 
 static void peer_close(struct peer *p) {
-  if (p->fd >= 0)
-    close(p->fd);
-  p->fd = -1;
+  if (p->fd != APPMSG_INVALID_SOCKET)
+    tu_close(p->fd);
+  p->fd = APPMSG_INVALID_SOCKET;
 }
 
 /* Closes with a reset (SO_LINGER 0): the other side's next send fails at once. */
 static void peer_reset(struct peer *p) {
   struct linger lg = {1, 0};
-  setsockopt(p->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  setsockopt(p->fd, SOL_SOCKET, SO_LINGER, (const char *)&lg, sizeof lg);
   peer_close(p);
 }
 
@@ -168,11 +170,11 @@ static void peers_free(void) {
 }
 
 static int peer_has(const struct peer *p, const char *s) {
-  return p->rx.p && memmem(p->rx.p, p->rx.len, s, strlen(s)) != NULL;
+  return p->rx.p && tu_memmem(p->rx.p, p->rx.len, s, strlen(s)) != NULL;
 }
 
 static void peer_write(struct peer *p, const void *b, size_t n) {
-  ck_assert_int_eq(send(p->fd, b, n, MSG_NOSIGNAL), (ssize_t)n);
+  ck_assert_int_eq(appmsg_send(p->fd, b, n), (ssize_t)n);
 }
 
 /* A frame with binary content (or text/json when json is set). */
@@ -194,6 +196,15 @@ static void peer_send_frame(struct peer *p, const char *content) {
   peer_write(p, f, make_frame(f, sizeof f, content, 0));
 }
 
+/* strndup(), which Windows does not have. */
+static char *str_ndup(const char *s, size_t n) {
+  char *p = malloc(n + 1);
+  ck_assert_ptr_nonnull(p);
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
 /* Cuts the next complete frame off the front of p->rx into *content (NUL-terminated,
  * caller frees); 0 when none is complete. */
 static int peer_next_frame(struct peer *p, size_t *used, char **content) {
@@ -203,21 +214,21 @@ static int peer_next_frame(struct peer *p, size_t *used, char **content) {
   size_t hl = ((size_t)b[0] << 8) | b[1];
   if (p->rx.len < *used + 2 + hl)
     return 0;
-  char *hdr = strndup((const char *)b + 2, hl);
+  char *hdr = str_ndup((const char *)b + 2, hl);
   const char *cl = strstr(hdr, "\"content-length\": ");
   ck_assert_ptr_nonnull(cl);
   size_t clen = strtoul(cl + 18, NULL, 10);
   free(hdr);
   if (p->rx.len < *used + 2 + hl + clen)
     return 0;
-  *content = strndup((const char *)b + 2 + hl, clen);
+  *content = str_ndup((const char *)b + 2 + hl, clen);
   *used += 2 + hl + clen;
   return 1;
 }
 
 /* A listening plain socket on a free loopback port. */
-static int listen_port(char *port, size_t n) {
-  int fd;
+static appmsg_socket_t listen_port(char *port, size_t n) {
+  appmsg_socket_t fd;
   char err[APPMSG_NET_ERRLEN];
   ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 16, &fd, err, sizeof err), 0);
   snprintf(port, n, "%d", appmsg_sockport(fd));
@@ -226,18 +237,19 @@ static int listen_port(char *port, size_t n) {
 
 /* Accepts the connection whose peer's local port is want (0: any), waiting at most
  * TU_EVENT_MS; returns the non-blocking fd. */
-static int accept_from(int lfd, int want) {
+static appmsg_socket_t accept_from(appmsg_socket_t lfd, int want) {
   struct pollfd pfd = {lfd, POLLIN, 0};
-  ck_assert_msg(poll(&pfd, 1, TU_EVENT_MS) == 1, "%s: no connection to accept", cell);
+  ck_assert_msg(appmsg__poll(&pfd, 1, TU_EVENT_MS) == 1, "%s: no connection to accept", cell);
   struct sockaddr_in a;
   socklen_t alen = sizeof a;
-  int fd = accept4(lfd, (struct sockaddr *)&a, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  ck_assert_msg(fd >= 0, "%s: accept: %s", cell, strerror(errno));
+  appmsg_socket_t fd;
+  int rc = appmsg_accept_peer(lfd, &fd, (struct sockaddr *)&a, &alen);
+  ck_assert_msg(rc == 0, "%s: accept: %s", cell, appmsg_strerror(rc));
   ck_assert_msg(want == 0 || ntohs(a.sin_port) == want, "%s: accepted another connection", cell);
   return fd;
 }
 
-static int local_port(int fd) {
+static int local_port(appmsg_socket_t fd) {
   struct sockaddr_in a;
   socklen_t alen = sizeof a;
   ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
@@ -246,11 +258,11 @@ static int local_port(int fd) {
 
 /* Whether a connect to 127.0.0.1:port is refused now. */
 static int refused(const char *port) {
-  int fd;
+  appmsg_socket_t fd;
   char err[APPMSG_NET_ERRLEN];
   int rc = appmsg_connect_timeout("127.0.0.1", port, TU_EVENT_MS, &fd, err, sizeof err);
   if (rc == 0)
-    close(fd);
+    tu_close(fd);
   return rc == -ECONNREFUSED;
 }
 
@@ -277,7 +289,7 @@ static void (*tick)(void); /* the family's own work between iterations (its peer
   } while (0)
 
 static void common_setup(int backend) {
-  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
   skew_ns = 0;
   in_call = 0;
   npeers = 0;
@@ -377,7 +389,7 @@ static void conn_act(void) {
     break;
   case A_ABORT:
     appmsg_conn_abort(c, -ECONNABORTED);
-    CHECK_EQ(appmsg_conn_fd(c), -1); /* the socket goes at once */
+    CHECK(appmsg_conn_fd(c) == APPMSG_INVALID_SOCKET); /* the socket goes at once */
     break;
   case A_CLOSE_WHEN_IDLE:
     appmsg_conn_close_when_idle(c);
@@ -479,7 +491,7 @@ static void t_hook(struct appmsg_conn *c, int reason, void *arg) {
   CHECK(t->c == c);
   CHECK_EQ(++t->hooks, 1);
   CHECK_EQ(t->closes, 0);
-  CHECK_EQ(appmsg_conn_fd(c), -1); /* the socket is gone before the end is told */
+  CHECK(appmsg_conn_fd(c) == APPMSG_INVALID_SOCKET); /* the socket is gone before the end is told */
   (void)reason;
   maybe_act(t, C_HOOK);
 }
@@ -536,7 +548,7 @@ static void round_trip(struct tconn *t, const char *what) {
 }
 
 static int got_has(const struct tconn *t, const char *s) {
-  return t->got.p && memmem(t->got.p, t->got.len, s, strlen(s)) != NULL;
+  return t->got.p && tu_memmem(t->got.p, t->got.len, s, strlen(s)) != NULL;
 }
 
 static int all_closed(void) {
@@ -649,7 +661,7 @@ static void conn_trigger(void) {
   case C_EOF:
   case C_CLOSE:
   case C_HOOK:
-    shutdown(p->fd, SHUT_WR); /* the end of the stream, between frames */
+    appmsg__sock_shutdown_write(p->fd); /* the end of the stream, between frames */
     break;
   case C_TIMER:
     ck_assert_int_eq(appmsg_timer_start(loop, &user_timer, 0, 0), 0);
@@ -675,7 +687,7 @@ static void conn_cell(int backend, int site, int act, int self) {
   copts.raw = site == C_DATA;
   appmsg_timer_init(&user_timer, on_user_timer, NULL);
   char port[16];
-  int lfd = listen_port(port, sizeof port);
+  appmsg_socket_t lfd = listen_port(port, sizeof port);
   for (int i = 0; i < 3; i++) {
     char err[APPMSG_NET_ERRLEN];
     int rc = appmsg_conn_connect(&tcs[i].c, loop, "127.0.0.1", port, &copts, &tcbs, &tcs[i], err,
@@ -711,7 +723,7 @@ static void conn_cell(int backend, int site, int act, int self) {
     tu_str_free(&tcs[i].got);
   }
   CHECK(!appmsg_timer_active(&user_timer));
-  close(lfd);
+  tu_close(lfd);
   common_teardown();
 }
 
@@ -858,7 +870,7 @@ static const struct appmsg_server_callbacks s_srv_cbs = {.on_accept = s_on_accep
 
 /* Connects peer slot nslots to a server's port; with wait, until the server accepted it. */
 static struct sconn *server_peer(const char *port, int wait) {
-  int fd;
+  appmsg_socket_t fd;
   char err[APPMSG_NET_ERRLEN];
   int want = nslots;
   ck_assert_int_eq(appmsg_connect_timeout("127.0.0.1", port, TU_EVENT_MS, &fd, err, sizeof err), 0);
@@ -884,8 +896,9 @@ static int server1_all_closed(void) {
 }
 
 static int server1_peers_eof(void) {
+  /* (a peer the test closed reads nothing) */
   for (int i = 1; i < nslots; i++)
-    if (!slots[i].peer.eof && slots[i].peer.fd >= 0) /* (a peer the test closed reads nothing) */
+    if (!slots[i].peer.eof && slots[i].peer.fd != APPMSG_INVALID_SOCKET)
       return 0;
   return 1;
 }
@@ -903,7 +916,7 @@ static void server_cell(int backend, int site, int act) {
   sopts1 = sopts;
   if (site == SV_REFUSE)
     sopts1.max_conns = 2;
-  struct peer refused_peer = {.fd = -1};
+  struct peer refused_peer = {.fd = APPMSG_INVALID_SOCKET};
   char err[APPMSG_NET_ERRLEN];
   ck_assert_int_eq(appmsg_server_new(&srv2, loop, "127.0.0.1", "0", &sopts, &s_conn_cbs, &s_srv_cbs,
                                      NULL, err, sizeof err),
@@ -944,12 +957,12 @@ static void server_cell(int backend, int site, int act) {
     sc.other = 1;
     server_peer(port1, 0);
     struct pollfd lp = {appmsg_server_fd(srv1), POLLIN, 0}; /* queued on the listener */
-    ck_assert_int_eq(poll(&lp, 1, TU_EVENT_MS), 1);
+    ck_assert_int_eq(appmsg__poll(&lp, 1, TU_EVENT_MS), 1);
     appmsg_server_drain(srv1); /* (on_accept runs inside: the drain accepts what is queued) */
     CHECK(sc.fired);           /* the kernel had the connection queued before the drain */
     break;
   case SV_REFUSE: { /* a third connection, over the limit: told so, then closed */
-    int fd;
+    appmsg_socket_t fd;
     ck_assert_int_eq(appmsg_connect_timeout("127.0.0.1", port1, TU_EVENT_MS, &fd, err, sizeof err),
                      0);
     ck_assert_int_eq(appmsg_set_nonblock(fd, 1), 0);
@@ -1006,7 +1019,7 @@ static void server_cell(int backend, int site, int act) {
   }
   /* Connections of server 1 the action left alone still serve. */
   for (int i = 1; i < nslots; i++)
-    if (slots[i].c && !slots[i].peer.eof && slots[i].peer.fd >= 0) {
+    if (slots[i].c && !slots[i].peer.eof && slots[i].peer.fd != APPMSG_INVALID_SOCKET) {
       char token[32];
       snprintf(token, sizeof token, "echo:alive-%d", i);
       peer_send_frame(&slots[i].peer, token);
@@ -1306,7 +1319,7 @@ static void service_cell(int backend, int site, int act) {
   int rc;
   struct peer raw;
   if (site == V_AFTER_CLOSE) {
-    int fd;
+    appmsg_socket_t fd;
     char err[APPMSG_NET_ERRLEN];
     ck_assert_int_eq(appmsg_connect_timeout("127.0.0.1",
                                             strrchr(appmsg_service_address(vs.svc), ':') + 1,
@@ -1467,7 +1480,7 @@ struct fconn {
 
 #define MAX_FCONNS 8
 static struct {
-  int lfd;
+  appmsg_socket_t lfd;
   char port[16];
   struct fconn c[MAX_FCONNS];
   int n;
@@ -1520,7 +1533,7 @@ static void fs_reply(struct fconn *f, const char *rid, const char *content) {
   frame[0] = (char)(hl >> 8);
   frame[1] = (char)(hl & 0xff);
   memcpy(frame + 2 + hl, content, clen);
-  if (send(f->p.fd, frame, 2 + (size_t)hl + clen, MSG_NOSIGNAL) < 0)
+  if (appmsg_send(f->p.fd, frame, 2 + (size_t)hl + clen) < 0)
     f->dropped = 1; /* (the client went) */
 }
 
@@ -1533,8 +1546,8 @@ static void fs_answer(struct fconn *f, const char *value, const char *rid) {
 /* The fake server's work between iterations: accept, read requests, answer. */
 static void fs_tick(void) {
   for (;;) {
-    int fd = accept4(fs.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
+    appmsg_socket_t fd;
+    if (appmsg_accept(fs.lfd, &fd) != 0)
       break;
     ck_assert_int_lt(fs.n, MAX_FCONNS);
     struct fconn *f = &fs.c[fs.n++];
@@ -1544,7 +1557,7 @@ static void fs_tick(void) {
   }
   for (int i = 0; i < fs.n; i++) {
     struct fconn *f = &fs.c[i];
-    if (f->p.fd < 0)
+    if (f->p.fd == APPMSG_INVALID_SOCKET)
       continue;
     peer_pump(&f->p);
     for (;;) {
@@ -1554,7 +1567,7 @@ static void fs_tick(void) {
       size_t hl = ((size_t)b[0] << 8) | b[1];
       if (f->p.rx.len < f->used + 2 + hl)
         break;
-      char *hdr = strndup((const char *)b + 2, hl);
+      char *hdr = str_ndup((const char *)b + 2, hl);
       char rid[32], *content;
       frame_rid(hdr, rid, sizeof rid);
       free(hdr);
@@ -1689,7 +1702,7 @@ static void client_cell(int backend, int site, int act) {
   kxopts = kopts;
   char port[16];
   snprintf(port, sizeof port, "%s", fs.port);
-  int refused_fd = -1;
+  appmsg_socket_t refused_fd = APPMSG_INVALID_SOCKET;
   if (site == K_REFUSED) {
     refused_fd = tu_refused_port(port, sizeof port);
     kopts.reconnect = 0;
@@ -1826,9 +1839,9 @@ static void client_cell(int backend, int site, int act) {
   tick = NULL;
   for (int i = 0; i < fs.n; i++)
     peer_close(&fs.c[i].p);
-  close(fs.lfd);
-  if (refused_fd >= 0)
-    close(refused_fd);
+  tu_close(fs.lfd);
+  if (refused_fd != APPMSG_INVALID_SOCKET)
+    tu_close(refused_fd);
   common_teardown();
 }
 
@@ -1842,7 +1855,7 @@ START_TEST(a_drain_asked_while_paused_closes_once_reading_resumes) {
   cc.site = -1;
   appmsg_conn_opts_default(&copts);
   char port[16];
-  int lfd = listen_port(port, sizeof port);
+  appmsg_socket_t lfd = listen_port(port, sizeof port);
   for (int i = 0; i < 3; i++) {
     char err[APPMSG_NET_ERRLEN];
     ck_assert_int_eq(appmsg_conn_connect(&tcs[i].c, loop, "127.0.0.1", port, &copts, &tcbs, &tcs[i],
@@ -1866,7 +1879,7 @@ START_TEST(a_drain_asked_while_paused_closes_once_reading_resumes) {
   RUN_UNTIL(all_closed());
   for (int i = 0; i < 3; i++)
     tu_str_free(&tcs[i].got);
-  close(lfd);
+  tu_close(lfd);
   common_teardown();
 }
 END_TEST
@@ -1894,9 +1907,9 @@ START_TEST(appmsg_loop_free_finishes_what_main_asked_for) {
   memset(tcs, 0, sizeof tcs);
   appmsg_conn_opts_default(&copts);
   static const struct appmsg_conn_callbacks cbs = {.on_close = chain_on_close};
-  int sv[2][2];
+  appmsg_socket_t sv[2][2];
   for (int i = 0; i < 2; i++) {
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+    ck_assert_int_eq(tu_socketpair(sv[i]), 0);
     ck_assert_int_eq(appmsg_conn_new(&tcs[i].c, loop, sv[i][0], &copts, &cbs, &tcs[i]), 0);
   }
   chain_next = tcs[1].c;
@@ -1909,7 +1922,7 @@ START_TEST(appmsg_loop_free_finishes_what_main_asked_for) {
   CHECK_EQ(tcs[1].closes, 1);
   CHECK_EQ(tcs[1].reason, -ECONNABORTED);
   for (int i = 0; i < 2; i++)
-    close(sv[i][1]);
+    tu_close(sv[i][1]);
 }
 END_TEST
 
@@ -1931,16 +1944,20 @@ static void own_stop(struct appmsg_request *r, void *ud) {
   appmsg_reply_result(r, "stopping");
 }
 
+static int own_returned; /* the thread's appmsg_loop_run() returned */
+
 static void *own_run(void *arg) {
   appmsg_loop_run(appmsg_service_loop(arg));
+  __atomic_store_n(&own_returned, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
 START_TEST(appmsg_service_free_from_a_handler_of_a_service_on_its_own_loop_stops_it) {
   snprintf(cell, sizeof cell, "service on its own loop (%s)", _i ? "poll" : "epoll");
   common_setup(_i);
-  setenv("APPMSG_LOOP_BACKEND", _i ? "poll" : "epoll", 1); /* (the loop it makes itself) */
-  own_logged = own_handled = 0;
+  /* (the loop it makes itself) */
+  tu_setenv("APPMSG_LOOP_BACKEND", _i || !APPMSG_HAVE_EPOLL ? "poll" : "epoll");
+  own_logged = own_handled = own_returned = 0;
   struct appmsg_service_opts o;
   appmsg_service_opts_default(&o);
   o.log = own_log;
@@ -1962,7 +1979,8 @@ START_TEST(appmsg_service_free_from_a_handler_of_a_service_on_its_own_loop_stops
   RUN_UNTIL(k.calls == 1); /* the reply made after the refused free still leaves */
   CHECK_EQ(k.status, 0);
   CHECK(strcmp(k.result, "stopping") == 0);
-  pthread_join(th, NULL); /* the loop stopped */
+  RUN_UNTIL(__atomic_load_n(&own_returned, __ATOMIC_ACQUIRE)); /* the loop stopped */
+  pthread_join(th, NULL);
   CHECK_EQ(own_handled, 1);
   CHECK_EQ(own_logged, 1);
   /* Stopped, not freed: a request now waits; freeing from outside ends the connection. */
@@ -1972,7 +1990,7 @@ START_TEST(appmsg_service_free_from_a_handler_of_a_service_on_its_own_loop_stops
   CHECK(after.status == APPMSG_E_CLOSED || after.status == APPMSG_E_NOT_SENT);
   CHECK_EQ(own_handled, 1);
   appmsg_client_free(c);
-  unsetenv("APPMSG_LOOP_BACKEND");
+  tu_setenv("APPMSG_LOOP_BACKEND", NULL);
   common_teardown();
 }
 END_TEST

@@ -24,27 +24,29 @@
  * compared exactly.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <malloc.h>
-#include <sys/ioctl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
+#ifndef _WIN32 /* rusage, thread CPU clocks, /proc: POSIX's measures below */
+#include <dirent.h>
+#include <sys/resource.h>
+#endif
 
 #include "appmsg/appmsg.h"
+#include "platform.h"
 #include "service_internal.h" /* the service's output gauge (io.out_queued) */
 #include "testutil.h"
+
+#ifdef _WIN32
+#define PSAPI_VERSION 2 /* GetProcessMemoryInfo is kernel32's K32GetProcessMemoryInfo */
+#include <psapi.h>
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -71,22 +73,36 @@ void __sanitizer_purge_allocator(void);
 
 /* ---- measuring ----------------------------------------------------------------------------- */
 
+#ifndef _WIN32
+typedef clockid_t thread_clock; /* a thread's CPU clock */
+
 static uint64_t tv_us(struct timeval tv) {
   return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
 }
 
-/* CPU time (user + system) of the whole process, or of the calling thread, in microseconds. */
-static uint64_t cpu_us(int who) {
+/* CPU time (user + system) of the whole process, in microseconds. */
+static uint64_t process_cpu_us(void) {
   struct rusage ru;
-  ck_assert_int_eq(getrusage(who, &ru), 0);
+  ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
   return tv_us(ru.ru_utime) + tv_us(ru.ru_stime);
 }
 
-/* CPU time of another thread, by its CPU clock. */
-static uint64_t clock_us(clockid_t id) {
+/* CPU time of a thread, by its CPU clock. */
+static uint64_t thread_cpu_us(thread_clock id) {
   struct timespec ts;
   ck_assert_int_eq(clock_gettime(id, &ts), 0);
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The calling thread's clock, and another thread's. */
+static thread_clock this_thread_clock(void) {
+  return CLOCK_THREAD_CPUTIME_ID;
+}
+
+static thread_clock clock_of(pthread_t t) {
+  clockid_t id;
+  ck_assert_int_eq(pthread_getcpuclockid(t, &id), 0);
+  return id;
 }
 
 /* Descriptors the process holds (the directory's own is counted every time alike). */
@@ -118,6 +134,82 @@ static long status_kb(const char *key) {
   return kb;
 }
 
+/* The resident size of the process, in kB. */
+static long rss_kb(void) {
+  return status_kb("VmRSS:");
+}
+
+/* The usable size of a block of malloc's. */
+static size_t usable_size(void *p) {
+  return malloc_usable_size(p);
+}
+#else
+typedef HANDLE thread_clock; /* a thread, whose times GetThreadTimes() reads */
+
+/* A FILETIME duration (100 ns units) in microseconds. */
+static uint64_t ft_us(FILETIME f) {
+  return (((uint64_t)f.dwHighDateTime << 32) | f.dwLowDateTime) / 10u;
+}
+
+/* CPU time (user + system) of the whole process, in microseconds (not clock(), which is wall
+ * time on Windows). */
+static uint64_t process_cpu_us(void) {
+  FILETIME created, exited, kernel, user;
+  ck_assert(GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user));
+  return ft_us(kernel) + ft_us(user);
+}
+
+/* CPU time of a thread. */
+static uint64_t thread_cpu_us(thread_clock t) {
+  FILETIME created, exited, kernel, user;
+  ck_assert(GetThreadTimes(t, &created, &exited, &kernel, &user));
+  return ft_us(kernel) + ft_us(user);
+}
+
+/* The calling thread, and another thread (winpthreads keeps its handle). */
+static thread_clock this_thread_clock(void) {
+  return GetCurrentThread();
+}
+
+static thread_clock clock_of(pthread_t t) {
+  HANDLE h = pthread_gethandle(t);
+  ck_assert_ptr_nonnull(h);
+  return h;
+}
+
+/* Handles the process holds (sockets are handles).  Wine's GetProcessHandleCount() answers 0
+ * (a stub): then the valid handle values are counted, which the system hands out lowest
+ * first, so that any handle kept is among them. */
+static int open_fds(void) {
+  DWORD n = 0;
+  ck_assert(GetProcessHandleCount(GetCurrentProcess(), &n));
+  if (n > 0)
+    return (int)n;
+  int valid = 0;
+  for (uintptr_t h = 4; h < 4 * 65536u; h += 4) {
+    DWORD flags;
+    if (GetHandleInformation((HANDLE)h, &flags))
+      valid++;
+  }
+  ck_assert_int_gt(valid, 0);
+  return valid;
+}
+
+/* The resident size (working set) of the process, in kB. */
+static long rss_kb(void) {
+  PROCESS_MEMORY_COUNTERS pmc;
+  memset(&pmc, 0, sizeof pmc);
+  pmc.cb = sizeof pmc;
+  ck_assert(GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc));
+  return (long)(pmc.WorkingSetSize / 1024u);
+}
+
+/* The usable size of a block of malloc's. */
+static size_t usable_size(void *p) {
+  return _msize(p);
+}
+#endif
+
 /* ---- the library's heap, counted ------------------------------------------------------------ */
 
 /* Bytes the library holds now, through appmsg_set_allocator(): blocks are counted at their
@@ -127,22 +219,22 @@ static atomic_long lib_bytes;
 static void *count_malloc(size_t n) {
   void *p = malloc(n);
   if (p)
-    atomic_fetch_add(&lib_bytes, (long)malloc_usable_size(p));
+    atomic_fetch_add(&lib_bytes, (long)usable_size(p));
   return p;
 }
 
 static void *count_calloc(size_t k, size_t n) {
   void *p = calloc(k, n);
   if (p)
-    atomic_fetch_add(&lib_bytes, (long)malloc_usable_size(p));
+    atomic_fetch_add(&lib_bytes, (long)usable_size(p));
   return p;
 }
 
 static void *count_realloc(void *old, size_t n) {
-  size_t before = old ? malloc_usable_size(old) : 0;
+  size_t before = old ? usable_size(old) : 0;
   void *p = realloc(old, n);
   if (p)
-    atomic_fetch_add(&lib_bytes, (long)malloc_usable_size(p) - (long)before);
+    atomic_fetch_add(&lib_bytes, (long)usable_size(p) - (long)before);
   else if (n == 0)
     atomic_fetch_sub(&lib_bytes, (long)before);
   return p;
@@ -150,7 +242,7 @@ static void *count_realloc(void *old, size_t n) {
 
 static void count_free(void *p) {
   if (p)
-    atomic_fetch_sub(&lib_bytes, (long)malloc_usable_size(p));
+    atomic_fetch_sub(&lib_bytes, (long)usable_size(p));
   free(p);
 }
 
@@ -163,23 +255,23 @@ struct bg {
   struct appmsg_loop *loop;
   struct appmsg_service *svc;
   struct appmsg_service_opts o;
-  int stop[2];               /* a byte on stop[1] ends the thread */
-  atomic_int stopping;       /* set by the stop pipe's callback */
+  appmsg_socket_t stop[2];   /* a byte on stop[1] ends the thread (tu_socketpair()) */
+  atomic_int stopping;       /* set by the stop pair's callback */
   atomic_ulong iterations;   /* appmsg_loop_run_once() calls that returned */
   atomic_int loop_error;     /* the loop's error, if it failed */
   atomic_ulong peak_out;     /* the most output the service had queued after a reply */
   atomic_ulong handler_errs; /* requests the handlers could not answer */
   pthread_t thread;
-  clockid_t cpu; /* the thread's CPU clock */
+  thread_clock cpu; /* the thread's CPU clock */
   char port[16];
 };
 
-static void bg_on_stop(struct appmsg_loop *l, int fd, unsigned ev, void *ud) {
+static void bg_on_stop(struct appmsg_loop *l, appmsg_socket_t fd, unsigned ev, void *ud) {
   (void)l;
   (void)ev;
   struct bg *b = ud;
   char x;
-  while (read(fd, &x, 1) == 1)
+  while (appmsg_recv(fd, &x, 1) == 1)
     ;
   atomic_store(&b->stopping, 1);
 }
@@ -213,20 +305,20 @@ static void bg_start(struct bg *b, int backend, void (*tune)(struct appmsg_servi
   int rc = appmsg_service_listen(b->svc, "127.0.0.1", "0", err, sizeof err);
   ck_assert_msg(rc == 0, "listen: %s", err);
   snprintf(b->port, sizeof b->port, "%s", strrchr(appmsg_service_address(b->svc), ':') + 1);
-  ck_assert_int_eq(pipe2(b->stop, O_CLOEXEC | O_NONBLOCK), 0);
+  ck_assert_int_eq(tu_socketpair(b->stop), 0);
   ck_assert_int_eq(appmsg_loop_watch(b->loop, b->stop[0], APPMSG_EV_READ, bg_on_stop, b), 0);
   ck_assert_int_eq(pthread_create(&b->thread, NULL, bg_main, b), 0);
-  ck_assert_int_eq(pthread_getcpuclockid(b->thread, &b->cpu), 0);
+  b->cpu = clock_of(b->thread);
 }
 
 static void bg_stop(struct bg *b) {
-  ck_assert_int_eq(write(b->stop[1], "x", 1), 1);
+  ck_assert_int_eq(appmsg_send(b->stop[1], "x", 1), 1);
   pthread_join(b->thread, NULL);
   ck_assert_int_eq(atomic_load(&b->loop_error), 0);
   appmsg_service_free(b->svc);
   appmsg_loop_unwatch(b->loop, b->stop[0]);
-  close(b->stop[0]);
-  close(b->stop[1]);
+  tu_close(b->stop[0]);
+  tu_close(b->stop[1]);
   appmsg_loop_free(b->loop);
 }
 
@@ -261,7 +353,7 @@ static unsigned long run_until(struct appmsg_loop *loop, const size_t *count, si
 /* ---- 1a: idle ------------------------------------------------------------------------------ */
 
 START_TEST(an_idle_connected_client_and_service_cost_no_cpu) {
-  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
   struct bg b;
   bg_start(&b, _i, NULL, NULL);
   struct appmsg_loop *loop;
@@ -277,13 +369,15 @@ START_TEST(an_idle_connected_client_and_service_cost_no_cpu) {
   ck_assert_msg(s.ok == 1, "ping: %s", s.last_reason);
   ck_assert(appmsg_client_connected(c));
 
-  uint64_t proc0 = cpu_us(RUSAGE_SELF), main0 = cpu_us(RUSAGE_THREAD), svc0 = clock_us(b.cpu);
+  uint64_t proc0 = process_cpu_us(), main0 = thread_cpu_us(this_thread_clock());
+  uint64_t svc0 = thread_cpu_us(b.cpu);
   unsigned long siter0 = atomic_load(&b.iterations), citer = 0;
   uint64_t t0 = tu_now_ms(), end = t0 + WINDOW_MS;
   for (uint64_t now; (now = tu_now_ms()) < end; citer++)
     ck_assert_int_ge(appmsg_loop_run_once(loop, (int)(end - now)), 0);
-  uint64_t proc = cpu_us(RUSAGE_SELF) - proc0, mainc = cpu_us(RUSAGE_THREAD) - main0;
-  uint64_t svcc = clock_us(b.cpu) - svc0, took = tu_now_ms() - t0;
+  uint64_t proc = process_cpu_us() - proc0;
+  uint64_t mainc = thread_cpu_us(this_thread_clock()) - main0;
+  uint64_t svcc = thread_cpu_us(b.cpu) - svc0, took = tu_now_ms() - t0;
   unsigned long siter = atomic_load(&b.iterations) - siter0;
   printf("idle %s: %llu ms: process %.1f ms CPU (client thread %.1f, service thread %.1f); "
          "client loop %lu iterations, service loop %lu\n",
@@ -306,8 +400,8 @@ END_TEST
 /* ---- 1b: a reply that never comes ---------------------------------------------------------- */
 
 START_TEST(a_client_waiting_for_a_silent_server_costs_no_cpu_and_times_out) {
-  signal(SIGPIPE, SIG_IGN);
-  int lfd;
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
+  appmsg_socket_t lfd;
   char err[APPMSG_NET_ERRLEN], port[16];
   ck_assert_int_eq(appmsg_listen("127.0.0.1", "0", 4, &lfd, err, sizeof err), 0);
   snprintf(port, sizeof port, "%d", appmsg_sockport(lfd));
@@ -324,18 +418,19 @@ START_TEST(a_client_waiting_for_a_silent_server_costs_no_cpu_and_times_out) {
   ck_assert(appmsg_client_connected(c));
   /* The server: accepts, and never reads or writes. */
   struct pollfd p = {.fd = lfd, .events = POLLIN};
-  ck_assert_int_eq(poll(&p, 1, TU_EVENT_MS), 1);
-  int afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-  ck_assert_int_ge(afd, 0);
+  ck_assert_int_eq(appmsg__poll(&p, 1, TU_EVENT_MS), 1);
+  appmsg_socket_t afd;
+  ck_assert_int_eq(appmsg_accept(lfd, &afd), 0);
+  ck_assert_int_eq(appmsg_set_nonblock(afd, 0), 0);
 
   struct seen s = {0};
-  uint64_t proc0 = cpu_us(RUSAGE_SELF), t0 = tu_now_ms();
+  uint64_t proc0 = process_cpu_us(), t0 = tu_now_ms();
   ck_assert_int_eq(appmsg_client_call(c, on_reply, &s, "search", "value", "ring", NULL), 0);
   unsigned long iter = run_until(loop, &s.calls, 1, WINDOW_MS + TU_EVENT_MS);
-  uint64_t proc = cpu_us(RUSAGE_SELF) - proc0, took = tu_now_ms() - t0;
-  int arrived = 0;
-  ck_assert_int_eq(ioctl(afd, FIONREAD, &arrived), 0);
-  printf("silent server %s: waited %llu ms: %.1f ms CPU, %lu iterations, request of %d bytes "
+  uint64_t proc = process_cpu_us() - proc0, took = tu_now_ms() - t0;
+  size_t arrived = 0;
+  ck_assert_int_eq(appmsg__sock_pending(afd, &arrived), 0);
+  printf("silent server %s: waited %llu ms: %.1f ms CPU, %lu iterations, request of %zu bytes "
          "arrived, status %s\n",
          appmsg_loop_backend_name(loop), (unsigned long long)took, proc / 1000.0, iter, arrived,
          appmsg_errname(s.last_status));
@@ -344,15 +439,15 @@ START_TEST(a_client_waiting_for_a_silent_server_costs_no_cpu_and_times_out) {
   ck_assert_msg(s.last_status == APPMSG_E_TIMEOUT, "the call ended with %s: %s",
                 appmsg_errname(s.last_status), s.last_reason);
   ck_assert_uint_ge(took, WINDOW_MS);
-  ck_assert_int_gt(arrived, 0); /* it was sent: the client waited for the reply, not to write */
+  ck_assert_uint_gt(arrived, 0); /* it was sent: the client waited for the reply, not to write */
   ck_assert_msg(proc < CPU_MAX_US, "the client spent %.1f ms of CPU waiting %llu ms for a reply",
                 proc / 1000.0, (unsigned long long)took);
   ck_assert_msg(iter <= ITER_MAX, "the waiting client's loop ran %lu iterations in %llu ms", iter,
                 (unsigned long long)took);
   appmsg_client_free(c);
   appmsg_loop_free(loop);
-  close(afd);
-  close(lfd);
+  tu_close(afd);
+  tu_close(lfd);
 }
 END_TEST
 
@@ -465,7 +560,7 @@ static void on_big_reply(const struct appmsg_reply *r, void *ud) {
 }
 
 START_TEST(a_million_pipelined_calls_past_the_read_pause_are_all_answered_in_order) {
-  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
   init_pattern();
   struct bg b;
   bg_start(&b, _i, NULL, add_big);
@@ -566,7 +661,7 @@ static struct snapshot quiet_snapshot(struct appmsg_loop *loop, struct appmsg_se
 #if UNDER_ASAN
   __sanitizer_purge_allocator(); /* (see the cycles) */
 #endif
-  struct snapshot s = {open_fds(), status_kb("VmRSS:"), atomic_load(&lib_bytes)};
+  struct snapshot s = {open_fds(), rss_kb(), atomic_load(&lib_bytes)};
   return s;
 }
 
@@ -580,7 +675,7 @@ static struct snapshot quiet_snapshot(struct appmsg_loop *loop, struct appmsg_se
  * backoff, which waits at least half of backoff_min_ms, with jitter, per cycle.
  */
 START_TEST(a_hundred_thousand_connect_close_cycles_keep_descriptors_and_memory_flat) {
-  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
   atomic_store(&lib_bytes, 0);
   ck_assert_int_eq(appmsg_set_allocator(&counting), 0);
   struct appmsg_loop *loop;
@@ -648,19 +743,19 @@ int main(void) {
   Suite *s = suite_create("resources");
   TCase *idle = tcase_create("waiting");
   tcase_set_timeout(idle, 60);
-  tcase_add_loop_test(idle, an_idle_connected_client_and_service_cost_no_cpu, APPMSG_LOOP_EPOLL,
+  tcase_add_loop_test(idle, an_idle_connected_client_and_service_cost_no_cpu, TU_LOOP_EPOLL,
                       APPMSG_LOOP_POLL + 1);
   tcase_add_loop_test(idle, a_client_waiting_for_a_silent_server_costs_no_cpu_and_times_out,
-                      APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL + 1);
+                      TU_LOOP_EPOLL, APPMSG_LOOP_POLL + 1);
   suite_add_tcase(s, idle);
   TCase *load = tcase_create("load");
   /* Above PIPELINE_MS and CYCLES_MS, which bound the tests themselves. */
   tcase_set_timeout(load, 900);
   tcase_add_loop_test(load, a_million_pipelined_calls_past_the_read_pause_are_all_answered_in_order,
-                      APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL + 1);
+                      TU_LOOP_EPOLL, APPMSG_LOOP_POLL + 1);
   tcase_add_loop_test(load,
                       a_hundred_thousand_connect_close_cycles_keep_descriptors_and_memory_flat,
-                      APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL + 1);
+                      TU_LOOP_EPOLL, APPMSG_LOOP_POLL + 1);
   suite_add_tcase(s, load);
   return tu_run_suite(s);
 }

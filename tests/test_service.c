@@ -13,19 +13,21 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#endif
 
 #include "appmsg/appmsg.h"
+#include "platform.h"
 #include "testutil.h"
+#ifdef _WIN32
+#include "service_internal.h" /* a request's connection: the server's end of a peer */
+#endif
 
-static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+static const enum appmsg_loop_backend backends[] = {TU_LOOP_EPOLL, APPMSG_LOOP_POLL};
 
 /* ---- the service under test ---------------------------------------------- */
 
@@ -40,6 +42,14 @@ static int nheld;
 static int handled;         /* handler calls */
 static int second_reply_rc; /* what the "twice" handler's second reply returned */
 
+#ifdef _WIN32
+/* The server's end of the last connection a handler ran for (see wait_delivered()). */
+static appmsg_socket_t server_fd = APPMSG_INVALID_SOCKET;
+#define NOTE_SERVER_END(r) (server_fd = appmsg_conn_fd((r)->sc->conn))
+#else
+#define NOTE_SERVER_END(r) ((void)(r))
+#endif
+
 static void capture_log(void *ud, enum appmsg_log_level level, const char *line) {
   (void)ud;
   (void)level;
@@ -49,6 +59,7 @@ static void capture_log(void *ud, enum appmsg_log_level level, const char *line)
 static void on_echo(struct appmsg_request *r, void *ud) {
   (void)ud;
   handled++;
+  NOTE_SERVER_END(r);
   const char *v = appmsg_request_string(r, "value");
   ck_assert_int_eq(appmsg_reply_result(r, v ? v : "(none)"), 0);
 }
@@ -56,6 +67,7 @@ static void on_echo(struct appmsg_request *r, void *ud) {
 static void on_later(struct appmsg_request *r, void *ud) {
   (void)ud;
   handled++;
+  NOTE_SERVER_END(r);
   ck_assert_int_lt(nheld, MAX_HELD);
   held[nheld++] = r;
 }
@@ -83,7 +95,7 @@ static void on_unknown(struct appmsg_request *r, void *ud) {
 
 /* Starts a service on a free loopback port with the handlers above. */
 static void start(int backend, void (*tweak)(struct appmsg_service_opts *)) {
-  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
   ck_assert_int_eq(appmsg_loop_new(&loop, backends[backend]), 0);
   appmsg_service_opts_default(&opts);
   opts.log = capture_log;
@@ -97,6 +109,9 @@ static void start(int backend, void (*tweak)(struct appmsg_service_opts *)) {
   char err[APPMSG_NET_ERRLEN];
   ck_assert_int_eq(appmsg_service_listen(svc, "127.0.0.1", "0", err, sizeof err), 0);
   nheld = handled = second_reply_rc = 0;
+#ifdef _WIN32
+  server_fd = APPMSG_INVALID_SOCKET;
+#endif
 }
 
 static void stop(void) {
@@ -116,7 +131,8 @@ struct frame {
 };
 
 struct peer {
-  int fd;
+  appmsg_socket_t fd;
+  size_t sent;           /* bytes sent */
   struct tu_str in;      /* bytes received, not yet cut into frames */
   struct frame got[256]; /* frames received */
   int nframes;
@@ -134,9 +150,9 @@ static void peer_connect(struct peer *p) {
 }
 
 static void peer_close(struct peer *p) {
-  if (p->fd >= 0)
-    close(p->fd);
-  p->fd = -1;
+  if (p->fd != APPMSG_INVALID_SOCKET)
+    tu_close(p->fd);
+  p->fd = APPMSG_INVALID_SOCKET;
   for (int i = 0; i < p->nframes; i++) {
     free(p->got[i].header);
     free(p->got[i].content);
@@ -147,7 +163,8 @@ static void peer_close(struct peer *p) {
 
 /* Sends a frame whose header is exactly hdr (as text) and content c. */
 static void peer_send_raw(struct peer *p, const void *bytes, size_t n) {
-  ck_assert_int_eq(send(p->fd, bytes, n, MSG_NOSIGNAL), (ssize_t)n);
+  ck_assert_int_eq(appmsg_send(p->fd, bytes, n), (ssize_t)n);
+  p->sent += n;
 }
 
 static void peer_send(struct peer *p, const char *hdr_extra, const char *type,
@@ -165,6 +182,7 @@ static void peer_send(struct peer *p, const char *hdr_extra, const char *type,
   peer_send_raw(p, frame, 2 + (size_t)hl + clen);
 }
 
+#ifndef _WIN32
 /* Waits (at most 5 s) until everything the peer sent has reached the
  * server's socket: nothing left unacknowledged in the peer's send queue. */
 static void wait_delivered(struct peer *p) {
@@ -172,9 +190,39 @@ static void wait_delivered(struct peer *p) {
     int queued = -1;
     if (ioctl(p->fd, TIOCOUTQ, &queued) == 0 && queued == 0)
       return;
-    usleep(1000);
+    tu_sleep_ms(1);
   }
   ck_abort_msg("the peer's bytes did not reach the server in 5 s");
+}
+#else
+/* Waits (at most TU_EVENT_MS) until everything the peer sent has reached the server's socket:
+ * Windows does not tell how much of a send queue is unacknowledged (TIOCOUTQ), so the server's
+ * end (the only connection; a handler has run for it) is asked instead - what the service has
+ * read plus what waits unread there is all that was sent. */
+static void wait_delivered(struct peer *p) {
+  ck_assert(server_fd != APPMSG_INVALID_SOCKET);
+  uint64_t end = tu_now_ms() + TU_EVENT_MS;
+  for (;;) {
+    struct appmsg_service_stats st;
+    appmsg_service_stats(svc, &st);
+    size_t unread = 0;
+    ck_assert_int_eq(appmsg__sock_pending(server_fd, &unread), 0);
+    if (st.bytes_in + unread == p->sent)
+      return;
+    ck_assert_msg(tu_now_ms() < end, "the peer's bytes did not reach the server in %d ms",
+                  TU_EVENT_MS);
+    tu_sleep_ms(1);
+  }
+}
+#endif
+
+/* strndup(), which Windows does not have. */
+static char *copy_n(const char *s, size_t n) {
+  char *c = malloc(n + 1);
+  ck_assert_ptr_nonnull(c);
+  memcpy(c, s, n);
+  c[n] = '\0';
+  return c;
 }
 
 /* Cuts complete frames off p->in. */
@@ -186,7 +234,7 @@ static void cut_frames(struct peer *p) {
     size_t hl = ((size_t)b[0] << 8) | b[1];
     if (p->in.len < 2 + hl)
       return;
-    char *hdr = strndup(p->in.p + 2, hl);
+    char *hdr = copy_n(p->in.p + 2, hl);
     const char *cl = strstr(hdr, "\"content-length\": ");
     ck_assert_ptr_nonnull(cl);
     size_t clen = strtoul(cl + 18, NULL, 10);
@@ -197,7 +245,7 @@ static void cut_frames(struct peer *p) {
     ck_assert_int_lt(p->nframes, 256);
     struct frame *f = &p->got[p->nframes++];
     f->header = hdr;
-    f->content = strndup(p->in.p + 2 + hl, clen);
+    f->content = copy_n(p->in.p + 2 + hl, clen);
     f->len = clen;
     size_t used = 2 + hl + clen;
     memmove(p->in.p, p->in.p + used, p->in.len - used);
@@ -212,9 +260,9 @@ static int pump(struct peer *p, int n, int ms) {
   for (;;) {
     char buf[65536];
     ssize_t r;
-    while (p->fd >= 0 && (r = recv(p->fd, buf, sizeof buf, 0)) > 0)
+    while (p->fd != APPMSG_INVALID_SOCKET && (r = appmsg_recv(p->fd, buf, sizeof buf)) > 0)
       tu_str_add(&p->in, buf, (size_t)r);
-    if (p->fd >= 0 && r == 0)
+    if (p->fd != APPMSG_INVALID_SOCKET && r == 0)
       p->eof = 1;
     cut_frames(p);
     if ((n >= 0 && p->nframes >= n) || (n < 0 && p->eof) || appmsg_loop_now(loop) >= end)
@@ -315,8 +363,7 @@ START_TEST(replies_made_later_one_after_another_leave_together) {
     ck_assert_int_eq(appmsg_reply_result(held[k], text), 0);
   }
   char buf[8192];
-  ck_assert_int_eq(recv(p.fd, buf, sizeof buf, MSG_DONTWAIT), -1); /* nothing yet */
-  ck_assert_int_eq(errno, EAGAIN);
+  ck_assert_int_eq(appmsg_recv(p.fd, buf, sizeof buf), -EAGAIN); /* nothing yet */
   ck_assert_int_eq(pump(&p, 50, 5000), 50);
   for (int k = 0; k < 50; k++) {
     char text[16];
@@ -337,7 +384,7 @@ START_TEST(a_reply_after_the_connection_closed_is_dropped_and_logged) {
   /* A reset, so that the server knows at once that nobody will read (after
    * a plain close it could be a half-close: the reply would still be sent). */
   struct linger lg = {1, 0};
-  setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  setsockopt(p.fd, SOL_SOCKET, SO_LINGER, (const void *)&lg, sizeof lg);
   peer_close(&p);
   run_until(no_connections, 5000);
   ck_assert(no_connections());
@@ -610,7 +657,7 @@ START_TEST(the_peers_end_of_stream_waits_for_the_replies_owed) {
   peer_connect(&p);
   peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"A\"}");
   peer_send(&p, NULL, "text/json", "{\"action\": \"later\", \"value\": \"B\"}");
-  shutdown(p.fd, SHUT_WR);
+  appmsg__sock_shutdown_write(p.fd);
   wait_held(2);
   ck_assert_int_eq(pump(&p, 1, 300), 0);
   ck_assert_int_eq(appmsg_reply_result(held[1], "B"), 0);
@@ -734,10 +781,11 @@ struct outbox {
 
 static void outbox_push(struct peer *p, struct outbox *o) {
   while (o->off < o->b.len) {
-    ssize_t w = send(p->fd, o->b.p + o->off, o->b.len - o->off, MSG_NOSIGNAL);
+    ssize_t w = appmsg_send(p->fd, o->b.p + o->off, o->b.len - o->off);
     if (w <= 0)
       return;
     o->off += (size_t)w;
+    p->sent += (size_t)w;
   }
 }
 
@@ -848,7 +896,7 @@ START_TEST(output_queued_counts_against_the_service_budget_until_it_drains) {
   struct peer p;
   peer_connect(&p);
   int small = 16 * 1024;
-  setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, (const void *)&small, sizeof small);
   struct outbox o = {0};
   enum { N = 300 };
   for (int k = 0; k < N; k++)

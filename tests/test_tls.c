@@ -9,36 +9,42 @@
  * and the API's refusals.
  *
  * Certificates are made by tests/tls/make_certs.sh (the openssl command)
- * into a temporary directory when the suite starts.  Peers that must do
- * what the library would not (one-byte records, renegotiation, half a
- * record) are OpenSSL clients of the test's own, on a thread, with
- * blocking sockets bounded by timeouts; the loop under test runs on the
- * main thread, until a flag is set or a time limit passes.
+ * into a temporary directory when the suite starts; on Windows, which has
+ * neither sh nor that command, the same ones are made with the OpenSSL
+ * library (make_certs() below).  Peers that must do what the library would
+ * not (one-byte records, renegotiation, half a record) are OpenSSL clients
+ * of the test's own, on a thread, with blocking sockets bounded by
+ * timeouts; the loop under test runs on the main thread, until a flag is
+ * set or a time limit passes.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
-
-#include <openssl/err.h>
-#include <openssl/ssl.h>
+#ifndef _WIN32
+#include <sys/time.h> /* struct timeval (SO_RCVTIMEO) */
+#endif
 
 #include "appmsg/conn.h"
 #include "appmsg/net.h"
 #include "appmsg/server.h"
 #include "appmsg/tls.h"
+#include "platform.h"
 #include "testutil.h"
 
-static const enum appmsg_loop_backend backends[] = {APPMSG_LOOP_EPOLL, APPMSG_LOOP_POLL};
+/* After <windows.h> (platform.h), whose wincrypt.h names X509_NAME too: OpenSSL's headers
+ * take the name back. */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#ifdef _WIN32 /* the certificates, made in-process */
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#endif
+
+static const enum appmsg_loop_backend backends[] = {TU_LOOP_EPOLL, APPMSG_LOOP_POLL};
 static char certdir[256];
 
 /* certdir/name, in one of a few rotating buffers. */
@@ -136,7 +142,7 @@ static char port[16];
 static struct appmsg_conn_opts copts;
 
 static void setup_backend(int i) {
-  signal(SIGPIPE, SIG_IGN);
+  ck_assert_int_eq(appmsg_ignore_sigpipe(), 0);
   ck_assert_int_eq(appmsg_loop_new(&loop, backends[i]), 0);
   appmsg_header_init(&hdr);
   appmsg_header_set(&hdr, "binary/x", "binary");
@@ -210,7 +216,7 @@ static struct appmsg_conn *connect_to(struct appmsg_tls *t, const char *host, co
 
 struct peer {
   int (*fn)(struct peer *p); /* what the peer does; its result goes to rc */
-  int fd;
+  appmsg_socket_t fd;
   SSL_CTX *ctx;
   SSL *ssl;
   int max_version; /* 0, or TLS1_2_VERSION for renegotiation */
@@ -229,16 +235,22 @@ static void *peer_main(void *arg) {
 }
 
 /* A blocking TCP connection to the server under test, every call bounded by 5 s. */
-static int tcp_connect(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+static appmsg_socket_t tcp_connect(void) {
+  appmsg_socket_t fd;
+  if (appmsg__sock_open(AF_INET, SOCK_STREAM, 0, &fd) < 0)
+    return APPMSG_INVALID_SOCKET;
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port))};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+#ifdef _WIN32
+  DWORD tv = 5000; /* (milliseconds there) */
+#else
   struct timeval tv = {5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
+#endif
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, (const char *)&tv, sizeof tv);
+  if (appmsg__sock_nonblock(fd, 0) < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    tu_close(fd);
+    return APPMSG_INVALID_SOCKET;
   }
   return fd;
 }
@@ -246,7 +258,7 @@ static int tcp_connect(void) {
 /* TLS client handshake on a fresh connection, trusting the test CA. */
 static int ssl_open(struct peer *p) {
   p->fd = tcp_connect();
-  if (p->fd < 0)
+  if (p->fd == APPMSG_INVALID_SOCKET)
     return -1;
   p->ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_load_verify_locations(p->ctx, cert("ca.pem"), NULL);
@@ -254,7 +266,7 @@ static int ssl_open(struct peer *p) {
   if (p->max_version)
     SSL_CTX_set_max_proto_version(p->ctx, p->max_version);
   p->ssl = SSL_new(p->ctx);
-  SSL_set_fd(p->ssl, p->fd);
+  SSL_set_fd(p->ssl, (int)p->fd); /* (OpenSSL takes a SOCKET as an int on Windows) */
   SSL_set1_host(p->ssl, "localhost");
   SSL_set_tlsext_host_name(p->ssl, "localhost");
   if (SSL_connect(p->ssl) != 1) {
@@ -267,11 +279,11 @@ static int ssl_open(struct peer *p) {
 static void ssl_close(struct peer *p) {
   SSL_free(p->ssl);
   SSL_CTX_free(p->ctx);
-  if (p->fd >= 0)
-    close(p->fd);
+  if (p->fd != APPMSG_INVALID_SOCKET)
+    tu_close(p->fd);
   p->ssl = NULL;
   p->ctx = NULL;
-  p->fd = -1;
+  p->fd = APPMSG_INVALID_SOCKET;
 }
 
 /* Reads replies until n frames are complete (or the stream ends): returns how many. */
@@ -304,7 +316,7 @@ static size_t frame(unsigned char *out, size_t cap, const void *content, size_t 
 /* Runs the loop while the peer works (at most ms), then joins it. */
 static void run_peer(struct peer *p, int ms) {
   pthread_t th;
-  p->fd = -1;
+  p->fd = APPMSG_INVALID_SOCKET;
   ck_assert_int_eq(pthread_create(&th, NULL, peer_main, p), 0);
   uint64_t end = appmsg_loop_now(loop) + (uint64_t)ms;
   while (!atomic_load(&p->done) && appmsg_loop_now(loop) < end)
@@ -656,28 +668,28 @@ static int send_plaintext_frame(struct peer *p) {
   p->fd = tcp_connect();
   unsigned char f[600];
   size_t n = frame(f, sizeof f, "plaintext", 9);
-  if (send(p->fd, f, n, MSG_NOSIGNAL) != (ssize_t)n)
+  if (appmsg_send(p->fd, f, n) != (ssize_t)n)
     return -1;
   /* The server closes without a reply (PROTOCOL.md 8): read to the end. */
   for (int k = 0; k < 100; k++) {
     char b[4096];
-    ssize_t r = recv(p->fd, b, sizeof b, 0);
+    ssize_t r = appmsg_recv(p->fd, b, sizeof b);
     if (r <= 0)
       break;
     tu_str_add(&p->got, b, (size_t)r);
   }
-  close(p->fd);
+  tu_close(p->fd);
   return 0;
 }
 
 static int send_garbage(struct peer *p) {
   p->fd = tcp_connect();
   const char *g = "this is not a ClientHello at all\r\n\r\n";
-  send(p->fd, g, strlen(g), MSG_NOSIGNAL);
+  appmsg_send(p->fd, g, strlen(g));
   char b[256];
-  while (recv(p->fd, b, sizeof b, 0) > 0)
+  while (appmsg_recv(p->fd, b, sizeof b) > 0)
     ;
-  close(p->fd);
+  tu_close(p->fd);
   return 0;
 }
 
@@ -709,14 +721,14 @@ END_TEST
 /* A handshake that stalls: a TCP connection that says nothing, and one
  * that sends the first 10 bytes of a ClientHello. */
 static int stall(struct peer *p) {
-  int a = tcp_connect(), b = tcp_connect();
+  appmsg_socket_t a = tcp_connect(), b = tcp_connect();
   const unsigned char partial[10] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03};
-  send(b, partial, sizeof partial, MSG_NOSIGNAL);
+  appmsg_send(b, partial, sizeof partial);
   char buf[64];
-  ssize_t ra = recv(a, buf, sizeof buf, 0), rb = recv(b, buf, sizeof buf, 0);
+  ssize_t ra = appmsg_recv(a, buf, sizeof buf), rb = appmsg_recv(b, buf, sizeof buf);
   snprintf(p->note, sizeof p->note, "reads %zd %zd", ra, rb);
-  close(a);
-  close(b);
+  tu_close(a);
+  tu_close(b);
   return ra == 0 && rb == 0 ? 0 : -1; /* both closed by the server */
 }
 
@@ -745,12 +757,12 @@ static int half_a_record(struct peer *p) {
   if (ssl_open(p))
     return -1;
   const unsigned char head[5] = {0x17, 0x03, 0x03, 0x00, 0x40};
-  send(p->fd, head, sizeof head, MSG_NOSIGNAL);
+  appmsg_send(p->fd, head, sizeof head);
   /* An end of stream, not a reset (closing with the server's session
    * tickets unread would send one): shut down, then read to the end. */
-  shutdown(p->fd, SHUT_WR);
+  appmsg__sock_shutdown_write(p->fd);
   char b[4096];
-  while (recv(p->fd, b, sizeof b, 0) > 0)
+  while (appmsg_recv(p->fd, b, sizeof b) > 0)
     ;
   ssl_close(p);
   return 0;
@@ -926,7 +938,8 @@ START_TEST(api_refusals) {
   ck_assert_int_eq(
       appmsg_tls_server_new(&t, "/nonexistent/cert.pem", cert("server.key"), NULL, err, sizeof err),
       APPMSG_E_TLS);
-  ck_assert_msg(strstr(err, "'/nonexistent/cert.pem'") && strstr(err, "No such file"), "%s", err);
+  ck_assert_msg(strstr(err, "'/nonexistent/cert.pem'") != NULL, "%s", err);
+  ck_assert_msg(strstr(err, "No such file") != NULL, "%s", err); /* (GetLastError()'s too) */
   ck_assert_int_eq(
       appmsg_tls_server_new(&t, cert("server.pem"), cert("client.key"), NULL, err, sizeof err),
       APPMSG_E_TLS);
@@ -960,12 +973,12 @@ START_TEST(api_refusals) {
   ck_assert_int_eq(
       appmsg_conn_connect(&c, loop, "127.0.0.1", port, &copts, &cbs, NULL, err, sizeof err),
       -EINVAL);
-  int sv[2];
-  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  appmsg_socket_t sv[2];
+  ck_assert_int_eq(tu_socketpair(sv), 0);
   copts.tls = cl;
   copts.tls_server_name = NULL;
   ck_assert_int_eq(appmsg_conn_new(&c, loop, sv[0], &copts, &cbs, NULL), -EINVAL);
-  close(sv[1]);
+  tu_close(sv[1]);
   /* Plaintext connections describe no TLS. */
   struct seen cs = {0};
   copts.tls = NULL;
@@ -1002,6 +1015,149 @@ static Suite *suite(void) {
   return s;
 }
 
+#ifdef _WIN32
+/* ---- the certificates on Windows: make_certs.sh's, made with the OpenSSL library ------------ */
+
+struct made {
+  EVP_PKEY *key;
+  X509 *crt;
+};
+
+enum kind { CA, SERVER, CLIENT };
+
+static int add_ext(X509 *crt, X509 *issuer, int nid, const char *value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, crt, NULL, NULL, 0);
+  X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+  int ok = ext != NULL && X509_add_ext(crt, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+/* Writes certdir/name.key and certdir/name.pem. */
+static int write_pair(const char *name, const struct made *m) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s.key", certdir, name);
+  BIO *b = BIO_new_file(path, "wb");
+  int ok = b != NULL && PEM_write_bio_PrivateKey(b, m->key, NULL, NULL, 0, NULL, NULL) == 1;
+  BIO_free(b);
+  snprintf(path, sizeof path, "%s/%s.pem", certdir, name);
+  b = ok ? BIO_new_file(path, "wb") : NULL;
+  ok = b != NULL && PEM_write_bio_X509(b, m->crt) == 1;
+  BIO_free(b);
+  return ok;
+}
+
+/* A P-256 key and a certificate for it with subject CN=cn, issued by ca (self-signed when NULL)
+ * with make_certs.sh's extensions for its kind, valid for days from now or, when from is not
+ * NULL, from from to to (ASN.1 GeneralizedTime). */
+static int issue(const char *name, struct made *m, const struct made *ca, const char *cn,
+                 enum kind kind, long serial, long days, const char *from, const char *to) {
+  m->key = EVP_EC_gen("P-256");
+  m->crt = X509_new();
+  if (m->key == NULL || m->crt == NULL)
+    return 0;
+  X509 *crt = m->crt;
+  X509_NAME *subject = X509_get_subject_name(crt);
+  int ok = X509_set_version(crt, 2) && ASN1_INTEGER_set(X509_get_serialNumber(crt), serial) &&
+           X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+                                      -1, 0) &&
+           X509_set_issuer_name(crt, ca ? X509_get_subject_name(ca->crt) : subject) &&
+           X509_set_pubkey(crt, m->key);
+  if (ok && from)
+    ok = ASN1_TIME_set_string_X509(X509_getm_notBefore(crt), from) &&
+         ASN1_TIME_set_string_X509(X509_getm_notAfter(crt), to);
+  else if (ok)
+    ok = X509_gmtime_adj(X509_getm_notBefore(crt), 0) &&
+         X509_gmtime_adj(X509_getm_notAfter(crt), days * 86400L);
+  X509 *issuer = ca ? ca->crt : crt;
+  ok = ok && add_ext(crt, issuer, NID_subject_key_identifier, "hash") &&
+       add_ext(crt, issuer, NID_authority_key_identifier, "keyid:always");
+  if (kind == CA)
+    ok = ok && add_ext(crt, issuer, NID_basic_constraints, "critical,CA:TRUE");
+  else
+    ok = ok && add_ext(crt, issuer, NID_basic_constraints, "critical,CA:FALSE");
+  if (kind == SERVER)
+    ok = ok && add_ext(crt, issuer, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1") &&
+         add_ext(crt, issuer, NID_ext_key_usage, "serverAuth,clientAuth");
+  if (kind == CLIENT)
+    ok = ok && add_ext(crt, issuer, NID_ext_key_usage, "clientAuth");
+  ok = ok && X509_sign(crt, ca ? ca->key : m->key, EVP_sha256()) > 0;
+  return ok && write_pair(name, m);
+}
+
+/* What make_certs.sh makes (see there), into certdir. */
+static int make_certs(void) {
+  struct made ca = {0}, other_ca = {0}, m[5] = {{0}};
+  int ok = issue("ca", &ca, NULL, "appmsg test CA", CA, 1, 3650, NULL, NULL) &&
+           issue("other-ca", &other_ca, NULL, "appmsg other CA", CA, 1, 3650, NULL, NULL) &&
+           issue("server", &m[0], &ca, "localhost", SERVER, 0x1000, 30, NULL, NULL) &&
+           issue("server2", &m[1], &ca, "localhost-2", SERVER, 0x1001, 30, NULL, NULL) &&
+           issue("client", &m[2], &ca, "appmsg-test-client", CLIENT, 0x1002, 30, NULL, NULL) &&
+           issue("expired", &m[3], &ca, "localhost", SERVER, 0x1003, 0, "20200101000000Z",
+                 "20200102000000Z") &&
+           issue("other", &m[4], &other_ca, "localhost", SERVER, 0x1000, 30, NULL, NULL);
+  if (!ok)
+    ERR_print_errors_fp(stderr);
+  struct made *all[] = {&ca, &other_ca, &m[0], &m[1], &m[2], &m[3], &m[4]};
+  for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
+    EVP_PKEY_free(all[k]->key);
+    X509_free(all[k]->crt);
+  }
+  return ok;
+}
+
+/* A fresh directory under the user's temporary directory, in certdir. */
+static int make_certdir(void) {
+  char tmp[MAX_PATH + 1];
+  DWORD n = GetTempPathA(sizeof tmp, tmp);
+  if (n == 0 || n > sizeof tmp)
+    return 0;
+  for (unsigned k = 0; k < 100; k++) {
+    snprintf(certdir, sizeof certdir, "%sappmsg-tls-%lu-%u", tmp,
+             (unsigned long)GetCurrentProcessId(), k);
+    if (CreateDirectoryA(certdir, NULL))
+      return 1;
+    if (GetLastError() != ERROR_ALREADY_EXISTS)
+      return 0;
+  }
+  return 0;
+}
+
+/* Removes certdir and the files in it. */
+static int remove_certdir(void) {
+  char pattern[300];
+  snprintf(pattern, sizeof pattern, "%s\\*", certdir);
+  WIN32_FIND_DATAA f;
+  HANDLE h = FindFirstFileA(pattern, &f);
+  if (h != INVALID_HANDLE_VALUE) {
+    do {
+      char path[600];
+      snprintf(path, sizeof path, "%s\\%s", certdir, f.cFileName);
+      if (!(f.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY))
+        DeleteFileA(path);
+    } while (FindNextFileA(h, &f));
+    FindClose(h);
+  }
+  return RemoveDirectoryA(certdir) != 0;
+}
+
+int main(void) {
+  if (!make_certdir()) {
+    fprintf(stderr, "cannot make a temporary directory\n");
+    return 1;
+  }
+  if (!make_certs()) {
+    fprintf(stderr, "cannot make the test certificates in %s\n", certdir);
+    return 1;
+  }
+  int rc = tu_run_suite(suite());
+  if (!remove_certdir())
+    fprintf(stderr, "could not remove %s\n", certdir);
+  return rc;
+}
+#else
 int main(void) {
   snprintf(certdir, sizeof certdir, "%s/appmsg-tls-XXXXXX",
            getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -1021,3 +1177,4 @@ int main(void) {
     fprintf(stderr, "could not remove %s\n", certdir);
   return rc;
 }
+#endif

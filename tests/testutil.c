@@ -2,21 +2,18 @@
 #include "testutil.h"
 
 #include "codec_internal.h"
+#include "platform.h"
 #include "util.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 
 static void die(const char *what, const char *detail) {
   fprintf(stderr, "testutil: %s: %s\n", what, detail);
@@ -47,20 +44,29 @@ int tu_run_suite(Suite *s) {
 }
 
 static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return appmsg__monotonic_ns();
 }
 
-int tu_refused_port(char *port, size_t len) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+appmsg_socket_t tu_refused_port(char *port, size_t len) {
+  appmsg_socket_t fd;
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t alen = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
-    die("cannot bind a loopback port", strerror(errno));
+  int rc = appmsg__sock_open(AF_INET, SOCK_STREAM, 0, &fd);
+  if (rc == 0 && (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+                  getsockname(fd, (struct sockaddr *)&a, &alen) != 0))
+    rc = -appmsg__sock_errno();
+  if (rc < 0)
+    die("cannot bind a loopback port", appmsg_strerror(rc));
   snprintf(port, len, "%u", (unsigned)ntohs(a.sin_port));
   return fd;
+}
+
+void tu_close(appmsg_socket_t fd) {
+  appmsg__sock_close(fd);
+}
+
+int tu_socketpair(appmsg_socket_t sv[2]) {
+  return appmsg__sock_pair(sv);
 }
 
 uint64_t tu_now_ms(void) {
@@ -105,14 +111,39 @@ void tu_str_add(struct tu_str *s, const void *data, size_t n) {
   s->p[s->len] = '\0';
 }
 
+const void *tu_memmem(const void *hay, size_t hay_len, const void *needle, size_t n) {
+  const unsigned char *h = hay;
+  if (n == 0)
+    return hay;
+  for (size_t i = 0; i + n <= hay_len; i++)
+    if (h[i] == *(const unsigned char *)needle && memcmp(h + i, needle, n) == 0)
+      return h + i;
+  return NULL;
+}
+
+void tu_setenv(const char *name, const char *value) {
+#ifdef _WIN32
+  ck_assert_int_eq(_putenv_s(name, value ? value : ""), 0); /* ("" removes it) */
+#else
+  ck_assert_int_eq(value ? setenv(name, value, 1) : unsetenv(name), 0);
+#endif
+}
+
+void tu_sleep_ms(unsigned ms) {
+  appmsg__sleep_ms(ms);
+}
+
 void tu_str_addf(struct tu_str *s, const char *fmt, ...) {
-  va_list ap;
+  va_list ap, again;
   va_start(ap, fmt);
-  char *tmp;
-  int n = vasprintf(&tmp, fmt, ap);
+  va_copy(again, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
-  if (n < 0)
+  char *tmp = n < 0 ? NULL : malloc((size_t)n + 1);
+  if (tmp == NULL)
     die("out of memory", "");
+  vsnprintf(tmp, (size_t)n + 1, fmt, again);
+  va_end(again);
   tu_str_add(s, tmp, (size_t)n);
   free(tmp);
 }
@@ -383,26 +414,39 @@ static void load_one(const char *path, struct tu_vec *v) {
   free(text);
 }
 
+static int by_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static void walk(const char *dir, struct tu_str *paths) {
-  struct dirent **ents;
-  int n = scandir(dir, &ents, NULL, alphasort);
-  if (n < 0)
+  DIR *d = opendir(dir);
+  if (d == NULL)
     die("cannot list", dir);
-  for (int i = 0; i < n; i++) {
-    const char *name = ents[i]->d_name;
-    if (name[0] != '.') {
-      char path[1024];
-      snprintf(path, sizeof path, "%s/%s", dir, name);
-      struct stat st;
-      size_t nl = strlen(name);
-      if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        walk(path, paths);
-      else if (nl > 4 && !strcmp(name + nl - 4, ".vec"))
-        tu_str_addf(paths, "%s\n", path);
-    }
-    free(ents[i]);
+  char **names = NULL;
+  size_t n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.')
+      continue;
+    names = realloc(names, (n + 1) * sizeof *names);
+    if (names == NULL || (names[n] = strdup(e->d_name)) == NULL)
+      die("out of memory", dir);
+    n++;
   }
-  free(ents);
+  closedir(d);
+  qsort(names, n, sizeof *names, by_name); /* the same order on every system */
+  for (size_t i = 0; i < n; i++) {
+    const char *name = names[i];
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    size_t nl = strlen(name);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+      walk(path, paths);
+    else if (nl > 4 && !strcmp(name + nl - 4, ".vec"))
+      tu_str_addf(paths, "%s\n", path);
+    free(names[i]);
+  }
+  free(names);
 }
 
 size_t tu_load_vectors(const char *dir, struct tu_vec **out) {

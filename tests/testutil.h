@@ -6,15 +6,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "platform_config.h"
+
 #include "appmsg/appmsg.h"
+#include "util.h"
 
 /* Runs a suite and returns the process exit status (0 when all passed).  Says how many tests
  * were skipped (tu_skip), so that a skip is never mistaken for a pass. */
 int tu_run_suite(Suite *s);
 
+/* The backend the suites run on beside poll: epoll where the build has it, else poll again
+ * (a POSIX-only build, Windows).  The suites name this instead of APPMSG_LOOP_EPOLL. */
+#if APPMSG_HAVE_EPOLL
+#define TU_LOOP_EPOLL APPMSG_LOOP_EPOLL
+#else
+#define TU_LOOP_EPOLL APPMSG_LOOP_POLL
+#endif
+
+/* memmem(), which POSIX does not have: the first n-byte needle in hay, or NULL. */
+const void *tu_memmem(const void *hay, size_t hay_len, const void *needle, size_t n);
+
+/* setenv() (value NULL: unsetenv()), which Windows spells _putenv_s(); fails the test on an
+ * error. */
+void tu_setenv(const char *name, const char *value);
+
+/* Sleeps for ms milliseconds (in a polling wait, never to wait for an event). */
+void tu_sleep_ms(unsigned ms);
+
 /* Records that a test is not run here, and why: prints "SKIP name: reason" at once.  Call it
  * instead of adding the test to its case, so that Check does not count it as passed. */
-void tu_skip(const char *test, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tu_skip(const char *test, const char *fmt, ...) APPMSG__PRINTF(2, 3);
 
 /*
  * The longest a test waits for an event that must come (bytes, a close, a connection, a timer
@@ -26,7 +47,14 @@ void tu_skip(const char *test, const char *fmt, ...) __attribute__((format(print
 /* A loopback TCP port that refuses connections: a socket bound to 127.0.0.1 and not listening
  * (the kernel answers a SYN with a reset).  Writes the port's number into port and returns the
  * socket, which keeps the port from any other process until the caller closes it. */
-int tu_refused_port(char *port, size_t len);
+appmsg_socket_t tu_refused_port(char *port, size_t len);
+
+/* Closes a socket (close(), closesocket()). */
+void tu_close(appmsg_socket_t fd);
+
+/* A connected pair of stream sockets, both non-blocking (socketpair() on POSIX, a loopback
+ * TCP pair on Windows).  0 or a negated errno. */
+int tu_socketpair(appmsg_socket_t sv[2]);
 
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t tu_now_ms(void);
@@ -51,7 +79,7 @@ struct tu_str {
   size_t len, cap;
 };
 void tu_str_add(struct tu_str *s, const void *data, size_t n);
-void tu_str_addf(struct tu_str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tu_str_addf(struct tu_str *s, const char *fmt, ...) APPMSG__PRINTF(2, 3);
 void tu_str_free(struct tu_str *s);
 
 /* One test vector from proto/vectors (see its README.md). */
