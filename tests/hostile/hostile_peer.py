@@ -22,8 +22,8 @@ alive, exit 0 on SIGTERM, and have written no sanitizer report to stderr.
 --windows runs DIR/app-server.exe under Wine (the programs cross-built for Windows), every case's
 own server too, and stops them with SIGINT, which Wine turns into the console's Ctrl-C (its SIGTERM
 ends a Windows program at once).  The descriptor and memory checks then watch the Wine process,
-whose sockets are descriptors of Wine's server for the prefix (WINEPREFIX): its count is the one
-watched.  Cases about running out of descriptors are POSIX's
+whose sockets are descriptors of Wine's server for the prefix (WINEPREFIX): the TCP sockets among
+them are what is counted.  Cases about running out of descriptors are POSIX's
 alone (Windows sockets count against no such limit) and are listed as not run.
 
 Prints one line per case ("ok   NAME  (detail)" or "FAIL NAME: why") and finally
@@ -165,6 +165,28 @@ def wineserver_pid():
     raise Fail(f"no wineserver runs for the prefix {prefix}")
 
 
+def wine_tcp_sockets(pid):
+    """The TCP sockets among a wineserver's descriptors: those of the Wine programs it serves
+    (its own pipes and Unix sockets to them come and go with Wine's services, and are not
+    counted)."""
+    tcp = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                tcp.update(line.split()[9] for line in f)
+        except OSError:
+            pass
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        n += link.startswith("socket:[") and link[8:-1] in tcp
+    return n
+
+
 class Server:
     ALL = []
 
@@ -204,7 +226,7 @@ class Server:
 
     def fds(self):
         if ARGS.windows:   # a Wine program's sockets are held by the prefix's wineserver
-            return len(os.listdir(f"/proc/{wineserver_pid()}/fd"))
+            return wine_tcp_sockets(wineserver_pid())
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def rss_kib(self):
