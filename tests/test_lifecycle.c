@@ -196,15 +196,6 @@ static void peer_send_frame(struct peer *p, const char *content) {
   peer_write(p, f, make_frame(f, sizeof f, content, 0));
 }
 
-/* strndup(), which Windows does not have. */
-static char *str_ndup(const char *s, size_t n) {
-  char *p = malloc(n + 1);
-  ck_assert_ptr_nonnull(p);
-  memcpy(p, s, n);
-  p[n] = '\0';
-  return p;
-}
-
 /* Cuts the next complete frame off the front of p->rx into *content (NUL-terminated,
  * caller frees); 0 when none is complete. */
 static int peer_next_frame(struct peer *p, size_t *used, char **content) {
@@ -214,14 +205,14 @@ static int peer_next_frame(struct peer *p, size_t *used, char **content) {
   size_t hl = ((size_t)b[0] << 8) | b[1];
   if (p->rx.len < *used + 2 + hl)
     return 0;
-  char *hdr = str_ndup((const char *)b + 2, hl);
+  char *hdr = tu_strndup((const char *)b + 2, hl);
   const char *cl = strstr(hdr, "\"content-length\": ");
   ck_assert_ptr_nonnull(cl);
   size_t clen = strtoul(cl + 18, NULL, 10);
   free(hdr);
   if (p->rx.len < *used + 2 + hl + clen)
     return 0;
-  *content = str_ndup((const char *)b + 2 + hl, clen);
+  *content = tu_strndup((const char *)b + 2 + hl, clen);
   *used += 2 + hl + clen;
   return 1;
 }
@@ -1567,7 +1558,7 @@ static void fs_tick(void) {
       size_t hl = ((size_t)b[0] << 8) | b[1];
       if (f->p.rx.len < f->used + 2 + hl)
         break;
-      char *hdr = str_ndup((const char *)b + 2, hl);
+      char *hdr = tu_strndup((const char *)b + 2, hl);
       char rid[32], *content;
       frame_rid(hdr, rid, sizeof rid);
       free(hdr);

@@ -817,6 +817,33 @@ static void on_guard(struct appmsg_loop *lp, struct appmsg_timer *t, void *ud) {
   appmsg_loop_stop(lp);
 }
 
+/* Both platforms' part of a_signal_stops_the_loop: a signal raised while the loop runs stops it
+ * (SIGTERM, from a timer), and one that comes while it is not running stops the next run
+ * (SIGINT). */
+static void signals_stop_runs(void) {
+  struct appmsg_timer fire, guard_timer, *guard = &guard_timer;
+  int guard_saw = -1; /* -1: the guard has not fired */
+  struct raiser r = {SIGTERM, guard};
+  appmsg_timer_init(&fire, on_raise, &r);
+  appmsg_timer_init(guard, on_guard, &guard_saw);
+  ck_assert_int_eq(appmsg_timer_start(loop, &fire, 10, 0), 0);
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_msg(appmsg_loop_signal(loop) == SIGTERM, "the signal did not stop the loop");
+  ck_assert_msg(guard_saw == -1 || guard_saw == SIGTERM,
+                "an iteration ran the guard without reading the signal first");
+
+  guard_saw = -1;
+#ifndef _WIN32
+  kill(getpid(), SIGINT);
+#else
+  raise_console_event(loop, SIGINT);
+#endif
+  ck_assert_int_eq(appmsg_loop_run(loop), 0);
+  ck_assert_int_eq(appmsg_loop_signal(loop), SIGINT);
+  ck_assert(guard_saw == -1 || guard_saw == SIGINT);
+  appmsg_timer_stop(loop, guard);
+}
+
 #ifndef _WIN32
 START_TEST(a_signal_stops_the_loop) {
   struct sigaction before_int, before_term, sa;
@@ -842,24 +869,8 @@ START_TEST(a_signal_stops_the_loop) {
   ck_assert_int_eq(appmsg_loop_run_once(loop, 0), 0);
   ck_assert_int_eq(appmsg_loop_signal(loop), 0);
 
-  /* A signal raised while the loop runs stops it. */
-  struct appmsg_timer fire, guard;
-  int guard_saw = -1; /* -1: the guard has not fired */
-  struct raiser r = {SIGTERM, &guard};
-  appmsg_timer_init(&fire, on_raise, &r);
-  appmsg_timer_init(&guard, on_guard, &guard_saw);
-  ck_assert_int_eq(appmsg_timer_start(loop, &fire, 10, 0), 0);
-  ck_assert_int_eq(appmsg_loop_run(loop), 0);
-  ck_assert_msg(appmsg_loop_signal(loop) == SIGTERM, "the signal did not stop the loop");
-  ck_assert_msg(guard_saw == -1 || guard_saw == SIGTERM,
-                "an iteration ran the guard without reading the signal first");
-
-  /* A signal that arrives while the loop is not running stops the next run. */
-  guard_saw = -1;
-  kill(getpid(), SIGINT);
-  ck_assert_int_eq(appmsg_loop_run(loop), 0);
-  ck_assert_int_eq(appmsg_loop_signal(loop), SIGINT);
-  ck_assert(guard_saw == -1 || guard_saw == SIGINT);
+  /* A signal stops the loop, while it runs or before the next run. */
+  signals_stop_runs();
 
   /* Only one loop may own the signals; SIGKILL cannot be caught. */
   struct appmsg_loop *other;
@@ -873,7 +884,6 @@ START_TEST(a_signal_stops_the_loop) {
   ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, NULL, 0), 0);
   sigaction(SIGTERM, NULL, &sa);
   ck_assert(sa.sa_handler == before_term.sa_handler);
-  appmsg_timer_stop(loop, &guard);
   ck_assert_int_eq(appmsg_loop_run(loop), 0);
 
   /* appmsg_loop_free() restores them as well. */
@@ -897,24 +907,8 @@ START_TEST(a_signal_stops_the_loop) {
   /* The wake-up channel alone does not keep the loop alive. */
   ck_assert_int_eq(appmsg_loop_alive(loop), 0);
 
-  /* A signal raised while the loop runs stops it. */
-  struct appmsg_timer fire, guard;
-  int guard_saw = -1; /* -1: the guard has not fired */
-  struct raiser r = {SIGTERM, &guard};
-  appmsg_timer_init(&fire, on_raise, &r);
-  appmsg_timer_init(&guard, on_guard, &guard_saw);
-  ck_assert_int_eq(appmsg_timer_start(loop, &fire, 10, 0), 0);
-  ck_assert_int_eq(appmsg_loop_run(loop), 0);
-  ck_assert_msg(appmsg_loop_signal(loop) == SIGTERM, "the signal did not stop the loop");
-  ck_assert_msg(guard_saw == -1 || guard_saw == SIGTERM,
-                "an iteration ran the guard without reading the signal first");
-
-  /* A signal that arrives while the loop is not running stops the next run. */
-  guard_saw = -1;
-  raise_console_event(loop, SIGINT);
-  ck_assert_int_eq(appmsg_loop_run(loop), 0);
-  ck_assert_int_eq(appmsg_loop_signal(loop), SIGINT);
-  ck_assert(guard_saw == -1 || guard_saw == SIGINT);
+  /* A signal stops the loop, while it runs or before the next run. */
+  signals_stop_runs();
 
   /* Only one loop may own the signals; what is not a console event cannot be caught. */
   struct appmsg_loop *other;
@@ -930,7 +924,6 @@ START_TEST(a_signal_stops_the_loop) {
   ck_assert_int_eq(appmsg_loop_stop_on_signals(other, sigs, 2), 0);
   ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, sigs, 2), -EBUSY);
   appmsg_loop_free(other); /* appmsg_loop_free() gives it back as well */
-  appmsg_timer_stop(loop, &guard);
   ck_assert_int_eq(appmsg_loop_run(loop), 0);
   ck_assert_int_eq(appmsg_loop_stop_on_signals(loop, sigs, 1), 0);
   appmsg_loop_free(loop);

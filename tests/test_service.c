@@ -216,15 +216,6 @@ static void wait_delivered(struct peer *p) {
 }
 #endif
 
-/* strndup(), which Windows does not have. */
-static char *copy_n(const char *s, size_t n) {
-  char *c = malloc(n + 1);
-  ck_assert_ptr_nonnull(c);
-  memcpy(c, s, n);
-  c[n] = '\0';
-  return c;
-}
-
 /* Cuts complete frames off p->in. */
 static void cut_frames(struct peer *p) {
   for (;;) {
@@ -234,7 +225,7 @@ static void cut_frames(struct peer *p) {
     size_t hl = ((size_t)b[0] << 8) | b[1];
     if (p->in.len < 2 + hl)
       return;
-    char *hdr = copy_n(p->in.p + 2, hl);
+    char *hdr = tu_strndup(p->in.p + 2, hl);
     const char *cl = strstr(hdr, "\"content-length\": ");
     ck_assert_ptr_nonnull(cl);
     size_t clen = strtoul(cl + 18, NULL, 10);
@@ -245,7 +236,7 @@ static void cut_frames(struct peer *p) {
     ck_assert_int_lt(p->nframes, 256);
     struct frame *f = &p->got[p->nframes++];
     f->header = hdr;
-    f->content = copy_n(p->in.p + 2 + hl, clen);
+    f->content = tu_strndup(p->in.p + 2 + hl, clen);
     f->len = clen;
     size_t used = 2 + hl + clen;
     memmove(p->in.p, p->in.p + used, p->in.len - used);

@@ -121,6 +121,14 @@ const void *tu_memmem(const void *hay, size_t hay_len, const void *needle, size_
   return NULL;
 }
 
+char *tu_strndup(const char *s, size_t n) {
+  char *p = malloc(n + 1);
+  ck_assert_ptr_nonnull(p);
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
 void tu_setenv(const char *name, const char *value) {
 #ifdef _WIN32
   ck_assert_int_eq(_putenv_s(name, value ? value : ""), 0); /* ("" removes it) */

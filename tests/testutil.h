@@ -26,6 +26,10 @@ int tu_run_suite(Suite *s);
 /* memmem(), which POSIX does not have: the first n-byte needle in hay, or NULL. */
 const void *tu_memmem(const void *hay, size_t hay_len, const void *needle, size_t n);
 
+/* strndup(), which Windows does not have: the first n bytes of s and a NUL, malloc()ed; fails
+ * the test when out of memory. */
+char *tu_strndup(const char *s, size_t n);
+
 /* setenv() (value NULL: unsetenv()), which Windows spells _putenv_s(); fails the test on an
  * error. */
 void tu_setenv(const char *name, const char *value);
