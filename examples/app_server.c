@@ -29,11 +29,7 @@ struct source {
 
 static void on_search(struct appmsg_request *req, void *ud) {
   const struct source *data = ud;
-  const char *key = appmsg_request_string(req, "value");
-  if (key == NULL) {
-    appmsg_reply_error(req, "BAD_REQUEST", "\"search\" needs a \"value\" string");
-    return;
-  }
+  const char *key = appmsg_request_string(req, "value"); /* a string: see search_doc */
   if (data->store) {
     redis_store_search(data->store, req, key);
     return;
@@ -44,6 +40,14 @@ static void on_search(struct appmsg_request *req, void *ud) {
   else
     reply_no_match(req, key);
 }
+
+/* What search takes and answers (the service checks requests against it and answers
+ * "describe" with it). */
+static const struct appmsg_param search_params[] = {
+    {"value", APPMSG_TYPE_STRING, 1, "the word to look up (\"morpheus\", \"ring\", ...)"}};
+static const struct appmsg_action_doc search_doc = {
+    "Looks a word up in the guide's table (or in Redis, with --redis)", search_params, 1,
+    APPMSG_TYPE_STRING, "the answer, or \"No match for 'WORD'.\""};
 
 static void on_binary(struct appmsg_request *req, void *ud) {
   (void)ud;
@@ -172,7 +176,9 @@ int main(int argc, char **argv) {
     srcs[i].set = &data;
     rc = appmsg_service_new(&svcs[i], NULL, &o);
     if (rc == 0)
-      rc = appmsg_service_handle(svcs[i], "search", on_search, &srcs[i]);
+      rc = appmsg_service_set_info(svcs[i], "app-server", appmsg_version());
+    if (rc == 0)
+      rc = appmsg_service_handle_doc(svcs[i], "search", on_search, &srcs[i], &search_doc);
     if (rc == 0)
       appmsg_service_handle_binary(svcs[i], on_binary, NULL);
     if (rc == 0 && redis) {

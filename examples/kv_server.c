@@ -32,13 +32,10 @@ static void free_item(void *p) {
   free(it);
 }
 
-/* The item under the request's "key" string (*key), or NULL: a new key, or the request was
- * answered (BAD_REQUEST when there is no "key" string, NOT_FOUND when the item must exist). */
+/* The item under the request's "key" (*key; a string, as described below), or NULL: a new
+ * key, or the request was answered NOT_FOUND when the item must exist. */
 static struct item *lookup(struct appmsg_request *req, const char **key, int must_exist) {
-  if ((*key = appmsg_request_string(req, "key")) == NULL) {
-    appmsg_reply_error(req, "BAD_REQUEST", "the request needs a \"key\" string");
-    return NULL;
-  }
+  *key = appmsg_request_string(req, "key");
   struct item probe = {(char *)*key, NULL}, **node = tfind(&probe, &store, by_key);
   if (node == NULL && must_exist)
     appmsg_reply_error(req, "NOT_FOUND", "no such key");
@@ -50,12 +47,7 @@ static void on_set(struct appmsg_request *req, void *ud) {
   const char *key, *json;
   size_t len;
   struct item *it = lookup(req, &key, 0);
-  if (key == NULL)
-    return;
-  if ((json = appmsg_request_json(req, "value", &len)) == NULL) {
-    appmsg_reply_error(req, "BAD_REQUEST", "\"set\" needs a \"value\"");
-    return;
-  }
+  json = appmsg_request_json(req, "value", &len);
   char *value = malloc(len + 1); /* (strndup() is not in Windows' C runtime) */
   if (value) {
     memcpy(value, json, len);
@@ -119,13 +111,36 @@ static void on_keys(struct appmsg_request *req, void *ud) {
   appmsg_encoder_cleanup(&keys);
 }
 
+/* What each action takes and answers: the service checks requests against it (a missing or
+ * mistyped member gets BAD_REQUEST before the handler runs) and answers "describe" with it. */
+static const struct appmsg_param key_param[] = {{"key", APPMSG_TYPE_STRING, 1, "the key"}};
+static const struct appmsg_param set_params[] = {
+    {"key", APPMSG_TYPE_STRING, 1, "the key"},
+    {"value", APPMSG_TYPE_ANY, 1, "the value: any JSON value, kept as written"}};
+static const struct {
+  const char *name;
+  appmsg_handler_fn fn;
+  struct appmsg_action_doc doc;
+} actions[] = {
+    {"set", on_set, {"Stores a value under a key", set_params, 2, APPMSG_TYPE_STRING, "\"OK\""}},
+    {"get",
+     on_get,
+     {"The value under a key (NOT_FOUND if none)", key_param, 1, APPMSG_TYPE_ANY,
+      "the value as it was set"}},
+    {"delete",
+     on_delete,
+     {"Removes a key (NOT_FOUND if none)", key_param, 1, APPMSG_TYPE_STRING, "\"OK\""}},
+    {"keys", on_keys, {"Every key, sorted", NULL, 0, APPMSG_TYPE_ARRAY, "the keys"}},
+};
+
 int main(int argc, char **argv) {
   prog_init(&argc, &argv);
   struct tls_args tls = {0};
   const struct opt opts[] = {TLS_SERVER_OPTS(tls), {NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
       .usage = "[options] [HOST [PORT]]",
-      .about = "An in-memory key-value service: set, get, delete, keys (and ping, status).\n"
+      .about = "An in-memory key-value service: set, get, delete, keys (and ping, status,\n"
+               "describe).\n"
                "It runs on one thread; the data lives as long as the process.",
       .operands = "HOST  address to listen on (default 127.0.0.1)\nPORT  TCP port (default 65432)",
       .exits = "0  stopped by SIGINT or SIGTERM\n1  could not start\n2  usage error\n"
@@ -140,11 +155,13 @@ int main(int argc, char **argv) {
   o.server.conn.tls = tls_server_setup(&cli, &tls);
   struct appmsg_service *svc = NULL;
   int status = 1;
-  if (appmsg_service_new(&svc, NULL, &o) || appmsg_service_handle(svc, "set", on_set, NULL) ||
-      appmsg_service_handle(svc, "get", on_get, NULL) ||
-      appmsg_service_handle(svc, "delete", on_delete, NULL) ||
-      appmsg_service_handle(svc, "keys", on_keys, NULL))
-    logf_("cannot start: out of memory");
+  int rc = appmsg_service_new(&svc, NULL, &o);
+  if (rc == 0)
+    rc = appmsg_service_set_info(svc, "kv-server", appmsg_version());
+  for (size_t i = 0; rc == 0 && i < sizeof actions / sizeof actions[0]; i++)
+    rc = appmsg_service_handle_doc(svc, actions[i].name, actions[i].fn, NULL, &actions[i].doc);
+  if (rc)
+    logf_("cannot start: %s", appmsg_strerror(rc));
   else
     status = serve(svc, host, port, !tls.cert ? "key-value store" : "key-value store, TLS",
                    10000); /* until SIGINT/SIGTERM */

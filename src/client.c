@@ -27,6 +27,8 @@
  * resolver that never answers holds one thread, not one per attempt.
  */
 #include <errno.h>
+#include <locale.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,6 +577,112 @@ int appmsg_client_call(struct appmsg_client *c, appmsg_call_fn cb, void *ud, con
   va_start(ap, action);
   int rc = call_va(c, cb, ud, action, ap);
   va_end(ap);
+  return rc;
+}
+
+/* ---- typed members ------------------------------------------------------------- */
+
+/* Appends d in the shortest form that reads back as the same double. */
+static int body_number(struct body *b, double d) {
+  if (!isfinite(d))
+    return -EINVAL;
+  char num[40];
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(num, sizeof num, "%.*g", prec, d);
+    if (strtod(num, NULL) == d)
+      break;
+  }
+  /* printf() writes the locale's decimal point (',' in some): JSON's is '.'. */
+  char point = localeconv()->decimal_point[0];
+  if (point != '.' && point != '\0')
+    for (char *q = num; *q; q++)
+      if (*q == point)
+        *q = '.';
+  /* "%g" never writes a form JSON refuses ("inf", a leading "+" or "."): only digits, '-',
+   * '.', 'e' and the exponent's sign, which JSON takes as they are. */
+  return body_add(b, num, strlen(num));
+}
+
+static int body_arg(struct body *b, const struct appmsg_arg *a) {
+  char num[32];
+  int rc = a->key ? body_add(b, ", ", 2) : -EINVAL;
+  if (rc == 0)
+    rc = body_quoted(b, a->key);
+  if (rc == 0)
+    rc = body_add(b, ": ", 2);
+  if (rc)
+    return rc;
+  switch (a->type) {
+  case APPMSG_ARG_STRING:
+    return a->s ? body_quoted(b, a->s) : -EINVAL;
+  case APPMSG_ARG_INT:
+    snprintf(num, sizeof num, "%lld", a->i);
+    return body_add(b, num, strlen(num));
+  case APPMSG_ARG_NUMBER:
+    return body_number(b, a->d);
+  case APPMSG_ARG_BOOL:
+    return a->i ? body_add(b, "true", 4) : body_add(b, "false", 5);
+  case APPMSG_ARG_NULL:
+    return body_add(b, "null", 4);
+  case APPMSG_ARG_JSON: {
+    if (a->s == NULL)
+      return -EINVAL;
+    size_t n = a->len ? a->len : strlen(a->s);
+    if (appmsg_json_check(a->s, n, 64, NULL, NULL) != 0)
+      return -EINVAL;
+    return body_add(b, a->s, n);
+  }
+  }
+  return -EINVAL;
+}
+
+/* The request {"action": ACTION, ...} of typed members into b. */
+static int body_args(struct body *b, const char *action, const struct appmsg_arg *args, size_t n) {
+  b->p = b->stack;
+  b->len = 0;
+  b->cap = sizeof b->stack;
+  int rc = action ? body_add(b, "{\"action\": ", 11) : -EINVAL;
+  if (rc == 0)
+    rc = body_quoted(b, action);
+  if (rc == 0 && n > 0 && args == NULL)
+    rc = -EINVAL;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = body_arg(b, &args[i]);
+  if (rc == 0)
+    rc = body_add(b, "}", 1);
+  return rc;
+}
+
+int appmsg_request_build(char **out, size_t *len, const char *action, const struct appmsg_arg *args,
+                         size_t n) {
+  struct body b;
+  int rc = body_args(&b, action, args, n);
+  char *p = NULL;
+  if (rc == 0 && (p = appmsg__malloc(b.len + 1)) == NULL)
+    rc = -ENOMEM;
+  if (rc == 0) {
+    memcpy(p, b.p, b.len);
+    p[b.len] = '\0';
+    *out = p;
+    *len = b.len;
+  }
+  if (b.p != b.stack)
+    appmsg__free(b.p);
+  return rc;
+}
+
+int appmsg_client_call_args(struct appmsg_client *c, appmsg_call_fn cb, void *ud,
+                            const char *action, const struct appmsg_arg *args, size_t n) {
+  struct body b;
+  int rc = body_args(&b, action, args, n);
+  if (rc == 0) {
+    struct appmsg_call call = {0};
+    call.content = b.p;
+    call.len = b.len;
+    rc = appmsg_client_send(c, &call, cb, ud);
+  }
+  if (b.p != b.stack)
+    appmsg__free(b.p);
   return rc;
 }
 
@@ -1244,6 +1352,24 @@ int appmsg_ask_with(const char *host, const char *port, const struct appmsg_clie
   int rc = ask(host, port, opts, timeout_ms, a, send_va, &v);
   va_end(ap);
   return rc;
+}
+
+struct ask_args {
+  const char *action;
+  const struct appmsg_arg *args;
+  size_t n;
+};
+
+static int send_args(struct appmsg_client *c, struct ask *q, void *arg) {
+  struct ask_args *v = arg;
+  return appmsg_client_call_args(c, on_answer, q, v->action, v->args, v->n);
+}
+
+int appmsg_ask_args(const char *host, const char *port, const struct appmsg_client_opts *opts,
+                    uint32_t timeout_ms, struct appmsg_answer *a, const char *action,
+                    const struct appmsg_arg *args, size_t n) {
+  struct ask_args v = {action, args, n};
+  return ask(host, port, opts, timeout_ms, a, send_args, &v);
 }
 
 void appmsg_answer_cleanup(struct appmsg_answer *a) {

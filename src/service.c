@@ -41,9 +41,22 @@ void appmsg_service_opts_default(struct appmsg_service_opts *o) {
   o->max_pending = 1024;
   o->max_conn_bytes = (size_t)8 << 20;
   o->max_service_bytes = (size_t)256 << 20;
-  o->builtins = APPMSG_BUILTIN_PING | APPMSG_BUILTIN_STATUS;
+  o->builtins = APPMSG_BUILTIN_PING | APPMSG_BUILTIN_STATUS | APPMSG_BUILTIN_DESCRIBE;
   o->log_level = APPMSG_LOG_INFO;
 }
+
+/* The built-ins' descriptions. */
+static const struct appmsg_action_doc ping_doc = {"Answers \"pong\" at once: a health check", NULL,
+                                                  0, APPMSG_TYPE_STRING, "\"pong\""};
+static const struct appmsg_action_doc status_doc = {
+    "The service's counters since it started", NULL, 0, APPMSG_TYPE_OBJECT,
+    "version, uptime_s, connections, requests, replies, errors by name, bytes in and out"};
+static const struct appmsg_param describe_params[] = {
+    {"name", APPMSG_TYPE_STRING, 0, "one action's description instead of all"},
+};
+static const struct appmsg_action_doc describe_doc = {
+    "The actions of this service, their parameters and results", describe_params, 1,
+    APPMSG_TYPE_OBJECT, "an OpenRPC document, or one method of it when a name is given"};
 
 int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
                        const struct appmsg_service_opts *opts) {
@@ -73,9 +86,12 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
     rc = appmsg_prepared_new(&s->json_hdr, &h);
   appmsg_header_cleanup(&h);
   if (rc == 0 && (opts->builtins & APPMSG_BUILTIN_PING))
-    rc = appmsg_service_handle(s, "ping", appmsg__svc_builtin_ping, NULL);
+    rc = appmsg_service_handle_doc(s, "ping", appmsg__svc_builtin_ping, NULL, &ping_doc);
   if (rc == 0 && (opts->builtins & APPMSG_BUILTIN_STATUS))
-    rc = appmsg_service_handle(s, "status", appmsg__svc_builtin_status, NULL);
+    rc = appmsg_service_handle_doc(s, "status", appmsg__svc_builtin_status, NULL, &status_doc);
+  if (rc == 0 && (opts->builtins & APPMSG_BUILTIN_DESCRIBE))
+    rc =
+        appmsg_service_handle_doc(s, "describe", appmsg__svc_builtin_describe, NULL, &describe_doc);
   if (rc) {
     appmsg_service_free(s);
     return rc;
@@ -84,70 +100,87 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
   return 0;
 }
 
-int appmsg_service_handle(struct appmsg_service *s, const char *action, appmsg_handler_fn fn,
-                          void *ud) {
+/* Puts a handler for name[0..n) in the table, which has room; takes name and doc. */
+static void table_put(struct appmsg__handler *t, size_t cap, struct appmsg__handler h) {
+  size_t k = hash_name(h.name, h.len) & (cap - 1);
+  while (t[k].name)
+    k = (k + 1) & (cap - 1);
+  t[k] = h;
+}
+
+/* Makes a table of cap entries from the current one, leaving out skip (whose name and doc the
+ * caller frees).  Returns 0 or -ENOMEM (nothing changed). */
+static int table_rebuild(struct appmsg_service *s, size_t cap, const struct appmsg__handler *skip) {
+  struct appmsg__handler *t = appmsg__calloc(cap, sizeof *t);
+  if (t == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < s->handlers_cap; i++)
+    if (s->handlers[i].name && &s->handlers[i] != skip)
+      table_put(t, cap, s->handlers[i]);
+  appmsg__free(s->handlers);
+  s->handlers = t;
+  s->handlers_cap = cap;
+  return 0;
+}
+
+int appmsg_service_handle_doc(struct appmsg_service *s, const char *action, appmsg_handler_fn fn,
+                              void *ud, const struct appmsg_action_doc *doc) {
   if (action == NULL || appmsg_utf8_check(action, strlen(action)) != strlen(action))
     return -EINVAL;
+  struct appmsg__doc *d = NULL;
+  if (fn && doc) {
+    int rc = appmsg__doc_copy(doc, &d);
+    if (rc)
+      return rc;
+  }
   size_t n = strlen(action);
   struct appmsg__handler *h = (struct appmsg__handler *)appmsg__svc_find_handler(s, action, n);
   if (h) {
     if (fn) {
+      appmsg__free(h->doc);
       h->fn = fn;
       h->ud = ud;
+      h->doc = d;
       return 0;
     }
-    /* Removal: rebuild the table without it (rare, so simple). */
-    struct appmsg__handler *old = s->handlers;
-    size_t cap = s->handlers_cap;
-    s->handlers = NULL;
-    s->handlers_cap = s->nhandlers = 0;
-    int rc = 0;
-    for (size_t i = 0; i < cap; i++) {
-      if (old[i].name && &old[i] != h && rc == 0)
-        rc = appmsg_service_handle(s, old[i].name, old[i].fn, old[i].ud);
-      appmsg__free(old[i].name);
-    }
-    appmsg__free(old);
-    return rc;
+    /* Removal: the table made again without it (rare, so simple). */
+    struct appmsg__handler gone = *h;
+    int rc = table_rebuild(s, s->handlers_cap, h);
+    if (rc)
+      return rc;
+    appmsg__free(gone.name);
+    appmsg__free(gone.doc);
+    s->nhandlers--;
+    return 0;
   }
   if (fn == NULL)
     return 0;
-  if (2 * (s->nhandlers + 1) > s->handlers_cap) {
-    size_t cap = s->handlers_cap ? 2 * s->handlers_cap : 16;
-    struct appmsg__handler *t = appmsg__calloc(cap, sizeof *t);
-    if (t == NULL)
-      return -ENOMEM;
-    for (size_t i = 0; i < s->handlers_cap; i++) {
-      struct appmsg__handler *o = &s->handlers[i];
-      if (o->name == NULL)
-        continue;
-      size_t k = hash_name(o->name, o->len) & (cap - 1);
-      while (t[k].name)
-        k = (k + 1) & (cap - 1);
-      t[k] = *o;
-    }
-    appmsg__free(s->handlers);
-    s->handlers = t;
-    s->handlers_cap = cap;
-  }
   char *name = appmsg__strdup(action);
-  if (name == NULL)
-    return -ENOMEM;
-  size_t k = hash_name(name, n) & (s->handlers_cap - 1);
-  while (s->handlers[k].name)
-    k = (k + 1) & (s->handlers_cap - 1);
-  s->handlers[k] = (struct appmsg__handler){name, n, fn, ud};
+  int rc = name ? 0 : -ENOMEM;
+  if (rc == 0 && 2 * (s->nhandlers + 1) > s->handlers_cap)
+    rc = table_rebuild(s, s->handlers_cap ? 2 * s->handlers_cap : 16, NULL);
+  if (rc) {
+    appmsg__free(name);
+    appmsg__free(d);
+    return rc;
+  }
+  table_put(s->handlers, s->handlers_cap, (struct appmsg__handler){name, n, fn, ud, d});
   s->nhandlers++;
   return 0;
 }
 
+int appmsg_service_handle(struct appmsg_service *s, const char *action, appmsg_handler_fn fn,
+                          void *ud) {
+  return appmsg_service_handle_doc(s, action, fn, ud, NULL);
+}
+
 void appmsg_service_handle_binary(struct appmsg_service *s, appmsg_handler_fn fn, void *ud) {
-  s->binary = (struct appmsg__handler){NULL, 0, fn, ud};
+  s->binary = (struct appmsg__handler){NULL, 0, fn, ud, NULL};
 }
 
 void appmsg_service_handle_unknown(struct appmsg_service *s, appmsg_handler_fn fn, void *ud) {
   s->unknown =
-      (struct appmsg__handler){NULL, 0, fn ? fn : appmsg__svc_invalid_action, fn ? ud : NULL};
+      (struct appmsg__handler){NULL, 0, fn ? fn : appmsg__svc_invalid_action, fn ? ud : NULL, NULL};
 }
 
 void appmsg_service_status_hook(struct appmsg_service *s, appmsg_status_fn fn, void *ud) {
@@ -241,9 +274,13 @@ static void free_service(struct appmsg__deferred *d) {
   struct appmsg_service *s =
       (struct appmsg_service *)((char *)d - offsetof(struct appmsg_service, gone));
   appmsg__svc_reply_cleanup(s); /* owed requests (their pointers die here), the pool */
-  for (size_t i = 0; i < s->handlers_cap; i++)
+  for (size_t i = 0; i < s->handlers_cap; i++) {
     appmsg__free(s->handlers[i].name);
+    appmsg__free(s->handlers[i].doc);
+  }
   appmsg__free(s->handlers);
+  appmsg__free(s->title);
+  appmsg__free(s->version);
   appmsg_prepared_free(s->json_hdr);
   appmsg__free(s->group);
   struct appmsg_loop *own = s->own_loop;

@@ -90,11 +90,21 @@ struct appmsg__svc_conn {
   unsigned waiting : 1;               /* in the service's list */
 };
 
+/* An action's description (service_describe.c): one allocation with its strings. */
+struct appmsg__doc {
+  const char *summary;         /* or NULL */
+  struct appmsg_param *params; /* names and summaries point into the same block */
+  size_t nparams;
+  enum appmsg_type result;
+  const char *result_about; /* or NULL */
+};
+
 struct appmsg__handler {
   char *name; /* the action, NUL-terminated */
   size_t len; /* its length */
   appmsg_handler_fn fn;
   void *ud;
+  struct appmsg__doc *doc; /* its description, or NULL */
 };
 
 struct appmsg__type_cache {
@@ -118,6 +128,7 @@ struct appmsg_service {
   struct appmsg__handler *handlers;       /* open addressing, power-of-two size */
   size_t nhandlers, handlers_cap;         /* used, size */
   struct appmsg__handler binary, unknown; /* the other two handlers */
+  char *title, *version;                  /* describe's info (NULL: the defaults) */
   appmsg_status_fn status_fn;             /* extra status members */
   void *status_ud;                        /* ... */
   struct appmsg_prepared *json_hdr;       /* text/json, utf-8 */
@@ -154,6 +165,18 @@ struct appmsg_service {
       appmsg__logf((s)->opts->log, (s)->opts->log_ud, level, __VA_ARGS__);                         \
   } while (0)
 
+/* A growing text buffer: p (malloc'd, cap bytes, len used); failed once memory ran out, after
+ * which nothing more is added. */
+struct appmsg__text {
+  char *p;
+  size_t len, cap;
+  int failed;
+};
+
+/* Appends printf-style text; appends s quoted as a JSON string (s is valid UTF-8). */
+void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) APPMSG__PRINTF(2, 3);
+void appmsg__text_add_quoted(struct appmsg__text *t, const char *s);
+
 /* ---- service.c ---- */
 
 /* The handler registered for the action name[0..n), or NULL. */
@@ -166,8 +189,25 @@ const struct appmsg__handler *appmsg__svc_find_handler(const struct appmsg_servi
 extern const struct appmsg_conn_callbacks appmsg__svc_conn_cbs;
 extern const struct appmsg_server_callbacks appmsg__svc_server_cbs;
 
+/* The last member named key, or NULL; a string member's text, unescaped once (NULL: no
+ * memory). */
+struct appmsg__member *appmsg__svc_member(const struct appmsg_request *r, const char *key);
+const char *appmsg__svc_member_text(struct appmsg_request *r, struct appmsg__member *f);
+
 /* The guide's answer to an action nobody handles (the default unknown handler). */
 void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud);
+
+/* ---- service_describe.c ---- */
+
+/* A copy of doc in one block (freed with appmsg__free()): 0 and *out, -EINVAL or -ENOMEM. */
+int appmsg__doc_copy(const struct appmsg_action_doc *doc, struct appmsg__doc **out);
+
+/* Checks r's members against doc: 0, or -1 once r was answered with BAD_REQUEST (or INTERNAL,
+ * when a string could not be unescaped for lack of memory). */
+int appmsg__svc_check_params(struct appmsg_request *r, const struct appmsg__doc *doc);
+
+/* The describe action. */
+void appmsg__svc_builtin_describe(struct appmsg_request *r, void *ud);
 
 /* ---- service_reply.c ---- */
 

@@ -4,6 +4,7 @@
  * connection callbacks that feed the service.
  */
 #include <errno.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@ static void collect_member(void *ud, const struct appmsg_json_member *m) {
 }
 
 /* The last member named key, or NULL. */
-static struct appmsg__member *find_member(const struct appmsg_request *r, const char *key) {
+struct appmsg__member *appmsg__svc_member(const struct appmsg_request *r, const char *key) {
   size_t n = strlen(key);
   for (size_t i = r->nmembers; i-- > 0;)
     if (appmsg__json_key_is(&r->members[i].m, key, n))
@@ -44,7 +45,7 @@ static struct appmsg__member *find_member(const struct appmsg_request *r, const 
 
 int appmsg_request_member(const struct appmsg_request *r, const char *key,
                           struct appmsg_json_member *m) {
-  const struct appmsg__member *f = find_member(r, key);
+  const struct appmsg__member *f = appmsg__svc_member(r, key);
   if (f == NULL)
     return -ENOENT;
   *m = f->m;
@@ -52,7 +53,7 @@ int appmsg_request_member(const struct appmsg_request *r, const char *key,
 }
 
 const char *appmsg_request_json(const struct appmsg_request *r, const char *key, size_t *len) {
-  const struct appmsg__member *f = find_member(r, key);
+  const struct appmsg__member *f = appmsg__svc_member(r, key);
   if (f == NULL)
     return NULL;
   int quoted = f->m.type == APPMSG_JSON_STRING;
@@ -66,7 +67,7 @@ const char *appmsg_request_json(const struct appmsg_request *r, const char *key,
  * never lengthens a string), so it never moves and the texts handed out
  * stay valid as long as the request.
  */
-static const char *member_text(struct appmsg_request *r, struct appmsg__member *f) {
+const char *appmsg__svc_member_text(struct appmsg_request *r, struct appmsg__member *f) {
   if (f->text)
     return f->text;
   if (r->scratch_used == 0) {
@@ -96,10 +97,10 @@ static const char *member_text(struct appmsg_request *r, struct appmsg__member *
 }
 
 const char *appmsg_request_string(struct appmsg_request *r, const char *key) {
-  struct appmsg__member *f = find_member(r, key);
+  struct appmsg__member *f = appmsg__svc_member(r, key);
   if (f == NULL || f->m.type != APPMSG_JSON_STRING)
     return NULL;
-  return member_text(r, f);
+  return appmsg__svc_member_text(r, f);
 }
 
 int appmsg_request_int(const struct appmsg_request *r, const char *key, long long *v) {
@@ -123,6 +124,44 @@ int appmsg_request_int(const struct appmsg_request *r, const char *key, long lon
   *v = m.val[0] == '-'
            ? (acc == 9223372036854775808ULL ? (-9223372036854775807LL - 1) : -(long long)acc)
            : (long long)acc;
+  return 0;
+}
+
+int appmsg_request_number(const struct appmsg_request *r, const char *key, double *v) {
+  struct appmsg_json_member m;
+  if (appmsg_request_member(r, key, &m) != 0)
+    return -ENOENT;
+  if (m.type != APPMSG_JSON_NUMBER)
+    return -EINVAL;
+  char stack[64], *text = stack;
+  if (m.val_len >= sizeof stack && (text = appmsg__malloc(m.val_len + 1)) == NULL)
+    return -ENOMEM;
+  memcpy(text, m.val, m.val_len);
+  text[m.val_len] = '\0';
+  /* strtod() reads the locale's decimal point: JSON's '.' is given as that. */
+  char point = localeconv()->decimal_point[0];
+  if (point != '.' && point != '\0')
+    for (char *q = text; *q; q++)
+      if (*q == '.')
+        *q = point;
+  errno = 0;
+  double d = strtod(text, NULL); /* JSON's number grammar is a subset of strtod()'s */
+  int overflow = errno == ERANGE && (d > 1.0 || d < -1.0);
+  if (text != stack)
+    appmsg__free(text);
+  if (overflow)
+    return -ERANGE;
+  *v = d; /* (an underflow reads as the nearest: 0 or a subnormal) */
+  return 0;
+}
+
+int appmsg_request_bool(const struct appmsg_request *r, const char *key, int *v) {
+  struct appmsg_json_member m;
+  if (appmsg_request_member(r, key, &m) != 0)
+    return -ENOENT;
+  if (m.type != APPMSG_JSON_TRUE && m.type != APPMSG_JSON_FALSE)
+    return -EINVAL;
+  *v = m.type == APPMSG_JSON_TRUE;
   return 0;
 }
 
@@ -189,12 +228,12 @@ static int read_json(struct appmsg_request *r) {
                             -1);
     return -1;
   }
-  struct appmsg__member *f = find_member(r, "action");
+  struct appmsg__member *f = appmsg__svc_member(r, "action");
   if (f == NULL || f->m.type != APPMSG_JSON_STRING) {
     appmsg__svc_error_reply(r, "BAD_REQUEST", "the request needs an \"action\" string", -1);
     return -1;
   }
-  if ((r->action = member_text(r, f)) == NULL) {
+  if ((r->action = appmsg__svc_member_text(r, f)) == NULL) {
     appmsg__svc_error_reply(r, "INTERNAL", "out of memory", -1);
     return -1;
   }
@@ -301,8 +340,12 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
   } else if (strcmp(h->content_type, "text/json") == 0) {
     if (read_json(r) == 0) {
       hd = appmsg__svc_find_handler(s, r->action, strlen(r->action));
-      if (hd == NULL)
+      if (hd == NULL) {
         hd = &s->unknown;
+      } else if (hd->doc && appmsg__svc_check_params(r, hd->doc) != 0) {
+        hd = NULL; /* answered BAD_REQUEST */
+        r->answered = 1;
+      }
     } else {
       r->answered = 1;
     }

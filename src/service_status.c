@@ -43,16 +43,9 @@ void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud) {
     appmsg_reply_error(r, "INTERNAL", "out of memory");
 }
 
-/* A growing text buffer for the status reply. */
-struct text {
-  char *p;
-  size_t len, cap;
-  int failed;
-};
+/* A growing text buffer (service_internal.h). */
 
-static void text_addf(struct text *t, const char *fmt, ...) APPMSG__PRINTF(2, 3);
-
-static void text_addf(struct text *t, const char *fmt, ...) {
+void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) {
   for (;;) {
     va_list ap;
     va_start(ap, fmt);
@@ -77,6 +70,25 @@ static void text_addf(struct text *t, const char *fmt, ...) {
   }
 }
 
+void appmsg__text_add_quoted(struct appmsg__text *t, const char *s) {
+  size_t n = strlen(s);
+  if (t->failed)
+    return;
+  size_t q = appmsg_json_quote(s, n, t->p + t->len, t->cap - t->len);
+  if (q > t->cap - t->len) {
+    size_t cap = 2 * t->cap + q;
+    char *np = appmsg__realloc(t->p, cap);
+    if (np == NULL) {
+      t->failed = 1;
+      return;
+    }
+    t->p = np;
+    t->cap = cap;
+    appmsg_json_quote(s, n, t->p + t->len, q);
+  }
+  t->len += q;
+}
+
 /* The services a status reports: the group, or s alone. */
 static struct appmsg_service *const *group_of(const struct appmsg_service *s, size_t *n) {
   if (s->ngroup) {
@@ -88,7 +100,7 @@ static struct appmsg_service *const *group_of(const struct appmsg_service *s, si
 }
 
 /* Writes the errors object of a status: every name's count, summed over the group. */
-static void status_errors(const struct appmsg_service *s, struct text *t) {
+static void status_errors(const struct appmsg_service *s, struct appmsg__text *t) {
   size_t n, written = 0;
   struct appmsg_service *const *m = group_of(s, &n);
   for (size_t a = 0; a < n; a++) {
@@ -102,7 +114,8 @@ static void status_errors(const struct appmsg_service *s, struct text *t) {
       for (size_t b = a; b < n && !seen; b++)
         total += appmsg_service_error_count(m[b], name);
       if (!seen && total > 0)
-        text_addf(t, "%s\"%s\": %llu", written++ ? ", " : "", name, (unsigned long long)total);
+        appmsg__text_addf(t, "%s\"%s\": %llu", written++ ? ", " : "", name,
+                          (unsigned long long)total);
     }
   }
 }
@@ -112,23 +125,23 @@ void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
   struct appmsg_service *s = r->svc;
   struct appmsg_service_stats st;
   appmsg_service_stats_total(s, &st);
-  struct text t = {appmsg__malloc(512), 0, 512, 0};
+  struct appmsg__text t = {appmsg__malloc(512), 0, 512, 0};
   t.failed = t.p == NULL;
   size_t threads;
   group_of(s, &threads);
-  text_addf(&t,
-            "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
-            "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
-            "\"pending\": %llu, \"threads\": %zu, \"errors\": {",
-            appmsg_version(), (unsigned long long)(st.uptime_ms / 1000),
-            (unsigned long long)st.connections, (unsigned long long)st.connections_total,
-            (unsigned long long)st.requests, (unsigned long long)st.replies,
-            (unsigned long long)st.pending, threads);
+  appmsg__text_addf(&t,
+                    "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
+                    "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
+                    "\"pending\": %llu, \"threads\": %zu, \"errors\": {",
+                    appmsg_version(), (unsigned long long)(st.uptime_ms / 1000),
+                    (unsigned long long)st.connections, (unsigned long long)st.connections_total,
+                    (unsigned long long)st.requests, (unsigned long long)st.replies,
+                    (unsigned long long)st.pending, threads);
   status_errors(s, &t);
-  text_addf(&t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu", (unsigned long long)st.bytes_in,
-            (unsigned long long)st.bytes_out);
+  appmsg__text_addf(&t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu",
+                    (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
   if (s->status_fn && !t.failed) {
-    text_addf(&t, ", ");
+    appmsg__text_addf(&t, ", ");
     size_t n = t.failed ? 0 : s->status_fn(s->status_ud, t.p + t.len, t.cap - t.len);
     if (n >= t.cap - t.len && !t.failed) {
       char *np = appmsg__realloc(t.p, t.len + n + 1);
@@ -145,7 +158,7 @@ void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
     else
       t.len += n;
   }
-  text_addf(&t, "}");
+  appmsg__text_addf(&t, "}");
   if (t.failed || appmsg_reply_json(r, t.p, t.len) != 0) {
     if (!r->answered)
       appmsg_reply_error(r, "INTERNAL", "the status could not be written");

@@ -218,6 +218,72 @@ APPMSG_API int appmsg_client_send(struct appmsg_client *c, const struct appmsg_c
 APPMSG_API int appmsg_client_call(struct appmsg_client *c, appmsg_call_fn cb, void *ud,
                                   const char *action, ...);
 
+/* ---- typed members -------------------------------------------------------
+ *
+ * A request's members with their JSON types, so that no caller writes JSON
+ * by hand for a number:
+ *
+ *   const struct appmsg_arg args[] = {APPMSG_ARG_S("key", "a"), APPMSG_ARG_I("value", 42)};
+ *   appmsg_client_call_args(c, on_reply, ud, "set", args, 2);
+ *
+ * or, in C99 and later, with the array made in place:
+ *
+ *   appmsg_client_call_args(c, on_reply, ud, "set",
+ *                           APPMSG_ARGS(APPMSG_ARG_S("key", "a"), APPMSG_ARG_I("value", 42)));
+ *
+ * The reply's result as a tree: appmsg/adapters/cjson.h.
+ */
+enum appmsg_arg_type {
+  APPMSG_ARG_STRING = 1, /* s: UTF-8 text, quoted here */
+  APPMSG_ARG_INT,        /* i */
+  APPMSG_ARG_NUMBER,     /* d: a finite double, written in its shortest exact form */
+  APPMSG_ARG_BOOL,       /* i: 0 is false, anything else true */
+  APPMSG_ARG_NULL,       /* null */
+  APPMSG_ARG_JSON,       /* s, len: any JSON value as text (len 0: strlen(s)), strictly checked */
+};
+
+/* One member of a request object. */
+struct appmsg_arg {
+  const char *key;           /* the member's key (UTF-8, quoted here) */
+  enum appmsg_arg_type type; /* which of the fields below holds its value */
+  const char *s;             /* APPMSG_ARG_STRING, APPMSG_ARG_JSON */
+  size_t len;                /* APPMSG_ARG_JSON: the length of s (0: up to its NUL) */
+  long long i;               /* APPMSG_ARG_INT, APPMSG_ARG_BOOL */
+  double d;                  /* APPMSG_ARG_NUMBER */
+};
+
+#define APPMSG_ARG_S(k, v)                                                                         \
+  { (k), APPMSG_ARG_STRING, (v), 0, 0, 0.0 }
+#define APPMSG_ARG_I(k, v)                                                                         \
+  { (k), APPMSG_ARG_INT, NULL, 0, (long long)(v), 0.0 }
+#define APPMSG_ARG_D(k, v)                                                                         \
+  { (k), APPMSG_ARG_NUMBER, NULL, 0, 0, (double)(v) }
+#define APPMSG_ARG_B(k, v)                                                                         \
+  { (k), APPMSG_ARG_BOOL, NULL, 0, (v) ? 1 : 0, 0.0 }
+#define APPMSG_ARG_NIL(k)                                                                          \
+  { (k), APPMSG_ARG_NULL, NULL, 0, 0, 0.0 }
+#define APPMSG_ARG_J(k, json)                                                                      \
+  { (k), APPMSG_ARG_JSON, (json), 0, 0, 0.0 }
+/* An array of members made in place and its length, as two arguments (C99). */
+#define APPMSG_ARGS(...)                                                                           \
+  (const struct appmsg_arg[]){__VA_ARGS__},                                                        \
+      sizeof((const struct appmsg_arg[]){__VA_ARGS__}) / sizeof(struct appmsg_arg)
+
+/*
+ * The content of a text/json request {"action": ACTION, KEY: VALUE, ...}
+ * made from typed members, in *out (malloc'd; the caller frees it) and its
+ * length in *len.  Returns 0, -EINVAL (invalid UTF-8, a NULL key, a number
+ * that is not finite, JSON text that is not one valid value; nothing is
+ * made) or -ENOMEM.
+ */
+APPMSG_API int appmsg_request_build(char **out, size_t *len, const char *action,
+                                    const struct appmsg_arg *args, size_t n);
+
+/* appmsg_client_call() with typed members.  Returns as appmsg_client_send(),
+ * -EINVAL also for what appmsg_request_build() refuses. */
+APPMSG_API int appmsg_client_call_args(struct appmsg_client *c, appmsg_call_fn cb, void *ud,
+                                       const char *action, const struct appmsg_arg *args, size_t n);
+
 /* Why the last connect attempt (or the connection) failed, as a sentence
  * ("cannot connect to unix:/run/x.sock: No such file or directory"), or ""
  * when nothing failed.  For the error a call returned at once.  Valid until
@@ -284,6 +350,12 @@ APPMSG_API int appmsg_ask_with(const char *host, const char *port,
 APPMSG_API int appmsg_ask_call_with(const char *host, const char *port,
                                     const struct appmsg_client_opts *opts, uint32_t timeout_ms,
                                     const struct appmsg_call *call, struct appmsg_answer *a);
+
+/* appmsg_ask_with() with typed members (opts NULL: the defaults). */
+APPMSG_API int appmsg_ask_args(const char *host, const char *port,
+                               const struct appmsg_client_opts *opts, uint32_t timeout_ms,
+                               struct appmsg_answer *a, const char *action,
+                               const struct appmsg_arg *args, size_t n);
 
 /* Frees what an answer holds and zeroes it.  Safe on a zeroed answer. */
 APPMSG_API void appmsg_answer_cleanup(struct appmsg_answer *a);

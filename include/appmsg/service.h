@@ -77,6 +77,9 @@
  * Built-in actions (APPMSG_BUILTIN_*, switched on by default; a handler
  * registered under the same name replaces one):
  *   {"action": "ping"}   -> {"result": "pong"}
+ *   {"action": "describe"} -> {"result": {"openrpc": ..., "methods": [...]}}
+ *     and {"action": "describe", "name": ACTION} -> one method (see
+ *     "described actions" below)
  *   {"action": "status"} -> {"result": {"version": ..., "uptime_s": ...,
  *     "connections": ..., "connections_total": ..., "requests": ...,
  *     "replies": ..., "pending": ..., "threads": ..., "errors": {NAME: count, ...},
@@ -120,8 +123,9 @@ struct appmsg_request;
 typedef void (*appmsg_handler_fn)(struct appmsg_request *req, void *ud);
 
 /* Built-in actions, for appmsg_service_opts.builtins. */
-#define APPMSG_BUILTIN_PING 0x1u   /* {"action": "ping"} -> {"result": "pong"} */
-#define APPMSG_BUILTIN_STATUS 0x2u /* {"action": "status"} -> the counters */
+#define APPMSG_BUILTIN_PING 0x1u     /* {"action": "ping"} -> {"result": "pong"} */
+#define APPMSG_BUILTIN_STATUS 0x2u   /* {"action": "status"} -> the counters */
+#define APPMSG_BUILTIN_DESCRIBE 0x4u /* {"action": "describe"} -> the actions (below) */
 
 struct appmsg_service_opts {
   struct appmsg_server_opts server; /* listener and connection options (server.h) */
@@ -138,7 +142,7 @@ struct appmsg_service_opts {
 };
 
 /* Defaults: appmsg_server_opts_default(), deadline 30 s, 1024 pending,
- * 8 MiB per connection and 256 MiB per service held, ping and status on,
+ * 8 MiB per connection and 256 MiB per service held, ping, status and describe on,
  * no log, level INFO. */
 APPMSG_API void appmsg_service_opts_default(struct appmsg_service_opts *o);
 
@@ -157,6 +161,80 @@ APPMSG_API int appmsg_service_new(struct appmsg_service **s, struct appmsg_loop 
  */
 APPMSG_API int appmsg_service_handle(struct appmsg_service *s, const char *action,
                                      appmsg_handler_fn fn, void *ud);
+
+/* ---- described actions ------------------------------------------------
+ *
+ * An action may be registered with a description: a one-line summary, its
+ * parameters (members of the request object, each with a type and whether
+ * it is required) and the type of its result.  The service then checks a
+ * request before its handler runs: a required member that is missing, or
+ * a described member of another type, gets a BAD_REQUEST error reply that
+ * names the member ("member 'value' must be an integer, not a string"),
+ * and the handler is not called.  So a handler reads what it described
+ * with no checks of its own: appmsg_request_string() of a required string
+ * member is never NULL (it was unescaped before the handler ran), and
+ * appmsg_request_int(), _number() and _bool() of a required member of
+ * that type return 0.  Members not described are not looked at (a typo in
+ * an optional member's name goes unnoticed; a required one's is caught as
+ * missing), and when a key repeats the last one counts, as everywhere.
+ *
+ * The built-in describe action (APPMSG_BUILTIN_DESCRIBE) answers every
+ * action's description, shaped as an OpenRPC document (PROTOCOL.md,
+ * section 7); actions registered with appmsg_service_handle() are listed
+ * by name, marked "x-described": false, and are not checked.
+ */
+
+/* The type of a parameter or of a result. */
+enum appmsg_type {
+  APPMSG_TYPE_ANY = 0, /* any JSON value */
+  APPMSG_TYPE_STRING,  /* a JSON string */
+  APPMSG_TYPE_INTEGER, /* a JSON number written as an integer (no fraction or exponent) that
+                          fits in 64 bits: appmsg_request_int() */
+  APPMSG_TYPE_NUMBER,  /* any JSON number: appmsg_request_number() */
+  APPMSG_TYPE_BOOLEAN, /* true or false: appmsg_request_bool() */
+  APPMSG_TYPE_OBJECT,  /* a JSON object: appmsg_request_json() */
+  APPMSG_TYPE_ARRAY,   /* a JSON array: appmsg_request_json() */
+  APPMSG_TYPE_NULL,    /* null (a result that says nothing but "done") */
+};
+
+/* The type's name as describe and error replies spell it ("integer"; "any" for
+ * APPMSG_TYPE_ANY), or NULL for a value outside the enum. */
+APPMSG_API const char *appmsg_type_name(enum appmsg_type t);
+
+/* One parameter of an action: a member of the request object. */
+struct appmsg_param {
+  const char *name;      /* the member's key (UTF-8) */
+  enum appmsg_type type; /* what its value must be */
+  int required;          /* 1: a request without it is refused */
+  const char *summary;   /* one line for a person, or NULL */
+};
+
+/* What an action does, takes and answers.  Everything is copied. */
+struct appmsg_action_doc {
+  const char *summary;               /* one line for a person, or NULL */
+  const struct appmsg_param *params; /* nparams of them (names distinct, not "action") */
+  size_t nparams;
+  enum appmsg_type result;  /* the type of the reply's "result" */
+  const char *result_about; /* one line on the result, or NULL */
+};
+
+/*
+ * appmsg_service_handle() with a description (doc NULL: none, as
+ * appmsg_service_handle()).  Registering the action again, either way,
+ * replaces the description too; describing a built-in replaces it.
+ * Returns 0, -EINVAL (bad UTF-8, a parameter without a name, named
+ * "action" or named twice, a type outside the enum) or -ENOMEM.
+ */
+APPMSG_API int appmsg_service_handle_doc(struct appmsg_service *s, const char *action,
+                                         appmsg_handler_fn fn, void *ud,
+                                         const struct appmsg_action_doc *doc);
+
+/* The title and version describe reports for the service (its "info";
+ * copied): the program's name and its own version, say "kv-server",
+ * "1.0".  By default "appmsg service" and the library's version.  Returns 0,
+ * -EINVAL or -ENOMEM. */
+APPMSG_API int appmsg_service_set_info(struct appmsg_service *s, const char *title,
+                                       const char *version);
 
 /* The handler for requests of any content type but text/json (NULL: they
  * get a BAD_REQUEST error reply). */
@@ -303,6 +381,14 @@ APPMSG_API const char *appmsg_request_string(struct appmsg_request *r, const cha
 /* An integer member (written as an integer that fits in long long): 0 and
  * *v, or -ENOENT (absent), -EINVAL (another type or form), -ERANGE. */
 APPMSG_API int appmsg_request_int(const struct appmsg_request *r, const char *key, long long *v);
+
+/* A number member: 0 and *v (the nearest double), or -ENOENT (absent),
+ * -EINVAL (not a number), -ERANGE (beyond a double's range). */
+APPMSG_API int appmsg_request_number(const struct appmsg_request *r, const char *key, double *v);
+
+/* A boolean member: 0 and *v (1 for true, 0 for false), or -ENOENT (absent)
+ * or -EINVAL (not true or false). */
+APPMSG_API int appmsg_request_bool(const struct appmsg_request *r, const char *key, int *v);
 
 /*
  * Whether a reply made now would reach the peer: 1 while the connection
