@@ -21,6 +21,7 @@
 #endif
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 #include <unistd.h>
 #endif
 
+#include "appmsg/adapters/cjson.h"
 #include "appmsg/appmsg.h"
 #include "platform.h"
 #include "testutil.h"
@@ -860,6 +862,18 @@ START_TEST(the_blocking_call_asks_one_question) {
   ck_assert_int_eq(appmsg_ask("127.0.0.1", b.port, 5000, &a, "ping", NULL), 0);
   ck_assert_str_eq(a.result, "pong");
   appmsg_answer_cleanup(&a);
+  ck_assert_int_eq(appmsg_ask_args("127.0.0.1", b.port, NULL, 5000, &a, "echo",
+                                   APPMSG_ARGS(APPMSG_ARG_S("value", "typed"))),
+                   0);
+  cJSON *tree = appmsg_answer_cjson(&a);
+  ck_assert(cJSON_IsString(tree));
+  ck_assert_str_eq(tree->valuestring, "typed");
+  cJSON_Delete(tree);
+  appmsg_answer_cleanup(&a);
+  ck_assert_int_eq(appmsg_ask_args("127.0.0.1", b.port, NULL, 5000, &a, "echo",
+                                   APPMSG_ARGS(APPMSG_ARG_D("value", NAN))),
+                   -EINVAL);
+  appmsg_answer_cleanup(&a);
   char dead[16];
   dead_port(dead, sizeof dead);
   ck_assert_int_eq(appmsg_ask("127.0.0.1", dead, 5000, &a, "ping", NULL), APPMSG_E_NOT_SENT);
@@ -881,11 +895,152 @@ START_TEST(the_blocking_call_asks_one_question) {
 }
 END_TEST
 
+/* ---- typed members ------------------------------------------------------------- */
+
+START_TEST(typed_members_make_the_json_a_caller_would_write) {
+  char *out;
+  size_t len;
+  const struct appmsg_arg args[] = {
+      APPMSG_ARG_S("key", "caf\xc3\xa9 \"q\""),
+      APPMSG_ARG_I("n", -9223372036854775807LL - 1),
+      APPMSG_ARG_D("f", 0.1),
+      APPMSG_ARG_D("g", 1e300),
+      APPMSG_ARG_D("h", -2.5),
+      APPMSG_ARG_B("yes", 7),
+      APPMSG_ARG_B("no", 0),
+      APPMSG_ARG_NIL("none"),
+      APPMSG_ARG_J("j", " {\"x\": [1, 2.5e3]}"),
+  };
+  ck_assert_int_eq(appmsg_request_build(&out, &len, "set", args, sizeof args / sizeof args[0]), 0);
+  ck_assert_str_eq(out,
+                   "{\"action\": \"set\", \"key\": \"caf\xc3\xa9 \\\"q\\\"\", "
+                   "\"n\": -9223372036854775808, \"f\": 0.1, \"g\": 1e+300, \"h\": -2.5, "
+                   "\"yes\": true, \"no\": false, \"none\": null, \"j\":  {\"x\": [1, 2.5e3]}}");
+  ck_assert_uint_eq(len, strlen(out));
+  /* What any JSON reader makes of it: the values given. */
+  cJSON *j = cJSON_Parse(out);
+  ck_assert_double_eq(cJSON_GetObjectItem(j, "f")->valuedouble, 0.1);
+  ck_assert_double_eq(cJSON_GetObjectItem(j, "g")->valuedouble, 1e300);
+  cJSON_Delete(j);
+  free(out);
+  /* A double that needs all 17 digits reads back exactly. */
+  const struct appmsg_arg third[] = {APPMSG_ARG_D("t", 1.0 / 3.0)};
+  ck_assert_int_eq(appmsg_request_build(&out, &len, "x", third, 1), 0);
+  ck_assert_str_eq(out, "{\"action\": \"x\", \"t\": 0.3333333333333333}");
+  free(out);
+  ck_assert_int_eq(appmsg_request_build(&out, &len, "ping", NULL, 0), 0);
+  ck_assert_str_eq(out, "{\"action\": \"ping\"}");
+  free(out);
+  /* Refused, nothing made. */
+  const struct appmsg_arg bad[][1] = {
+      {APPMSG_ARG_D("nan", NAN)},   {APPMSG_ARG_D("inf", INFINITY)},
+      {APPMSG_ARG_J("j", "{nope")}, {APPMSG_ARG_J("j", "1 2")},
+      {APPMSG_ARG_J("j", "")},      {APPMSG_ARG_S("s", "bad \xff")},
+      {APPMSG_ARG_S(NULL, "v")},    {APPMSG_ARG_S("k", NULL)},
+      {APPMSG_ARG_S("\xc3", "v")},  {{"k", (enum appmsg_arg_type)42, NULL, 0, 0, 0.0}},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    out = NULL;
+    ck_assert_msg(appmsg_request_build(&out, &len, "x", bad[i], 1) == -EINVAL, "case %zu", i);
+    ck_assert_ptr_null(out);
+  }
+  ck_assert_int_eq(appmsg_request_build(&out, &len, NULL, NULL, 0), -EINVAL);
+  ck_assert_int_eq(appmsg_request_build(&out, &len, "x", NULL, 1), -EINVAL);
+  /* A JSON value given with its length need not end with a NUL. */
+  const struct appmsg_arg cut[] = {{"j", APPMSG_ARG_JSON, "[1]garbage", 3, 0, 0.0}};
+  ck_assert_int_eq(appmsg_request_build(&out, &len, "x", cut, 1), 0);
+  ck_assert_str_eq(out, "{\"action\": \"x\", \"j\": [1]}");
+  free(out);
+}
+END_TEST
+
+static void on_sum(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  long long a, b;
+  double f;
+  int flag;
+  appmsg_request_int(r, "a", &a); /* checked as described */
+  appmsg_request_int(r, "b", &b);
+  appmsg_request_number(r, "f", &f);
+  appmsg_request_bool(r, "flag", &flag);
+  char json[160];
+  snprintf(json, sizeof json, "{\"sum\": %lld, \"f\": %g, \"flag\": %s, \"list\": [1, \"two\"]}",
+           a + b, f, flag ? "true" : "false");
+  appmsg_reply_json(r, json, strlen(json));
+}
+
+static const struct appmsg_param sum_params[] = {{"a", APPMSG_TYPE_INTEGER, 1, NULL},
+                                                 {"b", APPMSG_TYPE_INTEGER, 1, NULL},
+                                                 {"f", APPMSG_TYPE_NUMBER, 1, NULL},
+                                                 {"flag", APPMSG_TYPE_BOOLEAN, 1, NULL}};
+static const struct appmsg_action_doc sum_doc = {"adds", sum_params, 4, APPMSG_TYPE_OBJECT, NULL};
+
+struct tree_seen {
+  size_t calls;
+  long long sum;
+  double f;
+  int flag, list, status;
+  char error[64];
+};
+
+static void on_tree(const struct appmsg_reply *r, void *ud) {
+  struct tree_seen *t = ud;
+  t->calls++;
+  t->status = r->status;
+  snprintf(t->error, sizeof t->error, "%s", r->error ? r->error : "");
+  cJSON *res = appmsg_reply_cjson(r);
+  if (res && r->status == 0) {
+    t->sum = (long long)cJSON_GetObjectItem(res, "sum")->valuedouble;
+    t->f = cJSON_GetObjectItem(res, "f")->valuedouble;
+    t->flag = cJSON_IsTrue(cJSON_GetObjectItem(res, "flag"));
+    t->list = cJSON_GetArraySize(cJSON_GetObjectItem(res, "list"));
+    cJSON_Delete(res);
+  }
+}
+
+START_TEST(typed_calls_reach_a_described_action_and_results_parse_as_a_tree) {
+  service_start("127.0.0.1");
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "sum", on_sum, NULL, &sum_doc), 0);
+  struct appmsg_client_opts o;
+  appmsg_client_opts_default(&o);
+  struct appmsg_client *c;
+  ck_assert_int_eq(appmsg_client_new(&c, loop, "127.0.0.1", port, &o), 0);
+  struct tree_seen t = {0}, bad = {0};
+  ck_assert_int_eq(
+      appmsg_client_call_args(c, on_tree, &t, "sum",
+                              APPMSG_ARGS(APPMSG_ARG_I("a", 40), APPMSG_ARG_I("b", 2),
+                                          APPMSG_ARG_D("f", 0.25), APPMSG_ARG_B("flag", 1))),
+      0);
+  ck_assert_int_eq(
+      appmsg_client_call_args(c, on_tree, &bad, "sum",
+                              APPMSG_ARGS(APPMSG_ARG_S("a", "40"), APPMSG_ARG_I("b", 2),
+                                          APPMSG_ARG_D("f", 1), APPMSG_ARG_B("flag", 0))),
+      0);
+  /* Refused at once, no callback. */
+  ck_assert_int_eq(
+      appmsg_client_call_args(c, on_tree, &bad, "sum", APPMSG_ARGS(APPMSG_ARG_D("f", NAN))),
+      -EINVAL);
+  run_until(&bad.calls, 1, 5000);
+  run_until(&t.calls, 1, 5000);
+  ck_assert_int_eq(t.status, 0);
+  ck_assert_int_eq((int)t.sum, 42);
+  ck_assert_double_eq(t.f, 0.25);
+  ck_assert_int_eq(t.flag, 1);
+  ck_assert_int_eq(t.list, 2);
+  ck_assert_int_eq(bad.status, APPMSG_E_ERROR_REPLY);
+  ck_assert_str_eq(bad.error, "BAD_REQUEST");
+  ck_assert_uint_eq(bad.calls, 1);
+  appmsg_client_free(c);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("client");
   TCase *tc = tcase_create("client");
   tcase_set_timeout(tc, 120);
   tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, typed_members_make_the_json_a_caller_would_write);
+  tcase_add_test(tc, typed_calls_reach_a_described_action_and_results_parse_as_a_tree);
   tcase_add_test(tc, ten_thousand_pipelined_calls_on_one_connection_are_all_matched);
   tcase_add_test(tc, ten_thousand_pipelined_calls_with_request_ids_are_all_matched);
   tcase_add_test(tc, a_call_times_out_and_its_late_reply_is_dropped);

@@ -574,9 +574,11 @@ START_TEST(builtins_can_be_switched_off) {
   peer_connect(&p);
   peer_send(&p, NULL, "text/json", "{\"action\": \"ping\"}");
   peer_send(&p, NULL, "text/json", "{\"action\": \"status\"}");
-  ck_assert_int_eq(pump(&p, 2, 5000), 2);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\"}");
+  ck_assert_int_eq(pump(&p, 3, 5000), 3);
   ck_assert_str_eq(result_of(&p.got[0]), "Error: invalid action 'ping'.");
   ck_assert_str_eq(result_of(&p.got[1]), "Error: invalid action 'status'.");
+  ck_assert_str_eq(result_of(&p.got[2]), "Error: invalid action 'describe'.");
   peer_close(&p);
   stop();
 }
@@ -1085,6 +1087,227 @@ START_TEST(replies_check_what_they_send) {
 }
 END_TEST
 
+/* ---- described actions ------------------------------------------------------ */
+
+static const struct appmsg_param typed_params[] = {
+    {"s", APPMSG_TYPE_STRING, 1, "a string"}, {"n", APPMSG_TYPE_INTEGER, 1, NULL},
+    {"x", APPMSG_TYPE_NUMBER, 0, NULL},       {"b", APPMSG_TYPE_BOOLEAN, 0, NULL},
+    {"o", APPMSG_TYPE_OBJECT, 0, NULL},       {"a", APPMSG_TYPE_ARRAY, 0, NULL},
+    {"z", APPMSG_TYPE_NULL, 0, NULL},         {"any", APPMSG_TYPE_ANY, 0, NULL},
+};
+static const struct appmsg_action_doc typed_doc = {"Takes one of each type", typed_params,
+                                                   sizeof typed_params / sizeof typed_params[0],
+                                                   APPMSG_TYPE_STRING, "what it read"};
+
+/* Reads what it described with no checks of its own, and says what it read. */
+static void on_typed(struct appmsg_request *r, void *ud) {
+  (void)ud;
+  handled++;
+  const char *str = appmsg_request_string(r, "s");
+  long long n = -1;
+  double x = -1;
+  int b = -1;
+  ck_assert_ptr_nonnull(str);
+  ck_assert_int_eq(appmsg_request_int(r, "n", &n), 0);
+  int xrc = appmsg_request_number(r, "x", &x), brc = appmsg_request_bool(r, "b", &b);
+  ck_assert(xrc == 0 || xrc == -ENOENT);
+  ck_assert(brc == 0 || brc == -ENOENT);
+  char out[300];
+  snprintf(out, sizeof out, "%s %lld %g %d", str, n, x, b);
+  appmsg_reply_result(r, out);
+}
+
+START_TEST(described_actions_have_their_members_checked_before_the_handler) {
+  start(_i, NULL);
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "typed", on_typed, NULL, &typed_doc), 0);
+  static const struct {
+    const char *request;
+    const char *result; /* the handler's answer, or the BAD_REQUEST sentence */
+  } cases[] = {
+      {"{\"action\": \"typed\", \"s\": \"h\\u00e9\", \"n\": -9223372036854775808}",
+       "h\u00e9 -9223372036854775808 -1 -1"},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 7, \"x\": 2.5e1, \"b\": true, \"o\": {}, "
+       "\"a\": [], \"z\": null, \"any\": [1]}",
+       "a 7 25 1"},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": \"x\", \"n\": 3, \"b\": false}", "a 3 -1 0"},
+      {"{\"action\": \"typed\", \"n\": 1}", "Error: the request needs member 's' (a string)."},
+      {"{\"action\": \"typed\", \"s\": \"a\"}",
+       "Error: the request needs member 'n' (an integer)."},
+      {"{\"action\": \"typed\", \"s\": 5, \"n\": 1}",
+       "Error: member 's' must be a string, not a number."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1.5}",
+       "Error: member 'n' must be an integer, not a number with a fraction or exponent."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1e2}",
+       "Error: member 'n' must be an integer, not a number with a fraction or exponent."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 9223372036854775808}",
+       "Error: member 'n' is beyond the range of a 64-bit integer."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"x\": \"1\"}",
+       "Error: member 'x' must be a number, not a string."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"x\": 1e400}",
+       "Error: member 'x' is beyond the range of a double."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"b\": 1}",
+       "Error: member 'b' must be a boolean, not a number."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"o\": []}",
+       "Error: member 'o' must be an object, not an array."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"a\": {}}",
+       "Error: member 'a' must be an array, not an object."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"z\": false}",
+       "Error: member 'z' must be null, not a boolean."},
+      {"{\"action\": \"typed\", \"s\": null, \"n\": 1}",
+       "Error: member 's' must be a string, not null."},
+      {"{\"action\": \"typed\", \"s\": \"a\", \"n\": 1, \"n\": 0.5}",
+       "Error: member 'n' must be an integer, not a number with a fraction or exponent."},
+  };
+  size_t ncases = sizeof cases / sizeof cases[0];
+  struct peer p;
+  peer_connect(&p);
+  for (size_t i = 0; i < ncases; i++)
+    peer_send(&p, "", "text/json", cases[i].request);
+  ck_assert_int_eq(pump(&p, (int)ncases, 5000), (int)ncases);
+  for (size_t i = 0; i < ncases; i++) {
+    cJSON *want = cJSON_Parse("{}");
+    cJSON_AddStringToObject(want, "r", cases[i].result);
+    ck_assert_msg(strcmp(result_of(&p.got[i]), cJSON_GetObjectItem(want, "r")->valuestring) == 0,
+                  "case %zu: %s", i, p.got[i].content);
+    ck_assert_str_eq(error_of(&p.got[i]), i < 3 ? "" : "BAD_REQUEST");
+    cJSON_Delete(want);
+  }
+  ck_assert_int_eq(handled, 3); /* the handler never saw a request it would have to check */
+  ck_assert_int_eq((int)appmsg_service_error_count(svc, "BAD_REQUEST"), (int)ncases - 3);
+  /* Registered again without a description: no checks, the handler sees everything. */
+  ck_assert_int_eq(appmsg_service_handle(svc, "typed", on_echo, NULL), 0);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"typed\", \"value\": \"free\"}");
+  ck_assert_int_eq(pump(&p, (int)ncases + 1, 5000), (int)ncases + 1);
+  ck_assert_str_eq(result_of(&p.got[ncases]), "free");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+/* The methods of a describe reply, by name (borrowed from doc). */
+static cJSON *method_named(cJSON *doc, const char *name) {
+  cJSON *m;
+  cJSON_ArrayForEach(m, cJSON_GetObjectItem(doc, "methods")) {
+    if (strcmp(cJSON_GetObjectItem(m, "name")->valuestring, name) == 0)
+      return m;
+  }
+  return NULL;
+}
+
+START_TEST(describe_answers_every_action_and_one_by_name) {
+  start(_i, NULL);
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "typed", on_typed, NULL, &typed_doc), 0);
+  struct peer p;
+  peer_connect(&p);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\"}");
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  ck_assert_int_eq(appmsg_service_set_info(svc, "test-service", "3.1"), 0);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\", \"name\": \"typed\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\", \"name\": \"nope\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\", \"name\": 1}");
+  ck_assert_int_eq(pump(&p, 5, 5000), 5);
+
+  cJSON *all = cJSON_Parse(p.got[0].content), *doc = cJSON_GetObjectItem(all, "result");
+  ck_assert_str_eq(cJSON_GetObjectItem(doc, "openrpc")->valuestring, "1.2.6");
+  cJSON *info = cJSON_GetObjectItem(doc, "info");
+  ck_assert_str_eq(cJSON_GetObjectItem(info, "title")->valuestring, "appmsg service");
+  ck_assert_str_eq(cJSON_GetObjectItem(info, "version")->valuestring, appmsg_version());
+  /* Every action, sorted by name: the built-ins and the application's. */
+  static const char *const names[] = {"describe", "echo",  "later", "ping",
+                                      "status",   "twice", "typed"};
+  cJSON *methods = cJSON_GetObjectItem(doc, "methods");
+  ck_assert_int_eq(cJSON_GetArraySize(methods), 7);
+  for (int i = 0; i < 7; i++)
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(methods, i), "name")->valuestring,
+                     names[i]);
+  cJSON *echo = method_named(doc, "echo");
+  ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(echo, "x-described")));
+  ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(echo, "params")), 0);
+  cJSON *describe = method_named(doc, "describe");
+  ck_assert_ptr_null(cJSON_GetObjectItem(describe, "x-described"));
+  cJSON *dparam = cJSON_GetArrayItem(cJSON_GetObjectItem(describe, "params"), 0);
+  ck_assert_str_eq(cJSON_GetObjectItem(dparam, "name")->valuestring, "name");
+  ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(dparam, "required")));
+  cJSON_Delete(all);
+
+  all = cJSON_Parse(p.got[1].content);
+  info = cJSON_GetObjectItem(cJSON_GetObjectItem(all, "result"), "info");
+  ck_assert_str_eq(cJSON_GetObjectItem(info, "title")->valuestring, "test-service");
+  ck_assert_str_eq(cJSON_GetObjectItem(info, "version")->valuestring, "3.1");
+  cJSON_Delete(all);
+
+  /* One action: its parameters in the order declared, each type as a JSON Schema. */
+  cJSON *one = cJSON_Parse(p.got[2].content), *m = cJSON_GetObjectItem(one, "result");
+  ck_assert_str_eq(cJSON_GetObjectItem(m, "name")->valuestring, "typed");
+  ck_assert_str_eq(cJSON_GetObjectItem(m, "summary")->valuestring, "Takes one of each type");
+  ck_assert_str_eq(cJSON_GetObjectItem(m, "paramStructure")->valuestring, "by-name");
+  static const char *const types[] = {"string", "integer", "number", "boolean",
+                                      "object", "array",   "null",   NULL};
+  cJSON *params = cJSON_GetObjectItem(m, "params");
+  ck_assert_int_eq(cJSON_GetArraySize(params), 8);
+  for (int i = 0; i < 8; i++) {
+    cJSON *prm = cJSON_GetArrayItem(params, i), *schema = cJSON_GetObjectItem(prm, "schema");
+    ck_assert_str_eq(cJSON_GetObjectItem(prm, "name")->valuestring, typed_params[i].name);
+    ck_assert(cJSON_IsBool(cJSON_GetObjectItem(prm, "required")));
+    ck_assert_int_eq(cJSON_IsTrue(cJSON_GetObjectItem(prm, "required")), i < 2);
+    if (types[i])
+      ck_assert_str_eq(cJSON_GetObjectItem(schema, "type")->valuestring, types[i]);
+    else
+      ck_assert_int_eq(cJSON_GetArraySize(schema), 0); /* any: {} */
+  }
+  ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(params, 0), "summary")->valuestring,
+                   "a string");
+  ck_assert_ptr_null(cJSON_GetObjectItem(cJSON_GetArrayItem(params, 1), "summary"));
+  cJSON *res = cJSON_GetObjectItem(m, "result");
+  ck_assert_str_eq(cJSON_GetObjectItem(res, "summary")->valuestring, "what it read");
+  ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(res, "schema"), "type")->valuestring,
+                   "string");
+  cJSON_Delete(one);
+
+  ck_assert_str_eq(error_of(&p.got[3]), "NOT_FOUND");
+  ck_assert_str_eq(result_of(&p.got[3]), "Error: no action 'nope'.");
+  ck_assert_str_eq(error_of(&p.got[4]), "BAD_REQUEST");
+
+  /* A removed action is gone from the list. */
+  ck_assert_int_eq(appmsg_service_handle(svc, "typed", NULL, NULL), 0);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"describe\", \"name\": \"typed\"}");
+  ck_assert_int_eq(pump(&p, 6, 5000), 6);
+  ck_assert_str_eq(error_of(&p.got[5]), "NOT_FOUND");
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
+START_TEST(bad_descriptions_are_refused) {
+  start(_i, NULL);
+  struct appmsg_param ps[2] = {{"k", APPMSG_TYPE_STRING, 1, NULL}, {"k", APPMSG_TYPE_ANY, 0, NULL}};
+  struct appmsg_action_doc d = {"x", ps, 2, APPMSG_TYPE_ANY, NULL};
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), -EINVAL); /* twice */
+  ps[1].name = "action";
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), -EINVAL);
+  ps[1].name = NULL;
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), -EINVAL);
+  ps[1].name = "v";
+  ps[1].type = (enum appmsg_type)99;
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), -EINVAL);
+  ps[1].type = APPMSG_TYPE_ANY;
+  ps[1].summary = "bad \xff";
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), -EINVAL);
+  ps[1].summary = NULL;
+  d.params = NULL;
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), -EINVAL);
+  d.params = ps;
+  ck_assert_int_eq(appmsg_service_handle_doc(svc, "a", on_echo, NULL, &d), 0);
+  ck_assert_int_eq(appmsg_service_set_info(svc, "t", NULL), -EINVAL);
+  ck_assert_int_eq(appmsg_service_set_info(svc, "\xc3", "1"), -EINVAL);
+  ck_assert_str_eq(appmsg_type_name(APPMSG_TYPE_ANY), "any");
+  ck_assert_str_eq(appmsg_type_name(APPMSG_TYPE_INTEGER), "integer");
+  ck_assert_ptr_null(appmsg_type_name((enum appmsg_type)99));
+  stop();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("service");
   TCase *tc = tcase_create("service");
@@ -1116,6 +1339,9 @@ int main(void) {
   tcase_add_loop_test(tc, a_service_freed_with_an_expired_request_unanswered_frees_it, 0, 2);
   tcase_add_loop_test(tc, a_stalled_frame_behind_owed_replies_is_reported_once, 0, 2);
   tcase_add_loop_test(tc, a_frame_half_read_while_reading_is_paused_is_not_timed_out, 0, 2);
+  tcase_add_loop_test(tc, described_actions_have_their_members_checked_before_the_handler, 0, 2);
+  tcase_add_loop_test(tc, describe_answers_every_action_and_one_by_name, 0, 2);
+  tcase_add_loop_test(tc, bad_descriptions_are_refused, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
