@@ -642,7 +642,7 @@ static void on_readable(struct appmsg_conn *c) {
       continue;
     /* Draining: the peer is quiet when nothing more waits to be read - no
      * new readiness would come to say so. */
-    size_t avail;
+    size_t avail = 0; /* (set when the call succeeds; LTO cannot tell) */
     if (c->when_idle && !buffered && appmsg__sock_pending(c->fd, &avail) == 0 && avail == 0)
       c->quiet = 1;
     return;
