@@ -266,6 +266,16 @@ void appmsg__svc_reply_cleanup(struct appmsg_service *s);
 /* Counts an error reply sent under name. */
 void appmsg__svc_count_error(struct appmsg_service *s, const char *name);
 
+/* The status object (the status action's result) appended to t: the counters summed over the
+ * group, and the status hook's members.  t->failed when memory ran out. */
+void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t);
+
+/* ---- service_metrics.c ---- */
+
+/* The service's metrics (summed over its group) in the Prometheus text format 0.0.4, appended to
+ * t.  t->failed when memory ran out. */
+void appmsg__svc_metrics_text(struct appmsg_service *s, struct appmsg__text *t);
+
 /* The built-in actions. */
 void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud);
 void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud);

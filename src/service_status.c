@@ -122,14 +122,22 @@ static void status_errors(const struct appmsg_service *s, struct appmsg__text *t
 
 void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
   (void)ud;
-  struct appmsg_service *s = r->svc;
-  struct appmsg_service_stats st;
-  appmsg_service_stats_total(s, &st);
   struct appmsg__text t = {appmsg__malloc(512), 0, 512, 0};
   t.failed = t.p == NULL;
+  appmsg__svc_status_json(r->svc, &t);
+  if (t.failed || appmsg_reply_json(r, t.p, t.len) != 0) {
+    if (!r->answered)
+      appmsg_reply_error(r, "INTERNAL", "the status could not be written");
+  }
+  appmsg__free(t.p);
+}
+
+void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t) {
+  struct appmsg_service_stats st;
+  appmsg_service_stats_total(s, &st);
   size_t threads;
   group_of(s, &threads);
-  appmsg__text_addf(&t,
+  appmsg__text_addf(t,
                     "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
                     "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
                     "\"pending\": %llu, \"threads\": %zu, \"errors\": {",
@@ -137,33 +145,28 @@ void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
                     (unsigned long long)st.connections, (unsigned long long)st.connections_total,
                     (unsigned long long)st.requests, (unsigned long long)st.replies,
                     (unsigned long long)st.pending, threads);
-  status_errors(s, &t);
-  appmsg__text_addf(&t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu",
+  status_errors(s, t);
+  appmsg__text_addf(t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu",
                     (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
-  if (s->status_fn && !t.failed) {
-    appmsg__text_addf(&t, ", ");
-    size_t n = t.failed ? 0 : s->status_fn(s->status_ud, t.p + t.len, t.cap - t.len);
-    if (n >= t.cap - t.len && !t.failed) {
-      char *np = appmsg__realloc(t.p, t.len + n + 1);
-      t.failed = np == NULL;
+  if (s->status_fn && !t->failed) {
+    appmsg__text_addf(t, ", ");
+    size_t n = t->failed ? 0 : s->status_fn(s->status_ud, t->p + t->len, t->cap - t->len);
+    if (n >= t->cap - t->len && !t->failed) {
+      char *np = appmsg__realloc(t->p, t->len + n + 1);
+      t->failed = np == NULL;
       if (np) {
-        t.p = np;
-        t.cap = t.len + n + 1;
-        n = s->status_fn(s->status_ud, t.p + t.len, t.cap - t.len);
-        t.failed = n >= t.cap - t.len; /* it changed its mind */
+        t->p = np;
+        t->cap = t->len + n + 1;
+        n = s->status_fn(s->status_ud, t->p + t->len, t->cap - t->len);
+        t->failed = n >= t->cap - t->len; /* it changed its mind */
       }
     }
     if (n == 0)
-      t.len -= 2; /* nothing added: no separator */
+      t->len -= 2; /* nothing added: no separator */
     else
-      t.len += n;
+      t->len += n;
   }
-  appmsg__text_addf(&t, "}");
-  if (t.failed || appmsg_reply_json(r, t.p, t.len) != 0) {
-    if (!r->answered)
-      appmsg_reply_error(r, "INTERNAL", "the status could not be written");
-  }
-  appmsg__free(t.p);
+  appmsg__text_addf(t, "}");
 }
 
 void appmsg_service_stats(const struct appmsg_service *s, struct appmsg_service_stats *out) {

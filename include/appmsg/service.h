@@ -266,6 +266,30 @@ APPMSG_API int appmsg_service_listen(struct appmsg_service *s, const char *host,
 APPMSG_API int appmsg_service_listen_fd(struct appmsg_service *s, appmsg_socket_t listen_fd,
                                         char *err, size_t errlen);
 
+/*
+ * Serves the service's metrics over HTTP on host:port (net.h forms; "0"
+ * picks a free port), on the service's own loop, beside its appmsg port:
+ *   GET /metrics  the counters and per-action latency histograms in the
+ *                 Prometheus text format 0.0.4 (summed over the group)
+ *   GET /status   the status action's result, as JSON
+ *   GET /         a status page for a person: live rates, latency per
+ *                 action and a chart of the last minutes, redrawn every
+ *                 second from /status; everything served from here
+ * HEAD too; anything else is 405, an unknown path 404.  Requests are read
+ * by a real HTTP/1.1 parser with limits of their own (8 KiB of request
+ * head, a few seconds to send it, a few dozen connections): a hostile or
+ * slow HTTP peer gets a 4xx or is closed and never disturbs the appmsg
+ * port.  Bind it to loopback unless it is meant to be reached from
+ * elsewhere (it has no authentication).  Once per service; for a group,
+ * one of its services serves for all.  Returns 0, or a negative code with a
+ * sentence in err.
+ */
+APPMSG_API int appmsg_service_metrics_listen(struct appmsg_service *s, const char *host,
+                                             const char *port, char *err, size_t errlen);
+
+/* The metrics endpoint's address as text ("127.0.0.1:9465"; thread buffer), or "?". */
+APPMSG_API const char *appmsg_service_metrics_address(const struct appmsg_service *s);
+
 /* The listening address as text ("127.0.0.1:65432"; thread buffer), or "?". */
 APPMSG_API const char *appmsg_service_address(const struct appmsg_service *s);
 
