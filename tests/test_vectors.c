@@ -6,11 +6,13 @@
  * every size.  Vectors over BIG bytes are split in two at a sample of
  * points, and vectors over THREE_WAY_ALL bytes split in three at a sample
  * of pairs (main() prints how many of each), so the suite stays fast.
+ * Every extra must also reach the application as its text as received.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_internal.h"
 #include "testutil.h"
 
 static struct tu_vec *vecs;
@@ -125,6 +127,88 @@ START_TEST(each_vector_decodes_the_same_in_chunks_of_every_size) {
 }
 END_TEST
 
+/* The extras of one header as its bytes hold them, found by the JSON
+ * scanner alone: each top-level member that is not one of the four fields,
+ * its key unescaped and its value's text from first byte to last. */
+struct raw_extras {
+  size_t n;
+  char **key;
+  const char **val;
+  size_t *len;
+};
+
+static void collect_raw(void *ud, const struct appmsg_json_member *m) {
+  static const char *const fields[] = {"byteorder", "content-type", "content-encoding",
+                                       "content-length"};
+  struct raw_extras *r = ud;
+  char *key = tu_strndup(m->key, m->key_len);
+  key[appmsg_json_unescape(key, m->key_len, key)] = '\0';
+  for (size_t f = 0; f < 4; f++)
+    if (strcmp(key, fields[f]) == 0) {
+      free(key);
+      return;
+    }
+  int quoted = m->type == APPMSG_JSON_STRING; /* (a string's span leaves out its quotes) */
+  r->key = realloc(r->key, (r->n + 1) * sizeof *r->key);
+  r->val = realloc(r->val, (r->n + 1) * sizeof *r->val);
+  r->len = realloc(r->len, (r->n + 1) * sizeof *r->len);
+  ck_assert(r->key && r->val && r->len);
+  r->key[r->n] = key;
+  r->val[r->n] = m->val - quoted;
+  r->len[r->n] = m->val_len + 2 * (size_t)quoted;
+  r->n++;
+}
+
+static void raw_extras_free(struct raw_extras *r) {
+  for (size_t i = 0; i < r->n; i++)
+    free(r->key[i]);
+  free(r->key);
+  free(r->val);
+  free(r->len);
+}
+
+/* PROTOCOL.md 2.2: an extra reaches the application as received, byte for
+ * byte ("\u0041" stays "\u0041", 1.0 stays 1.0).  The traces compare
+ * extras as JSON values; this compares their text with the stream's, by
+ * the general header path and by the fast path for canonical headers. */
+START_TEST(each_extra_is_delivered_byte_for_byte_as_received) {
+  const struct tu_vec *v = &vecs[_i];
+  for (int fast = 0; fast <= 1; fast++) {
+    struct appmsg_decoder d;
+    ck_assert_int_eq(appmsg_decoder_init(&d, &v->lim), 0);
+    appmsg__decoder_set_fast_path(&d, fast);
+    for (size_t off = 0, frame = 0; off < v->len;) {
+      size_t used;
+      enum appmsg_status st = appmsg_decoder_feed(&d, v->stream + off, v->len - off, &used);
+      off += used;
+      if (st == APPMSG_ERROR || (st == APPMSG_NEED_MORE && used == 0))
+        break;
+      if (st != APPMSG_MESSAGE)
+        continue;
+      size_t hlen = (size_t)v->stream[frame] << 8 | v->stream[frame + 1];
+      struct raw_extras want = {0};
+      ck_assert_int_eq(appmsg_json_scan(v->stream + frame + 2, hlen, APPMSG_HEADER_DEPTH_MAX, NULL,
+                                        collect_raw, &want, NULL, NULL),
+                       0);
+      const struct appmsg_header *h = appmsg_decoder_header(&d);
+      ck_assert_uint_eq(appmsg_header_extra_count(h), want.n);
+      for (size_t i = 0; i < want.n; i++) {
+        const char *key = appmsg_header_extra_key(h, i);
+        ck_assert_str_eq(key, want.key[i]);
+        char *json = appmsg_header_extra_json(h, key);
+        ck_assert_msg(strlen(json) == want.len[i] && memcmp(json, want.val[i], want.len[i]) == 0,
+                      "%s: frame at %zu, extra %s: delivered %s, received %.*s", v->path, frame,
+                      key, json, (int)want.len[i], want.val[i]);
+        appmsg_free(json);
+      }
+      raw_extras_free(&want);
+      frame = off;
+    }
+    appmsg_decoder_cleanup(&d);
+  }
+}
+END_TEST
+
 /* The frames the guide's programs exchange are vectors of their own, in
  * proto/vectors/guide, each one whole frame that ends the stream cleanly:
  * the requests and replies of a search, a search without a match, the
@@ -177,6 +261,7 @@ int main(void) {
   tcase_add_loop_test(tc, each_vector_decodes_the_same_split_in_two_anywhere, 0, (int)nvecs);
   tcase_add_loop_test(tc, each_vector_decodes_the_same_split_in_three, 0, (int)nvecs);
   tcase_add_loop_test(tc, each_vector_decodes_the_same_in_chunks_of_every_size, 0, (int)nvecs);
+  tcase_add_loop_test(tc, each_extra_is_delivered_byte_for_byte_as_received, 0, (int)nvecs);
   tcase_add_test(tc, the_guides_frames_are_all_among_the_vectors);
   suite_add_tcase(s, tc);
   int rc = tu_run_suite(s);

@@ -33,7 +33,8 @@ from decimal import Decimal
 
 __all__ = [
     "Decoder", "Message", "Error", "encode", "check_header", "check_header_raw", "check_content",
-    "is_checked_content", "load_vector", "Vector", "DEFAULT_CONTENT_DEPTH",
+    "is_checked_content", "load_vector", "Vector", "DEFAULT_CONTENT_DEPTH", "object_members",
+    "expected_extras_raw", "check_limits",
     "DEFAULT_MAX_CONTENT_LENGTH", "DEFAULT_MAX_HEADER_LENGTH", "CONTENT_LENGTH_MAX",
     "HEADER_DEPTH_MAX", "REQUIRED_KEYS",
 ]
@@ -93,6 +94,18 @@ def json_value(text: str):
     """A JSON text as a value to compare (proto/vectors/README.md): numbers exact, so 1, 1.0 and
     1e0 are equal and 1e400 is itself; objects as dicts, the last of a repeated key winning."""
     return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def object_members(text: bytes) -> list:
+    """The members of a JSON object text as [(key after unescaping, the value's text as written)], in
+    order; ValueError when text is not one strict JSON object (the kit reads a decoder's EXTRAS so)."""
+    try:
+        text.decode("utf-8")
+        return [(k, r) for k, _, r in _Parser(text).parse()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 at byte {e.start}") from None
+    except _Fail as f:
+        raise ValueError(f"not a JSON object: {f.reason} at byte {f.pos}") from None
 
 
 def compact_json(value) -> str:
@@ -394,7 +407,10 @@ def is_checked_content(content_type: str, content_encoding: str) -> bool:
 
 def check_content(data: bytes, max_depth: int = DEFAULT_CONTENT_DEPTH):
     """Checks text/json content: None, or Error(CONTENT_UTF8 | CONTENT_JSON, offset into the
-    content)."""
+    content). max_depth is the receiver's content depth limit D, 1 or more (PROTOCOL.md 3.2 and 4;
+    ValueError otherwise)."""
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+        raise ValueError("the content depth must be 1 or more")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -413,16 +429,24 @@ def check_content(data: bytes, max_depth: int = DEFAULT_CONTENT_DEPTH):
 _PREFIX, _HEADER, _CONTENT = 0, 1, 2
 
 
+def check_limits(max_content_length: int, max_header_length: int,
+                 content_depth: int = DEFAULT_CONTENT_DEPTH) -> None:
+    """Raises ValueError for a configuration section 4 says a receiver must refuse."""
+    if not 1 <= max_header_length <= 65535:
+        raise ValueError("max_header_length must be 1..65535")
+    if not 0 <= max_content_length <= CONTENT_LENGTH_MAX:
+        raise ValueError("max_content_length must be 0..2^53-1")
+    if content_depth < 1:
+        raise ValueError("the content depth must be 1 or more")
+
+
 class Decoder:
     """Incremental decoder. feed() takes any chunk and returns the outcomes it completed (Message
     objects, then possibly one Error); errors are sticky. finish() marks the end of the stream."""
 
     def __init__(self, max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH,
                  max_header_length: int = DEFAULT_MAX_HEADER_LENGTH):
-        if not 1 <= max_header_length <= 65535:
-            raise ValueError("max_header_length must be 1..65535")
-        if not 0 <= max_content_length <= CONTENT_LENGTH_MAX:
-            raise ValueError("max_content_length must be 0..2^53-1")
+        check_limits(max_content_length, max_header_length)
         self.max_content_length = max_content_length
         self.max_header_length = max_header_length
         self.offset = 0              # stream bytes consumed
@@ -613,6 +637,7 @@ class Vector:
     max_header_length: int
     expected: list                                   # ExpectedMessage... then maybe Error
     content_depth: int = DEFAULT_CONTENT_DEPTH
+    extras_raw: list | None = None                   # expected_extras_raw(), once computed
 
 
 def unescape(text: str) -> bytes:
@@ -755,6 +780,12 @@ def load_vector(path: str) -> Vector:
                 raise VectorFormatError(f"unknown directive {kw!r}")
         except VectorFormatError as e:
             raise VectorFormatError(f"{where}: {e}") from None
+    try:
+        check_limits(limits["limit-content"], limits["limit-header"],
+                     limits["limit-content-depth"])
+    except ValueError as e:
+        raise VectorFormatError(f"limits a decoder must refuse ({e}): the kit's --config checks "
+                                "those") from None
     for m in expected:
         if isinstance(m, ExpectedMessage):
             missing = [k for k in _MESSAGE_KEYS if k not in m.fields]
@@ -768,6 +799,25 @@ def load_vector(path: str) -> Vector:
                 raise VectorFormatError("content-check on content that is not text/json utf-8")
     return Vector(path, bytes(stream), limits["limit-content"], limits["limit-header"], expected,
                   limits["limit-content-depth"])
+
+
+def expected_extras_raw(vec: Vector) -> list:
+    """For each message the vector expects, [(key, the value's text)] of its extras in the order
+    the stream holds them: the bytes from the value's first byte to its last (PROTOCOL.md 2.2),
+    found in the vector's own stream. A decoder must deliver exactly these."""
+    out, pos, s = [], 0, vec.stream
+    for exp in vec.expected:
+        if not isinstance(exp, ExpectedMessage):
+            break
+        if pos + 2 > len(s):
+            raise VectorFormatError("fewer frames in the stream than expected messages")
+        hlen = (s[pos] << 8) | s[pos + 1]
+        _, raw, err = check_header_raw(s[pos + 2:pos + 2 + hlen], CONTENT_LENGTH_MAX)
+        if err is not None:
+            raise VectorFormatError(f"an expected message's header is refused: {err}")
+        out.append([(k, r) for k, r in raw.items() if k not in REQUIRED_KEYS])
+        pos += 2 + hlen + exp.fields["content-length"]
+    return out
 
 
 def _compare(vec: Vector, got: list) -> str | None:
@@ -794,6 +844,12 @@ def _compare(vec: Vector, got: list) -> str | None:
         if {k: json_value(v) for k, v in gx.items()} != \
                 {k: json_value(v) for k, v in exp.extras.items()}:
             return f"outcome {i}: extras: expected {exp.extras}, got {gx}"
+        raw = [(k, r) for k, r in g.raw.items() if k not in REQUIRED_KEYS]
+        if vec.extras_raw is None:
+            vec.extras_raw = expected_extras_raw(vec)
+        want_raw = vec.extras_raw[i]
+        if raw != want_raw:
+            return f"outcome {i}: extras not as received: expected {want_raw}, got {raw}"
         if g.content != bytes(exp.content):
             return f"outcome {i}: content differs: expected {bytes(exp.content)[:60]!r}..., " \
                    f"got {g.content[:60]!r}..."
@@ -933,11 +989,15 @@ def _hex_or_dash(b: bytes) -> str:
     return b.hex() if b else "-"
 
 
-def conformance_line(o, content_depth: int) -> str:
-    """One outcome in the conformance kit's protocol (proto/vectors/README.md)."""
+def conformance_line(o, content_depth: int, respell: bool = False) -> str:
+    """One outcome in the conformance kit's protocol (proto/vectors/README.md). respell: every
+    string extra re-spelled from its value, as a decoder that breaks 2.2 would ("\\u0041" as "A")."""
     if isinstance(o, Error):
         return f"error {o.name} {o.offset}"
     extras = [(k, r) for k, r in o.raw.items() if k not in REQUIRED_KEYS]
+    if respell:
+        extras = [(k, json.dumps(json.loads(r), ensure_ascii=False).encode() if r[:1] == b'"' else r)
+                  for k, r in extras]
     ext = b"{" + b", ".join(json.dumps(k, ensure_ascii=False).encode() + b": " + r
                             for k, r in extras) + b"}"
     check = "-"
@@ -951,22 +1011,29 @@ def conformance_line(o, content_depth: int) -> str:
 
 def cmd_conformance_decoder(args) -> int:
     """The decoder side of the conformance kit: commands on stdin, outcomes on stdout.
-    --mutate makes it report every error offset one byte too far (to test the kit itself)."""
+    --mutate makes it report every error offset one byte too far, --respell-extras every string
+    extra re-spelled (to test the kit itself)."""
     mutate = "--mutate" in args
+    respell = "--respell-extras" in args
     dec, depth = None, DEFAULT_CONTENT_DEPTH
     out = sys.stdout
     for line in sys.stdin:
         cmd, _, arg = line.rstrip("\n").partition(" ")
         if cmd == "stream":
             c, h, d = (int(x) for x in arg.split())
-            dec, depth = Decoder(c, h), d
-            out.write("ready\n")
+            try:
+                check_limits(c, h, d)
+                dec, depth = Decoder(c, h), d
+                out.write("ready\n")
+            except ValueError:                 # PROTOCOL.md 4: refused, never clamped
+                dec = None
+                out.write("refused\n")
         elif cmd in ("feed", "end"):
             outcomes = dec.feed(bytes.fromhex(arg)) if cmd == "feed" else dec.finish()
             for o in outcomes:
                 if mutate and isinstance(o, Error):
                     o = Error(o.name, o.offset + 1)
-                out.write(conformance_line(o, depth) + "\n")
+                out.write(conformance_line(o, depth, respell) + "\n")
             out.write("fed\n" if cmd == "feed" else "ended\n")
         elif cmd == "quit":
             break
