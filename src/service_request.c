@@ -287,7 +287,11 @@ static void read_request_id(struct appmsg_request *r) {
 static int version_ok(struct appmsg_request *r) {
   char v[64];
   long n = appmsg_header_extra_raw(r->hdr, "appmsg-version", v, sizeof v - 1);
-  if (n < 0 || (n >= 4 && (size_t)n < sizeof v && memcmp(v, "\"1.", 3) == 0))
+  if (n < 0)
+    return 1;
+  /* A string starting "1." once unescaped (PROTOCOL.md 2.7: "\u0031.2" is 1.2). */
+  const char *text = v[0] == '"' ? appmsg_header_extra_string(r->hdr, "appmsg-version") : NULL;
+  if (text && text[0] == '1' && text[1] == '.')
     return 1;
   char msg[128];
   v[n < (long)sizeof v - 1 ? n : (long)sizeof v - 1] = '\0';

@@ -1047,12 +1047,19 @@ START_TEST(a_later_protocol_version_is_a_bad_request) {
             "{\"action\": \"echo\", \"value\": \"b\"}");
   peer_send(&p, ", \"appmsg-version\": 2", "binary/x", "c");
   peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"d\"}");
-  ck_assert_int_eq(pump(&p, 4, 5000), 4);
+  /* Compared once unescaped (PROTOCOL.md 2.7). */
+  peer_send(&p, ", \"appmsg-version\": \"\\u0031.2\"", "text/json",
+            "{\"action\": \"echo\", \"value\": \"e\"}");
+  peer_send(&p, ", \"appmsg-version\": \"\\u0032.0\"", "text/json",
+            "{\"action\": \"echo\", \"value\": \"f\"}");
+  ck_assert_int_eq(pump(&p, 6, 5000), 6);
   ck_assert_str_eq(result_of(&p.got[0]), "a");
   ck_assert_str_eq(error_of(&p.got[1]), "BAD_REQUEST");
   ck_assert_ptr_nonnull(strstr(p.got[1].content, "unsupported appmsg version \\\"2.0\\\""));
   ck_assert_str_eq(error_of(&p.got[2]), "BAD_REQUEST");
   ck_assert_str_eq(result_of(&p.got[3]), "d");
+  ck_assert_str_eq(result_of(&p.got[4]), "e");
+  ck_assert_str_eq(error_of(&p.got[5]), "BAD_REQUEST");
   peer_close(&p);
   stop();
 }

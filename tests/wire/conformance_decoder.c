@@ -3,7 +3,7 @@
  * appmsg's C decoder: reads the kit's commands on stdin and answers on
  * stdout, as proto/vectors/README.md describes:
  *
- *   stream C H D  ->  ready          a new stream, with these limits
+ *   stream C H D  ->  ready          a new stream, with these limits (or refused, out of range)
  *   feed HEX      ->  outcomes, fed  one appmsg_decoder_feed() chunk
  *   end           ->  outcomes, ended
  *
@@ -137,12 +137,17 @@ int main(void) {
       appmsg_limits_default(&lim);
       if (sscanf(arg, "%llu %llu %d", &c, &hl, &depth) != 3)
         return 2;
-      lim.max_content_length = c;
-      lim.max_header_length = (uint32_t)hl;
       if (have)
         appmsg_decoder_cleanup(&d);
-      if (appmsg_decoder_init(&d, &lim) != 0)
-        return 2;
+      have = 0;
+      /* Out of PROTOCOL.md section 4's ranges: refused, and no stream until the next one. */
+      lim.max_content_length = c;
+      lim.max_header_length = hl > UINT32_MAX ? UINT32_MAX : (uint32_t)hl;
+      if (depth < 1 || appmsg_decoder_init(&d, &lim) != 0) {
+        puts("refused");
+        fflush(stdout);
+        continue;
+      }
       have = 1;
       failed = 0;
       puts("ready");
