@@ -38,9 +38,18 @@ uint64_t appmsg__clock_ms(void) {
   return clock_ns() / 1000000u;
 }
 
+uint64_t appmsg__clock_ns(void) {
+  return clock_ns();
+}
+
 static uint64_t update_now(struct appmsg_loop *loop) {
-  loop->now = clock_ns() / 1000000u;
+  loop->now_ns = clock_ns();
+  loop->now = loop->now_ns / 1000000u;
   return loop->now;
+}
+
+uint64_t appmsg__loop_now_ns(const struct appmsg_loop *loop) {
+  return loop->now_ns;
 }
 
 uint64_t appmsg_loop_now(const struct appmsg_loop *loop) {

@@ -74,6 +74,7 @@ struct appmsg_loop {
   int stop;                         /* appmsg_loop_stop() was called */
   unsigned busy;                    /* callbacks may be on the stack (a depth) */
   uint64_t now;                     /* cached clock, ms */
+  uint64_t now_ns;                  /* the same reading, ns */
   struct appmsg__deferred *dq_head; /* work for the end of the iteration (FIFO) */
   struct appmsg__deferred *dq_tail; /* ... its last node */
 

@@ -49,6 +49,10 @@ void appmsg__loop_run_deferred(struct appmsg_loop *loop);
  * callback that frees it. */
 int appmsg__loop_busy(const struct appmsg_loop *loop);
 
+/* The loop's clock as read at the start of its current iteration (when its wait returned), in
+ * nanoseconds: when what the iteration handles had arrived, at the latest. */
+uint64_t appmsg__loop_now_ns(const struct appmsg_loop *loop);
+
 /* Brackets library code that runs callbacks from outside the loop (a
  * drain called from main accepts, and runs on_accept): frees made from
  * them are deferred, as inside the loop. */

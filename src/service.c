@@ -79,6 +79,12 @@ int appmsg_service_new(struct appmsg_service **out, struct appmsg_loop *loop,
   appmsg__svc_reply_init(s);
   strcpy(s->errors[APPMSG__ERROR_NAMES_MAX].name, "OTHER");
   s->unknown.fn = appmsg__svc_invalid_action;
+  static const char *const others[] = {"_unknown", "_binary", "_invalid", "_other"};
+  for (size_t i = 0; i < 4; i++)
+    if (appmsg__svc_action_stats(s, others[i]) == NULL) {
+      appmsg_service_free(s);
+      return -ENOMEM;
+    }
   struct appmsg_header h;
   appmsg_header_init(&h);
   int rc = appmsg_header_set(&h, "text/json", "utf-8");
@@ -133,6 +139,11 @@ int appmsg_service_handle_doc(struct appmsg_service *s, const char *action, appm
     if (rc)
       return rc;
   }
+  struct appmsg__action_stats *as = fn ? appmsg__svc_action_stats(s, action) : NULL;
+  if (fn && as == NULL) {
+    appmsg__free(d);
+    return -ENOMEM;
+  }
   size_t n = strlen(action);
   struct appmsg__handler *h = (struct appmsg__handler *)appmsg__svc_find_handler(s, action, n);
   if (h) {
@@ -141,6 +152,7 @@ int appmsg_service_handle_doc(struct appmsg_service *s, const char *action, appm
       h->fn = fn;
       h->ud = ud;
       h->doc = d;
+      h->stats = as;
       return 0;
     }
     /* Removal: the table made again without it (rare, so simple). */
@@ -164,7 +176,7 @@ int appmsg_service_handle_doc(struct appmsg_service *s, const char *action, appm
     appmsg__free(d);
     return rc;
   }
-  table_put(s->handlers, s->handlers_cap, (struct appmsg__handler){name, n, fn, ud, d});
+  table_put(s->handlers, s->handlers_cap, (struct appmsg__handler){name, n, fn, ud, d, as});
   s->nhandlers++;
   return 0;
 }
@@ -175,12 +187,12 @@ int appmsg_service_handle(struct appmsg_service *s, const char *action, appmsg_h
 }
 
 void appmsg_service_handle_binary(struct appmsg_service *s, appmsg_handler_fn fn, void *ud) {
-  s->binary = (struct appmsg__handler){NULL, 0, fn, ud, NULL};
+  s->binary = (struct appmsg__handler){NULL, 0, fn, ud, NULL, NULL};
 }
 
 void appmsg_service_handle_unknown(struct appmsg_service *s, appmsg_handler_fn fn, void *ud) {
-  s->unknown =
-      (struct appmsg__handler){NULL, 0, fn ? fn : appmsg__svc_invalid_action, fn ? ud : NULL, NULL};
+  s->unknown = (struct appmsg__handler){NULL,           0,    fn ? fn : appmsg__svc_invalid_action,
+                                        fn ? ud : NULL, NULL, NULL};
 }
 
 void appmsg_service_status_hook(struct appmsg_service *s, appmsg_status_fn fn, void *ud) {
@@ -281,6 +293,7 @@ static void free_service(struct appmsg__deferred *d) {
   appmsg__free(s->handlers);
   appmsg__free(s->title);
   appmsg__free(s->version);
+  appmsg__svc_metrics_cleanup(s);
   appmsg_prepared_free(s->json_hdr);
   appmsg__free(s->group);
   struct appmsg_loop *own = s->own_loop;

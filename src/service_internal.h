@@ -31,6 +31,24 @@
 
 struct appmsg__svc_conn;
 
+#define APPMSG__ACTIONS_MAX 128 /* actions measured by name (more: under "_other") */
+#define APPMSG__LE_COUNT 17     /* the Prometheus histogram's bounds (service_metrics.c) */
+
+/* What the service measured for one action - or for one of the names of requests that have
+ * none: "_unknown" (no handler), "_binary", "_invalid" (no action could be read), "_other"
+ * (past APPMSG__ACTIONS_MAX).  One writer, the service's thread; a group's status and metrics
+ * read the others' with relaxed loads.  Its name is written before it is published (nactions,
+ * a release store), and it lives as long as the service. */
+struct appmsg__action_stats {
+  char *name;                        /* the action */
+  uint64_t pending;                  /* requests owed a reply now (a gauge) */
+  uint64_t requests;                 /* answered: replies made (a TIMEOUT reply included) */
+  uint64_t errors;                   /* of those, error replies */
+  uint64_t sum_ns;                   /* their latencies summed (arrival to reply queued) */
+  uint64_t max_ns;                   /* the longest */
+  uint64_t le[APPMSG__LE_COUNT + 1]; /* how many fell in each bound's bucket (the last: +Inf) */
+};
+
 /* A member of a request object, and its text once unescaped. */
 struct appmsg__member {
   struct appmsg_json_member m;
@@ -56,6 +74,8 @@ struct appmsg_request {
   char *scratch;                    /* unescaped strings (never moves while in use) */
   size_t scratch_used;              /* bytes used */
   size_t scratch_cap;               /* bytes allocated */
+  struct appmsg__action_stats *as;  /* where it is measured; NULL once it was (or never) */
+  uint64_t arrived_ns;              /* the loop's clock when it arrived */
   char *rid;                        /* ", \"request-id\": VALUE" for the reply, or NULL */
   size_t rid_len;                   /* its length */
   char rid_inline[64];              /* rid when it fits */
@@ -68,6 +88,7 @@ struct appmsg_request {
   unsigned queued : 1;              /* in its connection's queue */
   unsigned live : 1;                /* in the live list (owed, or held by the application) */
   unsigned retired : 1;             /* done: back to the pool at the end of the iteration */
+  unsigned owed_counted : 1;        /* counted in its action's pending */
 };
 
 /* Why a connection's reading is paused (appmsg__svc_conn.pause). */
@@ -104,7 +125,8 @@ struct appmsg__handler {
   size_t len; /* its length */
   appmsg_handler_fn fn;
   void *ud;
-  struct appmsg__doc *doc; /* its description, or NULL */
+  struct appmsg__doc *doc;            /* its description, or NULL */
+  struct appmsg__action_stats *stats; /* where its requests are measured (the service's) */
 };
 
 struct appmsg__type_cache {
@@ -146,6 +168,11 @@ struct appmsg_service {
   struct appmsg_service_stats st;      /* counters (bytes come from io) */
   struct appmsg__error_count errors[APPMSG__ERROR_NAMES_MAX + 1]; /* the last one is OTHER */
   size_t nerrors;                                                 /* names in use before OTHER */
+  struct appmsg__action_stats *actions[APPMSG__ACTIONS_MAX + 4];  /* the four others first */
+  size_t nactions;                                                /* published (release store) */
+  uint64_t slow_logged_at;       /* the loop time (ms) of the last slow-request line's second */
+  unsigned slow_lines;           /* lines logged in that second */
+  uint64_t slow_suppressed;      /* slow requests not logged since the last line */
   struct appmsg_service **group; /* the services that report as one */
   size_t ngroup;                 /* (NULL, 0: just this one) */
   uint64_t refusals;             /* connections refused, for rate-limiting their log */
@@ -266,11 +293,76 @@ void appmsg__svc_reply_cleanup(struct appmsg_service *s);
 /* Counts an error reply sent under name. */
 void appmsg__svc_count_error(struct appmsg_service *s, const char *name);
 
+/* The services that report as one: s's group, or s alone. */
+static inline struct appmsg_service *const *appmsg__svc_group(const struct appmsg_service *s,
+                                                              size_t *n) {
+  *n = s->ngroup ? s->ngroup : 1;
+  return s->ngroup ? s->group : &s->self;
+}
+
+/* Calls fn for every error name counted by s's group, each once, with the sum (not 0). */
+typedef void (*appmsg__error_total_fn)(void *ud, const char *name, uint64_t n);
+void appmsg__svc_each_error(struct appmsg_service *s, appmsg__error_total_fn fn, void *ud);
+
 /* The status object (the status action's result) appended to t: the counters summed over the
  * group, and the status hook's members.  t->failed when memory ran out. */
 void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t);
 
 /* ---- service_metrics.c ---- */
+
+/* The stats of the action name (made on first use; "_other" past APPMSG__ACTIONS_MAX), or NULL
+ * without memory. */
+struct appmsg__action_stats *appmsg__svc_action_stats(struct appmsg_service *s, const char *name);
+
+/* The four others: made first, in this order, by appmsg_service_new(). */
+#define APPMSG__AS_UNKNOWN 0
+#define APPMSG__AS_BINARY 1
+#define APPMSG__AS_INVALID 2
+#define APPMSG__AS_OTHER 3
+
+/* r starts to be measured under as (its arrival: the loop's clock now). */
+static inline void appmsg__svc_measure_start(struct appmsg_request *r,
+                                             struct appmsg__action_stats *as) {
+  r->as = as;
+  r->arrived_ns = appmsg__loop_now_ns(r->svc->loop);
+}
+
+/* r's handler returned without answering: it is owed (in flight) under its action. */
+static inline void appmsg__svc_measure_owed(struct appmsg_request *r) {
+  if (r->as) {
+    appmsg__count(&r->as->pending, 1);
+    r->owed_counted = 1;
+  }
+}
+
+/* r's reply was made (an error reply when error_name): counted, timed, the slow ones logged. */
+void appmsg__svc_measure_reply(struct appmsg_request *r, const char *error_name);
+
+/* r ends unanswered (its connection closed, or no memory): it is no longer in flight. */
+static inline void appmsg__svc_measure_drop(struct appmsg_request *r) {
+  if (r->as && r->owed_counted)
+    appmsg__count(&r->as->pending, (uint64_t)-1);
+  r->as = NULL;
+  r->owed_counted = 0;
+}
+
+/* One action's measurements summed over a group. */
+struct appmsg__action_total {
+  const char *name;
+  int other; /* one of the four names for requests without a registered action */
+  uint64_t requests, errors, pending, sum_ns, max_ns;
+  uint64_t le[APPMSG__LE_COUNT + 1];
+};
+typedef void (*appmsg__action_total_fn)(void *ud, const struct appmsg__action_total *t);
+
+/* Calls fn for every action measured by s's group, each name once, summed. */
+void appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn fn, void *ud);
+
+/* The latency at quantile q (0..1) of t, in ns (0 when nothing was measured). */
+uint64_t appmsg__action_quantile(const struct appmsg__action_total *t, double q);
+
+/* Frees the service's stats (at its end). */
+void appmsg__svc_metrics_cleanup(struct appmsg_service *s);
 
 /* The service's metrics (summed over its group) in the Prometheus text format 0.0.4, appended to
  * t.  t->failed when memory ran out. */

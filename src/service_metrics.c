@@ -13,6 +13,158 @@
 
 #include "service_internal.h"
 
+/* ---- measuring ------------------------------------------------------------------------------ */
+
+/* The histogram's bounds, in ns: 50 us to 10 s, as Prometheus's client libraries space them. */
+static const uint64_t le_ns[APPMSG__LE_COUNT] = {
+    50000,     100000,     250000,     500000,     1000000,    2500000,
+    5000000,   10000000,   25000000,   50000000,   100000000,  250000000,
+    500000000, 1000000000, 2500000000, 5000000000, 10000000000};
+static const char *const le_text[APPMSG__LE_COUNT] = {
+    "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05",  "0.1",    "0.25",    "0.5",    "1",     "2.5",    "5",     "10"};
+
+struct appmsg__action_stats *appmsg__svc_action_stats(struct appmsg_service *s, const char *name) {
+  for (size_t i = 0; i < s->nactions; i++)
+    if (strcmp(s->actions[i]->name, name) == 0)
+      return s->actions[i];
+  if (s->nactions >= APPMSG__ACTIONS_MAX + 4)
+    return s->actions[APPMSG__AS_OTHER];
+  struct appmsg__action_stats *as = appmsg__calloc(1, sizeof *as);
+  if (as == NULL || (as->name = appmsg__strdup(name)) == NULL) {
+    appmsg__free(as);
+    return NULL;
+  }
+  s->actions[s->nactions] = as;
+  __atomic_store_n(&s->nactions, s->nactions + 1, __ATOMIC_RELEASE);
+  return as;
+}
+
+void appmsg__svc_metrics_cleanup(struct appmsg_service *s) {
+  for (size_t i = 0; i < s->nactions; i++) {
+    appmsg__free(s->actions[i]->name);
+    appmsg__free(s->actions[i]);
+  }
+  s->nactions = 0;
+}
+
+/* Logs a slow request: at most 10 lines in a second of the loop's clock, the rest counted and
+ * told in the next line. */
+static void slow_log(struct appmsg_request *r, uint64_t ns) {
+  struct appmsg_service *s = r->svc;
+  uint64_t now = appmsg_loop_now(s->loop);
+  if (now - s->slow_logged_at >= 1000) {
+    s->slow_logged_at = now;
+    s->slow_lines = 0;
+  }
+  if (s->slow_lines >= 10) {
+    s->slow_suppressed++;
+    return;
+  }
+  s->slow_lines++;
+  char more[64] = "";
+  if (s->slow_suppressed)
+    snprintf(more, sizeof more, " (and %llu more not logged)",
+             (unsigned long long)s->slow_suppressed);
+  s->slow_suppressed = 0;
+  const char *rid = r->rid ? r->rid + 16 : NULL; /* after ", \"request-id\": " */
+  appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: slow request: action '%s' answered in %.3f ms%s%.*s%s",
+                  r->sc ? appmsg_conn_peer(r->sc->conn) : "(gone)",
+                  r->action ? r->action : "(binary)", (double)ns / 1e6, rid ? " (request-id " : "",
+                  rid ? (int)(r->rid_len - 16) : 0, rid ? rid : "", rid ? ")" : "");
+  if (more[0])
+    appmsg__svc_log(s, APPMSG_LOG_WARN, "slow requests%s", more);
+}
+
+void appmsg__svc_measure_reply(struct appmsg_request *r, const char *error_name) {
+  struct appmsg__action_stats *as = r->as;
+  r->as = NULL;
+  uint64_t ns = appmsg__clock_ns() - r->arrived_ns;
+  if (ns > (uint64_t)1 << 62)
+    ns = 0; /* (a test's clock moved back) */
+  if (r->owed_counted)
+    appmsg__count(&as->pending, (uint64_t)-1);
+  r->owed_counted = 0;
+  appmsg__count(&as->requests, 1);
+  if (error_name)
+    appmsg__count(&as->errors, 1);
+  appmsg__count(&as->sum_ns, ns);
+  if (ns > as->max_ns)
+    __atomic_store_n(&as->max_ns, ns, __ATOMIC_RELAXED);
+  unsigned lo = 0, hi = APPMSG__LE_COUNT; /* the first bound >= ns, or +Inf */
+  while (lo < hi) {
+    unsigned mid = (lo + hi) / 2;
+    if (le_ns[mid] < ns)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  appmsg__count(&as->le[lo], 1);
+  uint32_t slow = r->svc->opts->slow_ms;
+  if (slow && ns >= (uint64_t)slow * 1000000u)
+    slow_log(r, ns);
+}
+
+/* ---- reading, summed over the group ---------------------------------------------------------- */
+
+void appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn fn, void *ud) {
+  size_t n;
+  struct appmsg_service *const *m = appmsg__svc_group(s, &n);
+  for (size_t a = 0; a < n; a++) {
+    size_t na = __atomic_load_n(&m[a]->nactions, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < na; i++) {
+      const char *name = m[a]->actions[i]->name;
+      int seen = 0; /* summed already, with an earlier member's */
+      for (size_t b = 0; b < a && !seen; b++) {
+        size_t nb = __atomic_load_n(&m[b]->nactions, __ATOMIC_ACQUIRE);
+        for (size_t j = 0; j < nb && !seen; j++)
+          seen = strcmp(m[b]->actions[j]->name, name) == 0;
+      }
+      if (seen)
+        continue;
+      struct appmsg__action_total t;
+      memset(&t, 0, sizeof t);
+      t.name = name;
+      t.other = i < 4;
+      for (size_t b = a; b < n; b++) {
+        size_t nb = __atomic_load_n(&m[b]->nactions, __ATOMIC_ACQUIRE);
+        for (size_t j = 0; j < nb; j++) {
+          const struct appmsg__action_stats *as = m[b]->actions[j];
+          if (strcmp(as->name, name) != 0)
+            continue;
+          t.pending += APPMSG__GET(as->pending);
+          t.requests += APPMSG__GET(as->requests);
+          t.errors += APPMSG__GET(as->errors);
+          t.sum_ns += APPMSG__GET(as->sum_ns);
+          uint64_t mx = APPMSG__GET(as->max_ns);
+          t.max_ns = mx > t.max_ns ? mx : t.max_ns;
+          for (unsigned k = 0; k <= APPMSG__LE_COUNT; k++)
+            t.le[k] += APPMSG__GET(as->le[k]);
+        }
+      }
+      fn(ud, &t);
+    }
+  }
+}
+
+/* The value a bucket's quantile q falls at: the highest bound of the bucket holding it (the
+ * largest measured for the last), in ns. */
+uint64_t appmsg__action_quantile(const struct appmsg__action_total *t, double q) {
+  if (t->requests == 0)
+    return 0;
+  uint64_t rank = (uint64_t)(q * (double)t->requests + 0.999999), seen = 0;
+  if (rank == 0)
+    rank = 1;
+  for (unsigned k = 0; k < APPMSG__LE_COUNT; k++) {
+    seen += t->le[k];
+    if (seen >= rank)
+      return le_ns[k] < t->max_ns ? le_ns[k] : t->max_ns;
+  }
+  return t->max_ns;
+}
+
+/* ---- the Prometheus text format -------------------------------------------------------------- */
+
 /* A metric family's # HELP and # TYPE lines. */
 static void family(struct appmsg__text *t, const char *name, const char *type, const char *help) {
   appmsg__text_addf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -20,6 +172,61 @@ static void family(struct appmsg__text *t, const char *name, const char *type, c
 
 static void sample(struct appmsg__text *t, const char *name, unsigned long long v) {
   appmsg__text_addf(t, "%s %llu\n", name, v);
+}
+
+/* A label's value, escaped as the format asks (backslash, double quote, line feed). */
+static void add_label(struct appmsg__text *t, const char *v) {
+  for (const char *p = v; *p; p++) {
+    size_t n = strcspn(p, "\\\"\n");
+    appmsg__text_addf(t, "%.*s", (int)n, p);
+    p += n;
+    if (*p == '\0')
+      break;
+    appmsg__text_addf(t, "\\%c", *p == '\n' ? 'n' : *p);
+  }
+}
+
+/* Which part of each action's measurements a pass writes. */
+enum pass { REQUESTS, ERRORS, PENDING, DURATION };
+
+struct action_pass {
+  struct appmsg__text *t;
+  enum pass pass;
+};
+
+static void action_lines(void *ud, const struct appmsg__action_total *a) {
+  struct action_pass *ap = ud;
+  struct appmsg__text *t = ap->t;
+  if (a->other && a->requests == 0 && a->pending == 0)
+    return; /* (the four others appear once they counted something) */
+  static const char *const names[] = {"appmsg_requests_total", "appmsg_request_errors_total",
+                                      "appmsg_requests_in_flight"};
+  if (ap->pass != DURATION) {
+    uint64_t v = ap->pass == REQUESTS ? a->requests : ap->pass == ERRORS ? a->errors : a->pending;
+    appmsg__text_addf(t, "%s{action=\"", names[ap->pass]);
+    add_label(t, a->name);
+    appmsg__text_addf(t, "\"} %llu\n", (unsigned long long)v);
+    return;
+  }
+  uint64_t cum = 0;
+  for (unsigned k = 0; k <= APPMSG__LE_COUNT; k++) {
+    cum += a->le[k];
+    appmsg__text_addf(t, "appmsg_request_duration_seconds_bucket{action=\"");
+    add_label(t, a->name);
+    appmsg__text_addf(t, "\",le=\"%s\"} %llu\n", k < APPMSG__LE_COUNT ? le_text[k] : "+Inf",
+                      (unsigned long long)cum);
+  }
+  appmsg__text_addf(t, "appmsg_request_duration_seconds_sum{action=\"");
+  add_label(t, a->name);
+  appmsg__text_addf(t, "\"} %.9f\n", (double)a->sum_ns / 1e9);
+  appmsg__text_addf(t, "appmsg_request_duration_seconds_count{action=\"");
+  add_label(t, a->name);
+  appmsg__text_addf(t, "\"} %llu\n", (unsigned long long)cum);
+}
+
+static void error_line(void *ud, const char *name, uint64_t n) {
+  /* (names are A-Z, 0-9 and '_': nothing to escape) */
+  appmsg__text_addf(ud, "appmsg_errors_total{error=\"%s\"} %llu\n", name, (unsigned long long)n);
 }
 
 void appmsg__svc_metrics_text(struct appmsg_service *s, struct appmsg__text *t) {
@@ -41,4 +248,20 @@ void appmsg__svc_metrics_text(struct appmsg_service *s, struct appmsg__text *t) 
   sample(t, "appmsg_received_bytes_total", st.bytes_in);
   family(t, "appmsg_sent_bytes_total", "counter", "Bytes sent.");
   sample(t, "appmsg_sent_bytes_total", st.bytes_out);
+  family(t, "appmsg_errors_total", "counter", "Error replies sent, by error name.");
+  appmsg__svc_each_error(s, error_line, t);
+  static const struct {
+    const char *name, *type, *help;
+  } fam[] = {
+      {"appmsg_requests_total", "counter", "Requests answered, by action."},
+      {"appmsg_request_errors_total", "counter", "Error replies among them, by action."},
+      {"appmsg_requests_in_flight", "gauge", "Requests owed a reply now, by action."},
+      {"appmsg_request_duration_seconds", "histogram",
+       "Time from a request's arrival to its reply being queued, by action."},
+  };
+  for (enum pass p = REQUESTS; p <= DURATION; p++) {
+    family(t, fam[p].name, fam[p].type, fam[p].help);
+    struct action_pass ap = {t, p};
+    appmsg__svc_each_action(s, action_lines, &ap);
+  }
 }

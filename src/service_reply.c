@@ -94,7 +94,8 @@ static void detach(struct appmsg_request *r) {
 void appmsg__svc_request_put(struct appmsg_request *r) {
   struct appmsg_service *s = r->svc;
   detach(r);
-  if (r->hdr == &r->hdr_copy) /* (a request answered in its handler has none of these) */
+  appmsg__svc_measure_drop(r); /* (unanswered: no longer in flight) */
+  if (r->hdr == &r->hdr_copy)  /* (a request answered in its handler has none of these) */
     appmsg_header_cleanup(&r->hdr_copy);
   appmsg__free(r->content_owned);
   if (appmsg__encoder_has_buffer(&r->out)) /* (a reply that waited for earlier ones) */
@@ -398,6 +399,8 @@ int appmsg__svc_deliver(struct appmsg_request *r, const struct appmsg_prepared *
   APPMSG__ADD(s->st.replies, 1);
   if (error_name)
     appmsg__svc_count_error(s, error_name);
+  if (r->as)
+    appmsg__svc_measure_reply(r, error_name);
   return 0;
 }
 
@@ -580,6 +583,7 @@ void appmsg__svc_make_owed(struct appmsg_request *r) {
     s->live->live_prev = r;
   s->live = r;
   APPMSG__ADD(s->st.pending, 1);
+  appmsg__svc_measure_owed(r);
   int oom = appmsg_header_copy(&r->hdr_copy, r->hdr) != 0;
   r->hdr = oom ? &empty_header : &r->hdr_copy;
   hold_bytes(r, r->len + r->rid_len + HEADER_COST + strlen(r->hdr->content_type) +

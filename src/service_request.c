@@ -255,8 +255,8 @@ void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud) {
   char body[1024], *heap;
   size_t len;
   const char *b = appmsg__svc_result_body(text, strlen(text), body, sizeof body, &len, &heap);
-  if (b && appmsg__svc_deliver(r, r->svc->json_hdr, b, len, NULL) == 0)
-    appmsg__svc_count_error(r->svc, "INVALID_ACTION");
+  if (b)
+    appmsg__svc_deliver(r, r->svc->json_hdr, b, len, "INVALID_ACTION"); /* (counted as one) */
   r->answered = 1;
   appmsg__free(heap);
   if (text != stack)
@@ -339,11 +339,14 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
     appmsg__svc_enqueue(sc, r); /* behind replies still owed: its own must wait */
   const struct appmsg__handler *hd = NULL;
   r->in_handler = 1;
+  int json = strcmp(h->content_type, "text/json") == 0;
+  appmsg__svc_measure_start(r, s->actions[json ? APPMSG__AS_INVALID : APPMSG__AS_BINARY]);
   if (appmsg__header_has_extras(h) && !version_ok(r)) {
-    r->answered = 1; /* a later version's request: answered BAD_REQUEST */
-  } else if (strcmp(h->content_type, "text/json") == 0) {
+    r->answered = 1; /* a later version's request: answered BAD_REQUEST (measured as such) */
+  } else if (json) {
     if (read_json(r) == 0) {
       hd = appmsg__svc_find_handler(s, r->action, strlen(r->action));
+      r->as = hd ? hd->stats : s->actions[APPMSG__AS_UNKNOWN];
       if (hd == NULL) {
         hd = &s->unknown;
       } else if (hd->doc && appmsg__svc_check_params(r, hd->doc) != 0) {

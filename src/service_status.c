@@ -89,20 +89,9 @@ void appmsg__text_add_quoted(struct appmsg__text *t, const char *s) {
   t->len += q;
 }
 
-/* The services a status reports: the group, or s alone. */
-static struct appmsg_service *const *group_of(const struct appmsg_service *s, size_t *n) {
-  if (s->ngroup) {
-    *n = s->ngroup;
-    return s->group;
-  }
-  *n = 1;
-  return &s->self;
-}
-
-/* Writes the errors object of a status: every name's count, summed over the group. */
-static void status_errors(const struct appmsg_service *s, struct appmsg__text *t) {
-  size_t n, written = 0;
-  struct appmsg_service *const *m = group_of(s, &n);
+void appmsg__svc_each_error(struct appmsg_service *s, appmsg__error_total_fn fn, void *ud) {
+  size_t n;
+  struct appmsg_service *const *m = appmsg__svc_group(s, &n);
   for (size_t a = 0; a < n; a++) {
     size_t na = __atomic_load_n(&m[a]->nerrors, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i <= na; i++) {
@@ -114,10 +103,41 @@ static void status_errors(const struct appmsg_service *s, struct appmsg__text *t
       for (size_t b = a; b < n && !seen; b++)
         total += appmsg_service_error_count(m[b], name);
       if (!seen && total > 0)
-        appmsg__text_addf(t, "%s\"%s\": %llu", written++ ? ", " : "", name,
-                          (unsigned long long)total);
+        fn(ud, name, total);
     }
   }
+}
+
+struct status_errors {
+  struct appmsg__text *t;
+  size_t written;
+};
+
+static void status_error(void *ud, const char *name, uint64_t n) {
+  struct status_errors *se = ud;
+  appmsg__text_addf(se->t, "%s\"%s\": %llu", se->written++ ? ", " : "", name,
+                    (unsigned long long)n);
+}
+
+/* One member of the status's "actions": a registered action always, the others once they
+ * counted something. */
+struct status_actions {
+  struct appmsg__text *t;
+  size_t written;
+};
+
+static void status_action(void *ud, const struct appmsg__action_total *a) {
+  struct status_actions *sa = ud;
+  if (a->other && a->requests == 0 && a->pending == 0)
+    return;
+  appmsg__text_addf(sa->t, "%s", sa->written++ ? ", " : "");
+  appmsg__text_add_quoted(sa->t, a->name);
+  appmsg__text_addf(sa->t,
+                    ": {\"requests\": %llu, \"errors\": %llu, \"pending\": %llu, \"p50_s\": %.9g, "
+                    "\"p99_s\": %.9g, \"max_s\": %.9g}",
+                    (unsigned long long)a->requests, (unsigned long long)a->errors,
+                    (unsigned long long)a->pending, (double)appmsg__action_quantile(a, 0.5) / 1e9,
+                    (double)appmsg__action_quantile(a, 0.99) / 1e9, (double)a->max_ns / 1e9);
 }
 
 void appmsg__svc_builtin_status(struct appmsg_request *r, void *ud) {
@@ -136,7 +156,7 @@ void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t) {
   struct appmsg_service_stats st;
   appmsg_service_stats_total(s, &st);
   size_t threads;
-  group_of(s, &threads);
+  appmsg__svc_group(s, &threads);
   appmsg__text_addf(t,
                     "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
                     "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
@@ -145,9 +165,13 @@ void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t) {
                     (unsigned long long)st.connections, (unsigned long long)st.connections_total,
                     (unsigned long long)st.requests, (unsigned long long)st.replies,
                     (unsigned long long)st.pending, threads);
-  status_errors(s, t);
-  appmsg__text_addf(t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu",
+  struct status_errors se = {t, 0};
+  appmsg__svc_each_error(s, status_error, &se);
+  appmsg__text_addf(t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu, \"actions\": {",
                     (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
+  struct status_actions sa = {t, 0};
+  appmsg__svc_each_action(s, status_action, &sa);
+  appmsg__text_addf(t, "}");
   if (s->status_fn && !t->failed) {
     appmsg__text_addf(t, ", ");
     size_t n = t->failed ? 0 : s->status_fn(s->status_ud, t->p + t->len, t->cap - t->len);
@@ -183,7 +207,7 @@ void appmsg_service_stats(const struct appmsg_service *s, struct appmsg_service_
 
 void appmsg_service_stats_total(const struct appmsg_service *s, struct appmsg_service_stats *out) {
   size_t n;
-  struct appmsg_service *const *m = group_of(s, &n);
+  struct appmsg_service *const *m = appmsg__svc_group(s, &n);
   memset(out, 0, sizeof *out);
   for (size_t i = 0; i < n; i++) {
     struct appmsg_service_stats one;

@@ -68,6 +68,9 @@ void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const
  * cached per iteration: appmsg_loop_now()). */
 uint64_t appmsg__clock_ms(void);
 
+/* The same clock in nanoseconds, read now. */
+uint64_t appmsg__clock_ns(void);
+
 /* For tests and fuzzers only: every clock of the library (loops, timers,
  * timeouts) reads now_ns() - nanoseconds of a clock the test moves itself
  * - instead of CLOCK_MONOTONIC; NULL goes back.  Process-wide; set it

@@ -139,6 +139,9 @@ struct appmsg_service_opts {
   appmsg_log_fn log;        /* where log lines go (NULL: nowhere) */
   void *log_ud;             /* handed to log */
   enum appmsg_log_level log_level; /* lines less important than this are not made */
+  uint32_t slow_ms; /* a request answered this long after it arrived is logged (WARN, with its
+                       action, duration, peer and request id; at most 10 lines a second, the rest
+                       counted in the next line); 0: none */
 };
 
 /* Defaults: appmsg_server_opts_default(), deadline 30 s, 1024 pending,
@@ -336,6 +339,21 @@ APPMSG_API int appmsg_service_run(struct appmsg_service *s, uint32_t drain_ms);
  * fine.
  */
 APPMSG_API void appmsg_service_free(struct appmsg_service *s);
+
+/*
+ * Measurements.  Every request is counted and timed under its action (a
+ * registered one, or "_unknown" for an action nobody handles, "_binary"
+ * for other content types, "_invalid" for a request whose action could
+ * not be read, and "_other" past 128 registered actions): requests
+ * answered, error replies among them, requests in flight, and the time
+ * from its arrival (when the loop woke up for the read that completed its
+ * frame) to its reply being queued, in a histogram.  The status action
+ * reports them under "actions" ({NAME: {"requests", "errors", "pending",
+ * "p50_s", "p99_s", "max_s"}}), and the metrics endpoint in full (see
+ * appmsg_service_metrics_listen()).  It costs a clock read per reply; the
+ * counters have one writer, the service's thread, and are summed over a
+ * group when read.
+ */
 
 /* The counters, as the status action reports them. */
 struct appmsg_service_stats {
