@@ -185,6 +185,13 @@ struct appmsg_service {
 #define APPMSG__ADD(counter, n) appmsg__count(&(counter), (uint64_t)(n))
 #define APPMSG__GET(counter) appmsg_counter_get(&(counter))
 
+/* Logs a line with its fields (conn.h's appmsg_log_fields) when the service's level asks. */
+#define appmsg__svc_logx(s, level, fields, ...)                                                    \
+  do {                                                                                             \
+    if ((level) <= (s)->opts->log_level)                                                           \
+      appmsg__logf_fields((s)->opts->log, (s)->opts->log_ud, level, fields, __VA_ARGS__);          \
+  } while (0)
+
 /* Logs a line when the service's log level asks for it. */
 #define appmsg__svc_log(s, level, ...)                                                             \
   do {                                                                                             \
@@ -220,6 +227,10 @@ extern const struct appmsg_server_callbacks appmsg__svc_server_cbs;
  * memory). */
 struct appmsg__member *appmsg__svc_member(const struct appmsg_request *r, const char *key);
 const char *appmsg__svc_member_text(struct appmsg_request *r, struct appmsg__member *f);
+
+/* The log fields of a request (peer, action, request-id) and of a connection (peer). */
+struct appmsg_log_fields appmsg__svc_request_fields(const struct appmsg_request *r);
+struct appmsg_log_fields appmsg__svc_conn_fields(struct appmsg_conn *c);
 
 /* The guide's answer to an action nobody handles (the default unknown handler). */
 void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud);

@@ -67,13 +67,14 @@ static void slow_log(struct appmsg_request *r, uint64_t ns) {
     snprintf(more, sizeof more, " (and %llu more not logged)",
              (unsigned long long)s->slow_suppressed);
   s->slow_suppressed = 0;
-  const char *rid = r->rid ? r->rid + 16 : NULL; /* after ", \"request-id\": " */
-  appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: slow request: action '%s' answered in %.3f ms%s%.*s%s",
-                  r->sc ? appmsg_conn_peer(r->sc->conn) : "(gone)",
-                  r->action ? r->action : "(binary)", (double)ns / 1e6, rid ? " (request-id " : "",
-                  rid ? (int)(r->rid_len - 16) : 0, rid ? rid : "", rid ? ")" : "");
-  if (more[0])
-    appmsg__svc_log(s, APPMSG_LOG_WARN, "slow requests%s", more);
+  struct appmsg_log_fields f = appmsg__svc_request_fields(r);
+  f.duration_s = (double)ns / 1e9;
+  const char *rid = f.request_id;
+  appmsg__svc_logx(s, APPMSG_LOG_WARN, &f,
+                   "%s: slow request: action '%s' answered in %.3f ms%s%.*s%s%s",
+                   f.peer ? f.peer : "(gone)", r->action ? r->action : "(binary)", (double)ns / 1e6,
+                   rid ? " (request-id " : "", rid ? (int)f.request_id_len : 0, rid ? rid : "",
+                   rid ? ")" : "", more);
 }
 
 void appmsg__svc_measure_reply(struct appmsg_request *r, const char *error_name) {

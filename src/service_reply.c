@@ -383,6 +383,8 @@ int appmsg__svc_deliver(struct appmsg_request *r, const struct appmsg_prepared *
     if (rc)
       return rc;
     r->replied = 1;
+    if (r->as) /* (while it still knows its connection) */
+      appmsg__svc_measure_reply(r, error_name);
     if (r->queued) {
       dequeue_head(sc);
       appmsg__svc_flush_queue(sc);
@@ -393,14 +395,14 @@ int appmsg__svc_deliver(struct appmsg_request *r, const struct appmsg_prepared *
     if (rc)
       return rc;
     r->replied = 1;
+    if (r->as)
+      appmsg__svc_measure_reply(r, error_name);
     hold_bytes(r, appmsg_encoder_pending(&r->out));
     appmsg__svc_budget(sc);
   }
   APPMSG__ADD(s->st.replies, 1);
   if (error_name)
     appmsg__svc_count_error(s, error_name);
-  if (r->as)
-    appmsg__svc_measure_reply(r, error_name);
   return 0;
 }
 
@@ -414,16 +416,18 @@ int appmsg__svc_error_reply(struct appmsg_request *r, const char *name, const ch
 /* Whether the application may reply to r now; if not, finishes r when
  * that was its last use.  Returns 0 or the code the reply call returns. */
 static int may_reply(struct appmsg_request *r) {
+  struct appmsg_log_fields f = appmsg__svc_request_fields(r);
   if (r->answered || r->retired) {
-    appmsg__svc_log(r->svc, APPMSG_LOG_WARN, "a handler replied twice to one request (action '%s')",
-                    r->action ? r->action : "(binary)");
+    appmsg__svc_logx(r->svc, APPMSG_LOG_WARN, &f,
+                     "a handler replied twice to one request (action '%s')",
+                     r->action ? r->action : "(binary)");
     return -EALREADY;
   }
   if (r->sc == NULL || r->expired) {
-    appmsg__svc_log(r->svc, APPMSG_LOG_INFO, "a reply came %s (action '%s'); dropped",
-                    r->expired ? "after the deadline had passed"
-                               : "after its connection had closed",
-                    r->action ? r->action : "(binary)");
+    appmsg__svc_logx(r->svc, APPMSG_LOG_INFO, &f, "a reply came %s (action '%s'); dropped",
+                     r->expired ? "after the deadline had passed"
+                                : "after its connection had closed",
+                     r->action ? r->action : "(binary)");
     r->answered = 1;
     maybe_done(r);
     return APPMSG_E_CLOSED;
@@ -538,9 +542,11 @@ static void on_deadline(struct appmsg_loop *loop, struct appmsg_timer *t, void *
   struct appmsg_service *s = r->svc;
   if (r->sc == NULL || r->replied)
     return;
-  appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: request (action '%s') not answered in %u ms: TIMEOUT",
-                  appmsg_conn_peer(r->sc->conn), r->action ? r->action : "(binary)",
-                  s->opts->deadline_ms);
+  struct appmsg_log_fields f = appmsg__svc_request_fields(r);
+  f.error = "TIMEOUT";
+  appmsg__svc_logx(s, APPMSG_LOG_WARN, &f,
+                   "%s: request (action '%s') not answered in %u ms: TIMEOUT", f.peer,
+                   r->action ? r->action : "(binary)", s->opts->deadline_ms);
   r->expired = 1;
   char reason[96];
   snprintf(reason, sizeof reason, "the request was not answered within %u ms",
@@ -548,8 +554,8 @@ static void on_deadline(struct appmsg_loop *loop, struct appmsg_timer *t, void *
   if (appmsg__svc_error_reply(r, "TIMEOUT", reason, -1) != 0) {
     /* No memory even for that: the connection cannot keep its order any
      * more, and would wait for this reply for ever. */
-    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a TIMEOUT reply; closing",
-                    appmsg_conn_peer(r->sc->conn));
+    appmsg__svc_logx(s, APPMSG_LOG_ERROR, &f, "%s: out of memory for a TIMEOUT reply; closing",
+                     f.peer);
     appmsg_conn_abort(r->sc->conn, -ENOMEM);
   }
 }
@@ -595,8 +601,10 @@ void appmsg__svc_make_owed(struct appmsg_request *r) {
     oom = appmsg_timer_start(s->loop, &r->deadline, s->opts->deadline_ms, 0) != 0;
   }
   if (oom) {
-    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for a request answered later",
-                    appmsg_conn_peer(sc->conn));
+    struct appmsg_log_fields f = appmsg__svc_request_fields(r);
+    f.error = "INTERNAL";
+    appmsg__svc_logx(s, APPMSG_LOG_ERROR, &f, "%s: out of memory for a request answered later",
+                     f.peer);
     r->expired = 1;
     if (appmsg__svc_error_reply(r, "INTERNAL", "the server ran out of memory", -1) != 0)
       appmsg_conn_abort(sc->conn, -ENOMEM); /* (its order could not be kept) */

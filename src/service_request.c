@@ -270,8 +270,9 @@ static void read_request_id(struct appmsg_request *r) {
     return;
   size_t need = sizeof key - 1 + (size_t)n;
   if (need > APPMSG_HEADER_LENGTH_MAX - 256) {
-    appmsg__svc_log(r->svc, APPMSG_LOG_WARN, "%s: a request-id of %ld bytes is too long to echo",
-                    appmsg_conn_peer(r->sc->conn), n);
+    struct appmsg_log_fields f = appmsg__svc_request_fields(r);
+    appmsg__svc_logx(r->svc, APPMSG_LOG_WARN, &f,
+                     "%s: a request-id of %ld bytes is too long to echo", f.peer, n);
     return;
   }
   r->rid = need <= sizeof r->rid_inline ? r->rid_inline : appmsg__malloc(need);
@@ -300,12 +301,34 @@ static int version_ok(struct appmsg_request *r) {
   return 0;
 }
 
+/* ---- log fields ---------------------------------------------------------------------------- */
+
+#define RID_PREFIX 16 /* strlen(", \"request-id\": "): r->rid holds the value after it */
+
+struct appmsg_log_fields appmsg__svc_request_fields(const struct appmsg_request *r) {
+  struct appmsg_log_fields f = APPMSG__LOG_FIELDS_NONE;
+  f.peer = r->sc ? appmsg_conn_peer(r->sc->conn) : NULL;
+  f.action = r->action;
+  if (r->rid && r->rid_len > RID_PREFIX) {
+    f.request_id = r->rid + RID_PREFIX;
+    f.request_id_len = r->rid_len - RID_PREFIX;
+  }
+  return f;
+}
+
+struct appmsg_log_fields appmsg__svc_conn_fields(struct appmsg_conn *c) {
+  struct appmsg_log_fields f = APPMSG__LOG_FIELDS_NONE;
+  f.peer = appmsg_conn_peer(c);
+  return f;
+}
+
 /* ---- the connection callbacks --------------------------------------------------------------- */
 
 /* No memory for what a message needs: the connection ends (its replies would go astray). */
 static void out_of_memory(struct appmsg_service *s, struct appmsg_conn *c, const char *what) {
-  appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for %s; closing", appmsg_conn_peer(c),
-                  what);
+  struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
+  f.error = "INTERNAL";
+  appmsg__svc_logx(s, APPMSG_LOG_ERROR, &f, "%s: out of memory for %s; closing", f.peer, what);
   appmsg_conn_abort(c, -ENOMEM);
 }
 
@@ -392,14 +415,17 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
   struct appmsg__svc_conn *sc = ud;
   struct appmsg_service *s = sc->svc;
   const char *text = reason ? reason : appmsg_strerror(err);
+  struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
+  f.error = appmsg_errname(err);
   if (appmsg__is_tls_error(err)) {
     /* Nothing more can be sent on this connection (it would leave in the clear). */
-    appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: %s: %s; closing", appmsg_conn_peer(c),
-                    appmsg_errname(err), text); /* who and why; a stream offset means nothing */
+    appmsg__svc_logx(s, APPMSG_LOG_WARN, &f, "%s: %s: %s; closing", f.peer, f.error,
+                     text); /* who and why; a stream offset means nothing */
     return;
   }
-  appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: %s at stream offset %llu: %s; closing",
-                  appmsg_conn_peer(c), appmsg_errname(err), (unsigned long long)offset, text);
+  f.offset = (long long)offset;
+  appmsg__svc_logx(s, APPMSG_LOG_WARN, &f, "%s: %s at stream offset %llu: %s; closing", f.peer,
+                   f.error, (unsigned long long)offset, text);
   /* A failure of the server's own - no memory to read the frame - is not an error of the
    * peer's framing: PROTOCOL.md 5.4 names it INTERNAL, with no offset, and a system error's
    * name (ENOMEM) is not a name of the protocol. */
@@ -418,25 +444,25 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
    * Without memory for it the owed replies still leave, then the
    * connection closes without it. */
   if (appmsg__svc_error_last(sc, name, body, n) != 0)
-    appmsg__svc_log(s, APPMSG_LOG_ERROR, "%s: out of memory for the error reply",
-                    appmsg_conn_peer(c));
+    appmsg__svc_logx(s, APPMSG_LOG_ERROR, &f, "%s: out of memory for the error reply", f.peer);
 }
 
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   struct appmsg__svc_conn *sc = ud;
   struct appmsg_service *s = sc->svc;
   APPMSG__ADD(s->st.connections, -1);
+  struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
+  if (reason < 0)
+    f.error = appmsg_errname(reason);
   if (reason == APPMSG_E_TIMEOUT)
-    appmsg__svc_log(s, APPMSG_LOG_WARN, "%s: closed: timed out", appmsg_conn_peer(c));
+    appmsg__svc_logx(s, APPMSG_LOG_WARN, &f, "%s: closed: timed out", f.peer);
   else if (reason == APPMSG_E_OUTPUT_FULL)
-    appmsg__svc_log(s, APPMSG_LOG_WARN,
-                    "%s: closed: it does not read its replies (output cap reached)",
-                    appmsg_conn_peer(c));
+    appmsg__svc_logx(s, APPMSG_LOG_WARN, &f,
+                     "%s: closed: it does not read its replies (output cap reached)", f.peer);
   else if (reason < 0)
-    appmsg__svc_log(s, APPMSG_LOG_DEBUG, "%s: closed: %s", appmsg_conn_peer(c),
-                    appmsg_strerror(reason));
+    appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "%s: closed: %s", f.peer, appmsg_strerror(reason));
   else
-    appmsg__svc_log(s, APPMSG_LOG_DEBUG, "%s: closed", appmsg_conn_peer(c));
+    appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "%s: closed", f.peer);
   if (sc->conn) /* (not the service's fresh) */
     appmsg__svc_conn_closed(sc);
 }
@@ -447,7 +473,8 @@ static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud
   appmsg_conn_set_userdata(c, &s->fresh); /* its own state comes with its first message */
   APPMSG__ADD(s->st.connections, 1);
   APPMSG__ADD(s->st.connections_total, 1);
-  appmsg__svc_log(s, APPMSG_LOG_DEBUG, "accepted connection from %s", appmsg_conn_peer(c));
+  struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
+  appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "accepted connection from %s", f.peer);
 }
 
 static void on_refuse(struct appmsg_server *srv, int err, void *ud) {
@@ -458,9 +485,11 @@ static void on_refuse(struct appmsg_server *srv, int err, void *ud) {
     APPMSG__ADD(s->st.replies, 1);
     appmsg__svc_count_error(s, name);
   }
+  struct appmsg_log_fields f = APPMSG__LOG_FIELDS_NONE;
+  f.error = appmsg_errname(err);
   if (s->refusals++ % 1000 == 0) /* a flood must not flood the log */
-    appmsg__svc_log(s, APPMSG_LOG_WARN, "refusing connections: %s (%llu so far)",
-                    appmsg_strerror(err), (unsigned long long)s->refusals);
+    appmsg__svc_logx(s, APPMSG_LOG_WARN, &f, "refusing connections: %s (%llu so far)",
+                     appmsg_strerror(err), (unsigned long long)s->refusals);
 }
 
 const struct appmsg_conn_callbacks appmsg__svc_conn_cbs = {

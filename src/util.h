@@ -61,6 +61,15 @@ void appmsg__errf(char *err, size_t errlen, const char *fmt, ...) APPMSG__PRINTF
 void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...)
     APPMSG__PRINTF(4, 5);
 
+/* appmsg__logf() with the line's fields, which appmsg_log_fields() gives during the call. */
+void appmsg__logf_fields(appmsg_log_fn fn, void *ud, enum appmsg_log_level level,
+                         const struct appmsg_log_fields *f, const char *fmt, ...)
+    APPMSG__PRINTF(5, 6);
+
+/* Every field absent. */
+#define APPMSG__LOG_FIELDS_NONE                                                                    \
+  { NULL, NULL, NULL, -1, NULL, 0, -1.0 }
+
 /* Adds n to a counter that other threads may read (conn.h's appmsg_counter_add()). */
 #define appmsg__count appmsg_counter_add
 

@@ -23,9 +23,7 @@
 #include "appmsg/appmsg.h"
 #include "platform.h"
 #include "testutil.h"
-#ifdef _WIN32
-#include "service_internal.h" /* a request's connection: the server's end of a peer */
-#endif
+#include "service_internal.h" /* a request's connection (Windows), the metrics' text */
 
 static const enum appmsg_loop_backend backends[] = {TU_LOOP_EPOLL, APPMSG_LOOP_POLL};
 
@@ -50,10 +48,17 @@ static appmsg_socket_t server_fd = APPMSG_INVALID_SOCKET;
 #define NOTE_SERVER_END(r) ((void)(r))
 #endif
 
+static struct tu_str logged_fields; /* each line's fields (appmsg_log_fields()), one a line */
+
 static void capture_log(void *ud, enum appmsg_log_level level, const char *line) {
   (void)ud;
   (void)level;
   tu_str_addf(&logged, "%s\n", line);
+  const struct appmsg_log_fields *f = appmsg_log_fields();
+  tu_str_addf(&logged_fields, "peer=%s action=%s error=%s offset=%lld rid=%.*s slow=%d\n",
+              f->peer ? f->peer : "-", f->action ? f->action : "-", f->error ? f->error : "-",
+              f->offset, (int)f->request_id_len, f->request_id ? f->request_id : "",
+              f->duration_s >= 0.03);
 }
 
 static void on_echo(struct appmsg_request *r, void *ud) {
@@ -118,6 +123,7 @@ static void stop(void) {
   appmsg_service_free(svc);
   appmsg_loop_free(loop);
   tu_str_free(&logged);
+  tu_str_free(&logged_fields);
   svc = NULL;
   loop = NULL;
 }
@@ -1315,6 +1321,132 @@ START_TEST(bad_descriptions_are_refused) {
 }
 END_TEST
 
+/* ---- measurements ------------------------------------------------------------------ */
+
+static uint64_t clock_shift; /* what the test adds to the real clock */
+
+static uint64_t shifted_clock(void) {
+  return appmsg__monotonic_ns() + clock_shift;
+}
+
+static void slow_10ms(struct appmsg_service_opts *o) {
+  o->slow_ms = 10;
+}
+
+/* The status object, asked on a connection of its own (p: already connected). */
+static cJSON *ask_status(struct peer *q) {
+  int before = q->nframes;
+  peer_send(q, NULL, "text/json", "{\"action\": \"status\"}");
+  ck_assert_int_eq(pump(q, before + 1, 5000), before + 1);
+  cJSON *j = cJSON_Parse(q->got[before].content);
+  ck_assert_ptr_nonnull(j);
+  return j;
+}
+
+static double action_number(cJSON *status, const char *action, const char *what) {
+  cJSON *acts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItem(status, "result"), "actions");
+  cJSON *x = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(acts, action), what);
+  return cJSON_IsNumber(x) ? x->valuedouble : -1;
+}
+
+START_TEST(requests_are_counted_and_timed_by_action) {
+  start(_i, slow_10ms);
+  clock_shift = 0;
+  appmsg__set_clock(shifted_clock);
+  ck_assert_int_eq(appmsg_service_handle(svc, "we\"ird\\", on_echo, NULL), 0);
+  struct peer p, q;
+  peer_connect(&p);
+  peer_connect(&q);
+  peer_send(&p, NULL, "text/json", "{\"action\": \"echo\", \"value\": \"x\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"nope\"}");
+  peer_send(&p, NULL, "text/json", "[1]");
+  peer_send(&p, NULL, "binary/x", "b");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"we\\\"ird\\\\\"}");
+  ck_assert_int_eq(pump(&p, 5, 5000), 5);
+  peer_send(&p, ", \"request-id\": 7", "text/json", "{\"action\": \"later\"}");
+  peer_send(&p, NULL, "text/json", "{\"action\": \"later\"}");
+  wait_held(2);
+  cJSON *st = ask_status(&q);
+  ck_assert(action_number(st, "echo", "requests") == 1);
+  ck_assert(action_number(st, "echo", "errors") == 0);
+  ck_assert(action_number(st, "_unknown", "errors") == 1);
+  ck_assert(action_number(st, "_invalid", "errors") == 1);
+  ck_assert(action_number(st, "_binary", "errors") == 1);
+  ck_assert(action_number(st, "later", "pending") == 2);
+  ck_assert(action_number(st, "later", "requests") == 0);
+  ck_assert(action_number(st, "twice", "requests") == 0);   /* registered: listed at 0 */
+  ck_assert(action_number(st, "_other", "requests") == -1); /* nothing counted: not listed */
+  cJSON_Delete(st);
+
+  clock_shift = 30000000; /* 30 ms pass before the replies (and the real time the test takes) */
+  ck_assert_int_eq(appmsg_reply_result(held[0], "late"), 0);
+  ck_assert_int_eq(appmsg_reply_error(held[1], "NOT_FOUND", "gone"), 0);
+  ck_assert_int_eq(pump(&p, 7, 5000), 7);
+  st = ask_status(&q);
+  ck_assert(action_number(st, "later", "requests") == 2);
+  ck_assert(action_number(st, "later", "errors") == 1);
+  ck_assert(action_number(st, "later", "pending") == 0);
+  ck_assert(action_number(st, "later", "max_s") >= 0.03);
+  ck_assert(action_number(st, "later", "p99_s") >= 0.03);
+  ck_assert(action_number(st, "echo", "max_s") < 0.03);
+  cJSON_Delete(st);
+  /* Both were slow: logged with their action, peer and request id, as text and as fields. */
+  ck_assert_ptr_nonnull(strstr(logged.p, "slow request: action 'later' answered in "));
+  ck_assert_ptr_nonnull(strstr(logged.p, "(request-id 7)"));
+  const char *slow = strstr(logged_fields.p, " action=later error=- offset=-1 rid=7 slow=1");
+  ck_assert_ptr_nonnull(slow);
+  while (slow > logged_fields.p && slow[-1] != '\n')
+    slow--;
+  ck_assert_int_eq(strncmp(slow, "peer=127.0.0.1:", 15), 0);
+  ck_assert_ptr_null(strstr(logged.p, "action 'echo' answered"));
+
+  /* The Prometheus text: every family, summed, labels escaped. */
+  struct appmsg__text t = {NULL, 0, 0, 0};
+  appmsg__svc_metrics_text(svc, &t);
+  ck_assert(!t.failed);
+  appmsg__text_addf(&t, "%c", '\0');
+  static const char *const want[] = {
+      "# TYPE appmsg_requests_total counter\n",
+      "appmsg_requests_total{action=\"later\"} 2\n",
+      "appmsg_request_errors_total{action=\"later\"} 1\n",
+      "appmsg_requests_in_flight{action=\"later\"} 0\n",
+      "appmsg_requests_total{action=\"we\\\"ird\\\\\"} 1\n",
+      "# TYPE appmsg_request_duration_seconds histogram\n",
+      "appmsg_request_duration_seconds_bucket{action=\"later\",le=\"0.025\"} 0\n",
+      "appmsg_request_duration_seconds_bucket{action=\"later\",le=\"+Inf\"} 2\n",
+      "appmsg_request_duration_seconds_count{action=\"later\"} 2\n",
+      "appmsg_request_duration_seconds_sum{action=\"later\"} 0.",
+      "appmsg_errors_total{error=\"NOT_FOUND\"} 1\n",
+      "appmsg_errors_total{error=\"INVALID_ACTION\"} 1\n",
+      "appmsg_build_info{version=\"",
+      "appmsg_connections 2\n",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    if (strstr(t.p, want[i]) == NULL) {
+      fprintf(stderr, "%s", t.p);
+      ck_abort_msg("missing %s (the text is above)", want[i]);
+    }
+  free(t.p);
+  appmsg__set_clock(NULL);
+  peer_close(&p);
+  peer_close(&q);
+  stop();
+}
+END_TEST
+
+START_TEST(framing_errors_are_logged_with_their_fields) {
+  start(_i, NULL);
+  struct peer p;
+  peer_connect(&p);
+  peer_send_raw(&p, "\x00\x05{\"a\":", 7);
+  ck_assert_int_eq(pump(&p, 1, 5000), 1);
+  ck_assert_ptr_nonnull(strstr(logged_fields.p, "error=HEADER_JSON offset=7"));
+  ck_assert_ptr_nonnull(strstr(logged.p, "HEADER_JSON at stream offset 7"));
+  peer_close(&p);
+  stop();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("service");
   TCase *tc = tcase_create("service");
@@ -1349,6 +1481,8 @@ int main(void) {
   tcase_add_loop_test(tc, described_actions_have_their_members_checked_before_the_handler, 0, 2);
   tcase_add_loop_test(tc, describe_answers_every_action_and_one_by_name, 0, 2);
   tcase_add_loop_test(tc, bad_descriptions_are_refused, 0, 2);
+  tcase_add_loop_test(tc, requests_are_counted_and_timed_by_action, 0, 2);
+  tcase_add_loop_test(tc, framing_errors_are_logged_with_their_fields, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -92,8 +92,29 @@ enum appmsg_log_level {
   APPMSG_LOG_DEBUG = 3, /* every connection and request */
 };
 
-/* Receives one log line (no newline; valid only during the call). */
+/* Receives one log line (no newline; valid only during the call).  What the line is about is
+ * also at hand as fields, during the call: appmsg_log_fields(). */
 typedef void (*appmsg_log_fn)(void *ud, enum appmsg_log_level level, const char *line);
+
+/*
+ * The values a log line shows, as fields, for logs a machine reads (one
+ * JSON object per line, say): each is also in the line's text.  Absent
+ * ones are NULL (offset -1, duration_s below 0).
+ */
+struct appmsg_log_fields {
+  const char *peer;       /* the peer's address ("127.0.0.1:5555", "unix:/run/x.sock") */
+  const char *action;     /* the request's action */
+  const char *error;      /* an error's name ("HEADER_JSON", "TIMEOUT") */
+  long long offset;       /* a stream offset (PROTOCOL.md 1.1) */
+  const char *request_id; /* the request's request-id: its JSON text as received (not NUL-
+                             terminated: request_id_len bytes) */
+  size_t request_id_len;
+  double duration_s; /* how long it took (a slow request) */
+};
+
+/* Inside an appmsg_log_fn: the fields of the line being logged, valid during that call.
+ * Elsewhere, and for lines without fields: every field absent.  Never NULL.  Per thread. */
+APPMSG_API const struct appmsg_log_fields *appmsg_log_fields(void);
 
 /*
  * Totals that connections add to, when their options point to one: one
