@@ -539,6 +539,19 @@ static int body_quoted(struct body *b, const char *s) {
   return 0;
 }
 
+/* Sends b as a text/json request when rc is 0, and lets b go. */
+static int send_body(struct appmsg_client *c, struct body *b, int rc, appmsg_call_fn cb, void *ud) {
+  if (rc == 0) {
+    struct appmsg_call call = {0};
+    call.content = b->p;
+    call.len = b->len;
+    rc = appmsg_client_send(c, &call, cb, ud);
+  }
+  if (b->p != b->stack)
+    appmsg__free(b->p);
+  return rc;
+}
+
 static int call_va(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const char *action,
                    va_list ap) {
   struct body b;
@@ -560,15 +573,7 @@ static int call_va(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const c
   }
   if (rc == 0)
     rc = body_add(&b, "}", 1);
-  if (rc == 0) {
-    struct appmsg_call call = {0};
-    call.content = b.p;
-    call.len = b.len;
-    rc = appmsg_client_send(c, &call, cb, ud);
-  }
-  if (b.p != b.stack)
-    appmsg__free(b.p);
-  return rc;
+  return send_body(c, &b, rc, cb, ud);
 }
 
 int appmsg_client_call(struct appmsg_client *c, appmsg_call_fn cb, void *ud, const char *action,
@@ -675,15 +680,7 @@ int appmsg_client_call_args(struct appmsg_client *c, appmsg_call_fn cb, void *ud
                             const char *action, const struct appmsg_arg *args, size_t n) {
   struct body b;
   int rc = body_args(&b, action, args, n);
-  if (rc == 0) {
-    struct appmsg_call call = {0};
-    call.content = b.p;
-    call.len = b.len;
-    rc = appmsg_client_send(c, &call, cb, ud);
-  }
-  if (b.p != b.stack)
-    appmsg__free(b.p);
-  return rc;
+  return send_body(c, &b, rc, cb, ud);
 }
 
 /* ---- replies ----------------------------------------------------------------- */

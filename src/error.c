@@ -158,17 +158,6 @@ void appmsg__errf(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
-void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...) {
-  if (fn == NULL)
-    return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  fn(ud, level, line);
-}
-
 static const struct appmsg_log_fields no_fields = APPMSG__LOG_FIELDS_NONE;
 static _Thread_local const struct appmsg_log_fields *fields_now; /* during a log call */
 
@@ -176,17 +165,31 @@ const struct appmsg_log_fields *appmsg_log_fields(void) {
   return fields_now ? fields_now : &no_fields;
 }
 
-void appmsg__logf_fields(appmsg_log_fn fn, void *ud, enum appmsg_log_level level,
-                         const struct appmsg_log_fields *f, const char *fmt, ...) {
-  if (fn == NULL)
-    return;
+static void vlogf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level,
+                  const struct appmsg_log_fields *f, const char *fmt, va_list ap) {
   char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
   const struct appmsg_log_fields *outer = fields_now; /* (a log call inside a log callback) */
   fields_now = f;
   fn(ud, level, line);
   fields_now = outer;
+}
+
+void appmsg__logf(appmsg_log_fn fn, void *ud, enum appmsg_log_level level, const char *fmt, ...) {
+  if (fn == NULL)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlogf(fn, ud, level, NULL, fmt, ap);
+  va_end(ap);
+}
+
+void appmsg__logf_fields(appmsg_log_fn fn, void *ud, enum appmsg_log_level level,
+                         const struct appmsg_log_fields *f, const char *fmt, ...) {
+  if (fn == NULL)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlogf(fn, ud, level, f, fmt, ap);
+  va_end(ap);
 }

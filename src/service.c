@@ -43,6 +43,7 @@ void appmsg_service_opts_default(struct appmsg_service_opts *o) {
   o->max_service_bytes = (size_t)256 << 20;
   o->builtins = APPMSG_BUILTIN_PING | APPMSG_BUILTIN_STATUS | APPMSG_BUILTIN_DESCRIBE;
   o->log_level = APPMSG_LOG_INFO;
+  o->measure = 1;
 }
 
 /* The built-ins' descriptions. */

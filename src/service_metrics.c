@@ -171,10 +171,6 @@ static void family(struct appmsg__text *t, const char *name, const char *type, c
   appmsg__text_addf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void sample(struct appmsg__text *t, const char *name, unsigned long long v) {
-  appmsg__text_addf(t, "%s %llu\n", name, v);
-}
-
 /* A label's value, escaped as the format asks (backslash, double quote, line feed). */
 static void add_label(struct appmsg__text *t, const char *v) {
   for (const char *p = v; *p; p++) {
@@ -237,18 +233,22 @@ void appmsg__svc_metrics_text(struct appmsg_service *s, struct appmsg__text *t) 
   appmsg__text_addf(t, "appmsg_build_info{version=\"%s\"} 1\n", appmsg_version());
   family(t, "appmsg_uptime_seconds", "gauge", "Seconds since the service started.");
   appmsg__text_addf(t, "appmsg_uptime_seconds %.3f\n", (double)st.uptime_ms / 1000.0);
-  family(t, "appmsg_connections", "gauge", "Connections open now.");
-  sample(t, "appmsg_connections", st.connections);
-  family(t, "appmsg_connections_accepted_total", "counter", "Connections accepted.");
-  sample(t, "appmsg_connections_accepted_total", st.connections_total);
-  family(t, "appmsg_replies_total", "counter", "Replies sent, error replies included.");
-  sample(t, "appmsg_replies_total", st.replies);
-  family(t, "appmsg_pending_requests", "gauge", "Requests owed a reply now.");
-  sample(t, "appmsg_pending_requests", st.pending);
-  family(t, "appmsg_received_bytes_total", "counter", "Bytes received.");
-  sample(t, "appmsg_received_bytes_total", st.bytes_in);
-  family(t, "appmsg_sent_bytes_total", "counter", "Bytes sent.");
-  sample(t, "appmsg_sent_bytes_total", st.bytes_out);
+  const struct {
+    const char *name, *type, *help;
+    uint64_t v;
+  } totals[] = {
+      {"appmsg_connections", "gauge", "Connections open now.", st.connections},
+      {"appmsg_connections_accepted_total", "counter", "Connections accepted.",
+       st.connections_total},
+      {"appmsg_replies_total", "counter", "Replies sent, error replies included.", st.replies},
+      {"appmsg_pending_requests", "gauge", "Requests owed a reply now.", st.pending},
+      {"appmsg_received_bytes_total", "counter", "Bytes received.", st.bytes_in},
+      {"appmsg_sent_bytes_total", "counter", "Bytes sent.", st.bytes_out},
+  };
+  for (size_t i = 0; i < sizeof totals / sizeof totals[0]; i++) {
+    family(t, totals[i].name, totals[i].type, totals[i].help);
+    appmsg__text_addf(t, "%s %llu\n", totals[i].name, (unsigned long long)totals[i].v);
+  }
   family(t, "appmsg_errors_total", "counter", "Error replies sent, by error name.");
   appmsg__svc_each_error(s, error_line, t);
   static const struct {

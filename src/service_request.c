@@ -363,13 +363,15 @@ static void on_message(struct appmsg_conn *c, const struct appmsg_header *h, con
   const struct appmsg__handler *hd = NULL;
   r->in_handler = 1;
   int json = strcmp(h->content_type, "text/json") == 0;
-  appmsg__svc_measure_start(r, s->actions[json ? APPMSG__AS_INVALID : APPMSG__AS_BINARY]);
+  if (s->opts->measure)
+    appmsg__svc_measure_start(r, s->actions[json ? APPMSG__AS_INVALID : APPMSG__AS_BINARY]);
   if (appmsg__header_has_extras(h) && !version_ok(r)) {
     r->answered = 1; /* a later version's request: answered BAD_REQUEST (measured as such) */
   } else if (json) {
     if (read_json(r) == 0) {
       hd = appmsg__svc_find_handler(s, r->action, strlen(r->action));
-      r->as = hd ? hd->stats : s->actions[APPMSG__AS_UNKNOWN];
+      if (r->as)
+        r->as = hd ? hd->stats : s->actions[APPMSG__AS_UNKNOWN];
       if (hd == NULL) {
         hd = &s->unknown;
       } else if (hd->doc && appmsg__svc_check_params(r, hd->doc) != 0) {

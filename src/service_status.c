@@ -45,48 +45,45 @@ void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud) {
 
 /* A growing text buffer (service_internal.h). */
 
-void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) {
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = t->failed ? -1 : vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      t->failed = 1;
-      return;
-    }
-    if ((size_t)n < t->cap - t->len) {
-      t->len += (size_t)n;
-      return;
-    }
-    size_t cap = 2 * t->cap + (size_t)n;
-    char *np = appmsg__realloc(t->p, cap);
-    if (np == NULL) {
-      t->failed = 1;
-      return;
-    }
-    t->p = np;
-    t->cap = cap;
+/* Makes room for n more bytes (and a NUL); 0, or -1 once memory ran out (t->failed). */
+static int text_room(struct appmsg__text *t, size_t n) {
+  if (t->failed)
+    return -1;
+  if (n < t->cap - t->len)
+    return 0;
+  size_t cap = 2 * t->cap + n + 1;
+  char *np = appmsg__realloc(t->p, cap);
+  if (np == NULL) {
+    t->failed = 1;
+    return -1;
   }
+  t->p = np;
+  t->cap = cap;
+  return 0;
+}
+
+void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    t->failed = 1;
+    return;
+  }
+  if (text_room(t, (size_t)n) != 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+  va_end(ap);
+  t->len += (size_t)n;
 }
 
 void appmsg__text_add_quoted(struct appmsg__text *t, const char *s) {
-  size_t n = strlen(s);
-  if (t->failed)
+  size_t n = strlen(s), q = appmsg_json_quote(s, n, NULL, 0);
+  if (text_room(t, q) != 0)
     return;
-  size_t q = appmsg_json_quote(s, n, t->p + t->len, t->cap - t->len);
-  if (q > t->cap - t->len) {
-    size_t cap = 2 * t->cap + q;
-    char *np = appmsg__realloc(t->p, cap);
-    if (np == NULL) {
-      t->failed = 1;
-      return;
-    }
-    t->p = np;
-    t->cap = cap;
-    appmsg_json_quote(s, n, t->p + t->len, q);
-  }
-  t->len += q;
+  t->len += appmsg_json_quote(s, n, t->p + t->len, q);
 }
 
 void appmsg__svc_each_error(struct appmsg_service *s, appmsg__error_total_fn fn, void *ud) {

@@ -139,6 +139,8 @@ struct appmsg_service_opts {
   appmsg_log_fn log;        /* where log lines go (NULL: nowhere) */
   void *log_ud;             /* handed to log */
   enum appmsg_log_level log_level; /* lines less important than this are not made */
+  int measure;      /* 1: count and time every request by action (see "Measurements" below);
+                       0: only the service's totals */
   uint32_t slow_ms; /* a request answered this long after it arrived is logged (WARN, with its
                        action, duration, peer and request id; at most 10 lines a second, the rest
                        counted in the next line); 0: none */
@@ -146,6 +148,7 @@ struct appmsg_service_opts {
 
 /* Defaults: appmsg_server_opts_default(), deadline 30 s, 1024 pending,
  * 8 MiB per connection and 256 MiB per service held, ping, status and describe on,
+ * requests measured, no slow-request log,
  * no log, level INFO. */
 APPMSG_API void appmsg_service_opts_default(struct appmsg_service_opts *o);
 
