@@ -62,9 +62,10 @@ struct pcall {
 static struct prompt *the_prompt; /* for libedit's callbacks, which take no user data */
 
 static void set_status(struct prompt *p, int status) {
-  /* The most telling wins: a connection failure, then a usage error, then an error reply. */
+  /* On a terminal, the last request's, as a shell's; from a pipe the most telling wins: a
+   * connection failure, then a usage error, then an error reply. */
   static const int rank[] = {0, 3, 2, 1};
-  if (rank[status] > rank[p->status])
+  if (p->interactive || rank[status] > rank[p->status])
     p->status = status;
 }
 
@@ -182,8 +183,10 @@ static int send_call(struct prompt *p, enum call_kind kind, int one, const char 
     logf_("'%s' cannot be sent (not valid UTF-8)", action);
     set_status(p, EXIT_USAGE);
   } else if (p->client) {
-    if (!p->reported)
+    if (!p->reported) {
       report_refused(&p->t, p->client, rc);
+      logf_("(the next request connects again)");
+    }
     p->reported = 1;
     p->lost = 1;
     set_status(p, EXIT_CONN);
@@ -611,9 +614,9 @@ int cmd_prompt(int argc, char **argv) {
                "From a pipe or a file: each line is sent at once, without waiting for the\n"
                "answers before it, and the answers are printed in order.",
       .operands = "HOST:PORT  the server (default $APPMSG_ADDR, else 127.0.0.1:65432)",
-      .exits = "0  every request was answered\n"
+      .exits = "0  every request was answered (on a terminal: the last one)\n"
                "1  a connection failed, was closed, or timed out\n"
-               "2  usage error (a line that is not a request, from a pipe)\n"
+               "2  usage error (a line that is not a request, too)\n"
                "3  an error reply came",
       .opts = opts,
   };
