@@ -5,8 +5,8 @@
  *
  * Each action with its one-line summary, its parameters (name, type, required) and its result
  * type, as grpcurl describes a gRPC service; --json gives the document as the service wrote
- * it, and --names the names alone, one a line (the action's parameters with ACTION), for
- * scripts and for the shell's completion.
+ * it, and --names the names alone, one a line (with ACTION its parameters, as key= for a string
+ * and key:= for another type), for scripts and for the shell's completion.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +26,8 @@ static void print_doc(const struct describe_run *run, const struct service_doc *
     for (size_t i = 0; i < d->n; i++)
       if (run->action)
         for (size_t j = 0; j < d->actions[i].nparams; j++)
-          printf("%s\n", d->actions[i].params[j].name);
+          printf("%s%s\n", d->actions[i].params[j].name,
+                 strcmp(d->actions[i].params[j].type, "string") == 0 ? "=" : ":=");
       else
         printf("%s\n", d->actions[i].name);
     return;
@@ -89,7 +90,9 @@ int cmd_describe(int argc, char **argv) {
       {"--json", 0, OPT_FLAG, &run.json, NULL, "print the description as the service wrote it", 0,
        0},
       {"--names", 0, OPT_FLAG, &run.names, NULL,
-       "only the names, one a line: the actions', or ACTION's parameters'", 0, 0},
+       "only the names, one a line: the actions', or ACTION's parameters' as key= (a string) or "
+       "key:= (another type)",
+       0, 0},
       CONN_OPTS(ca, "give up when no answer came after SECONDS (default 10)"),
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };

@@ -189,7 +189,7 @@ class TestDescribe(Cli):
         self.assertEqual(out.split(), ["delete", "describe", "get", "keys", "ping", "set",
                                        "status"])
         self.assertEqual(self.appmsg("describe", ep, "--names", "set")[1].split(),
-                         ["key", "value"])
+                         ["key=", "value:="])
         rc, out, err = self.appmsg("describe", ep, "--json")
         self.assertEqual(rc, 0, err)
         doc = json.loads(out)
