@@ -16,7 +16,10 @@
  * appmsg_socket_t and errors negated errno values on both (appmsg/socket.h).
  * Also there, for serve_threads(): how the main thread waits for SIGINT and
  * SIGTERM (sigwait() on POSIX; a loop of its own on Windows, which has no
- * sigwait()).
+ * sigwait()).  The appmsg command's prompt has no line editing on Windows
+ * (there is no libedit: APPMSG_HAVE_LIBEDIT is not defined): it reads
+ * standard input through stdin_open(), and is_terminal() tells it whether to
+ * show its prompt and wait for each answer.
  */
 
 /* The printf checking of logf_(): mingw-w64's C99 printf (%zu, %lld) is gnu_printf. */
