@@ -73,7 +73,7 @@ struct bench {
   unsigned long conns, pipeline, threads;
   unsigned long long n;          /* -n (0: -t) */
   uint64_t measure_from, end_ns; /* measuring starts at; -t: no call made after */
-  uint64_t issued;               /* -n: measured calls made so far (all threads, atomic) */
+  uint64_t measured_calls;       /* -n: measured calls made so far (all threads, atomic) */
   int stop;                      /* Ctrl-C or a failure: every worker winds down (atomic) */
   struct appmsg_loop *main_loop; /* the main thread's: progress, and the end */
   uint64_t workers_done;         /* (atomic) */
@@ -99,7 +99,7 @@ static void count_error(struct worker *w, const char *name) {
 static void on_reply(const struct appmsg_reply *r, void *ud);
 
 /* Makes the slot's next call, unless the run is ending.  Returns 0 or the refusal. */
-static int issue(struct slot *s) {
+static int next_call(struct slot *s) {
   struct worker *w = s->w;
   struct bench *b = w->b;
   uint64_t t = now_ns();
@@ -107,7 +107,8 @@ static int issue(struct slot *s) {
     w->stopping = 1;
     return 0;
   }
-  if (b->n && t >= b->measure_from && __atomic_fetch_add(&b->issued, 1, __ATOMIC_RELAXED) >= b->n) {
+  if (b->n && t >= b->measure_from &&
+      __atomic_fetch_add(&b->measured_calls, 1, __ATOMIC_RELAXED) >= b->n) {
     w->stopping = 1;
     return 0;
   }
@@ -167,7 +168,7 @@ static void on_reply(const struct appmsg_reply *r, void *ud) {
     }
   }
   if (!w->stopping)
-    issue(s);
+    next_call(s);
   if (w->stopping && w->in_flight == 0)
     appmsg_loop_stop(w->loop);
 }
@@ -184,7 +185,7 @@ static void *work(void *arg) {
   }
   for (size_t i = 0; rc == 0 && i < w->nslots; i++) {
     w->slots[i] = (struct slot){w, w->clients[i / b->pipeline], 0};
-    rc = issue(&w->slots[i]);
+    rc = next_call(&w->slots[i]);
   }
   if (w->in_flight > 0)
     appmsg_loop_run(w->loop);
