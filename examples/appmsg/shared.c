@@ -4,8 +4,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
 #include "tool.h"
 
 uint64_t now_ns(void) {
@@ -367,74 +365,180 @@ int print_reply(const struct appmsg_reply *r, int json, int color, FILE *errors)
 
 /* ---- a service's description ------------------------------------------------------------- */
 
-static char *json_str(const cJSON *o, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsString(v) ? dup_s(v->valuestring) : NULL;
+/* Reading describe's document with the library's scanner (the JSON was checked when it came):
+ * a member of an object by key, and the elements of an array. */
+
+struct find {
+  const char *key;
+  struct appmsg_json_member m;
+  int found;
+};
+
+static void on_member(void *ud, const struct appmsg_json_member *m) {
+  struct find *f = ud;
+  char key[128];
+  if (m->key_len >= sizeof key)
+    return;
+  key[appmsg_json_unescape(m->key, m->key_len, key)] = '\0';
+  if (strcmp(key, f->key) == 0) { /* (the last one, when a key repeats) */
+    f->m = *m;
+    f->found = 1;
+  }
+}
+
+/* The member key of the object obj[0, n): 1 and *m, or 0 (absent, or obj is no object). */
+static int member(const char *obj, size_t n, const char *key, struct appmsg_json_member *m) {
+  struct find f = {key, {0}, 0};
+  enum appmsg_json_type top;
+  if (obj == NULL || appmsg_json_scan(obj, n, 64, &top, on_member, &f, NULL, NULL) != 0 ||
+      top != APPMSG_JSON_OBJECT || !f.found)
+    return 0;
+  *m = f.m;
+  return 1;
+}
+
+/* A string member, unescaped and malloc'd, or NULL. */
+static char *member_string(const char *obj, size_t n, const char *key) {
+  struct appmsg_json_member m;
+  if (!member(obj, n, key, &m) || m.type != APPMSG_JSON_STRING)
+    return NULL;
+  char *s = malloc(m.val_len + 1);
+  if (s)
+    s[appmsg_json_unescape(m.val, m.val_len, s)] = '\0';
+  return s;
+}
+
+/* An object or array member's text: 1 and *text, *len, or 0. */
+static int member_text(const char *obj, size_t n, const char *key, enum appmsg_json_type type,
+                       const char **text, size_t *len) {
+  struct appmsg_json_member m;
+  if (!member(obj, n, key, &m) || m.type != type)
+    return 0;
+  *text = m.val;
+  *len = m.val_len;
+  return 1;
+}
+
+/* The elements of the array s[0, n) (checked JSON), each as a span, to fn; returns the count. */
+static size_t array_each(const char *s, size_t n, int (*fn)(void *ud, const char *el, size_t len),
+                         void *ud) {
+  size_t i = skip_ws(s, n, 0), count = 0;
+  if (i >= n || s[i] != '[')
+    return 0;
+  for (i++;;) {
+    i = skip_ws(s, n, i);
+    if (i >= n || s[i] == ']')
+      return count;
+    size_t start = i;
+    for (int depth = 0; i < n; i++) {
+      char c = s[i];
+      if (c == '"')
+        i = string_end(s, n, i) - 1;
+      else if (c == '{' || c == '[')
+        depth++;
+      else if ((c == '}' || c == ']') && depth-- == 0)
+        break;
+      else if (c == ',' && depth == 0)
+        break;
+    }
+    size_t e = i;
+    while (e > start && is_ws(s[e - 1]))
+      e--;
+    if (fn == NULL || fn(ud, s + start, e - start) == 0)
+      count++;
+    if (i < n && s[i] == ',')
+      i++;
+  }
 }
 
 /* A schema's type: {"type": T} is T, {} is "any". */
-static char *schema_type(const cJSON *holder) {
-  const cJSON *schema = cJSON_GetObjectItemCaseSensitive(holder, "schema");
-  char *t = json_str(schema, "type");
+static char *schema_type(const char *holder, size_t n) {
+  const char *schema;
+  size_t len;
+  char *t = member_text(holder, n, "schema", APPMSG_JSON_OBJECT, &schema, &len)
+                ? member_string(schema, len, "type")
+                : NULL;
   return t ? t : dup_s("any");
 }
 
-static int method_parse(struct action_doc *a, const cJSON *m) {
-  if (!cJSON_IsObject(m) || (a->name = json_str(m, "name")) == NULL)
-    return -EINVAL;
-  a->summary = json_str(m, "summary");
-  const cJSON *x = cJSON_GetObjectItemCaseSensitive(m, "x-described");
-  a->described = !cJSON_IsFalse(x);
-  const cJSON *res = cJSON_GetObjectItemCaseSensitive(m, "result");
-  a->result_type = schema_type(res);
-  a->result_summary = json_str(res, "summary");
-  const cJSON *ps = cJSON_GetObjectItemCaseSensitive(m, "params");
-  int np = cJSON_IsArray(ps) ? cJSON_GetArraySize(ps) : 0;
-  if (np > 0 && (a->params = calloc((size_t)np, sizeof *a->params)) == NULL)
-    return -ENOMEM;
-  const cJSON *p;
-  cJSON_ArrayForEach(p, ps) {
-    struct param_doc *d = &a->params[a->nparams];
-    if ((d->name = json_str(p, "name")) == NULL)
-      continue;
-    d->type = schema_type(p);
-    d->summary = json_str(p, "summary");
-    d->required = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "required"));
-    a->nparams++;
-  }
+static int param_parse(void *ud, const char *p, size_t n) {
+  struct action_doc *a = ud;
+  struct param_doc *d = &a->params[a->nparams];
+  struct appmsg_json_member m;
+  if ((d->name = member_string(p, n, "name")) == NULL)
+    return -1;
+  d->type = schema_type(p, n);
+  d->summary = member_string(p, n, "summary");
+  d->required = member(p, n, "required", &m) && m.type == APPMSG_JSON_TRUE;
+  a->nparams++;
   return 0;
+}
+
+/* Returns 0, -EINVAL (no name: nothing was kept) or -ENOMEM. */
+static int method_parse(struct action_doc *a, const char *m, size_t n) {
+  struct appmsg_json_member x;
+  if ((a->name = member_string(m, n, "name")) == NULL)
+    return -EINVAL;
+  a->summary = member_string(m, n, "summary");
+  a->described = !(member(m, n, "x-described", &x) && x.type == APPMSG_JSON_FALSE);
+  const char *res = NULL, *ps = NULL;
+  size_t rlen = 0, plen = 0;
+  if (member_text(m, n, "result", APPMSG_JSON_OBJECT, &res, &rlen))
+    a->result_summary = member_string(res, rlen, "summary");
+  a->result_type = res ? schema_type(res, rlen) : dup_s("any");
+  size_t np = member_text(m, n, "params", APPMSG_JSON_ARRAY, &ps, &plen)
+                  ? array_each(ps, plen, NULL, NULL)
+                  : 0;
+  if (np > 0 && (a->params = calloc(np, sizeof *a->params)) == NULL)
+    return -ENOMEM;
+  if (np > 0)
+    array_each(ps, plen, param_parse, a);
+  return 0;
+}
+
+struct methods {
+  struct service_doc *d;
+  int rc;
+};
+
+static int method_add(void *ud, const char *m, size_t n) {
+  struct methods *ms = ud;
+  int rc = method_parse(&ms->d->actions[ms->d->n], m, n);
+  if (rc != -EINVAL) /* (a method without a name is skipped; nothing of it was kept) */
+    ms->d->n++;
+  if (rc == -ENOMEM)
+    ms->rc = rc;
+  return rc;
 }
 
 int service_doc_parse(struct service_doc *d, const char *json, size_t len, int one) {
   memset(d, 0, sizeof *d);
-  cJSON *root = cJSON_ParseWithLength(json, len);
-  if (root == NULL)
+  enum appmsg_json_type top;
+  if (appmsg_json_scan(json, len, 64, &top, NULL, NULL, NULL, NULL) != 0 ||
+      top != APPMSG_JSON_OBJECT)
     return -EINVAL;
-  int rc = 0;
   if (one) {
-    d->actions = calloc(1, sizeof *d->actions);
-    rc = d->actions ? method_parse(&d->actions[0], root) : -ENOMEM;
-    d->n = d->actions && rc != -EINVAL;
-  } else {
-    const cJSON *info = cJSON_GetObjectItemCaseSensitive(root, "info");
-    d->title = json_str(info, "title");
-    d->version = json_str(info, "version");
-    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(root, "methods"), *m;
-    int n = cJSON_IsArray(ms) ? cJSON_GetArraySize(ms) : -1;
-    if (n < 0)
-      rc = -EINVAL;
-    else if (n > 0 && (d->actions = calloc((size_t)n, sizeof *d->actions)) == NULL)
-      rc = -ENOMEM;
-    cJSON_ArrayForEach(m, ms) {
-      int mrc = rc == 0 ? method_parse(&d->actions[d->n], m) : -EINVAL;
-      if (mrc != -EINVAL) /* (a method without a name is skipped; nothing of it was kept) */
-        d->n++;
-      if (mrc == -ENOMEM)
-        rc = mrc;
-    }
+    if ((d->actions = calloc(1, sizeof *d->actions)) == NULL)
+      return -ENOMEM;
+    struct methods ms = {d, 0};
+    method_add(&ms, json, len);
+    return d->n ? ms.rc : -EINVAL;
   }
-  cJSON_Delete(root);
-  return rc;
+  const char *info, *methods;
+  size_t ilen, mlen;
+  if (member_text(json, len, "info", APPMSG_JSON_OBJECT, &info, &ilen)) {
+    d->title = member_string(info, ilen, "title");
+    d->version = member_string(info, ilen, "version");
+  }
+  if (!member_text(json, len, "methods", APPMSG_JSON_ARRAY, &methods, &mlen))
+    return -EINVAL;
+  size_t n = array_each(methods, mlen, NULL, NULL);
+  if (n > 0 && (d->actions = calloc(n, sizeof *d->actions)) == NULL)
+    return -ENOMEM;
+  struct methods ms = {d, 0};
+  if (n > 0)
+    array_each(methods, mlen, method_add, &ms);
+  return ms.rc;
 }
 
 void service_doc_free(struct service_doc *d) {

@@ -13,8 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
 #include "tool.h"
 
 #define HEADER_EVERY 20
@@ -38,29 +36,52 @@ struct watch {
   int answered;
 };
 
-static double num(const cJSON *o, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsNumber(v) ? v->valuedouble : 0;
+/* A member's number (0 for another type). */
+static double number(const struct appmsg_json_member *m) {
+  char num[64];
+  if (m->type != APPMSG_JSON_NUMBER)
+    return 0;
+  snprintf(num, sizeof num, "%.*s", (int)(m->val_len < 63 ? m->val_len : 63), m->val);
+  return strtod(num, NULL);
 }
 
+/* One member of "errors": a count per name, summed. */
+static void on_error_count(void *ud, const struct appmsg_json_member *m) {
+  *(double *)ud += number(m);
+}
+
+/* One member of the status object: the counters shown are kept. */
+static void on_counter(void *ud, const struct appmsg_json_member *m) {
+  struct sample *s = ud;
+  char key[32];
+  if (m->key_len >= sizeof key)
+    return;
+  key[appmsg_json_unescape(m->key, m->key_len, key)] = '\0';
+  if (m->type == APPMSG_JSON_OBJECT && strcmp(key, "errors") == 0) {
+    appmsg_json_scan(m->val, m->val_len, 64, NULL, on_error_count, &s->errors, NULL, NULL);
+    return;
+  }
+  double v = number(m);
+  if (strcmp(key, "requests") == 0)
+    s->requests = v;
+  else if (strcmp(key, "replies") == 0)
+    s->replies = v;
+  else if (strcmp(key, "connections") == 0)
+    s->connections = v;
+  else if (strcmp(key, "bytes_in") == 0)
+    s->bytes_in = v;
+  else if (strcmp(key, "bytes_out") == 0)
+    s->bytes_out = v;
+}
+
+/* The counters of a status result; -1 when it is not an object. */
 static int sample_read(struct sample *s, const char *json, size_t len) {
-  cJSON *root = cJSON_ParseWithLength(json, len);
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
+  enum appmsg_json_type top;
+  memset(s, 0, sizeof *s);
+  if (appmsg_json_scan(json, len, 64, &top, NULL, NULL, NULL, NULL) != 0 ||
+      top != APPMSG_JSON_OBJECT)
     return -1;
-  }
-  s->requests = num(root, "requests");
-  s->replies = num(root, "replies");
-  s->connections = num(root, "connections");
-  s->bytes_in = num(root, "bytes_in");
-  s->bytes_out = num(root, "bytes_out");
-  s->errors = 0;
-  const cJSON *e, *errs = cJSON_GetObjectItemCaseSensitive(root, "errors");
-  cJSON_ArrayForEach(e, errs) {
-    if (cJSON_IsNumber(e))
-      s->errors += e->valuedouble;
-  }
-  cJSON_Delete(root);
+  appmsg_json_scan(json, len, 64, NULL, on_counter, s, NULL, NULL);
   return 0;
 }
 
