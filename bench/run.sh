@@ -16,6 +16,8 @@
 #   new conn a new connection per request (50 concurrent connectors), app-server vs baseline
 #   P16 lib  app-server at P16 loaded through the client library (client-bench, client.h)
 #            beside appmsg-bench's own client
+#   P16 cli  the same load from the appmsg command (appmsg bench search value=morpheus -c 50
+#            -P 16), beside appmsg-bench: the ratio appmsg bench / appmsg-bench
 #   P16 Redis app-server --redis at P16, its searches answered from the same redis-server (one
 #            GET each, pipelined): req/s beside redis-benchmark's GET, and the CPU per request
 #            of app-server and of redis-server, each on its own (both servers on core 0)
@@ -100,6 +102,7 @@ draw_results() { # draw_results PNG
         if (s == "app-tls") return "app-server over TLS"
         if (s == "redis-tls") return "redis GET over TLS"
         if (s == "lib") return "app-server, load via client.h"
+        if (s == "cli") return "app-server, load via appmsg bench"
         if (s == "x2") return "app-server --threads 2"
         if (s == "x1") return "app-server --threads 1 (unpinned)"
         if (s == "app-haproxy") return "app-server via HAProxy"
@@ -192,11 +195,12 @@ pkg-config --exists hiredis 2>/dev/null && have_hiredis=1
 say "== building Release into $BUILD/"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAPPMSG_BUILD_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target app-server appmsg-bench baseline-server client-bench \
-  >/dev/null
+  appmsg >/dev/null
 APP=$BUILD/examples/app-server
 BASE=$BUILD/bench/baseline-server
 BENCH=$BUILD/bench/appmsg-bench
 LIBBENCH=$BUILD/bench/client-bench
+CLITOOL=$BUILD/examples/appmsg
 CERTS=$TMP/certs
 app_tls=0
 if [ "$TLS" = 1 ]; then
@@ -401,6 +405,34 @@ bench_run() { # bench_run KEY ROUND PID appmsg-bench-args...  (LOADGEN=client-be
     "$cpu" "$OTHER_PCT"
 }
 
+# bench_run with the appmsg command as the load generator ("appmsg bench ... --json", its figures
+# made a RESULT line as appmsg-bench prints it).
+bench_run_cli() { # bench_run_cli KEY ROUND PID PORT
+  local key=$1 round=$2 pid=$3 port=$4 out line rc=0 total cpu
+  span_begin "$pid"
+  out=$("${CLI[@]}" "$CLITOOL" bench "$HOST:$port" search value=morpheus -c "$CONNS" -P 16 \
+    -t "$DURATION" --warmup 1 --json 2>"$TMP/bench.err") || rc=$?
+  span_end "$pid"
+  line=$(printf '%s\n' "$out" | python3 -c 'import json, sys
+d = json.load(sys.stdin); l = d["latency_ms"]
+print("RESULT rps=%.1f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%d requests=%d total=%d"
+      % (d["rps"], l["p50"] * 1000, l["p99"] * 1000, l["p99.9"] * 1000, l["max"] * 1000,
+         d["errors_total"] + d["mismatches"], d["requests"], d["requests"]))' 2>/dev/null || true)
+  if [ -z "$line" ]; then
+    say "error: appmsg bench printed no results (exit $rc):"
+    cat "$TMP/bench.err"
+    line="RESULT rps=0 p50_us=0 p99_us=0 p999_us=0 max_us=0 errors=1 requests=0 total=0"
+  fi
+  total=$(field "$line" total)
+  cpu=$(awk -v t="$SERVER_TICKS" -v hz="$TCK" -v n="$total" \
+    'BEGIN { if (n > 0) printf "%.4f", t / hz * 100000 / n; else print "nan" }')
+  printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$key" "$round" "$(field "$line" rps)" \
+    "$(field "$line" p50_us)" "$(field "$line" p99_us)" "$(field "$line" p999_us)" \
+    "$(field "$line" max_us)" "$(field "$line" errors)" "$total" "$cpu" "$OTHER_PCT" >>"$TMP/results"
+  printf '  round %s %-12s %s  server CPU %s s/100k, others %s%%\n' "$round" "$key" "${line#RESULT }" \
+    "$cpu" "$OTHER_PCT"
+}
+
 # bench_run on app-server --redis, with redis-server's CPU per request in a row of its own
 # ("KEY.redis": no latencies).
 bench_run_redis() { # bench_run_redis KEY ROUND PID appmsg-bench-args...
@@ -588,6 +620,7 @@ for round in $(seq "$ROUNDS"); do
     if [ "$sc" = p16 ]; then
       LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 \
         --duration "$DURATION" --warmup 100000
+      bench_run_cli p16.cli "$round" "$APP_PID" "$A_PORT"
       bench_run p16.x1 "$round" "$APP1_PID" -p "$T1_PORT" "${P16[@]}"
       bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
       if [ -n "$APPR_PID" ]; then
@@ -822,6 +855,8 @@ if [ -n "${APPR_PID:-}" ]; then
 fi
 row "P16 via client.h" app-server p16.lib
 ratio_row lib/bench p16.lib p16.app
+row "P16 via appmsg bench" app-server p16.cli
+ratio_row cli/bench p16.cli p16.app # appmsg bench / appmsg-bench
 row "P16 --threads 2" app-server p16.x2
 row "" "--threads 1" p16.x1
 ratio_row x2/x1 p16.x2 p16.x1
@@ -875,6 +910,8 @@ target "P16 server CPU per request app-server/baseline <= 1.3" \
   "$(ratio "$(median p16.app 10)" "$(median p16.base 10)")" "<=" 1.3
 target "P16 req/s through client.h / appmsg-bench's client >= 0.8" \
   "$(ratio "$(median p16.lib 3)" "$(median p16.app 3)")" ">=" 0.8
+target "P16 req/s appmsg bench / appmsg-bench >= 1.0" \
+  "$(ratio "$(median p16.cli 3)" "$(median p16.app 3)")" ">=" 1.0
 target "P16 server CPU per request --threads 2 / --threads 1 <= 1.1" \
   "$(ratio "$(median p16.x2 10)" "$(median p16.x1 10)")" "<=" 1.1
 if [ -n "${APPR_PID:-}" ]; then

@@ -13,12 +13,14 @@
 /* ---- what differs on Windows (see common.h) ---------------------------------------- */
 
 #ifdef _WIN32
+#include <direct.h>
 #include <io.h>
 #include <windows.h>
 #include <shellapi.h> /* (after windows.h, whose types it uses) */
 #else
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -46,6 +48,19 @@ const char *prog_name(const char *argv0) {
 void sock_close(appmsg_socket_t s) {
   if (s != APPMSG_INVALID_SOCKET)
     closesocket(s);
+}
+
+int is_terminal(int fd) {
+  return _isatty(fd) != 0;
+}
+
+const char *home_dir(void) {
+  const char *h = getenv("USERPROFILE");
+  return h && *h ? h : getenv("HOME");
+}
+
+int make_dir(const char *path) {
+  return _mkdir(path) == 0 || errno == EEXIST ? 0 : -errno;
 }
 
 int wait_readable(appmsg_socket_t s, int timeout_ms) {
@@ -222,6 +237,18 @@ void sock_close(appmsg_socket_t s) {
     close(s);
 }
 
+int is_terminal(int fd) {
+  return isatty(fd);
+}
+
+const char *home_dir(void) {
+  return getenv("HOME");
+}
+
+int make_dir(const char *path) {
+  return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
 int wait_readable(appmsg_socket_t s, int timeout_ms) {
   struct pollfd p = {.fd = s, .events = POLLIN};
   int n;
@@ -323,8 +350,17 @@ void log_line(void *ud, enum appmsg_log_level level, const char *line) {
 
 /* ---- command lines ---------------------------------------------------------- */
 
+/* The program's name, and a subcommand's after it ("appmsg call"). */
+static void print_prog(FILE *f, const struct cli *c) {
+  fprintf(f, "%s%s%s", prog, c->command ? " " : "", c->command ? c->command : "");
+}
+
 void cli_usage_error(const struct cli *c) {
-  fprintf(stderr, "usage: %s %s\n(%s --help explains every option)\n", prog, c->usage, prog);
+  fprintf(stderr, "usage: ");
+  print_prog(stderr, c);
+  fprintf(stderr, " %s\n(", c->usage);
+  print_prog(stderr, c);
+  fprintf(stderr, " --help explains every option)\n");
   exit(2);
 }
 
@@ -347,7 +383,14 @@ static int takes_tls(const struct cli *c) {
 }
 
 static void print_help(const struct cli *c) {
-  printf("usage: %s %s\n\n%s\n", prog, c->usage, c->about);
+  printf("usage: ");
+  print_prog(stdout, c);
+  printf(" %s\n\n%s\n", c->usage, c->about);
+  if (c->commands) {
+    printf("\ncommands:\n");
+    for (const struct cli_command *k = c->commands; k->name; k++)
+      printf("  %-26s %s\n", k->name, k->summary);
+  }
   if (c->operands) {
     printf("\noperands:\n");
     print_block(c->operands);
@@ -378,6 +421,15 @@ static void set_value(const struct cli *c, const struct opt *o, const char *v) {
   case OPT_STRING:
     *(const char **)o->dest = v;
     return;
+  case OPT_LIST: {
+    struct opt_list *l = o->dest;
+    if (l->n < OPT_LIST_MAX) {
+      l->v[l->n++] = v;
+      return;
+    }
+    logf_("%s may be given at most %d times", o->name, OPT_LIST_MAX);
+    break;
+  }
   case OPT_COUNT: {
     errno = 0;
     unsigned long long n = strtoull(v, &end, 10);
@@ -463,6 +515,28 @@ int cli_parse(const struct cli *c, int argc, char **argv, const char **pos, int 
     set_value(c, o, value);
   }
   return npos;
+}
+
+int cli_dispatch(const struct cli *c, const char *dflt, int argc, char **argv) {
+  const char *a = argc > 1 ? argv[1] : NULL;
+  if (a && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "--version") == 0))
+    cli_parse(c, 2, argv, NULL, 0); /* (exits) */
+  const struct cli_command *k = c->commands;
+  if (a && a[0] != '-')
+    for (; k->name && strcmp(k->name, a) != 0; k++)
+      ;
+  else
+    for (; k->name && (dflt == NULL || strcmp(k->name, dflt) != 0); k++)
+      ;
+  if (k->name == NULL) {
+    if (a && a[0] != '-')
+      logf_("no command '%s'", a);
+    cli_usage_error(c);
+  }
+  if (a && a[0] != '-')
+    return k->run(argc - 1, argv + 1);
+  argv[0] = (char *)k->name; /* the default command, given the whole command line */
+  return k->run(argc, argv);
 }
 
 void host_port(const char **pos, int npos, const char **host, const char **port) {

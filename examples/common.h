@@ -16,7 +16,10 @@
  * appmsg_socket_t and errors negated errno values on both (appmsg/socket.h).
  * Also there, for serve_threads(): how the main thread waits for SIGINT and
  * SIGTERM (sigwait() on POSIX; a loop of its own on Windows, which has no
- * sigwait()).
+ * sigwait()).  The appmsg command's prompt has no line editing on Windows
+ * (there is no libedit: APPMSG_HAVE_LIBEDIT is not defined): it reads
+ * standard input through stdin_open(), and is_terminal() tells it whether to
+ * show its prompt and wait for each answer.
  */
 
 /* The printf checking of logf_(): mingw-w64's C99 printf (%zu, %lld) is gnu_printf. */
@@ -70,6 +73,17 @@ void stdin_close(appmsg_socket_t fd);
  * Windows, '\\' or ':'), without a final ".exe" on Windows.  Static storage. */
 const char *prog_name(const char *argv0);
 
+/* Whether fd (0, 1, 2) is a terminal: isatty(); _isatty() on Windows, where a console is one. */
+int is_terminal(int fd);
+
+/* The directory of the user's own files: $HOME; on Windows %USERPROFILE% (else $HOME).  NULL
+ * when neither is set. */
+const char *home_dir(void);
+
+/* Makes a directory only the user may enter (mkdir(path, 0700); _mkdir() on Windows).  Returns
+ * 0, also when it is there already, or a negated errno. */
+int make_dir(const char *path);
+
 /* ---- end of what differs on Windows ---------------------------------------------- */
 
 #define DEFAULT_HOST "127.0.0.1"
@@ -99,6 +113,14 @@ enum opt_type {
   OPT_STRING,  /* dest is a const char * */
   OPT_COUNT,   /* a whole number in [min, max]; dest is an unsigned long */
   OPT_SECONDS, /* a number of seconds in [min, max], fractions allowed; dest is a double */
+  OPT_LIST,    /* a string that may be given several times; dest is a struct opt_list */
+};
+
+/* The values of an OPT_LIST option, in the order given (at most OPT_LIST_MAX of them). */
+#define OPT_LIST_MAX 32
+struct opt_list {
+  const char *v[OPT_LIST_MAX];
+  int n;
 };
 
 /* One option of a program. */
@@ -114,11 +136,23 @@ struct opt {
 
 /* A program's command line. */
 struct cli {
-  const char *usage;      /* after the program name: "[options] [HOST [PORT]]" */
-  const char *about;      /* what the program does, a few lines */
-  const struct opt *opts; /* ends with an entry whose name is NULL */
-  const char *operands;   /* the operands explained, a few lines (may be NULL) */
-  const char *exits;      /* the exit statuses, one a line (may be NULL: 0 and 2) */
+  const char *usage;                  /* after the program name: "[options] [HOST [PORT]]" */
+  const char *about;                  /* what the program does, a few lines */
+  const struct opt *opts;             /* ends with an entry whose name is NULL */
+  const char *operands;               /* the operands explained, a few lines (may be NULL) */
+  const char *exits;                  /* the exit statuses, one a line (may be NULL: 0 and 2) */
+  const struct cli_command *commands; /* a program of subcommands: them (else NULL) */
+  const char *command;                /* a subcommand's cli: its name ("call"), else NULL */
+};
+
+/* A subcommand of a program made of several ("appmsg call ..."): run() gets argv from the
+ * subcommand's name on (argv[0] is "call"), parses it with cli_parse() as a program of its
+ * own (its cli's command is its name: usage and help then say "appmsg call"), and returns the
+ * exit status. */
+struct cli_command {
+  const char *name;                  /* "call"; NULL ends the table */
+  int (*run)(int argc, char **argv); /* the subcommand */
+  const char *summary;               /* one line for the program's help */
 };
 
 /*
@@ -134,6 +168,17 @@ struct cli {
  * Returns the operand count.
  */
 int cli_parse(const struct cli *c, int argc, char **argv, const char **pos, int maxpos);
+
+/*
+ * For a program of subcommands (c->commands): runs the one argv[1] names
+ * with argv from there on, and returns its exit status.  With no
+ * subcommand, or when argv[1] is an option other than -h, --help and
+ * --version, runs dflt (if not NULL) with the whole command line, its
+ * argv[0] being dflt's name.  -h/--help (the usage, c->about, every
+ * subcommand with its summary) and --version exit 0; an unknown
+ * subcommand is a usage error (exit 2).
+ */
+int cli_dispatch(const struct cli *c, const char *dflt, int argc, char **argv);
 
 /* Prints "usage: PROG USAGE" to stderr and exits 2. */
 void cli_usage_error(const struct cli *c) __attribute__((noreturn));

@@ -2,7 +2,7 @@
 # Installs the Debian packages appmsg needs to build and test, if missing.
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libcjson-dev libssl-dev openssl check python3 "$@")
+pkgs=(build-essential cmake pkg-config libcjson-dev libssl-dev libedit-dev openssl check python3 "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

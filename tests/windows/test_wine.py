@@ -2,8 +2,8 @@
 
 Across the two systems, over loopback: app-server.exe answers the Linux app-client and the guide's
 client; app-client.exe gets answers from the Linux app-server and from the guide's server (one
-request, and lines on its standard input); the echo, multiconn and kv pairs both ways; and
-app-server.exe drains on Ctrl-C.  Every answer is compared with what the Linux programs give
+request, and lines on its standard input); appmsg.exe calls and describes the Linux kv-server and
+app-server; the echo, multiconn and kv pairs both ways; and app-server.exe drains on Ctrl-C.  Every answer is compared with what the Linux programs give
 (Windows programs end their lines with CRLF, as Windows programs do: lines are compared without
 it).
 
@@ -118,6 +118,36 @@ class TestAppAcrossSystems(Wine):
         rc = srv.wait(e2e.EVENT_TIMEOUT)
         self.assertEqual(rc, 0, srv.exit_report(rc))
         self.assertIn("interrupted", srv.stderr())
+
+
+class TestAppmsgAcrossSystems(Wine):
+    def test_appmsg_exe_calls_and_describes_the_linux_services(self):
+        kv = self.start_server("kv-server")
+        ep = f"127.0.0.1:{kv.port}"
+        rc, out, err = self.run_win("appmsg.exe", "call", ep, "set", "key=a", "value:=[1, 2]")
+        self.assertEqual((rc, out), (0, "OK\n"), err)
+        rc, out, err = self.run_win("appmsg.exe", "call", ep, "--json", "get", "key=a")
+        self.assertEqual((rc, out), (0, '{"result":[1,2]}\n'), err)
+        rc, out, err = self.run_win("appmsg.exe", "call", ep, "get", "key=none")
+        self.assertEqual(rc, 3, out + err)
+        self.assertIn("NOT_FOUND", err)
+        rc, out, err = self.run_win("appmsg.exe", "describe", ep, "--names")
+        self.assertEqual((rc, out.split()),
+                         (0, ["delete", "describe", "get", "keys", "ping", "set", "status"]), err)
+        # The prompt without libedit, from a pipe: the same answers, in order.
+        rc, out, err = self.run_win("appmsg.exe", "prompt", ep,
+                                    input=b"get key=a\nping\nget key=none\n")
+        self.assertEqual(rc, 3, err)
+        self.assertEqual(out.splitlines()[-2:], ["pong", "NOT_FOUND: no such key."])
+        app = self.app_server()
+        rc, out, err = self.run_win("appmsg.exe", "describe", f"127.0.0.1:{app.port}")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("search value=TEXT -> string", out)
+        rc, out, err = self.run_win("appmsg.exe", "call", f"127.0.0.1:{app.port}", "search",
+                                    "value=morpheus")
+        native = self.run_prog("appmsg", "call", f"127.0.0.1:{app.port}", "search",
+                               "value=morpheus")
+        self.assertEqual((rc, out), (0, native[1]), err)
 
 
 class TestTlsAcrossSystems(Wine):
