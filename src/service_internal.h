@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "appmsg/service.h"
+#include "histogram.h"
 #include "loop_internal.h"
 #include "util.h"
 
@@ -33,6 +34,11 @@ struct appmsg__svc_conn;
 
 #define APPMSG__ACTIONS_MAX 128 /* actions measured by name (more: under "_other") */
 #define APPMSG__LE_COUNT 17     /* the Prometheus histogram's bounds (service_metrics.c) */
+/* The latency histogram of an action: histogram.h's buckets four at a time (a relative error of
+ * 1/32 at most), up to 2^40 ns (18 minutes; longer counts there too). */
+#define APPMSG__LAT_SHIFT 2
+#define APPMSG__LAT_BUCKETS                                                                        \
+  ((41 - APPMSG__HISTOGRAM_SUB_BITS) * (APPMSG__HISTOGRAM_SUB >> APPMSG__LAT_SHIFT))
 
 /* What the service measured for one action - or for one of the names of requests that have
  * none: "_unknown" (no handler), "_binary", "_invalid" (no action could be read), "_other"
@@ -47,6 +53,7 @@ struct appmsg__action_stats {
   uint64_t sum_ns;                   /* their latencies summed (arrival to reply queued) */
   uint64_t max_ns;                   /* the longest */
   uint64_t le[APPMSG__LE_COUNT + 1]; /* how many fell in each bound's bucket (the last: +Inf) */
+  uint64_t *lat; /* APPMSG__LAT_BUCKETS counts, made with its first reply (release store) */
 };
 
 /* A member of a request object, and its text once unescaped. */
@@ -363,13 +370,15 @@ struct appmsg__action_total {
   int other; /* one of the four names for requests without a registered action */
   uint64_t requests, errors, pending, sum_ns, max_ns;
   uint64_t le[APPMSG__LE_COUNT + 1];
+  uint64_t lat[APPMSG__LAT_BUCKETS]; /* the latency histogram, summed */
 };
 typedef void (*appmsg__action_total_fn)(void *ud, const struct appmsg__action_total *t);
 
-/* Calls fn for every action measured by s's group, each name once, summed. */
-void appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn fn, void *ud);
+/* Calls fn for every action measured by s's group, each name once, summed.  Returns 0, or
+ * -ENOMEM (fn never called). */
+int appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn fn, void *ud);
 
-/* The latency at quantile q (0..1) of t, in ns (0 when nothing was measured). */
+/* The latency at quantile q (0..1) of t, in ns, within 1/32 of one measured (0 when none). */
 uint64_t appmsg__action_quantile(const struct appmsg__action_total *t, double q);
 
 /* Frees the service's stats (at its end). */

@@ -8,6 +8,7 @@
  * counts under "_unknown") and the error names the service counts (at
  * most 64, then "OTHER").
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +43,7 @@ struct appmsg__action_stats *appmsg__svc_action_stats(struct appmsg_service *s, 
 
 void appmsg__svc_metrics_cleanup(struct appmsg_service *s) {
   for (size_t i = 0; i < s->nactions; i++) {
+    appmsg__free(s->actions[i]->lat);
     appmsg__free(s->actions[i]->name);
     appmsg__free(s->actions[i]);
   }
@@ -101,6 +103,13 @@ void appmsg__svc_measure_reply(struct appmsg_request *r, const char *error_name)
       hi = mid;
   }
   appmsg__count(&as->le[lo], 1);
+  uint64_t *lat = as->lat;
+  if (lat == NULL && (lat = appmsg__calloc(APPMSG__LAT_BUCKETS, sizeof *lat)) != NULL)
+    __atomic_store_n(&as->lat, lat, __ATOMIC_RELEASE);
+  if (lat) { /* (without memory for it, the counters and bounds above still count) */
+    unsigned i = appmsg__histogram_index(ns) >> APPMSG__LAT_SHIFT;
+    appmsg__count(&lat[i < APPMSG__LAT_BUCKETS ? i : APPMSG__LAT_BUCKETS - 1], 1);
+  }
   uint32_t slow = r->svc->opts->slow_ms;
   if (slow && ns >= (uint64_t)slow * 1000000u)
     slow_log(r, ns);
@@ -108,7 +117,35 @@ void appmsg__svc_measure_reply(struct appmsg_request *r, const char *error_name)
 
 /* ---- reading, summed over the group ---------------------------------------------------------- */
 
-void appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn fn, void *ud) {
+/* Adds as's measurements into t. */
+static void add_stats(struct appmsg__action_total *t, const struct appmsg__action_stats *as) {
+  t->pending += APPMSG__GET(as->pending);
+  t->requests += APPMSG__GET(as->requests);
+  t->errors += APPMSG__GET(as->errors);
+  t->sum_ns += APPMSG__GET(as->sum_ns);
+  uint64_t mx = APPMSG__GET(as->max_ns);
+  t->max_ns = mx > t->max_ns ? mx : t->max_ns;
+  for (unsigned k = 0; k <= APPMSG__LE_COUNT; k++)
+    t->le[k] += APPMSG__GET(as->le[k]);
+  const uint64_t *lat = __atomic_load_n(&as->lat, __ATOMIC_ACQUIRE);
+  for (unsigned k = 0; lat && k < APPMSG__LAT_BUCKETS; k++)
+    t->lat[k] += APPMSG__GET(lat[k]);
+}
+
+/* The stats named name of a member of the group, or NULL. */
+static const struct appmsg__action_stats *stats_named(const struct appmsg_service *m,
+                                                      const char *name) {
+  size_t n = __atomic_load_n(&m->nactions, __ATOMIC_ACQUIRE);
+  for (size_t j = 0; j < n; j++)
+    if (strcmp(m->actions[j]->name, name) == 0)
+      return m->actions[j];
+  return NULL;
+}
+
+int appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn fn, void *ud) {
+  struct appmsg__action_total *t = appmsg__malloc(sizeof *t); /* (its histogram is large) */
+  if (t == NULL)
+    return -ENOMEM;
   size_t n;
   struct appmsg_service *const *m = appmsg__svc_group(s, &n);
   for (size_t a = 0; a < n; a++) {
@@ -116,50 +153,44 @@ void appmsg__svc_each_action(struct appmsg_service *s, appmsg__action_total_fn f
     for (size_t i = 0; i < na; i++) {
       const char *name = m[a]->actions[i]->name;
       int seen = 0; /* summed already, with an earlier member's */
-      for (size_t b = 0; b < a && !seen; b++) {
-        size_t nb = __atomic_load_n(&m[b]->nactions, __ATOMIC_ACQUIRE);
-        for (size_t j = 0; j < nb && !seen; j++)
-          seen = strcmp(m[b]->actions[j]->name, name) == 0;
-      }
+      for (size_t b = 0; b < a && !seen; b++)
+        seen = stats_named(m[b], name) != NULL;
       if (seen)
         continue;
-      struct appmsg__action_total t;
-      memset(&t, 0, sizeof t);
-      t.name = name;
-      t.other = i < 4;
+      memset(t, 0, sizeof *t);
+      t->name = name;
+      t->other = i < 4;
       for (size_t b = a; b < n; b++) {
-        size_t nb = __atomic_load_n(&m[b]->nactions, __ATOMIC_ACQUIRE);
-        for (size_t j = 0; j < nb; j++) {
-          const struct appmsg__action_stats *as = m[b]->actions[j];
-          if (strcmp(as->name, name) != 0)
-            continue;
-          t.pending += APPMSG__GET(as->pending);
-          t.requests += APPMSG__GET(as->requests);
-          t.errors += APPMSG__GET(as->errors);
-          t.sum_ns += APPMSG__GET(as->sum_ns);
-          uint64_t mx = APPMSG__GET(as->max_ns);
-          t.max_ns = mx > t.max_ns ? mx : t.max_ns;
-          for (unsigned k = 0; k <= APPMSG__LE_COUNT; k++)
-            t.le[k] += APPMSG__GET(as->le[k]);
-        }
+        const struct appmsg__action_stats *as = stats_named(m[b], name);
+        if (as)
+          add_stats(t, as);
       }
-      fn(ud, &t);
+      fn(ud, t);
     }
   }
+  appmsg__free(t);
+  return 0;
 }
 
-/* The value a bucket's quantile q falls at: the highest bound of the bucket holding it (the
- * largest measured for the last), in ns. */
 uint64_t appmsg__action_quantile(const struct appmsg__action_total *t, double q) {
-  if (t->requests == 0)
+  uint64_t count = 0;
+  for (unsigned k = 0; k < APPMSG__LAT_BUCKETS; k++)
+    count += t->lat[k];
+  if (count == 0)
     return 0;
-  uint64_t rank = (uint64_t)(q * (double)t->requests + 0.999999), seen = 0;
-  if (rank == 0)
-    rank = 1;
-  for (unsigned k = 0; k < APPMSG__LE_COUNT; k++) {
-    seen += t->le[k];
-    if (seen >= rank)
-      return le_ns[k] < t->max_ns ? le_ns[k] : t->max_ns;
+  double r = q * (double)count; /* the rank wanted, 1-based: ceil(q * count), at least 1 */
+  uint64_t rank = (uint64_t)r, seen = 0;
+  rank += (double)rank < r;
+  rank += rank == 0;
+  for (unsigned k = 0; k < APPMSG__LAT_BUCKETS; k++) {
+    seen += t->lat[k];
+    if (seen >= rank) { /* the middle of the bucket, never above the largest measured */
+      unsigned fine = k << APPMSG__LAT_SHIFT;
+      uint64_t lo = appmsg__histogram_bucket_low(fine),
+               hi = appmsg__histogram_bucket_high(fine + (1u << APPMSG__LAT_SHIFT) - 1);
+      uint64_t mid = lo + (hi - lo) / 2;
+      return mid < t->max_ns ? mid : t->max_ns;
+    }
   }
   return t->max_ns;
 }
@@ -263,6 +294,7 @@ void appmsg__svc_metrics_text(struct appmsg_service *s, struct appmsg__text *t) 
   for (enum pass p = REQUESTS; p <= DURATION; p++) {
     family(t, fam[p].name, fam[p].type, fam[p].help);
     struct action_pass ap = {t, p};
-    appmsg__svc_each_action(s, action_lines, &ap);
+    if (appmsg__svc_each_action(s, action_lines, &ap) != 0)
+      t->failed = 1;
   }
 }

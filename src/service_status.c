@@ -167,7 +167,8 @@ void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t) {
   appmsg__text_addf(t, "}, \"bytes_in\": %llu, \"bytes_out\": %llu, \"actions\": {",
                     (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
   struct status_actions sa = {t, 0};
-  appmsg__svc_each_action(s, status_action, &sa);
+  if (appmsg__svc_each_action(s, status_action, &sa) != 0)
+    t->failed = 1;
   appmsg__text_addf(t, "}");
   if (s->status_fn && !t->failed) {
     appmsg__text_addf(t, ", ");

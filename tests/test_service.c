@@ -1387,7 +1387,7 @@ START_TEST(requests_are_counted_and_timed_by_action) {
   ck_assert(action_number(st, "later", "errors") == 1);
   ck_assert(action_number(st, "later", "pending") == 0);
   ck_assert(action_number(st, "later", "max_s") >= 0.03);
-  ck_assert(action_number(st, "later", "p99_s") >= 0.03);
+  ck_assert(action_number(st, "later", "p99_s") >= 0.03 * (1 - 1.0 / 32)); /* (a bucket's middle) */
   ck_assert(action_number(st, "echo", "max_s") < 0.03);
   cJSON_Delete(st);
   /* Both were slow: logged with their action, peer and request id, as text and as fields. */
