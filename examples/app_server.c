@@ -74,6 +74,7 @@ int main(int argc, char **argv) {
   double idle = 60, frame = 10, deadline = 30, handshake = 10;
   int verbose = 0;
   struct tls_args tls = {0};
+  struct observe_args obs = {0};
   const char *threads_text = "1";
   const struct opt opts[] = {
       {"--data", 0, OPT_STRING, &data_path, "FILE",
@@ -103,6 +104,7 @@ int main(int argc, char **argv) {
       TLS_SERVER_OPTS(tls),
       {"--handshake-timeout", 0, OPT_SECONDS, &handshake, "S",
        "TLS: close a connection whose handshake is not done in S (default 10)", 0.001, 86400},
+      OBSERVE_OPTS(obs),
       {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
   };
   const struct cli cli = {
@@ -160,6 +162,7 @@ int main(int argc, char **argv) {
   o.log_level = verbose ? APPMSG_LOG_DEBUG : APPMSG_LOG_INFO;
   o.server.conn.tls = tls_server_setup(&cli, &tls);
   o.server.conn.handshake_timeout_ms = (uint32_t)(handshake * 1000);
+  observe_setup(&cli, &obs, &o);
 
   struct dataset data = {0};
   if (!redis && (data_path ? dataset_load(&data, data_path) : dataset_builtin(&data)))

@@ -32,6 +32,15 @@ static const char *const tls_absent = NULL;
 
 #ifdef _WIN32
 
+void wall_clock_utc(struct tm *tm, int *ms) {
+  FILETIME ft;
+  GetSystemTimeAsFileTime(&ft); /* 100 ns units since 1601 */
+  uint64_t t = ((uint64_t)ft.dwHighDateTime << 32 | ft.dwLowDateTime) / 10000 - 11644473600000ULL;
+  time_t secs = (time_t)(t / 1000);
+  *ms = (int)(t % 1000);
+  gmtime_s(tm, &secs);
+}
+
 const char *prog_name(const char *argv0) {
   static char name[256];
   const char *base = argv0;
@@ -227,6 +236,13 @@ static void stop_signals_end(void) {
 
 #else /* POSIX */
 
+void wall_clock_utc(struct tm *tm, int *ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  *ms = (int)(ts.tv_nsec / 1000000);
+  gmtime_r(&ts.tv_sec, tm);
+}
+
 const char *prog_name(const char *argv0) {
   const char *slash = strrchr(argv0, '/');
   return slash ? slash + 1 : argv0;
@@ -333,19 +349,127 @@ void prog_init(int *argc, char ***argv) {
   prog = prog_name((*argv)[0]);
 }
 
+static int log_json; /* --log-format json */
+
+/* A JSON string member ", \"key\": \"...\"" of text (UTF-8; a byte that is not is written as
+ * U+FFFD by appmsg_json_quote()'s caller below, so the line stays valid JSON). */
+static void json_member(FILE *f, const char *key, const char *text) {
+  char buf[2048], *q = buf;
+  size_t n = strlen(text), valid = appmsg_utf8_check(text, n);
+  char fixed[1024];
+  if (valid < n) { /* (the library's lines are UTF-8; a program's own could quote a bad byte) */
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 4 < sizeof fixed;) {
+      size_t ok = appmsg_utf8_check(text + i, n - i);
+      size_t take = ok < sizeof fixed - 4 - k ? ok : sizeof fixed - 4 - k;
+      memcpy(fixed + k, text + i, take);
+      k += take;
+      i += take;
+      if (take == ok && i < n) {
+        memcpy(fixed + k, "\xef\xbf\xbd", 3);
+        k += 3;
+        i++;
+      }
+    }
+    fixed[k] = '\0';
+    text = fixed;
+    n = k;
+  }
+  size_t need = appmsg_json_quote(text, n, NULL, 0);
+  if (need > sizeof buf && (q = malloc(need)) == NULL)
+    return;
+  appmsg_json_quote(text, n, q, need);
+  fprintf(f, ", \"%s\": %.*s", key, (int)need, q);
+  if (q != buf)
+    free(q);
+}
+
+/* One log line as a JSON object: time (RFC 3339, UTC, milliseconds), level, prog, msg, and the
+ * library's fields for the line (appmsg_log_fields()). */
+static void log_json_line(enum appmsg_log_level level, const char *msg,
+                          const struct appmsg_log_fields *f) {
+  static const char *const levels[] = {"error", "warn", "info", "debug"};
+  struct tm tm;
+  int ms;
+  wall_clock_utc(&tm, &ms);
+  FILE *out = stderr;
+  fprintf(out, "{\"time\": \"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\", \"level\": \"%s\"",
+          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms,
+          levels[(unsigned)level < 4 ? level : 2]);
+  json_member(out, "prog", prog);
+  json_member(out, "msg", msg);
+  if (f->peer)
+    json_member(out, "peer", f->peer);
+  if (f->action)
+    json_member(out, "action", f->action);
+  if (f->error)
+    json_member(out, "error", f->error);
+  if (f->offset >= 0)
+    fprintf(out, ", \"offset\": %lld", f->offset);
+  if (f->request_id)
+    fprintf(out, ", \"request_id\": %.*s", (int)f->request_id_len, f->request_id);
+  if (f->duration_s >= 0)
+    fprintf(out, ", \"duration_s\": %.6f", f->duration_s);
+  fputs("}\n", out);
+}
+
 void logf_(const char *fmt, ...) {
   char line[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "%s: %s\n", prog, line);
+  if (log_json)
+    log_json_line(APPMSG_LOG_INFO, line, appmsg_log_fields());
+  else
+    fprintf(stderr, "%s: %s\n", prog, line);
 }
 
 void log_line(void *ud, enum appmsg_log_level level, const char *line) {
   (void)ud;
-  (void)level;
-  logf_("%s", line);
+  if (log_json)
+    log_json_line(level, line, appmsg_log_fields());
+  else
+    fprintf(stderr, "%s: %s\n", prog, line);
+}
+
+/* ---- observing a service ------------------------------------------------------ */
+
+static const char *metrics_addr; /* --metrics, for serve() and serve_threads() */
+
+void observe_setup(const struct cli *c, const struct observe_args *a,
+                   struct appmsg_service_opts *o) {
+  if (a->log_format && strcmp(a->log_format, "json") != 0 && strcmp(a->log_format, "text") != 0) {
+    logf_("--log-format is text or json, not '%s'", a->log_format);
+    cli_usage_error(c);
+  }
+  log_json = a->log_format && strcmp(a->log_format, "json") == 0;
+  o->slow_ms = (uint32_t)a->slow_ms;
+  o->measure = !a->no_measure;
+  struct appmsg_endpoint ep;
+  if (a->metrics && (appmsg_endpoint_parse(a->metrics, DEFAULT_HOST, "", &ep) != 0 ||
+                     (ep.port[0] == '\0' && strncmp(ep.host, "unix:", 5) != 0))) {
+    logf_("--metrics '%s' is not an address: give host:port (127.0.0.1:9465), [v6addr]:port "
+          "or :port",
+          a->metrics);
+    cli_usage_error(c);
+  }
+  metrics_addr = a->metrics;
+}
+
+/* Starts the metrics endpoint on svc when --metrics asked for it: 0, or 1 after saying why. */
+static int metrics_listen(struct appmsg_service *svc) {
+  if (metrics_addr == NULL)
+    return 0;
+  struct appmsg_endpoint ep;
+  appmsg_endpoint_parse(metrics_addr, DEFAULT_HOST, "", &ep); /* (checked by observe_setup) */
+  char err[APPMSG_NET_ERRLEN];
+  if (appmsg_service_metrics_listen(svc, ep.host, ep.port, err, sizeof err) != 0) {
+    logf_("--metrics: %s", err);
+    return 1;
+  }
+  logf_("metrics on http://%s/ (/metrics, /status)", appmsg_service_metrics_address(svc));
+  return 0;
 }
 
 /* ---- command lines ---------------------------------------------------------- */
@@ -657,6 +781,8 @@ int serve(struct appmsg_service *svc, const char *host, const char *port, const 
     return 1;
   }
   logf_("listening on %s (%s)", appmsg_service_address(svc), what);
+  if (metrics_listen(svc) != 0)
+    return 1;
   rc = appmsg_service_run(svc, drain_ms);
   logf_("bye");
   return rc < 0 ? 1 : 0;
@@ -714,6 +840,8 @@ int serve_threads(struct appmsg_service **svcs, size_t n, struct appmsg_tls *tls
     logf_("cannot listen with %zu threads: %s", n, rc == -ENOMEM ? "out of memory" : err);
     return 1;
   }
+  if (metrics_listen(svcs[0]) != 0) /* (its loop serves the whole group's metrics) */
+    return 1;
   /* Only this thread waits for SIGINT and SIGTERM: set up before the workers start. */
   if ((rc = stop_signals_begin(tls)) < 0) {
     logf_("cannot wait for SIGINT and SIGTERM: %s", appmsg_strerror(rc));

@@ -69,6 +69,11 @@ ssize_t stdin_read(appmsg_socket_t fd, void *buf, size_t len);
  * reading end (the thread, if still reading, ends at its next send, or with the process). */
 void stdin_close(appmsg_socket_t fd);
 
+/* The time now, UTC, to the millisecond (clock_gettime(CLOCK_REALTIME) and gmtime_r();
+ * GetSystemTimeAsFileTime() and gmtime_s() on Windows). */
+struct tm;
+void wall_clock_utc(struct tm *tm, int *ms);
+
 /* The program's name for log lines, from argv[0]: what follows the last '/' (or, on
  * Windows, '\\' or ':'), without a final ".exe" on Windows.  Static storage. */
 const char *prog_name(const char *argv0);
@@ -269,6 +274,55 @@ int send_all(appmsg_socket_t fd, const void *buf, size_t len);
  * timeout_ms (< 0: no limit; see wait_readable()).  Returns the count, APPMSG_E_TIMEOUT
  * when a read waited that long, or a negated errno. */
 ssize_t recv_upto(appmsg_socket_t fd, void *buf, size_t want, int timeout_ms);
+
+/* ---- observing a service ------------------------------------------------------ */
+
+/* A server's options for watching it run, with where their values go. */
+struct observe_args {
+  const char *metrics;    /* --metrics ADDR:PORT */
+  const char *log_format; /* --log-format text|json */
+  unsigned long slow_ms;  /* --slow-ms MS */
+  int no_measure;         /* --no-measure */
+};
+
+#define OBSERVE_OPTS(a)                                                                            \
+  {"--metrics",                                                                                    \
+   0,                                                                                              \
+   OPT_STRING,                                                                                     \
+   &(a).metrics,                                                                                   \
+   "ADDR:PORT",                                                                                    \
+   "serve /metrics (Prometheus), /status and a status page over HTTP on ADDR:PORT, e.g. "          \
+   "127.0.0.1:9465 (default: off; it has no authentication: keep it on loopback)",                 \
+   0,                                                                                              \
+   0},                                                                                             \
+      {"--log-format",                                                                             \
+       0,                                                                                          \
+       OPT_STRING,                                                                                 \
+       &(a).log_format,                                                                            \
+       "FORMAT",                                                                                   \
+       "text (default), or json: one object per line (time, level, prog, msg, peer, action, "      \
+       "error, offset, request_id, duration_s)",                                                   \
+       0,                                                                                          \
+       0},                                                                                         \
+      {"--slow-ms",                                                                                \
+       0,                                                                                          \
+       OPT_COUNT,                                                                                  \
+       &(a).slow_ms,                                                                               \
+       "MS",                                                                                       \
+       "log requests answered MS milliseconds or more after they arrived (default 0: off; at "     \
+       "most 10 lines a second)",                                                                  \
+       0,                                                                                          \
+       86400000},                                                                                  \
+  {                                                                                                \
+    "--no-measure", 0, OPT_FLAG, &(a).no_measure, NULL,                                            \
+        "do not count and time requests by action (to weigh what it costs)", 0, 0                  \
+  }
+
+/* Applies the options to a service's options (the log format is the program's: logf_() and
+ * log_line() write JSON lines from now on); a usage error (exit 2) for a bad --log-format or
+ * --metrics.  serve() and serve_threads() then start the metrics endpoint. */
+void observe_setup(const struct cli *c, const struct observe_args *a,
+                   struct appmsg_service_opts *o);
 
 /* ---- serving ------------------------------------------------------------ */
 

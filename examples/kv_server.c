@@ -136,7 +136,9 @@ static const struct {
 int main(int argc, char **argv) {
   prog_init(&argc, &argv);
   struct tls_args tls = {0};
-  const struct opt opts[] = {TLS_SERVER_OPTS(tls), {NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
+  struct observe_args obs = {0};
+  const struct opt opts[] = {
+      TLS_SERVER_OPTS(tls), OBSERVE_OPTS(obs), {NULL, 0, 0, NULL, NULL, NULL, 0, 0}};
   const struct cli cli = {
       .usage = "[options] [HOST [PORT]]",
       .about = "An in-memory key-value service: set, get, delete, keys (and ping, status,\n"
@@ -153,6 +155,7 @@ int main(int argc, char **argv) {
   appmsg_service_opts_default(&o);
   o.log = log_line; /* the library never prints: its log lines go to stderr here */
   o.server.conn.tls = tls_server_setup(&cli, &tls);
+  observe_setup(&cli, &obs, &o);
   struct appmsg_service *svc = NULL;
   int status = 1;
   int rc = appmsg_service_new(&svc, NULL, &o);
