@@ -58,6 +58,7 @@ struct appmsg__http {
   uint64_t refused_at;          /* loop time of that line */
   unsigned freed : 1;           /* appmsg__http_free() was called */
   unsigned freeing : 1;         /* ... and is ending the connections now */
+  struct appmsg__deferred gone; /* frees it after the last connection's end */
   char addr[APPMSG_ADDRSTRLEN]; /* the listening address */
 };
 
@@ -468,8 +469,8 @@ static void on_timer(struct appmsg_loop *loop, struct appmsg_timer *t, void *ud)
   }
 }
 
-static void free_endpoint(struct appmsg__http *h) {
-  appmsg__free(h);
+static void free_endpoint(struct appmsg__deferred *d) {
+  appmsg__free((struct appmsg__http *)((char *)d - offsetof(struct appmsg__http, gone)));
 }
 
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {
@@ -494,8 +495,10 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   appmsg__free(hc->rest);
   appmsg__free(hc);
   h->nconns--;
+  /* The connection still reads its options (h->sopts) as it finishes after this: h goes at
+   * the end of the deferred work now running. */
   if (h->freed && !h->freeing && h->nconns == 0)
-    free_endpoint(h);
+    appmsg__loop_defer(h->loop, &h->gone);
 }
 
 static const struct appmsg_conn_callbacks conn_cbs = {
@@ -597,6 +600,7 @@ void appmsg__http_free(struct appmsg__http *h) {
   if (h == NULL || h->freed)
     return;
   h->freed = 1;
+  appmsg__deferred_init(&h->gone, free_endpoint);
   /* The server ends every connection: at once from outside the loop (their on_close run in
    * there), else at the end of the iteration; the last on_close frees h. */
   h->freeing = 1;
@@ -604,5 +608,5 @@ void appmsg__http_free(struct appmsg__http *h) {
   h->srv = NULL;
   h->freeing = 0;
   if (h->nconns == 0)
-    free_endpoint(h);
+    free_endpoint(&h->gone); /* (every connection has finished: none reads h any more) */
 }
