@@ -101,6 +101,7 @@
     const body = document.querySelector("#errors tbody");
     const names = s.errors && typeof s.errors === "object" ? Object.keys(s.errors).sort() : [];
     $("no-errors").hidden = names.length > 0;
+    $("errors").hidden = names.length === 0;
     const rows = document.createDocumentFragment();
     for (const name of names) {
       const tr = document.createElement("tr");
