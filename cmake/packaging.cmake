@@ -78,7 +78,7 @@ set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # Building against the package needs the headers of OpenSSL (the static library uses it, and
 # appmsgConfig.cmake and appmsg.pc ask for it) and pkg-config.
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libssl-dev, pkg-config")
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libssl-dev, libhttp-parser-dev, pkg-config")
 # appmsg/adapters/hiredis.h, for programs that run hiredis on appmsg's loop, needs hiredis's.
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libhiredis-dev")
 # A shlibs file, so that packages built against libappmsg.so.0 depend on this one.

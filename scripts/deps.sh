@@ -3,6 +3,9 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libcjson-dev libssl-dev libedit-dev openssl check python3 "$@")
+# The metrics endpoint: http_parser reads its requests (src/http.c); Chromium opens its status
+# page in tests/metrics/test_page.py.
+pkgs+=(libhttp-parser-dev chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,6 +49,8 @@ build_root=$top/build
 stamps=$prefix/.stamps
 
 packages=(cjson check)
+# http_parser, for the metrics endpoint (src/http.c): lib/libhttp_parser.a, include/http_parser.h.
+packages+=(http-parser)
 [ "$with_openssl" -eq 0 ] || packages+=(openssl)
 
 # Fast path: everything asked for is built already.
@@ -215,6 +217,17 @@ build_openssl() {  # $1 = source dir
     { tail -n 30 "$b.log" >&2; die "configuring openssl failed (log: $b.log)"; }
   { make -C "$b" -j "$jobs" build_libs && make -C "$b" install_dev; } >>"$b.log" 2>&1 ||
     { tail -n 30 "$b.log" >&2; die "building openssl failed (log: $b.log)"; }
+}
+
+# http-parser: two files and no build system worth cross-configuring; compiled directly, as
+# Debian's own Makefile would (the same -DHTTP_PARSER_STRICT=0 default).
+build_http-parser() {  # $1 = source dir
+  local b=$build_root/http-parser
+  rm -rf "$b"; mkdir -p "$b" "$prefix/lib" "$prefix/include"
+  { "$triplet-gcc-posix" -O2 -Wall -I"$1" -c "$1/http_parser.c" -o "$b/http_parser.o" &&
+      "$triplet-ar" rcs "$prefix/lib/libhttp_parser.a" "$b/http_parser.o" &&
+      cp "$1/http_parser.h" "$prefix/include/"; } >"$b.log" 2>&1 ||
+    { tail -n 30 "$b.log" >&2; die "building http-parser failed (log: $b.log)"; }
 }
 
 mkdir -p "$stamps" "$build_root"

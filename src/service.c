@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "appmsg/tls.h"
+#include "http.h"
 #include "platform.h"
 #include "service_internal.h"
 
@@ -322,6 +323,8 @@ void appmsg_service_free(struct appmsg_service *s) {
    * called from a callback, else now. */
   appmsg_server_free(s->srv);
   s->srv = NULL;
+  appmsg__http_free(s->http); /* its connections end too */
+  s->http = NULL;
   appmsg__deferred_init(&s->gone, free_service);
   if (inside) {
     appmsg__loop_defer(s->loop, &s->gone);

@@ -152,6 +152,7 @@ struct appmsg_service {
   struct appmsg_service *self;  /* itself (a group of one) */
   const struct appmsg_service_opts *opts;
   struct appmsg_server *srv;              /* after listen */
+  struct appmsg__http *http;              /* the HTTP endpoint (http.h), or NULL */
   struct appmsg_server_opts sopts;        /* opts->server with the counters pointer set */
   struct appmsg_conn_counters io;         /* bytes in and out, output queued */
   struct appmsg__handler *handlers;       /* open addressing, power-of-two size */
