@@ -468,8 +468,7 @@ static int metrics_listen(struct appmsg_service *svc) {
     logf_("--metrics: %s", err);
     return 1;
   }
-  logf_("metrics on http://%s/ (/metrics, /status)", appmsg_service_metrics_address(svc));
-  return 0;
+  return 0; /* (the service logs where: "metrics and status page on http://...") */
 }
 
 /* ---- command lines ---------------------------------------------------------- */

@@ -6,6 +6,8 @@ pkgs=(build-essential cmake pkg-config libcjson-dev libssl-dev libedit-dev opens
 # The metrics endpoint: http_parser reads its requests (src/http.c); Chromium opens its status
 # page in tests/metrics/test_page.py.
 pkgs+=(libhttp-parser-dev chromium)
+# The real Prometheus (and promtool) scrape app-server in tests/metrics/test_prometheus.py.
+pkgs+=(prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -281,8 +281,20 @@ class TestReadmeExample(E2E):
         c = self.client(port)
         c.send(json_request({"action": "hello", "name": "Ann"}))
         self.assertEqual(json.loads(c.frame().content), {"result": "Hello, Ann!"})
+        c.send(json_request({"action": "hello", "name": "Ann", "times": 2}))
+        self.assertEqual(json.loads(c.frame().content), {"result": "Hello, Ann! (x2)"})
         c.send(json_request({"action": "hello"}))
         self.assert_error_reply(c.frame(), "BAD_REQUEST", framing=False)
+        # Checked against its description before the handler runs, the member named.
+        c.send(json_request({"action": "hello", "name": "Ann", "times": "2"}))
+        f = c.frame()
+        self.assert_error_reply(f, "BAD_REQUEST", framing=False)
+        self.assertIn("member 'times' must be an integer", json.loads(f.content)["result"])
+        c.send(json_request({"action": "describe", "name": "hello"}))
+        method = json.loads(c.frame().content)["result"]
+        self.assertEqual([(p["name"], p["required"], p["schema"]) for p in method["params"]],
+                         [("name", True, {"type": "string"}),
+                          ("times", False, {"type": "integer"})])
         srv.signal(signal.SIGTERM)
         self.assertEqual(srv.wait(30), 0, srv.stderr())
 
