@@ -221,6 +221,39 @@ class Server:
         with open(self.logf.name, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def json_log(self):
+        """Whether the server writes its log as JSON lines (--log-format json)."""
+        return any(a == "--log-format" and b == "json" for a, b in zip(self.argv, self.argv[1:]))
+
+    def json_lines(self, pos=0):
+        """The log's lines after character pos, each parsed; Fail for one that is not a JSON
+        object with time, level and msg (a partial last line is left for later)."""
+        text = self.log_text()[pos:]
+        out = []
+        for ln in text.splitlines(keepends=True):
+            if not ln.endswith("\n"):
+                break
+            try:
+                o = json.loads(ln)
+            except ValueError as e:
+                raise Fail(f"log line is not JSON ({e}): {ln[:300]!r}")
+            if not isinstance(o, dict) or not all(k in o for k in ("time", "level", "msg")):
+                raise Fail(f"log line lacks time, level or msg: {ln[:300]!r}")
+            out.append(o)
+        return out
+
+    def wait_json_line(self, pos, name, offset):
+        """Waits (bounded) for a JSON log line after pos naming the error name at offset."""
+        deadline = time.monotonic() + 10
+        while True:
+            for o in self.json_lines(pos):
+                if o.get("error") == name and o.get("offset") == offset and o.get("peer"):
+                    return o
+            if time.monotonic() > deadline:
+                raise Fail(f"no JSON log line naming {name} at {offset}: "
+                           f"{self.log_text()[pos:][-600:]!r}")
+            time.sleep(0.02)
+
     def alive(self):
         return self.proc.poll() is None
 
@@ -536,6 +569,7 @@ def framing_error(srv, data, name, *, answers=0, reason_has=None, quick=False, s
     the reference decoder gives, then the server closing the connection.  quick: the reply must
     come before the frame timeout could have fired (it needs no more bytes than were sent)."""
     p = Peer(srv)
+    log_pos = len(srv.log_text())
     try:
         t0 = time.monotonic()
         p.send(data)
@@ -571,6 +605,9 @@ def framing_error(srv, data, name, *, answers=0, reason_has=None, quick=False, s
             raise Fail("connection still open after the framing error reply")
         if len(p.msgs) > answers + 1:
             raise Fail(f"{len(p.msgs) - answers - 1} extra frame(s) after the error reply")
+        if srv.json_log():  # the log names it too, as a machine reads it
+            srv.wait_json_line(log_pos, name, body.get("offset"))
+            detail += ", logged as JSON"
         return f"{detail}, {took * 1000:.0f} ms, then {st}"
     finally:
         p.close()
@@ -1614,7 +1651,8 @@ def main():
         main_argv = shlex.split(ARGS.server_cmd)
     else:
         main_argv = [*ARGS.wrapper, ARGS.server_bin, "--idle-timeout", "2", "--frame-timeout",
-                     "2", "--max-conns", "200", "--max-content", "65536", "127.0.0.1", "0"]
+                     "2", "--max-conns", "200", "--max-content", "65536", "--log-format", "json",
+                     "127.0.0.1", "0"]
     passed = failed = 0
 
     def start_main():
@@ -1678,6 +1716,11 @@ def main():
     rc, bad = srv.stop()
     if why is None and rc != 0:
         why = f"SIGTERM exit status {rc!r}, expected 0"
+    if why is None and not bad and srv.json_log():
+        try:  # every line the main server logged, to its "bye", is one JSON object
+            srv.json_lines()
+        except Fail as e:
+            why = f"its log: {e}"
     if bad:
         why = (why + "; " if why else "") + f"sanitizer report in stderr: {bad[:5]!r}"
     if why:
