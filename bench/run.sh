@@ -21,6 +21,8 @@
 #   P16 Redis app-server --redis at P16, its searches answered from the same redis-server (one
 #            GET each, pipelined): req/s beside redis-benchmark's GET, and the CPU per request
 #            of app-server and of redis-server, each on its own (both servers on core 0)
+#   P16 nm   app-server --no-measure at P16 (no per-action counts or latency): what measuring
+#            every request costs, as server CPU per request measured / not measured
 #   P16 x2   app-server --threads 2 at P16 (unpinned: its two threads and the load generator
 #            share the two cores), for its server CPU per request against --threads 1 placed
 #            the same way (a second app-server, unpinned too: pinning alone changes the CPU per
@@ -500,6 +502,7 @@ AT_PORT=$((PORT_BASE + 5)) # app-server over TLS
 RT_PORT=$((PORT_BASE + 4)) # redis's TLS port
 AR_PORT=$((PORT_BASE + 6)) # app-server --redis
 T1_PORT=$((PORT_BASE + 7)) # app-server --threads 1, unpinned
+NM_PORT=$((PORT_BASE + 8)) # app-server --no-measure (pinned, as app-server)
 : >"$TMP/results"
 TLS_CLIENT=(--tls --tls-ca "$CERTS/ca.pem" --tls-name localhost)
 REDIS_TLS=(--tls --cacert "$CERTS/ca.pem" --sni localhost)
@@ -508,6 +511,8 @@ start_server app-server "$A_PORT" "$APP" "$HOST" "$A_PORT"
 APP_PID=$SERVER_PID
 start_server baseline "$B_PORT" "$BASE" "$HOST" "$B_PORT"
 BASE_PID=$SERVER_PID
+start_server app-server-nm "$NM_PORT" "$APP" --no-measure "$HOST" "$NM_PORT"
+NM_PID=$SERVER_PID
 # Two threads: not pinned (taskset would put both on core 0).
 SRV_SAVED=("${SRV[@]}")
 SRV=()
@@ -621,6 +626,7 @@ for round in $(seq "$ROUNDS"); do
       LOADGEN=$LIBBENCH bench_run p16.lib "$round" "$APP_PID" -p "$A_PORT" -P 16 \
         --duration "$DURATION" --warmup 100000
       bench_run_cli p16.cli "$round" "$APP_PID" "$A_PORT"
+      bench_run p16.nm "$round" "$NM_PID" -p "$NM_PORT" "${P16[@]}"
       bench_run p16.x1 "$round" "$APP1_PID" -p "$T1_PORT" "${P16[@]}"
       bench_run p16.x2 "$round" "$APP2_PID" -p "$T_PORT" "${P16[@]}"
       if [ -n "$APPR_PID" ]; then
@@ -733,6 +739,7 @@ fi
 
 stop_server "$APP2_PID"
 stop_server "$APP1_PID"
+stop_server "$NM_PID"
 [ -n "${APPR_PID:-}" ] && stop_server "$APPR_PID"
 APPT_HWM=-
 [ -n "$APPT_PID" ] && APPT_HWM=$(status_kb "$APPT_PID" VmHWM)
@@ -857,6 +864,8 @@ row "P16 via client.h" app-server p16.lib
 ratio_row lib/bench p16.lib p16.app
 row "P16 via appmsg bench" app-server p16.cli
 ratio_row cli/bench p16.cli p16.app # appmsg bench / appmsg-bench
+row "P16 --no-measure" app-server p16.nm
+ratio_row "on/off" p16.app p16.nm # measured / not measured: its CPU column is the cost
 row "P16 --threads 2" app-server p16.x2
 row "" "--threads 1" p16.x1
 ratio_row x2/x1 p16.x2 p16.x1
@@ -912,6 +921,8 @@ target "P16 req/s through client.h / appmsg-bench's client >= 0.8" \
   "$(ratio "$(median p16.lib 3)" "$(median p16.app 3)")" ">=" 0.8
 target "P16 req/s appmsg bench / appmsg-bench >= 1.0" \
   "$(ratio "$(median p16.cli 3)" "$(median p16.app 3)")" ">=" 1.0
+target "P16 server CPU per request measured / --no-measure <= 1.03" \
+  "$(ratio "$(median p16.app 10)" "$(median p16.nm 10)")" "<=" 1.03
 target "P16 server CPU per request --threads 2 / --threads 1 <= 1.1" \
   "$(ratio "$(median p16.x2 10)" "$(median p16.x1 10)")" "<=" 1.1
 if [ -n "${APPR_PID:-}" ]; then
