@@ -3,11 +3,9 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libcjson-dev libssl-dev libedit-dev openssl check python3 "$@")
-# The metrics endpoint: http_parser reads its requests (src/http.c); Chromium opens its status
-# page in tests/metrics/test_page.py.
-pkgs+=(libhttp-parser-dev chromium)
-# The real Prometheus (and promtool) scrape app-server in tests/metrics/test_prometheus.py.
-pkgs+=(prometheus)
+# The metrics endpoint: http_parser reads its requests (src/http.c).  (What only the tests use -
+# Chromium, Prometheus - scripts/test.sh asks for.)
+pkgs+=(libhttp-parser-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

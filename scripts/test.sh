@@ -23,9 +23,11 @@ cd "$(dirname "$0")/.."
 # tshark: the dissector's tests; haproxy, systemd (systemd-analyze), dpkg-dev, groff-base: the
 # deployment tests; libhiredis-dev, redis-server, redis-tools: app-server on Redis; RUNLEVEL=1: no
 # package's init script starts a daemon of its own while installing.
-# mingw-w64, wine: the Windows build and its tests.
+# mingw-w64, wine: the Windows build and its tests.  chromium, prometheus: the status page in a
+# headless browser and a real Prometheus scraping /metrics (tests/metrics).
 RUNLEVEL=1 bash scripts/deps.sh iproute2 procps valgrind clang libclang-rt-dev clang-format tshark \
-  haproxy systemd dpkg-dev groff-base libhiredis-dev redis-server redis-tools mingw-w64 wine wine64
+  haproxy systemd dpkg-dev groff-base libhiredis-dev redis-server redis-tools mingw-w64 wine wine64 \
+  chromium prometheus
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== formatting (clang-format)"
