@@ -392,7 +392,7 @@ static int build_frame(struct appmsg_client *c, struct call *k, const struct app
     memcpy(to, rid, rid_n);
     k->rid_len = rid_n;
   }
-  if (is_json && call->content_encoding == NULL &&
+  if (is_json && call->content_encoding == NULL && call->extras == NULL &&
       (rid == NULL || (k->rid_len > 0 && k->rid_long == NULL))) {
     if (rid) {
       if (appmsg_json_check(rid, k->rid_len, APPMSG_HEADER_DEPTH_MAX - 1, NULL, NULL) != 0)
@@ -411,6 +411,12 @@ static int build_frame(struct appmsg_client *c, struct call *k, const struct app
   int rc = appmsg_header_set(&h, type, enc);
   if (rc == 0 && rid)
     rc = appmsg_header_set_extra_json(&h, "request-id", rid);
+  for (const char *const *x = call->extras; rc == 0 && x && x[0]; x += 2) {
+    if (x[1] == NULL || strcmp(x[0], "request-id") == 0)
+      rc = -EINVAL;
+    else
+      rc = appmsg_header_set_extra_json(&h, x[0], x[1]); /* (checks key and value) */
+  }
   if (rc == 0)
     rc = e ? appmsg_encoder_push(e, &h, call->content, call->len)
            : appmsg_conn_send(c->conn, &h, call->content, call->len);

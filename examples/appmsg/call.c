@@ -79,8 +79,9 @@ static char *data_read(const struct cli *c, const char *d, size_t *len) {
   return buf;
 }
 
-/* --header NAME:=JSON or NAME=TEXT: the request-id, as JSON text (malloc'd). */
-static char *header_value(const struct cli *c, const char *h) {
+/* --header NAME:=JSON or NAME=TEXT: the name in *key and the value as JSON text (both
+ * malloc'd). */
+static char *header_value(const struct cli *c, const char *h, char **key) {
   const char *eq = strchr(h, '=');
   if (eq == NULL || eq == h) {
     logf_("--header '%s': give NAME:=JSON or NAME=TEXT", h);
@@ -88,12 +89,19 @@ static char *header_value(const struct cli *c, const char *h) {
   }
   int json = eq[-1] == ':';
   size_t klen = (size_t)(eq - h) - (size_t)json;
-  if (klen != 10 || strncmp(h, "request-id", 10) != 0) {
-    logf_("--header '%.*s': only request-id can be sent (the client library's requests carry "
-          "no other header members)",
-          (int)klen, h);
-    cli_usage_error(c);
+  static const char *const required[] = {"byteorder", "content-type", "content-encoding",
+                                         "content-length"};
+  for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+    if (strlen(required[i]) == klen && strncmp(h, required[i], klen) == 0) {
+      logf_("--header %s: the four required members are the library's to write", required[i]);
+      cli_usage_error(c);
+    }
+  if ((*key = malloc(klen + 1)) == NULL) {
+    logf_("out of memory");
+    exit(1);
   }
+  memcpy(*key, h, klen);
+  (*key)[klen] = '\0';
   const char *v = eq + 1;
   size_t off = 0;
   const char *why = NULL;
@@ -123,7 +131,7 @@ int cmd_call(int argc, char **argv) {
       {"--content-type", 0, OPT_STRING, &ctype, "TYPE",
        "-d's content type (default text/json; any other makes a binary request)", 0, 0},
       {"--header", 0, OPT_LIST, &headers, "NAME:=JSON",
-       "a header member (request-id): NAME:=JSON, or NAME=TEXT for a string", 0, 0},
+       "a header member (request-id, or any extra): NAME:=JSON, or NAME=TEXT for a string", 0, 0},
       {"--json", 0, OPT_FLAG, &run.json, NULL, "print the reply's content as one line of JSON", 0,
        0},
       {"--verbose", 'v', OPT_FLAG, &run.verbose, NULL, "show the reply's header on stderr", 0, 0},
@@ -173,11 +181,22 @@ int cmd_call(int argc, char **argv) {
   char *body = NULL, *rid = NULL;
   struct params p;
   char err[1024];
+  /* request-id goes as the call's own (replies are matched by it); the others as extras. */
+  char *extras[2 * OPT_LIST_MAX + 1] = {NULL};
+  int nextras = 0;
   for (int i = 0; i < headers.n; i++) {
-    free(rid);
-    rid = header_value(&cli, headers.v[i]);
+    char *key, *value = header_value(&cli, headers.v[i], &key);
+    if (strcmp(key, "request-id") == 0) {
+      free(rid);
+      rid = value;
+      free(key);
+    } else {
+      extras[nextras++] = key;
+      extras[nextras++] = value;
+    }
   }
   call.request_id = rid;
+  call.extras = nextras ? (const char *const *)extras : NULL;
   if (data) {
     body = data_read(&cli, data, &call.len);
     int is_json = ctype == NULL || strcmp(ctype, "text/json") == 0;
@@ -221,6 +240,8 @@ int cmd_call(int argc, char **argv) {
   appmsg_tls_free(o.conn.tls);
   free(body);
   free(rid);
+  for (int i = 0; i < nextras; i++)
+    free(extras[i]);
   free(pos);
   return run.status;
 }

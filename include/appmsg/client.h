@@ -186,6 +186,9 @@ struct appmsg_call {
   size_t len;                   /* its length */
   uint32_t timeout_ms;          /* 0: the client's call_timeout_ms */
   const char *request_id;       /* a request-id's value as JSON text, or NULL */
+  const char *const *extras;    /* more header members: key, value as JSON text, key, value ...,
+                                   NULL (or NULL: none); not the required keys, and request-id
+                                   goes in request_id (replies are matched by it) */
 };
 
 /*
