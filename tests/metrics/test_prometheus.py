@@ -213,6 +213,16 @@ class TestPrometheus(unittest.TestCase):
         self.assertLessEqual(status["actions"]["search"]["p99_s"], 1.0)
         self.assertEqual(srv.stop(), 0, srv.text()[-2000:])
 
+    def test_the_shipped_configuration_is_valid(self):
+        cfg = SRC / "deploy" / "prometheus" / "prometheus.yml"
+        r = subprocess.run(["promtool", "check", "config", str(cfg)], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # Its targets are the --metrics ports its comment gives the three app-servers.
+        text = cfg.read_text()
+        for port in (9465, 9466, 9467):
+            self.assertIn(f"127.0.0.1:{port}", text)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
