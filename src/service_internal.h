@@ -46,14 +46,13 @@ struct appmsg__svc_conn;
  * read the others' with relaxed loads.  Its name is written before it is published (nactions,
  * a release store), and it lives as long as the service. */
 struct appmsg__action_stats {
-  char *name;                        /* the action */
-  uint64_t pending;                  /* requests owed a reply now (a gauge) */
-  uint64_t requests;                 /* answered: replies made (a TIMEOUT reply included) */
-  uint64_t errors;                   /* of those, error replies */
-  uint64_t sum_ns;                   /* their latencies summed (arrival to reply queued) */
-  uint64_t max_ns;                   /* the longest */
-  uint64_t le[APPMSG__LE_COUNT + 1]; /* how many fell in each bound's bucket (the last: +Inf) */
-  uint64_t *lat; /* APPMSG__LAT_BUCKETS counts, made with its first reply (release store) */
+  char *name;        /* the action */
+  uint64_t pending;  /* requests owed a reply now (a gauge) */
+  uint64_t requests; /* answered: replies made (a TIMEOUT reply included) */
+  uint64_t errors;   /* of those, error replies */
+  uint64_t sum_ns;   /* their latencies summed (arrival to reply queued) */
+  uint64_t max_ns;   /* the longest */
+  uint64_t *lat;     /* APPMSG__LAT_BUCKETS counts, made with its first reply (release store) */
 };
 
 /* A member of a request object, and its text once unescaped. */
@@ -192,6 +191,12 @@ struct appmsg_service {
  * the services of other threads (a group's status). */
 #define APPMSG__ADD(counter, n) appmsg__count(&(counter), (uint64_t)(n))
 #define APPMSG__GET(counter) appmsg_counter_get(&(counter))
+
+/* Whether a line of this level would be made (before its fields are: a peer's address costs a
+ * getnameinfo()). */
+static inline int appmsg__svc_logs(const struct appmsg_service *s, enum appmsg_log_level level) {
+  return level <= s->opts->log_level && s->opts->log != NULL;
+}
 
 /* Logs a line with its fields (conn.h's appmsg_log_fields) when the service's level asks. */
 #define appmsg__svc_logx(s, level, fields, ...)                                                    \
@@ -370,7 +375,6 @@ struct appmsg__action_total {
   const char *name;
   int other; /* one of the four names for requests without a registered action */
   uint64_t requests, errors, pending, sum_ns, max_ns;
-  uint64_t le[APPMSG__LE_COUNT + 1];
   uint64_t lat[APPMSG__LAT_BUCKETS]; /* the latency histogram, summed */
 };
 typedef void (*appmsg__action_total_fn)(void *ud, const struct appmsg__action_total *t);

@@ -16,14 +16,26 @@
 
 /* ---- measuring ------------------------------------------------------------------------------ */
 
-/* The histogram's bounds, in ns: 50 us to 10 s, as Prometheus's client libraries space them. */
+/* The Prometheus histogram's bounds: 50 us to 10 s, as Prometheus's client libraries space
+ * them, each moved down to the edge of the latency histogram's bucket at or below it (so that
+ * "le" holds exactly: 1 ms is written le="0.000999423"). */
 static const uint64_t le_ns[APPMSG__LE_COUNT] = {
     50000,     100000,     250000,     500000,     1000000,    2500000,
     5000000,   10000000,   25000000,   50000000,   100000000,  250000000,
     500000000, 1000000000, 2500000000, 5000000000, 10000000000};
-static const char *const le_text[APPMSG__LE_COUNT] = {
-    "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-    "0.05",  "0.1",    "0.25",    "0.5",    "1",     "2.5",    "5",     "10"};
+
+/* The last latency bucket whose values are all at or below ns (its highest value in *edge). */
+static unsigned lat_bucket_below(uint64_t ns, uint64_t *edge) {
+  unsigned k = appmsg__histogram_index(ns) >> APPMSG__LAT_SHIFT; /* the bucket holding ns */
+  uint64_t hi =
+      appmsg__histogram_bucket_high((k << APPMSG__LAT_SHIFT) + (1u << APPMSG__LAT_SHIFT) - 1);
+  if (hi > ns) { /* it straddles ns: the one before */
+    k--;
+    hi = appmsg__histogram_bucket_high((k << APPMSG__LAT_SHIFT) + (1u << APPMSG__LAT_SHIFT) - 1);
+  }
+  *edge = hi;
+  return k;
+}
 
 struct appmsg__action_stats *appmsg__svc_action_stats(struct appmsg_service *s, const char *name) {
   for (size_t i = 0; i < s->nactions; i++)
@@ -94,15 +106,6 @@ void appmsg__svc_measure_reply(struct appmsg_request *r, const char *error_name)
   appmsg__count(&as->sum_ns, ns);
   if (ns > as->max_ns)
     __atomic_store_n(&as->max_ns, ns, __ATOMIC_RELAXED);
-  unsigned lo = 0, hi = APPMSG__LE_COUNT; /* the first bound >= ns, or +Inf */
-  while (lo < hi) {
-    unsigned mid = (lo + hi) / 2;
-    if (le_ns[mid] < ns)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  appmsg__count(&as->le[lo], 1);
   uint64_t *lat = as->lat;
   if (lat == NULL && (lat = appmsg__calloc(APPMSG__LAT_BUCKETS, sizeof *lat)) != NULL)
     __atomic_store_n(&as->lat, lat, __ATOMIC_RELEASE);
@@ -125,8 +128,6 @@ static void add_stats(struct appmsg__action_total *t, const struct appmsg__actio
   t->sum_ns += APPMSG__GET(as->sum_ns);
   uint64_t mx = APPMSG__GET(as->max_ns);
   t->max_ns = mx > t->max_ns ? mx : t->max_ns;
-  for (unsigned k = 0; k <= APPMSG__LE_COUNT; k++)
-    t->le[k] += APPMSG__GET(as->le[k]);
   const uint64_t *lat = __atomic_load_n(&as->lat, __ATOMIC_ACQUIRE);
   for (unsigned k = 0; lat && k < APPMSG__LAT_BUCKETS; k++)
     t->lat[k] += APPMSG__GET(lat[k]);
@@ -237,13 +238,20 @@ static void action_lines(void *ud, const struct appmsg__action_total *a) {
     return;
   }
   uint64_t cum = 0;
-  for (unsigned k = 0; k <= APPMSG__LE_COUNT; k++) {
-    cum += a->le[k];
+  unsigned next = 0; /* the latency bucket to add next */
+  for (unsigned b = 0; b < APPMSG__LE_COUNT; b++) {
+    uint64_t edge;
+    unsigned last = lat_bucket_below(le_ns[b], &edge);
+    for (; next <= last; next++)
+      cum += a->lat[next];
     appmsg__text_addf(t, "appmsg_request_duration_seconds_bucket{action=\"");
     add_label(t, a->name);
-    appmsg__text_addf(t, "\",le=\"%s\"} %llu\n", k < APPMSG__LE_COUNT ? le_text[k] : "+Inf",
-                      (unsigned long long)cum);
+    appmsg__text_addf(t, "\",le=\"%.9g\"} %llu\n", (double)edge / 1e9, (unsigned long long)cum);
   }
+  cum = a->requests; /* (+Inf, _count: every reply, its latency bucket made or not) */
+  appmsg__text_addf(t, "appmsg_request_duration_seconds_bucket{action=\"");
+  add_label(t, a->name);
+  appmsg__text_addf(t, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
   appmsg__text_addf(t, "appmsg_request_duration_seconds_sum{action=\"");
   add_label(t, a->name);
   appmsg__text_addf(t, "\"} %.9f\n", (double)a->sum_ns / 1e9);

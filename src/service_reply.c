@@ -416,6 +416,8 @@ int appmsg__svc_error_reply(struct appmsg_request *r, const char *name, const ch
 /* Whether the application may reply to r now; if not, finishes r when
  * that was its last use.  Returns 0 or the code the reply call returns. */
 static int may_reply(struct appmsg_request *r) {
+  if (__builtin_expect(!r->answered && !r->retired && r->sc && !r->expired, 1))
+    return 0; /* (the usual case: no log fields to make, no peer's address to format) */
   struct appmsg_log_fields f = appmsg__svc_request_fields(r);
   if (r->answered || r->retired) {
     appmsg__svc_logx(r->svc, APPMSG_LOG_WARN, &f,

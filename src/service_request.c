@@ -449,10 +449,21 @@ static void on_error(struct appmsg_conn *c, int err, const char *reason, uint64_
     appmsg__svc_logx(s, APPMSG_LOG_ERROR, &f, "%s: out of memory for the error reply", f.peer);
 }
 
+static void log_close(struct appmsg_service *s, struct appmsg_conn *c, int reason);
+
 static void on_close(struct appmsg_conn *c, int reason, void *ud) {
   struct appmsg__svc_conn *sc = ud;
   struct appmsg_service *s = sc->svc;
   APPMSG__ADD(s->st.connections, -1);
+  int warn = reason == APPMSG_E_TIMEOUT || reason == APPMSG_E_OUTPUT_FULL;
+  if (appmsg__svc_logs(s, warn ? APPMSG_LOG_WARN : APPMSG_LOG_DEBUG))
+    log_close(s, c, reason);
+  if (sc->conn) /* (not the service's fresh) */
+    appmsg__svc_conn_closed(sc);
+}
+
+/* Logs a connection's end (the peer's address is formatted only for a line that is made). */
+static void log_close(struct appmsg_service *s, struct appmsg_conn *c, int reason) {
   struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
   if (reason < 0)
     f.error = appmsg_errname(reason);
@@ -465,8 +476,6 @@ static void on_close(struct appmsg_conn *c, int reason, void *ud) {
     appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "%s: closed: %s", f.peer, appmsg_strerror(reason));
   else
     appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "%s: closed", f.peer);
-  if (sc->conn) /* (not the service's fresh) */
-    appmsg__svc_conn_closed(sc);
 }
 
 static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud) {
@@ -475,8 +484,10 @@ static void on_accept(struct appmsg_server *srv, struct appmsg_conn *c, void *ud
   appmsg_conn_set_userdata(c, &s->fresh); /* its own state comes with its first message */
   APPMSG__ADD(s->st.connections, 1);
   APPMSG__ADD(s->st.connections_total, 1);
-  struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
-  appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "accepted connection from %s", f.peer);
+  if (appmsg__svc_logs(s, APPMSG_LOG_DEBUG)) {
+    struct appmsg_log_fields f = appmsg__svc_conn_fields(c);
+    appmsg__svc_logx(s, APPMSG_LOG_DEBUG, &f, "accepted connection from %s", f.peer);
+  }
 }
 
 static void on_refuse(struct appmsg_server *srv, int err, void *ud) {

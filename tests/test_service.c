@@ -1412,7 +1412,7 @@ START_TEST(requests_are_counted_and_timed_by_action) {
       "appmsg_requests_in_flight{action=\"later\"} 0\n",
       "appmsg_requests_total{action=\"we\\\"ird\\\\\"} 1\n",
       "# TYPE appmsg_request_duration_seconds histogram\n",
-      "appmsg_request_duration_seconds_bucket{action=\"later\",le=\"0.025\"} 0\n",
+      "appmsg_request_duration_seconds_bucket{action=\"later\",le=\"0.024641535\"} 0\n",
       "appmsg_request_duration_seconds_bucket{action=\"later\",le=\"+Inf\"} 2\n",
       "appmsg_request_duration_seconds_count{action=\"later\"} 2\n",
       "appmsg_request_duration_seconds_sum{action=\"later\"} 0.",
