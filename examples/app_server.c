@@ -188,8 +188,10 @@ int main(int argc, char **argv) {
       store_failed =
           redis_store_new(&stores[i], appmsg_service_loop(svcs[i]), &ro, what, sizeof what) != 0;
       srcs[i].store = stores[i];
-      if (!store_failed)
+      if (!store_failed) {
         appmsg_service_status_hook(svcs[i], redis_store_status, stores[i]);
+        appmsg_service_metrics_hook(svcs[i], redis_store_metrics, stores[i]);
+      }
     }
   }
   if (rc == 0 && !store_failed && redis)

@@ -574,24 +574,65 @@ static size_t quoted(const char *text, char *out, size_t used, size_t cap) {
   return appmsg_json_quote(text, n, used < cap ? out + used : NULL, used < cap ? cap - used : 0);
 }
 
+/* The counters of a store's group, summed. */
+struct totals {
+  size_t n, up, connecting;
+  uint64_t connects, requests, in_flight, unavailable, timeouts, errors;
+};
+
+static void sum_group(const struct redis_store *s, struct totals *t) {
+  struct redis_store *const *g = s->ngroup ? s->group : (struct redis_store *const *)&s;
+  memset(t, 0, sizeof *t);
+  t->n = s->ngroup ? s->ngroup : 1;
+  for (size_t i = 0; i < t->n; i++) {
+    enum state st = __atomic_load_n(&g[i]->state, __ATOMIC_RELAXED);
+    t->up += st == UP;
+    t->connecting += st == CONNECTING;
+    uint64_t c = GET(g[i]->connects);
+    t->connects += c ? c - 1 : 0; /* (reconnects) */
+    t->requests += GET(g[i]->requests);
+    t->in_flight += GET(g[i]->in_flight);
+    t->unavailable += GET(g[i]->unavailable);
+    t->timeouts += GET(g[i]->timeouts);
+    t->errors += GET(g[i]->errors);
+  }
+}
+
+size_t redis_store_metrics(void *ud, char *out, size_t cap) {
+  struct totals t;
+  sum_group(ud, &t);
+  const struct {
+    const char *name, *type, *help;
+    uint64_t v;
+  } m[] = {
+      {"appmsg_redis_connections", "gauge", "Connections to Redis (one per thread).", t.n},
+      {"appmsg_redis_connections_up", "gauge", "Of those, connected now.", t.up},
+      {"appmsg_redis_reconnects_total", "counter", "Connections to Redis made again.", t.connects},
+      {"appmsg_redis_requests_total", "counter", "Commands sent to Redis.", t.requests},
+      {"appmsg_redis_requests_in_flight", "gauge", "Commands waiting for Redis's reply.",
+       t.in_flight},
+      {"appmsg_redis_unavailable_total", "counter",
+       "Searches answered UNAVAILABLE (Redis not connected).", t.unavailable},
+      {"appmsg_redis_timeouts_total", "counter", "Commands Redis did not answer in time.",
+       t.timeouts},
+      {"appmsg_redis_errors_total", "counter", "Error replies from Redis.", t.errors},
+  };
+  size_t used = 0;
+  for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+    used += (size_t)snprintf(used < cap ? out + used : NULL, used < cap ? cap - used : 0,
+                             "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", m[i].name, m[i].help,
+                             m[i].name, m[i].type, m[i].name, (unsigned long long)m[i].v);
+  return used;
+}
+
 size_t redis_store_status(void *ud, char *out, size_t cap) {
   const struct redis_store *s = ud;
-  struct redis_store *const *g = s->ngroup ? s->group : (struct redis_store *const *)&s;
-  size_t n = s->ngroup ? s->ngroup : 1, up = 0, connecting = 0;
-  uint64_t connects = 0, requests = 0, in_flight = 0, unavailable = 0, timeouts = 0, errors = 0;
-  for (size_t i = 0; i < n; i++) {
-    enum state st = __atomic_load_n(&g[i]->state, __ATOMIC_RELAXED);
-    up += st == UP;
-    connecting += st == CONNECTING;
-    uint64_t c = GET(g[i]->connects);
-    connects += c ? c - 1 : 0; /* (reconnects) */
-    requests += GET(g[i]->requests);
-    in_flight += GET(g[i]->in_flight);
-    unavailable += GET(g[i]->unavailable);
-    timeouts += GET(g[i]->timeouts);
-    errors += GET(g[i]->errors);
-  }
-  const char *state = up == n ? "connected" : up ? "partial" : connecting ? "connecting" : "down";
+  struct totals t;
+  sum_group(s, &t);
+  size_t n = t.n, up = t.up;
+  uint64_t connects = t.connects, requests = t.requests, in_flight = t.in_flight,
+           unavailable = t.unavailable, timeouts = t.timeouts, errors = t.errors;
+  const char *state = up == n ? "connected" : up ? "partial" : t.connecting ? "connecting" : "down";
   size_t used = 0;
 #define PUT(...)                                                                                   \
   used += (size_t)snprintf(used < cap ? out + used : NULL, used < cap ? cap - used : 0, __VA_ARGS__)
@@ -747,6 +788,10 @@ size_t redis_store_status(void *ud, char *out, size_t cap) {
   (void)out;
   (void)cap;
   return 0;
+}
+
+size_t redis_store_metrics(void *ud, char *out, size_t cap) {
+  return redis_store_status(ud, out, cap);
 }
 
 void redis_store_free(struct redis_store *s) {

@@ -91,6 +91,11 @@ int redis_store_group(struct redis_store **stores, size_t n);
  */
 size_t redis_store_status(void *ud, char *out, size_t cap);
 
+/* The same counters for the metrics endpoint (appmsg_metrics_fn): appmsg_redis_connections,
+ * _connections_up, _reconnects_total, _requests_total, _requests_in_flight,
+ * _unavailable_total, _timeouts_total and _errors_total, summed over the group. */
+size_t redis_store_metrics(void *ud, char *out, size_t cap);
+
 /* Closes the connection (waiting requests get UNAVAILABLE) and frees the
  * store.  Before the loop is freed; not from a callback of the store's.
  * NULL is fine. */

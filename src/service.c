@@ -197,6 +197,11 @@ void appmsg_service_handle_unknown(struct appmsg_service *s, appmsg_handler_fn f
                                         fn ? ud : NULL, NULL, NULL};
 }
 
+void appmsg_service_metrics_hook(struct appmsg_service *s, appmsg_metrics_fn fn, void *ud) {
+  s->metrics_fn = fn;
+  s->metrics_ud = ud;
+}
+
 void appmsg_service_status_hook(struct appmsg_service *s, appmsg_status_fn fn, void *ud) {
   s->status_fn = fn;
   s->status_ud = ud;

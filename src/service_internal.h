@@ -158,6 +158,8 @@ struct appmsg_service {
   size_t nhandlers, handlers_cap;         /* used, size */
   struct appmsg__handler binary, unknown; /* the other two handlers */
   char *title, *version;                  /* describe's info (NULL: the defaults) */
+  appmsg_metrics_fn metrics_fn;           /* extra metrics */
+  void *metrics_ud;                       /* ... */
   appmsg_status_fn status_fn;             /* extra status members */
   void *status_ud;                        /* ... */
   struct appmsg_prepared *json_hdr;       /* text/json, utf-8 */
@@ -219,6 +221,13 @@ struct appmsg__text {
   size_t len, cap;
   int failed;
 };
+
+/* Makes room for n more bytes and a NUL: 0, or -1 once memory ran out (t->failed). */
+int appmsg__text_room(struct appmsg__text *t, size_t n);
+
+/* Appends what a hook (appmsg_status_fn, appmsg_metrics_fn) writes, with as much room as it
+ * asks for; returns the bytes added. */
+size_t appmsg__text_hook(struct appmsg__text *t, size_t (*fn)(void *, char *, size_t), void *ud);
 
 /* Appends printf-style text; appends s quoted as a JSON string (s is valid UTF-8). */
 void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) APPMSG__PRINTF(2, 3);

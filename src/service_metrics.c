@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "service_internal.h"
+#include "tls_internal.h"
 
 /* ---- measuring ------------------------------------------------------------------------------ */
 
@@ -305,4 +306,14 @@ void appmsg__svc_metrics_text(struct appmsg_service *s, struct appmsg__text *t) 
     if (appmsg__svc_each_action(s, action_lines, &ap) != 0)
       t->failed = 1;
   }
+  long long not_after;
+  struct appmsg_tls *tls = s->opts->server.conn.tls;
+  if (tls && appmsg__tls_not_after(tls, &not_after) == 0) {
+    family(t, "appmsg_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "When the certificate served to new connections expires (its notAfter), in seconds "
+           "since 1970.");
+    appmsg__text_addf(t, "appmsg_tls_certificate_expiry_timestamp_seconds %lld\n", not_after);
+  }
+  if (s->metrics_fn) /* the application's, as the status hook's */
+    appmsg__text_hook(t, s->metrics_fn, s->metrics_ud);
 }

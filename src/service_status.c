@@ -46,7 +46,7 @@ void appmsg__svc_builtin_ping(struct appmsg_request *r, void *ud) {
 /* A growing text buffer (service_internal.h). */
 
 /* Makes room for n more bytes (and a NUL); 0, or -1 once memory ran out (t->failed). */
-static int text_room(struct appmsg__text *t, size_t n) {
+int appmsg__text_room(struct appmsg__text *t, size_t n) {
   if (t->failed)
     return -1;
   if (n < t->cap - t->len)
@@ -62,6 +62,24 @@ static int text_room(struct appmsg__text *t, size_t n) {
   return 0;
 }
 
+size_t appmsg__text_hook(struct appmsg__text *t, size_t (*fn)(void *, char *, size_t), void *ud) {
+  if (t->failed)
+    return 0;
+  size_t room = t->cap - t->len, n = fn(ud, t->p ? t->p + t->len : NULL, room);
+  if (n >= room) { /* it did not fit: again with room */
+    if (appmsg__text_room(t, n) != 0)
+      return 0;
+    room = t->cap - t->len;
+    n = fn(ud, t->p + t->len, room);
+    if (n >= room) { /* it changed its mind */
+      t->failed = 1;
+      return 0;
+    }
+  }
+  t->len += n;
+  return n;
+}
+
 void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -71,7 +89,7 @@ void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) {
     t->failed = 1;
     return;
   }
-  if (text_room(t, (size_t)n) != 0)
+  if (appmsg__text_room(t, (size_t)n) != 0)
     return;
   va_start(ap, fmt);
   vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
@@ -81,7 +99,7 @@ void appmsg__text_addf(struct appmsg__text *t, const char *fmt, ...) {
 
 void appmsg__text_add_quoted(struct appmsg__text *t, const char *s) {
   size_t n = strlen(s), q = appmsg_json_quote(s, n, NULL, 0);
-  if (text_room(t, q) != 0)
+  if (appmsg__text_room(t, q) != 0)
     return;
   t->len += appmsg_json_quote(s, n, t->p + t->len, q);
 }
@@ -172,22 +190,10 @@ void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t) {
   appmsg__text_addf(t, "}");
   if (s->status_fn && !t->failed) {
     appmsg__text_addf(t, ", ");
-    size_t n = t->failed ? 0 : s->status_fn(s->status_ud, t->p + t->len, t->cap - t->len);
-    if (n >= t->cap - t->len && !t->failed) {
-      char *np = appmsg__realloc(t->p, t->len + n + 1);
-      t->failed = np == NULL;
-      if (np) {
-        t->p = np;
-        t->cap = t->len + n + 1;
-        n = s->status_fn(s->status_ud, t->p + t->len, t->cap - t->len);
-        t->failed = n >= t->cap - t->len; /* it changed its mind */
-      }
-    }
-    if (n == 0)
+    if (appmsg__text_hook(t, s->status_fn, s->status_ud) == 0 && !t->failed)
       t->len -= 2; /* nothing added: no separator */
-    else
-      t->len += n;
   }
+
   appmsg__text_addf(t, "}");
 }
 

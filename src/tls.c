@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The system's headers first: on Windows, OpenSSL's undo the names <wincrypt.h> takes
  * (X509_NAME, ...) only when they come after it. */
@@ -320,6 +321,26 @@ void appmsg_tls_free(struct appmsg_tls *tls) {
 
 int appmsg_tls_is_server(const struct appmsg_tls *tls) {
   return tls->server;
+}
+
+int appmsg__tls_not_after(struct appmsg_tls *tls, long long *t) {
+  int rc = -ENOENT;
+  appmsg__mutex_lock(&tls->lock); /* (a reload may swap the context meanwhile) */
+  X509 *cert = tls->ctx ? SSL_CTX_get0_certificate(tls->ctx) : NULL;
+  const ASN1_TIME *end = cert ? X509_get0_notAfter(cert) : NULL;
+  struct tm tm;
+  if (end && ASN1_TIME_to_tm(end, &tm) == 1) {
+    /* Days since 1970 from the civil date (a leap-year count: no timegm(), which is not POSIX). */
+    long long y = tm.tm_year + 1900, m = tm.tm_mon + 1, d = tm.tm_mday;
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400, yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    *t = days * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
+    rc = 0;
+  }
+  appmsg__mutex_unlock(&tls->lock);
+  return rc;
 }
 
 /* ---- the socket BIO ------------------------------------------------------------------------------ */

@@ -46,6 +46,10 @@ int appmsg__tls_pending(const struct appmsg__tls_conn *t);
 /* The sentence for the last failure on this thread (static, thread's buffer). */
 const char *appmsg__tls_reason(void);
 
+/* When the certificate new connections are given stops being valid (its notAfter), in seconds
+ * since 1970 (UTC): 0 and *t, or -ENOENT (no certificate: a client context without one). */
+int appmsg__tls_not_after(struct appmsg_tls *tls, long long *t);
+
 /* appmsg_conn_tls_info() for the TLS state. */
 int appmsg__tls_describe(const struct appmsg__tls_conn *t, char *buf, size_t len);
 

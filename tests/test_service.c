@@ -1434,6 +1434,39 @@ START_TEST(requests_are_counted_and_timed_by_action) {
 }
 END_TEST
 
+/* An application's metrics: a line long enough that the library must ask again with room. */
+static size_t app_metrics(void *ud, char *out, size_t cap) {
+  (void)ud;
+  char big[3000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  return (size_t)snprintf(out, cap,
+                          "# HELP app_things Things.\n# TYPE app_things gauge\n"
+                          "app_things{what=\"%s\"} 3\n",
+                          big);
+}
+
+START_TEST(a_metrics_hook_adds_the_applications_families) {
+  start(_i, NULL);
+  appmsg_service_metrics_hook(svc, app_metrics, NULL);
+  struct appmsg__text t = {malloc(64), 0, 64, 0};
+  appmsg__svc_metrics_text(svc, &t);
+  ck_assert(!t.failed);
+  appmsg__text_addf(&t, "%c", '\0');
+  ck_assert_ptr_nonnull(strstr(t.p, "# TYPE app_things gauge\napp_things{what=\"xxx"));
+  ck_assert_ptr_nonnull(strstr(t.p, "\"} 3\n"));
+  ck_assert_ptr_null(strstr(t.p, "appmsg_tls_")); /* no TLS here */
+  free(t.p);
+  appmsg_service_metrics_hook(svc, NULL, NULL);
+  struct appmsg__text u = {NULL, 0, 0, 0};
+  appmsg__svc_metrics_text(svc, &u);
+  appmsg__text_addf(&u, "%c", '\0');
+  ck_assert_ptr_null(strstr(u.p, "app_things"));
+  free(u.p);
+  stop();
+}
+END_TEST
+
 START_TEST(framing_errors_are_logged_with_their_fields) {
   start(_i, NULL);
   struct peer p;
@@ -1483,6 +1516,7 @@ int main(void) {
   tcase_add_loop_test(tc, bad_descriptions_are_refused, 0, 2);
   tcase_add_loop_test(tc, requests_are_counted_and_timed_by_action, 0, 2);
   tcase_add_loop_test(tc, framing_errors_are_logged_with_their_fields, 0, 2);
+  tcase_add_loop_test(tc, a_metrics_hook_adds_the_applications_families, 0, 2);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -261,6 +261,19 @@ APPMSG_API void appmsg_service_handle_unknown(struct appmsg_service *s, appmsg_h
 typedef size_t (*appmsg_status_fn)(void *ud, char *out, size_t cap);
 APPMSG_API void appmsg_service_status_hook(struct appmsg_service *s, appmsg_status_fn fn, void *ud);
 
+/*
+ * A metrics hook: fn writes more of the metrics endpoint's exposition (the
+ * Prometheus text format 0.0.4: "# HELP", "# TYPE" and sample lines, each
+ * ending in a line feed) into out, at most cap bytes, and returns the full
+ * length (it is called again with more room when that is above cap).  The
+ * application's own state, as the status hook gives it to status: a data
+ * store's connections, say.  Called on the thread of the service that
+ * serves the endpoint.  NULL removes it.
+ */
+typedef size_t (*appmsg_metrics_fn)(void *ud, char *out, size_t cap);
+APPMSG_API void appmsg_service_metrics_hook(struct appmsg_service *s, appmsg_metrics_fn fn,
+                                            void *ud);
+
 /* Listens on host:port (net.h forms; "0" picks a free port) and serves.
  * Once per service.  Returns 0, or a negative code with a sentence in err. */
 APPMSG_API int appmsg_service_listen(struct appmsg_service *s, const char *host, const char *port,
@@ -276,7 +289,9 @@ APPMSG_API int appmsg_service_listen_fd(struct appmsg_service *s, appmsg_socket_
  * Serves the service's metrics over HTTP on host:port (net.h forms; "0"
  * picks a free port), on the service's own loop, beside its appmsg port:
  *   GET /metrics  the counters and per-action latency histograms in the
- *                 Prometheus text format 0.0.4 (summed over the group)
+ *                 Prometheus text format 0.0.4 (summed over the group),
+ *                 the TLS certificate's expiry when TLS is on, and what a
+ *                 metrics hook adds
  *   GET /status   the status action's result, as JSON
  *   GET /         a status page for a person: live rates, latency per
  *                 action and a chart of the last minutes, redrawn every

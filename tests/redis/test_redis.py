@@ -418,6 +418,21 @@ class TestAnswers(RedisE2E):
         self.assertEqual(st["requests"], 1)
         self.assertIsNone(st["last_error"])
 
+    def test_metrics_show_the_data_store(self):
+        import urllib.request
+        self.start_redis()
+        srv = self.app("--metrics", "127.0.0.1:0")
+        self.wait_log(srv, r"metrics and status page on http://127\.0\.0\.1:\d+/")
+        mport = re.search(r"on http://127\.0\.0\.1:(\d+)/", srv.stderr()).group(1)
+        c = self.client(srv.port)
+        self.search(c, "x")
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in ("# TYPE appmsg_redis_connections_up gauge", "appmsg_redis_connections 1",
+                     "appmsg_redis_connections_up 1", "appmsg_redis_requests_total 1",
+                     "appmsg_redis_unavailable_total 0", 'appmsg_requests_total{action="search"} 1'):
+            self.assertIn(line + ("\n" if not line.startswith("#") else ""), text)
+
 
 # --------------------------------------------------------------------------------------------------
 # Loading

@@ -4,9 +4,11 @@ refused, the client's refusals (wrong name, untrusted CA, expired certificate), 
 side and TLS on the other, ALPN, and a SIGHUP reload.  Standard library only (python3 -m unittest).
 """
 
+import datetime
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +58,25 @@ class TestAnswers(TLSCase):
         self.assertEqual(len(out), 60)
         self.assertEqual(out[1], "In the caves beneath the Misty Mountains. \U0001f48d")
         self.assertEqual(out[0], "First 10 bytes of request: binary0x")
+
+    def test_metrics_tell_when_the_certificate_expires(self):
+        import urllib.request
+        s = self.server("app-server", "--metrics", "127.0.0.1:0")
+        self.assertTrue(s.wait_log(re.compile(r"on http://127\.0\.0\.1:(\d+)/")), s.text())
+        mport = re.search(r"on http://127\.0\.0\.1:(\d+)/", s.text()).group(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        m = re.search(r"^appmsg_tls_certificate_expiry_timestamp_seconds (\d+)$", text, re.M)
+        self.assertIsNotNone(m, text[-1500:])
+        # The same instant openssl reads from the certificate.
+        end = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-dateopt", "iso_8601",
+                              "-in", self.certs["server.pem"]],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(end.returncode, 0, end.stderr)
+        when = datetime.datetime.strptime(end.stdout.strip().split("=", 1)[1],
+                                          "%Y-%m-%d %H:%M:%SZ")
+        self.assertEqual(int(m.group(1)),
+                         int(when.replace(tzinfo=datetime.timezone.utc).timestamp()))
 
     def test_large_content_crosses_many_records(self):
         data = os.path.join(self.certs.dir, "big.json")
