@@ -157,96 +157,6 @@ static void split_line(char *line, char **action, char **value) {
   *value = sp ? (*sp = '\0', sp + 1) : line + strlen(line);
 }
 
-/*
- * Standard input, read with read(2) so that the loop can wait for it
- * (stdin_open(): on Windows, whose loop watches sockets only, a socket a
- * thread copies stdin into): while no whole line is buffered, the loop
- * runs until stdin is readable,
- * so the requests already made are written and their answers printed
- * meanwhile.  A producer that pauses, or waits for an answer before it
- * writes the next line, is served at once; with stdio's getline() the
- * program would sit in read(2) with its last requests unsent.  A regular
- * file (which epoll cannot watch, and whose reads never wait) is read at
- * once.
- */
-struct input {
-  appmsg_socket_t fd; /* stdin, as stdin_open() gives it */
-  char *buf;
-  size_t start, len, cap; /* the bytes not yet used are buf[start, len) */
-  int eof;
-  int plain_file; /* the loop cannot watch stdin: read it without waiting */
-};
-
-static void on_stdin(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud) {
-  (void)loop;
-  (void)fd;
-  (void)events;
-  *(int *)ud = 1;
-}
-
-/* Runs the loop until stdin is readable.  Returns 0 or the loop's error. */
-static int wait_stdin(struct run *run, struct input *in) {
-  if (in->plain_file)
-    return 0;
-  int ready = 0;
-  int rc = appmsg_loop_watch(run->loop, in->fd, APPMSG_EV_READ, on_stdin, &ready);
-  if (rc == -EPERM) { /* a regular file */
-    in->plain_file = 1;
-    return 0;
-  }
-  if (rc)
-    return rc;
-  while (!ready && rc >= 0)
-    rc = appmsg_loop_run_once(run->loop, -1);
-  appmsg_loop_unwatch(run->loop, in->fd); /* not watched while lines are sent */
-  return rc < 0 ? rc : 0;
-}
-
-/* The next line of stdin, NUL-terminated (a last line without a newline
- * too), or NULL at the end of the input or on a failure (*err: a negated
- * errno from read(2), or the loop's error). */
-static char *next_line(struct run *run, struct input *in, int *err) {
-  for (;;) {
-    char *p = in->buf + in->start;
-    char *nl = in->len > in->start ? memchr(p, '\n', in->len - in->start) : NULL;
-    if (nl || (in->eof && in->len > in->start)) {
-      char *end = nl ? nl : in->buf + in->len; /* (cap > len: room for the NUL) */
-      *end = '\0';
-      in->start = nl ? (size_t)(nl - in->buf) + 1 : in->len;
-      return p;
-    }
-    if (in->eof)
-      return NULL;
-    if (in->start > 0) { /* keep the start of a line, drop what was used */
-      memmove(in->buf, p, in->len - in->start);
-      in->len -= in->start;
-      in->start = 0;
-    }
-    if (in->cap - in->len < 4096) {
-      size_t cap = in->cap ? 2 * in->cap : 65536;
-      char *b = realloc(in->buf, cap);
-      if (b == NULL) {
-        *err = -ENOMEM;
-        return NULL;
-      }
-      in->buf = b;
-      in->cap = cap;
-    }
-    if ((*err = wait_stdin(run, in)) != 0)
-      return NULL;
-    ssize_t n = stdin_read(in->fd, in->buf + in->len, in->cap - in->len - 1);
-    if (n == -EINTR || n == -EAGAIN)
-      continue;
-    if (n < 0) {
-      *err = (int)n;
-      return NULL;
-    }
-    if (n == 0)
-      in->eof = 1;
-    in->len += (size_t)n;
-  }
-}
-
 /* --request-id's value as JSON text: JSON as given, anything else as a string. */
 static char *request_id_json(const char *text) {
   size_t n = strlen(text);
@@ -340,11 +250,12 @@ int main(int argc, char **argv) {
     /* Lines are read as the calls can take them: when the client's queue
      * is full, the loop runs until answers make room (a file of a million
      * lines costs the memory of the queue, not of the file). */
-    struct input in = {0};
+    struct line_input in = {0};
     int in_err = stdin_open(&in.fd);
+    in.loop = run.loop;
     char *line;
     run.reading = 1;
-    while (rc == 0 && in_err == 0 && (line = next_line(&run, &in, &in_err)) != NULL) {
+    while (rc == 0 && in_err == 0 && (line = line_input_next(&in, &in_err)) != NULL) {
       char *a, *v;
       split_line(line, &a, &v);
       if (*a == '\0')

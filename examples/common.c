@@ -433,6 +433,76 @@ void log_line(void *ud, enum appmsg_log_level level, const char *line) {
     fprintf(stderr, "%s: %s\n", prog, line);
 }
 
+/* ---- lines of standard input, read as a loop runs --------------------------------- */
+
+static void on_stdin_readable(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events,
+                              void *ud) {
+  (void)loop;
+  (void)fd;
+  (void)events;
+  *(int *)ud = 1;
+}
+
+/* Runs the loop until stdin is readable.  Returns 0 or the loop's error. */
+static int wait_stdin(struct line_input *in) {
+  if (in->plain_file)
+    return 0;
+  int ready = 0;
+  int rc = appmsg_loop_watch(in->loop, in->fd, APPMSG_EV_READ, on_stdin_readable, &ready);
+  if (rc == -EPERM) { /* a regular file */
+    in->plain_file = 1;
+    return 0;
+  }
+  if (rc)
+    return rc;
+  while (!ready && rc >= 0)
+    rc = appmsg_loop_run_once(in->loop, -1);
+  appmsg_loop_unwatch(in->loop, in->fd); /* not watched while lines are used */
+  return rc < 0 ? rc : 0;
+}
+
+char *line_input_next(struct line_input *in, int *err) {
+  for (;;) {
+    char *p = in->buf + in->start;
+    char *nl = in->len > in->start ? memchr(p, '\n', in->len - in->start) : NULL;
+    if (nl || (in->eof && in->len > in->start)) {
+      char *end = nl ? nl : in->buf + in->len; /* (cap > len: room for the NUL) */
+      *end = '\0';
+      in->start = nl ? (size_t)(nl - in->buf) + 1 : in->len;
+      return p;
+    }
+    if (in->eof)
+      return NULL;
+    if (in->start > 0) { /* keep the start of a line, drop what was used */
+      memmove(in->buf, p, in->len - in->start);
+      in->len -= in->start;
+      in->start = 0;
+    }
+    if (in->cap - in->len < 4096) {
+      size_t cap = in->cap ? 2 * in->cap : 65536;
+      char *b = realloc(in->buf, cap);
+      if (b == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+      }
+      in->buf = b;
+      in->cap = cap;
+    }
+    if ((*err = wait_stdin(in)) != 0)
+      return NULL;
+    ssize_t n = stdin_read(in->fd, in->buf + in->len, in->cap - in->len - 1);
+    if (n == -EINTR || n == -EAGAIN)
+      continue;
+    if (n < 0) {
+      *err = (int)n;
+      return NULL;
+    }
+    if (n == 0)
+      in->eof = 1;
+    in->len += (size_t)n;
+  }
+}
+
 /* ---- observing a service ------------------------------------------------------ */
 
 static const char *metrics_addr; /* --metrics, for serve() and serve_threads() */

@@ -275,6 +275,24 @@ int send_all(appmsg_socket_t fd, const void *buf, size_t len);
  * when a read waited that long, or a negated errno. */
 ssize_t recv_upto(appmsg_socket_t fd, void *buf, size_t want, int timeout_ms);
 
+/* ---- lines of standard input, read as a loop runs --------------------------------- */
+
+/* Standard input cut into lines while a loop serves its other users (app-client -, the appmsg
+ * prompt over a pipe).  Zero it, set fd (stdin_open()'s) and loop; free buf at the end. */
+struct line_input {
+  appmsg_socket_t fd;       /* stdin, as stdin_open() gives it */
+  struct appmsg_loop *loop; /* run while stdin has nothing to read */
+  char *buf;
+  size_t start, len, cap; /* the bytes not yet used are buf[start, len) */
+  int eof;
+  int plain_file; /* the loop cannot watch stdin (a regular file): read it without waiting */
+};
+
+/* The next line (NUL-terminated, a last line without a newline too; valid until the next
+ * call), or NULL at the end of the input or on a failure (*err: a negated errno from the read,
+ * or the loop's error).  The loop runs while a line is incomplete. */
+char *line_input_next(struct line_input *in, int *err);
+
 /* ---- observing a service ------------------------------------------------------ */
 
 /* A server's options for watching it run, with where their values go. */

@@ -338,9 +338,9 @@ int cmd_bench(int argc, char **argv) {
   const char **pos = calloc(MAXPOS, sizeof *pos);
   if (pos == NULL)
     return EXIT_CONN;
-  int npos = cli_parse(&cli, argc, argv, pos, MAXPOS), at = 0;
+  int npos;
   struct target t;
-  target_set(&cli, &t, npos > 0 && is_endpoint(pos[0]) ? pos[at++] : NULL);
+  int at = parse_target(&cli, argc, argv, pos, MAXPOS, &t, &npos);
   if (at == npos) {
     logf_("which action? (appmsg describe lists them)");
     cli_usage_error(&cli);

@@ -162,9 +162,9 @@ int cmd_call(int argc, char **argv) {
   const char **pos = calloc(MAXPOS, sizeof *pos);
   if (pos == NULL)
     return EXIT_CONN;
-  int npos = cli_parse(&cli, argc, argv, pos, MAXPOS), at = 0;
+  int npos;
   struct target t;
-  target_set(&cli, &t, npos > 0 && is_endpoint(pos[0]) ? pos[at++] : NULL);
+  int at = parse_target(&cli, argc, argv, pos, MAXPOS, &t, &npos);
   if (ctype && !data) {
     logf_("--content-type goes with -d");
     cli_usage_error(&cli);

@@ -111,9 +111,9 @@ int cmd_describe(int argc, char **argv) {
       .opts = opts,
   };
   const char *pos[3];
-  int npos = cli_parse(&cli, argc, argv, pos, 2), at = 0;
+  int npos;
   struct target t;
-  target_set(&cli, &t, npos > 0 && is_endpoint(pos[0]) ? pos[at++] : NULL);
+  int at = parse_target(&cli, argc, argv, pos, 2, &t, &npos);
   if (npos - at > 1) {
     logf_("describe takes one ACTION at most");
     cli_usage_error(&cli);

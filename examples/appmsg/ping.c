@@ -119,24 +119,14 @@ int cmd_ping(int argc, char **argv) {
       .opts = opts,
   };
   const char *pos[2];
-  int npos = cli_parse(&cli, argc, argv, pos, 1);
-  if (npos == 1 && !is_endpoint(pos[0])) {
-    logf_("'%s' is not HOST:PORT (host:port, [v6addr]:port, :port, unix:/path)", pos[0]);
-    cli_usage_error(&cli);
-  }
-  target_set(&cli, &p.t, npos ? pos[0] : NULL);
+  int npos;
+  parse_target(&cli, argc, argv, pos, 1, &p.t, &npos);
   client_opts_setup(&cli, &ca, &p.o);
   if (appmsg_loop_new(&p.loop, APPMSG_LOOP_DEFAULT) != 0) {
     logf_("cannot start");
     return EXIT_CONN;
   }
-  appmsg_timer_init(&p.tick, on_tick, &p);
-  uint64_t ms = (uint64_t)(interval * 1000);
-  appmsg_timer_start(p.loop, &p.tick, 0, ms ? ms : 1);
-  appmsg_loop_stop_on_signals(p.loop, (const int[]){SIGINT, SIGTERM}, 2);
-  appmsg_loop_run(p.loop);
-  appmsg_loop_stop_on_signals(p.loop, NULL, 0);
-  appmsg_timer_stop(p.loop, &p.tick);
+  run_every(p.loop, &p.tick, interval, on_tick, &p);
   appmsg_client_free(p.client); /* (pings still awaited: lost) */
   appmsg_loop_free(p.loop);
   appmsg_tls_free(p.o.conn.tls);

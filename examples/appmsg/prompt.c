@@ -299,79 +299,6 @@ static int handle_line(struct prompt *p, char *line, int may_wait) {
 
 /* ---- lines without editing: a pipe, a file, or a terminal without libedit ---------------------- */
 
-struct input {
-  char *buf;
-  size_t start, len, cap; /* the bytes not yet used are buf[start, len) */
-  int eof;
-  int plain_file; /* the loop cannot watch stdin: read it without waiting */
-};
-
-static void on_readable(struct appmsg_loop *loop, appmsg_socket_t fd, unsigned events, void *ud) {
-  (void)loop;
-  (void)fd;
-  (void)events;
-  *(int *)ud = 1;
-}
-
-/* Runs the loop (answers are printed meanwhile) until stdin is readable. */
-static int wait_input(struct prompt *p, struct input *in) {
-  if (in->plain_file)
-    return 0;
-  int ready = 0;
-  int rc = appmsg_loop_watch(p->loop, p->in_fd, APPMSG_EV_READ, on_readable, &ready);
-  if (rc == -EPERM) { /* a regular file */
-    in->plain_file = 1;
-    return 0;
-  }
-  while (rc >= 0 && !ready)
-    rc = appmsg_loop_run_once(p->loop, -1);
-  appmsg_loop_unwatch(p->loop, p->in_fd);
-  return rc < 0 ? rc : 0;
-}
-
-/* The next line (NUL-terminated), or NULL at the end of the input or on an error (*err). */
-static char *next_line(struct prompt *p, struct input *in, int *err) {
-  for (;;) {
-    char *s = in->buf + in->start;
-    char *nl = in->len > in->start ? memchr(s, '\n', in->len - in->start) : NULL;
-    if (nl || (in->eof && in->len > in->start)) {
-      char *end = nl ? nl : in->buf + in->len;
-      *end = '\0';
-      in->start = nl ? (size_t)(nl - in->buf) + 1 : in->len;
-      return s;
-    }
-    if (in->eof)
-      return NULL;
-    if (in->start > 0) {
-      memmove(in->buf, s, in->len - in->start);
-      in->len -= in->start;
-      in->start = 0;
-    }
-    if (in->cap - in->len < 4096) {
-      size_t cap = in->cap ? 2 * in->cap : 65536;
-      char *b = realloc(in->buf, cap);
-      if (b == NULL) {
-        *err = -ENOMEM;
-        return NULL;
-      }
-      in->buf = b;
-      in->cap = cap;
-    }
-    if ((*err = wait_input(p, in)) != 0)
-      return NULL;
-    ssize_t n = stdin_read(p->in_fd, in->buf + in->len, in->cap - in->len - 1);
-    if (n == -EINTR || n == -EAGAIN)
-      continue;
-    if (n < 0) {
-      *err = (int)n;
-      return NULL;
-    }
-    if (n == 0)
-      in->eof = 1;
-    in->len += (size_t)n;
-  }
-}
-
 #ifdef APPMSG_HAVE_LIBEDIT
 static void on_line(char *line);
 #endif
@@ -390,12 +317,14 @@ static void show_prompt(struct prompt *p) {
 }
 
 static int run_plain(struct prompt *p) {
-  struct input in = {0};
+  struct line_input in = {0};
   int err = stdin_open(&p->in_fd);
+  in.fd = p->in_fd;
+  in.loop = p->loop;
   char *line;
   if (p->one_by_one)
     show_prompt(p);
-  while (!p->quit && err == 0 && (line = next_line(p, &in, &err)) != NULL) {
+  while (!p->quit && err == 0 && (line = line_input_next(&in, &err)) != NULL) {
     size_t before = p->sent;
     handle_line(p, line, 1);
     /* On a terminal, the answer before the next prompt (on_reply shows it). */
@@ -621,12 +550,8 @@ int cmd_prompt(int argc, char **argv) {
       .opts = opts,
   };
   const char *pos[2];
-  int npos = cli_parse(&cli, argc, argv, pos, 1);
-  if (npos == 1 && !is_endpoint(pos[0])) {
-    logf_("'%s' is not HOST:PORT (host:port, [v6addr]:port, :port, unix:/path)", pos[0]);
-    cli_usage_error(&cli);
-  }
-  target_set(&cli, &p.t, npos ? pos[0] : NULL);
+  int npos;
+  parse_target(&cli, argc, argv, pos, 1, &p.t, &npos);
   client_opts_setup(&cli, &ca, &p.o);
   /* Lines from a pipe come faster than answers: calls wait in the queue, a bounded number in
    * flight (as app-client's), and reading stops while the queue is full. */

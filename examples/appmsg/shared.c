@@ -1,5 +1,6 @@
 /* What the subcommands of appmsg share (see tool.h). */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +36,29 @@ void target_set(const struct cli *c, struct target *t, const char *operand) {
     cli_usage_error(c);
   }
   endpoint_text(t->ep.host, t->ep.port, t->where, sizeof t->where);
+}
+
+int parse_target(const struct cli *c, int argc, char **argv, const char **pos, int maxpos,
+                 struct target *t, int *npos) {
+  *npos = cli_parse(c, argc, argv, pos, maxpos);
+  int at = *npos > 0 && is_endpoint(pos[0]);
+  if (maxpos == 1 && *npos == 1 && !at) {
+    logf_("'%s' is not HOST:PORT (host:port, [v6addr]:port, :port, unix:/path)", pos[0]);
+    cli_usage_error(c);
+  }
+  target_set(c, t, at ? pos[0] : NULL);
+  return at;
+}
+
+void run_every(struct appmsg_loop *loop, struct appmsg_timer *tick, double interval_s,
+               appmsg_timer_cb cb, void *ud) {
+  appmsg_timer_init(tick, cb, ud);
+  uint64_t ms = (uint64_t)(interval_s * 1000);
+  appmsg_timer_start(loop, tick, 0, ms ? ms : 1);
+  appmsg_loop_stop_on_signals(loop, (const int[]){SIGINT, SIGTERM}, 2);
+  appmsg_loop_run(loop);
+  appmsg_loop_stop_on_signals(loop, NULL, 0);
+  appmsg_timer_stop(loop, tick);
 }
 
 void client_opts_setup(const struct cli *c, struct conn_args *a, struct appmsg_client_opts *o) {

@@ -49,6 +49,18 @@ int is_endpoint(const char *s);
 /* Sets *t from an operand (NULL: $APPMSG_ADDR, else the default); a bad one is a usage error. */
 void target_set(const struct cli *c, struct target *t, const char *operand);
 
+/* Reads the command line (cli_parse(), at most maxpos operands into pos, *npos of them) and
+ * the server from its first operand when that is HOST:PORT, else as target_set() does.  With
+ * maxpos 1 that operand must be HOST:PORT (a usage error otherwise).  Returns the index of
+ * the first operand after the server (0 or 1). */
+int parse_target(const struct cli *c, int argc, char **argv, const char **pos, int maxpos,
+                 struct target *t, int *npos);
+
+/* Runs the loop, cb called at once and every interval_s seconds, until SIGINT or SIGTERM (or
+ * the loop is stopped); tick is stopped at the end. */
+void run_every(struct appmsg_loop *loop, struct appmsg_timer *tick, double interval_s,
+               appmsg_timer_cb cb, void *ud);
+
 /* Client options from the connection's: timeouts, TLS (the context is the caller's to free
  * with appmsg_tls_free(o->conn.tls)), no reconnecting. */
 void client_opts_setup(const struct cli *c, struct conn_args *a, struct appmsg_client_opts *o);

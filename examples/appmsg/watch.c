@@ -186,24 +186,14 @@ int cmd_watch(int argc, char **argv) {
       .opts = opts,
   };
   const char *pos[2];
-  int npos = cli_parse(&cli, argc, argv, pos, 1);
-  if (npos == 1 && !is_endpoint(pos[0])) {
-    logf_("'%s' is not HOST:PORT (host:port, [v6addr]:port, :port, unix:/path)", pos[0]);
-    cli_usage_error(&cli);
-  }
-  target_set(&cli, &w.t, npos ? pos[0] : NULL);
+  int npos;
+  parse_target(&cli, argc, argv, pos, 1, &w.t, &npos);
   client_opts_setup(&cli, &ca, &w.o);
   if (appmsg_loop_new(&w.loop, APPMSG_LOOP_DEFAULT) != 0) {
     logf_("cannot start");
     return EXIT_CONN;
   }
-  appmsg_timer_init(&w.tick, on_tick, &w);
-  uint64_t ms = (uint64_t)(interval * 1000);
-  appmsg_timer_start(w.loop, &w.tick, 0, ms ? ms : 1);
-  appmsg_loop_stop_on_signals(w.loop, (const int[]){SIGINT, SIGTERM}, 2);
-  appmsg_loop_run(w.loop);
-  appmsg_loop_stop_on_signals(w.loop, NULL, 0);
-  appmsg_timer_stop(w.loop, &w.tick);
+  run_every(w.loop, &w.tick, interval, on_tick, &w);
   appmsg_client_free(w.client);
   appmsg_loop_free(w.loop);
   appmsg_tls_free(w.o.conn.tls);
