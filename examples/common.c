@@ -351,37 +351,49 @@ void prog_init(int *argc, char ***argv) {
 
 static int log_json; /* --log-format json */
 
-/* A JSON string member ", \"key\": \"...\"" of text (UTF-8; a byte that is not is written as
- * U+FFFD by appmsg_json_quote()'s caller below, so the line stays valid JSON). */
-static void json_member(FILE *f, const char *key, const char *text) {
-  char buf[2048], *q = buf;
-  size_t n = strlen(text), valid = appmsg_utf8_check(text, n);
-  char fixed[1024];
-  if (valid < n) { /* (the library's lines are UTF-8; a program's own could quote a bad byte) */
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 4 < sizeof fixed;) {
-      size_t ok = appmsg_utf8_check(text + i, n - i);
-      size_t take = ok < sizeof fixed - 4 - k ? ok : sizeof fixed - 4 - k;
-      memcpy(fixed + k, text + i, take);
-      k += take;
-      i += take;
-      if (take == ok && i < n) {
-        memcpy(fixed + k, "\xef\xbf\xbd", 3);
-        k += 3;
-        i++;
-      }
-    }
-    fixed[k] = '\0';
-    text = fixed;
-    n = k;
-  }
-  size_t need = appmsg_json_quote(text, n, NULL, 0);
-  if (need > sizeof buf && (q = malloc(need)) == NULL)
+/* A log line being made: written whole, with one call, so that lines from several threads
+ * never mix. */
+struct line_buf {
+  char p[16384];
+  size_t len;
+};
+
+static void line_addf(struct line_buf *l, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+static void line_addf(struct line_buf *l, const char *fmt, ...) {
+  if (l->len >= sizeof l->p)
     return;
-  appmsg_json_quote(text, n, q, need);
-  fprintf(f, ", \"%s\": %.*s", key, (int)need, q);
-  if (q != buf)
-    free(q);
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(l->p + l->len, sizeof l->p - l->len, fmt, ap);
+  va_end(ap);
+  l->len = n < 0 ? sizeof l->p : l->len + (size_t)n;
+}
+
+/* A JSON string member ", \"key\": \"...\"" of text: at most 2048 bytes of it (a long action
+ * name is cut, at a character's start), a byte that is not UTF-8 written as U+FFFD, so that
+ * the line stays valid JSON whatever a program logs. */
+static void json_member(struct line_buf *l, const char *key, const char *text) {
+  char fixed[2048 + 4], quoted[2 * 6 * sizeof fixed];
+  size_t n = strlen(text), k = 0;
+  for (size_t i = 0; i < n && k < sizeof fixed - 4;) {
+    size_t ok = appmsg_utf8_check(text + i, n - i), room = sizeof fixed - 4 - k;
+    size_t take = ok < room ? ok : room;
+    while (take < ok && take > 0 && ((unsigned char)text[i + take] & 0xc0) == 0x80)
+      take--; /* (cut before a character, not inside one) */
+    memcpy(fixed + k, text + i, take);
+    k += take;
+    i += take;
+    if (take < ok)
+      break;     /* no more room */
+    if (i < n) { /* a byte that is not UTF-8 */
+      memcpy(fixed + k, "\xef\xbf\xbd", 3);
+      k += 3;
+      i++;
+    }
+  }
+  size_t q = appmsg_json_quote(fixed, k, quoted, sizeof quoted); /* (6 bytes a byte at most) */
+  line_addf(l, ", \"%s\": %.*s", key, (int)q, quoted);
 }
 
 /* One log line as a JSON object: time (RFC 3339, UTC, milliseconds), level, prog, msg, and the
@@ -392,25 +404,33 @@ static void log_json_line(enum appmsg_log_level level, const char *msg,
   struct tm tm;
   int ms;
   wall_clock_utc(&tm, &ms);
-  FILE *out = stderr;
-  fprintf(out, "{\"time\": \"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\", \"level\": \"%s\"",
-          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms,
-          levels[(unsigned)level < 4 ? level : 2]);
-  json_member(out, "prog", prog);
-  json_member(out, "msg", msg);
+  struct line_buf *l = malloc(sizeof *l);
+  if (l == NULL)
+    return;
+  l->len = 0;
+  line_addf(l, "{\"time\": \"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\", \"level\": \"%s\"",
+            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms,
+            levels[(unsigned)level < 4 ? level : 2]);
+  json_member(l, "prog", prog);
+  json_member(l, "msg", msg);
   if (f->peer)
-    json_member(out, "peer", f->peer);
+    json_member(l, "peer", f->peer);
   if (f->action)
-    json_member(out, "action", f->action);
+    json_member(l, "action", f->action);
   if (f->error)
-    json_member(out, "error", f->error);
+    json_member(l, "error", f->error);
   if (f->offset >= 0)
-    fprintf(out, ", \"offset\": %lld", f->offset);
-  if (f->request_id)
-    fprintf(out, ", \"request_id\": %.*s", (int)f->request_id_len, f->request_id);
+    line_addf(l, ", \"offset\": %lld", f->offset);
+  if (f->request_id && f->request_id_len < 4096) /* (JSON as received; a longer one is left out) */
+    line_addf(l, ", \"request_id\": %.*s", (int)f->request_id_len, f->request_id);
   if (f->duration_s >= 0)
-    fprintf(out, ", \"duration_s\": %.6f", f->duration_s);
-  fputs("}\n", out);
+    line_addf(l, ", \"duration_s\": %.6f", f->duration_s);
+  line_addf(l, "}\n");
+  if (l->len < sizeof l->p) { /* (a line that did not fit is not written half) */
+    fwrite(l->p, 1, l->len, stderr);
+    fflush(stderr);
+  }
+  free(l);
 }
 
 void logf_(const char *fmt, ...) {
@@ -423,6 +443,7 @@ void logf_(const char *fmt, ...) {
     log_json_line(APPMSG_LOG_INFO, line, appmsg_log_fields());
   else
     fprintf(stderr, "%s: %s\n", prog, line);
+  fflush(stderr);
 }
 
 void log_line(void *ud, enum appmsg_log_level level, const char *line) {
@@ -431,6 +452,7 @@ void log_line(void *ud, enum appmsg_log_level level, const char *line) {
     log_json_line(level, line, appmsg_log_fields());
   else
     fprintf(stderr, "%s: %s\n", prog, line);
+  fflush(stderr);
 }
 
 /* ---- lines of standard input, read as a loop runs --------------------------------- */
