@@ -994,8 +994,8 @@ static void on_tree(const struct appmsg_reply *r, void *ud) {
     t->f = cJSON_GetObjectItem(res, "f")->valuedouble;
     t->flag = cJSON_IsTrue(cJSON_GetObjectItem(res, "flag"));
     t->list = cJSON_GetArraySize(cJSON_GetObjectItem(res, "list"));
-    cJSON_Delete(res);
   }
+  cJSON_Delete(res); /* (an error reply's result is a tree too: the string) */
 }
 
 START_TEST(typed_calls_reach_a_described_action_and_results_parse_as_a_tree) {

@@ -254,7 +254,8 @@ class TestReadmeExample(E2E):
         # No JSON library: the library needs none.
         cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", *sanitize, "-o", exe, src,
                              f"-I{SRC_DIR / 'include'}", f"-I{build / 'include'}",
-                             str(build / "libappmsg.a"), "-lssl", "-lcrypto", "-lpthread"],
+                             str(build / "libappmsg.a"), "-lhttp_parser", "-lssl", "-lcrypto",
+                             "-lpthread"],
                             capture_output=True, text=True, timeout=120)
         self.assertEqual(cc.returncode, 0, cc.stderr)
         return exe
