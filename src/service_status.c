@@ -172,8 +172,10 @@ void appmsg__svc_status_json(struct appmsg_service *s, struct appmsg__text *t) {
   appmsg_service_stats_total(s, &st);
   size_t threads;
   appmsg__svc_group(s, &threads);
+  appmsg__text_addf(t, "{\"title\": ");
+  appmsg__text_add_quoted(t, s->title ? s->title : "appmsg service");
   appmsg__text_addf(t,
-                    "{\"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
+                    ", \"version\": \"%s\", \"uptime_s\": %llu, \"connections\": %llu, "
                     "\"connections_total\": %llu, \"requests\": %llu, \"replies\": %llu, "
                     "\"pending\": %llu, \"threads\": %zu, \"errors\": {",
                     appmsg_version(), (unsigned long long)(st.uptime_ms / 1000),

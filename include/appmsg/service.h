@@ -80,7 +80,7 @@
  *   {"action": "describe"} -> {"result": {"openrpc": ..., "methods": [...]}}
  *     and {"action": "describe", "name": ACTION} -> one method (see
  *     "described actions" below)
- *   {"action": "status"} -> {"result": {"version": ..., "uptime_s": ...,
+ *   {"action": "status"} -> {"result": {"title": ..., "version": ..., "uptime_s": ...,
  *     "connections": ..., "connections_total": ..., "requests": ...,
  *     "replies": ..., "pending": ..., "threads": ..., "errors": {NAME: count, ...},
  *     "bytes_in": ..., "bytes_out": ...}} plus the members a status hook
@@ -237,7 +237,8 @@ APPMSG_API int appmsg_service_handle_doc(struct appmsg_service *s, const char *a
 
 /* The title and version describe reports for the service (its "info";
  * copied): the program's name and its own version, say "kv-server",
- * "1.0".  By default "appmsg service" and the library's version.  Returns 0,
+ * "1.0".  By default "appmsg service" and the library's version.  The title
+ * is also status's "title" (and the status page's heading).  Returns 0,
  * -EINVAL or -ENOMEM. */
 APPMSG_API int appmsg_service_set_info(struct appmsg_service *s, const char *title,
                                        const char *version);

@@ -120,6 +120,10 @@
     }
     const rps = before ? perSecond(s.requests, before.requests, dt) : null;
     const eps = before ? perSecond(errorTotal(s), errorTotal(before), dt) : null;
+    if (typeof s.title === "string" && s.title) {
+      setText("title", s.title);
+      document.title = s.title + " status";
+    }
     setText("version", s.version ? "v" + s.version : "");
     setText("rate-requests", rate(rps));
     setText("rate-errors", rate(eps));
