@@ -271,7 +271,9 @@ static int outcome_ok(const struct call *k, int strict, char *why, size_t n) {
   int correct =
       k->want_error
           ? k->status == APPMSG_E_ERROR_REPLY && strcmp(k->error, k->want_error) == 0
-          : k->status == 0 && strcmp(k->result, k->want ? k->want : "{\"version\": ") == 0;
+          : k->status == 0 &&
+                strcmp(k->result, k->want ? k->want : "{\"title\": \"a" /* ("appmsg service") */) ==
+                    0;
   if (correct)
     return 1;
   snprintf(why, n, "status %d (%s) cause %d result '%s' error '%s'", k->status,
