@@ -527,7 +527,8 @@ char *line_input_next(struct line_input *in, int *err) {
 
 /* ---- observing a service ------------------------------------------------------ */
 
-static const char *metrics_addr; /* --metrics, for serve() and serve_threads() */
+static struct appmsg_endpoint metrics_ep; /* --metrics, for serve() and serve_threads() */
+static int metrics_on;
 
 void observe_setup(const struct cli *c, const struct observe_args *a,
                    struct appmsg_service_opts *o) {
@@ -538,25 +539,23 @@ void observe_setup(const struct cli *c, const struct observe_args *a,
   log_json = a->log_format && strcmp(a->log_format, "json") == 0;
   o->slow_ms = (uint32_t)a->slow_ms;
   o->measure = !a->no_measure;
-  struct appmsg_endpoint ep;
-  if (a->metrics && (appmsg_endpoint_parse(a->metrics, DEFAULT_HOST, "", &ep) != 0 ||
-                     (ep.port[0] == '\0' && strncmp(ep.host, "unix:", 5) != 0))) {
+  struct appmsg_endpoint *ep = &metrics_ep;
+  if (a->metrics && (appmsg_endpoint_parse(a->metrics, DEFAULT_HOST, "", ep) != 0 ||
+                     (ep->port[0] == '\0' && strncmp(ep->host, "unix:", 5) != 0))) {
     logf_("--metrics '%s' is not an address: give host:port (127.0.0.1:9465), [v6addr]:port "
           "or :port",
           a->metrics);
     cli_usage_error(c);
   }
-  metrics_addr = a->metrics;
+  metrics_on = a->metrics != NULL;
 }
 
 /* Starts the metrics endpoint on svc when --metrics asked for it: 0, or 1 after saying why. */
 static int metrics_listen(struct appmsg_service *svc) {
-  if (metrics_addr == NULL)
+  if (!metrics_on)
     return 0;
-  struct appmsg_endpoint ep;
-  appmsg_endpoint_parse(metrics_addr, DEFAULT_HOST, "", &ep); /* (checked by observe_setup) */
   char err[APPMSG_NET_ERRLEN];
-  if (appmsg_service_metrics_listen(svc, ep.host, ep.port, err, sizeof err) != 0) {
+  if (appmsg_service_metrics_listen(svc, metrics_ep.host, metrics_ep.port, err, sizeof err) != 0) {
     logf_("--metrics: %s", err);
     return 1;
   }

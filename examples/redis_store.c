@@ -629,10 +629,10 @@ size_t redis_store_status(void *ud, char *out, size_t cap) {
   const struct redis_store *s = ud;
   struct totals t;
   sum_group(s, &t);
-  size_t n = t.n, up = t.up;
-  uint64_t connects = t.connects, requests = t.requests, in_flight = t.in_flight,
-           unavailable = t.unavailable, timeouts = t.timeouts, errors = t.errors;
-  const char *state = up == n ? "connected" : up ? "partial" : t.connecting ? "connecting" : "down";
+  const char *state = t.up == t.n    ? "connected"
+                      : t.up         ? "partial"
+                      : t.connecting ? "connecting"
+                                     : "down";
   size_t used = 0;
 #define PUT(...)                                                                                   \
   used += (size_t)snprintf(used < cap ? out + used : NULL, used < cap ? cap - used : 0, __VA_ARGS__)
@@ -643,9 +643,10 @@ size_t redis_store_status(void *ud, char *out, size_t cap) {
   PUT(", \"connected\": %s, \"state\": \"%s\", \"connections\": %zu, \"connections_up\": %zu, "
       "\"reconnects\": %llu, \"requests\": %llu, \"in_flight\": %llu, \"unavailable\": %llu, "
       "\"timeouts\": %llu, \"errors\": %llu, \"last_error\": ",
-      up == n ? "true" : "false", state, n, up, (unsigned long long)connects,
-      (unsigned long long)requests, (unsigned long long)in_flight, (unsigned long long)unavailable,
-      (unsigned long long)timeouts, (unsigned long long)errors);
+      t.up == t.n ? "true" : "false", state, t.n, t.up, (unsigned long long)t.connects,
+      (unsigned long long)t.requests, (unsigned long long)t.in_flight,
+      (unsigned long long)t.unavailable, (unsigned long long)t.timeouts,
+      (unsigned long long)t.errors);
   if (s->last_error[0])
     used += quoted(s->last_error, out, used, cap);
   else

@@ -166,7 +166,7 @@ int appmsg__svc_check_params(struct appmsg_request *r, const struct appmsg__doc 
     }
     if (p->type == APPMSG_TYPE_INTEGER) {
       long long v;
-      int rc = appmsg_request_int(r, p->name, &v);
+      int rc = appmsg__member_int(&f->m, &v); /* (the member found above, not searched again) */
       if (rc == -ERANGE) {
         snprintf(msg, sizeof msg, "member '%.100s' is beyond the range of a 64-bit integer",
                  p->name);
@@ -180,7 +180,7 @@ int appmsg__svc_check_params(struct appmsg_request *r, const struct appmsg__doc 
       }
     } else if (p->type == APPMSG_TYPE_NUMBER) {
       double v;
-      if (appmsg_request_number(r, p->name, &v) == -ERANGE) {
+      if (appmsg__member_number(&f->m, &v) == -ERANGE) {
         snprintf(msg, sizeof msg, "member '%.100s' is beyond the range of a double", p->name);
         return refuse(r, msg);
       }

@@ -254,6 +254,10 @@ const char *appmsg__svc_member_text(struct appmsg_request *r, struct appmsg__mem
 struct appmsg_log_fields appmsg__svc_request_fields(const struct appmsg_request *r);
 struct appmsg_log_fields appmsg__svc_conn_fields(struct appmsg_conn *c);
 
+/* appmsg_request_int() and appmsg_request_number() of a member already found. */
+int appmsg__member_int(const struct appmsg_json_member *m, long long *v);
+int appmsg__member_number(const struct appmsg_json_member *m, double *v);
+
 /* The guide's answer to an action nobody handles (the default unknown handler). */
 void appmsg__svc_invalid_action(struct appmsg_request *r, void *ud);
 

@@ -107,6 +107,11 @@ int appmsg_request_int(const struct appmsg_request *r, const char *key, long lon
   struct appmsg_json_member m;
   if (appmsg_request_member(r, key, &m) != 0)
     return -ENOENT;
+  return appmsg__member_int(&m, v);
+}
+
+int appmsg__member_int(const struct appmsg_json_member *mp, long long *v) {
+  struct appmsg_json_member m = *mp;
   if (m.type != APPMSG_JSON_NUMBER)
     return -EINVAL;
   size_t i = m.val_len > 0 && m.val[0] == '-';
@@ -131,6 +136,11 @@ int appmsg_request_number(const struct appmsg_request *r, const char *key, doubl
   struct appmsg_json_member m;
   if (appmsg_request_member(r, key, &m) != 0)
     return -ENOENT;
+  return appmsg__member_number(&m, v);
+}
+
+int appmsg__member_number(const struct appmsg_json_member *mp, double *v) {
+  struct appmsg_json_member m = *mp;
   if (m.type != APPMSG_JSON_NUMBER)
     return -EINVAL;
   char stack[64], *text = stack;
